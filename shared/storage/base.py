@@ -1,0 +1,113 @@
+"""The storage port: what the service needs from tables and queues, nothing more."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+# Table keys may not contain / \ # ? or control characters and are limited to 1 KiB.
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.@:=+-]{1,512}$")
+_ENCODED_PREFIX = "~"
+
+
+def encode_key(value: str) -> str:
+    """Make any string usable as PartitionKey/RowKey, reversibly.
+
+    Plain ids stay readable; anything else (Graph event ids contain '/') is base64url'd.
+    """
+    if _SAFE_KEY.match(value) and not value.startswith(_ENCODED_PREFIX):
+        return value
+    return _ENCODED_PREFIX + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_key(key: str) -> str:
+    if not key.startswith(_ENCODED_PREFIX):
+        return key
+    raw = key[len(_ENCODED_PREFIX):]
+    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+
+
+class Entity(dict[str, Any]):
+    """A table row: a dict with PartitionKey, RowKey and plain values, plus its ETag."""
+
+    etag: str
+
+    def __init__(self, data: Mapping[str, Any] | None = None, *, etag: str = "") -> None:
+        super().__init__(data or {})
+        self.etag = etag
+
+    @property
+    def pk(self) -> str:
+        return str(self["PartitionKey"])
+
+    @property
+    def rk(self) -> str:
+        return str(self["RowKey"])
+
+
+class TablePort(ABC):
+    """One table. Values are str, int, float, bool, datetime (aware, UTC) or bytes."""
+
+    name: str
+
+    @abstractmethod
+    async def get(self, pk: str, rk: str) -> Entity | None: ...
+
+    @abstractmethod
+    async def insert(self, entity: Mapping[str, Any]) -> Entity:
+        """Create; raise ``Conflict`` if the row exists. Returns the stored row with its ETag."""
+
+    @abstractmethod
+    async def upsert(self, entity: Mapping[str, Any]) -> Entity:
+        """Create or replace unconditionally."""
+
+    @abstractmethod
+    async def update(self, entity: Mapping[str, Any], *, etag: str) -> Entity:
+        """Replace only if the stored ETag still matches: ``Conflict`` if not, ``NotFound`` if gone."""
+
+    @abstractmethod
+    async def delete(self, pk: str, rk: str, *, etag: str | None = None) -> bool:
+        """Delete; True if a row was deleted. With ``etag``: ``Conflict`` if it changed meanwhile."""
+
+    @abstractmethod
+    async def query(self, pk: str | None = None, *, equals: Mapping[str, Any] | None = None,
+                    limit: int | None = None) -> list[Entity]:
+        """Rows of one partition (or all, pk=None) whose fields equal ``equals``."""
+
+
+class QueuePort(ABC):
+    """One queue. Messages are JSON objects; the adapter encodes them as the Functions host expects."""
+
+    name: str
+
+    @abstractmethod
+    async def send(self, message: Mapping[str, Any], *, delay_seconds: float = 0) -> None: ...
+
+    @abstractmethod
+    async def peek_count(self) -> int:
+        """Approximate number of messages waiting (for health and metrics)."""
+
+
+class StoragePort(ABC):
+    """Factory for tables and queues; creates them on first use."""
+
+    @abstractmethod
+    def table(self, name: str) -> TablePort: ...
+
+    @abstractmethod
+    def queue(self, name: str) -> QueuePort: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise ``StorageError`` if storage cannot be reached."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network resources."""
+
+
+def dumps(message: Mapping[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), sort_keys=True, default=str)
