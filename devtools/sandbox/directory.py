@@ -1,0 +1,188 @@
+"""Shared sandbox state about who exists and which tokens are valid.
+
+The identity stand-in issues tokens into this directory; the Graph stand-in verifies them
+here. Access tokens are opaque random strings to clients (as real Graph tokens are to
+apps), looked up on each request, so revocation and expiry act immediately.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SandboxTenant:
+    id: str
+    name: str
+    domain: str
+    #: False → users cannot consent themselves: the authorize endpoint answers consent_required /
+    #: AADSTS65001 / AADSTS90094 until an admin grants consent for the app.
+    user_consent_allowed: bool = True
+    #: client ids that an administrator consented to tenant-wide (enables client_credentials)
+    admin_consented_apps: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SandboxUser:
+    id: str
+    tenant_id: str
+    display_name: str
+    mail: str
+    #: Windows time zone name, as Graph's mailboxSettings reports it
+    time_zone: str = "W. Europe Standard Time"
+    #: client ids this user consented to (delegated)
+    consented_apps: set[str] = field(default_factory=set)
+
+    @property
+    def user_principal_name(self) -> str:
+        return self.mail
+
+
+@dataclass
+class AppRegistration:
+    client_id: str
+    client_secret: str
+    redirect_uris: list[str]
+    name: str = "timum Outlook Sync"
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    token_id: str
+    tenant_id: str
+    client_id: str
+    user_id: str | None          # None for app-only tokens
+    scopes: frozenset[str]       # delegated scopes, e.g. {"Calendars.ReadWrite", "User.Read"}
+    roles: frozenset[str]        # application permissions, e.g. {"Calendars.ReadWrite"}
+    expires_at: float
+
+    @property
+    def app_only(self) -> bool:
+        return self.user_id is None
+
+
+class TokenError(Exception):
+    """Why a bearer token was refused: ``reason`` is 'invalid', 'expired' or 'revoked'."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RefreshGrant:
+    token: str
+    tenant_id: str
+    client_id: str
+    user_id: str
+    scopes: frozenset[str]
+    revoked: bool = False
+
+
+class Directory:
+    """Tenants, users, app registrations and live tokens. Thread-safe; the stand-ins share one."""
+
+    ACCESS_TOKEN_LIFETIME = 3600
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.tenants: dict[str, SandboxTenant] = {}
+        self.users: dict[str, SandboxUser] = {}
+        self.apps: dict[str, AppRegistration] = {}
+        self.access_tokens: dict[str, AccessClaims] = {}
+        self.refresh_tokens: dict[str, RefreshGrant] = {}
+
+    # --- set-up -------------------------------------------------------------------------
+    def add_tenant(self, name: str, domain: str, *, tenant_id: str | None = None,
+                   user_consent_allowed: bool = True) -> SandboxTenant:
+        with self._lock:
+            tenant = SandboxTenant(tenant_id or str(uuid.uuid4()), name, domain, user_consent_allowed)
+            self.tenants[tenant.id] = tenant
+            return tenant
+
+    def add_user(self, tenant_id: str, display_name: str, local_part: str, *, user_id: str | None = None,
+                 time_zone: str = "W. Europe Standard Time") -> SandboxUser:
+        with self._lock:
+            tenant = self.tenants[tenant_id]
+            user = SandboxUser(user_id or str(uuid.uuid4()), tenant_id, display_name,
+                               f"{local_part}@{tenant.domain}", time_zone)
+            self.users[user.id] = user
+            return user
+
+    def add_app(self, client_id: str, client_secret: str, redirect_uris: list[str]) -> AppRegistration:
+        with self._lock:
+            app = AppRegistration(client_id, client_secret, list(redirect_uris))
+            self.apps[client_id] = app
+            return app
+
+    # --- look-ups ------------------------------------------------------------------------
+    def user(self, id_or_upn: str) -> SandboxUser | None:
+        """By object id or by mail/UPN (case-insensitive), as Graph's /users/{id | upn} does."""
+        with self._lock:
+            if id_or_upn in self.users:
+                return self.users[id_or_upn]
+            low = id_or_upn.lower()
+            return next((u for u in self.users.values() if u.mail.lower() == low), None)
+
+    def tenant(self, id_or_domain: str) -> SandboxTenant | None:
+        with self._lock:
+            if id_or_domain in self.tenants:
+                return self.tenants[id_or_domain]
+            low = id_or_domain.lower()
+            return next((t for t in self.tenants.values() if t.domain.lower() == low), None)
+
+    # --- tokens --------------------------------------------------------------------------
+    def issue_access_token(self, *, tenant_id: str, client_id: str, user_id: str | None,
+                           scopes: frozenset[str] = frozenset(), roles: frozenset[str] = frozenset(),
+                           lifetime: float | None = None) -> tuple[str, AccessClaims]:
+        with self._lock:
+            token = "sbx-at." + secrets.token_urlsafe(32)
+            claims = AccessClaims(token_id=token[-12:], tenant_id=tenant_id, client_id=client_id, user_id=user_id,
+                                  scopes=scopes, roles=roles,
+                                  expires_at=time.time() + (self.ACCESS_TOKEN_LIFETIME if lifetime is None
+                                                            else lifetime))
+            self.access_tokens[token] = claims
+            return token, claims
+
+    def issue_refresh_token(self, *, tenant_id: str, client_id: str, user_id: str,
+                            scopes: frozenset[str]) -> str:
+        with self._lock:
+            token = "sbx-rt." + secrets.token_urlsafe(32)
+            self.refresh_tokens[token] = RefreshGrant(token, tenant_id, client_id, user_id, scopes)
+            return token
+
+    def verify_access_token(self, token: str) -> AccessClaims:
+        with self._lock:
+            claims = self.access_tokens.get(token)
+            if claims is None:
+                raise TokenError("invalid")
+            if claims.expires_at <= time.time():
+                raise TokenError("expired")
+            return claims
+
+    def expire_access_tokens(self, *, user_id: str | None = None) -> int:
+        """Make live access tokens expired (all, or one user's) — clients must refresh."""
+        with self._lock:
+            n = 0
+            for tok, claims in list(self.access_tokens.items()):
+                if user_id is None or claims.user_id == user_id:
+                    self.access_tokens[tok] = AccessClaims(**{**claims.__dict__, "expires_at": 0.0})
+                    n += 1
+            return n
+
+    def revoke_user_tokens(self, user_id: str) -> int:
+        """Revoke refresh tokens (→ invalid_grant AADSTS700082) and drop access tokens of a user."""
+        with self._lock:
+            n = 0
+            for grant in self.refresh_tokens.values():
+                if grant.user_id == user_id and not grant.revoked:
+                    grant.revoked = True
+                    n += 1
+            for tok, claims in list(self.access_tokens.items()):
+                if claims.user_id == user_id:
+                    del self.access_tokens[tok]
+            return n

@@ -1,0 +1,244 @@
+"""Plain data the whole service talks in. No I/O, no SDK types.
+
+Times are always timezone-aware; the adapters convert at the edge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class LinkMode(StrEnum):
+    DELEGATED = "delegated"   # the signed-in user's refresh token (MSAL cache)
+    APP_ONLY = "app_only"     # client credentials; the tenant granted admin consent
+    ICS = "ics"               # published Outlook ICS URL, fetched by a timer
+
+
+class SyncMode(StrEnum):
+    PUSH = "push"             # Graph subscription + delta on notification
+    POLLING = "polling"       # no subscription possible: delta on a timer
+
+
+class LinkHealth(StrEnum):
+    OK = "ok"
+    NEEDS_RECONNECT = "needs_reconnect"
+    ERROR = "error"
+
+
+class TitlePrivacy(StrEnum):
+    """What a blocked slot in timum shows of the Outlook event."""
+
+    NONE = "none"        # no title at all (default)
+    LABEL = "label"      # the fixed label "Outlook"
+    SUBJECT = "subject"  # the event subject, never for private events
+
+
+class CancelPolicy(StrEnum):
+    """What happens to our Outlook event when its booking is cancelled."""
+
+    DELETE = "delete"
+    MARK = "mark"        # keep it, prefixed "Abgesagt:" / "Cancelled:" and shown as free
+
+
+class CustomerPrivacy(StrEnum):
+    """How much customer data goes into Outlook event bodies."""
+
+    NONE = "none"
+    NAME = "name"
+    CONTACT = "contact"  # name, e-mail, phone
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    provider_id: str
+    resource_id: str
+
+    def __str__(self) -> str:
+        return f"{self.provider_id}|{self.resource_id}"
+
+    @classmethod
+    def parse(cls, raw: str) -> LinkKey:
+        provider, sep, resource = raw.partition("|")
+        if not sep or not provider or not resource:
+            raise ValueError("link key must be 'provider|resource'")
+        return cls(provider, resource)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """Per-provider choices, stored with the provider; defaults protect privacy."""
+
+    provider_id: str
+    title_privacy: TitlePrivacy = TitlePrivacy.NONE
+    tentative_blocks: bool = True
+    customer_privacy: CustomerPrivacy = CustomerPrivacy.NAME
+    cancel_policy: CancelPolicy = CancelPolicy.DELETE
+    locale: str = "de"
+
+
+@dataclass
+class Link:
+    """One Outlook calendar ↔ one timum resource, and everything we know about its sync."""
+
+    provider_id: str
+    resource_id: str
+    mode: LinkMode
+    tenant_id: str
+    mailbox_id: str                 # Graph user id of the mailbox that owns the calendar
+    calendar_id: str
+    calendar_name: str
+    calendar_owner: str             # owner's address / name as Graph reports it
+    account_id: str = ""            # MSAL home_account_id whose tokens serve DELEGATED links
+    time_zone: str = "UTC"          # mailbox time zone (IANA), for all-day events and bookings
+    sync_mode: SyncMode = SyncMode.PUSH
+    subscription_id: str = ""
+    subscription_expires_at: datetime | None = None
+    delta_link: str = ""
+    window_start: datetime | None = None   # the window the stored delta_link was made for
+    window_end: datetime | None = None
+    last_sync_at: datetime | None = None
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    health: LinkHealth = LinkHealth.OK
+    ics_url_encrypted: str = ""     # ICS import mode: the published URL (a credential), encrypted
+    ics_host: str = ""              # shown instead of the URL
+    ics_etag: str = ""
+    ics_last_modified: str = ""
+    ics_skipped: int = 0
+    created_at: datetime | None = None
+    etag: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> LinkKey:
+        return LinkKey(self.provider_id, self.resource_id)
+
+    @property
+    def needs_reconnect(self) -> bool:
+        return self.health is LinkHealth.NEEDS_RECONNECT
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    id: str
+    name: str
+    owner_name: str
+    owner_address: str
+    can_edit: bool
+    is_default: bool
+    is_shared: bool          # owned by someone else and shared with the signed-in user
+    mailbox_id: str          # user id/address to use in /users/{id}/calendars/{cid}
+
+
+@dataclass(frozen=True)
+class OutlookEvent:
+    """An Outlook event or one occurrence of a series, as a delta/calendarView item.
+
+    For all-day events, ``start``/``end`` are midnight in the mailbox time zone (the adapter
+    converts), so the planner need not know Graph's all-day conventions.
+    """
+
+    id: str                          # immutable id; occurrences have their own id
+    start: datetime
+    end: datetime
+    subject: str = ""
+    is_all_day: bool = False
+    show_as: str = "busy"            # free | tentative | busy | oof | workingElsewhere | unknown
+    sensitivity: str = "normal"      # normal | personal | private | confidential
+    is_cancelled: bool = False
+    type: str = "singleInstance"     # singleInstance | occurrence | exception | seriesMaster
+    series_master_id: str = ""
+    transaction_id: str = ""
+    booking_id: str = ""             # our extended property, when the read could expand it
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    events: list[OutlookEvent]
+    removed: list[str]               # ids reported as @removed
+    next_link: str = ""
+    delta_link: str = ""
+
+
+@dataclass(frozen=True)
+class BlockedSlot:
+    """A blocked time in timum that we own, addressed by our external id."""
+
+    external_id: str
+    start: datetime
+    end: datetime
+    all_day: bool = False
+    title: str = ""
+    source: str = "outlook"          # outlook | ics
+
+
+class BookingStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Customer:
+    name: str = ""
+    email: str = ""
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class Booking:
+    id: str
+    provider_id: str
+    resource_id: str
+    version: int
+    start: datetime
+    end: datetime
+    status: BookingStatus
+    service_name: str = ""
+    time_zone: str = "Europe/Berlin"
+    customer: Customer = Customer()
+    notes: str = ""
+    url: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventDraft:
+    """What we write to Outlook for a booking."""
+
+    subject: str
+    body_html: str
+    start: datetime
+    end: datetime
+    time_zone: str
+    show_as: str = "busy"
+    categories: tuple[str, ...] = ("timum",)
+    booking_id: str = ""
+
+
+@dataclass(frozen=True)
+class SubscriptionInfo:
+    id: str
+    expires_at: datetime
+    resource: str = ""
+
+
+def stable_id(*parts: str, prefix: str = "", length: int = 40) -> str:
+    """Deterministic, URL- and table-key-safe id from parts (sha256 hex)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
+    return prefix + digest
+
+
+def slot_external_id(link: LinkKey, event_id: str) -> str:
+    """External id of the blocked slot for one Outlook event (or occurrence) on one link.
+
+    Derived, not stored-then-read, so a replay after a crash PUTs the same slot again.
+    """
+    return stable_id(link.provider_id, link.resource_id, event_id, prefix="ol-")
+
+
+def booking_transaction_id(booking_id: str) -> str:
+    """Graph ``transactionId`` for the event of a booking: duplicate POSTs collapse to one event."""
+    return stable_id("booking", booking_id, prefix="timum-", length=32)

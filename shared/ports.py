@@ -1,0 +1,105 @@
+"""Ports to the two remote systems. Each has a real adapter and an in-memory twin that pass
+the same contract suite (``tests/contract/``).
+
+* ``GraphCalendarPort`` — one mailbox-access context (a delegated account or an app-only
+  tenant). Real: ``shared/adapters/graph_sdk.py`` (msgraph-sdk); twin: ``graph_memory.py``.
+* ``TimumPort`` — timum's API as ``docs/timum-api.yaml`` defines it. Real:
+  ``shared/adapters/timum_http.py`` (httpx); twin: ``timum_memory.py``.
+
+Adapters raise only ``shared.errors`` classes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from shared.domain import BlockedSlot, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
+
+
+class GraphCalendarPort(ABC):
+    @abstractmethod
+    async def me(self) -> dict[str, str]:
+        """The signed-in user: ``id``, ``displayName``, ``mail``, ``userPrincipalName``."""
+
+    @abstractmethod
+    async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:
+        """Calendars of the mailbox, including calendars shared with it (``is_shared``)."""
+
+    @abstractmethod
+    async def mailbox_time_zone(self, mailbox_id: str) -> str:
+        """IANA time zone of the mailbox (Windows names from Graph are converted)."""
+
+    @abstractmethod
+    async def delta(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime,
+                    link: str = "", page_size: int = 100) -> DeltaPage:
+        """One page of ``calendarView/delta``: a fresh round (no link) or a stored next/delta link.
+
+        Raises ``SyncStateExpired`` on 410 / syncStateNotFound.
+        """
+
+    @abstractmethod
+    async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
+                                  lifecycle_url: str, client_state: str,
+                                  expires_at: datetime) -> SubscriptionInfo: ...
+
+    @abstractmethod
+    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> SubscriptionInfo: ...
+
+    @abstractmethod
+    async def reauthorize_subscription(self, subscription_id: str) -> None: ...
+
+    @abstractmethod
+    async def delete_subscription(self, subscription_id: str) -> None:
+        """Delete; a subscription that is already gone is not an error."""
+
+    @abstractmethod
+    async def create_event(self, mailbox_id: str, calendar_id: str, draft: EventDraft, *,
+                           transaction_id: str) -> str:
+        """Create and return the immutable event id; the same transaction id yields the same event."""
+
+    @abstractmethod
+    async def update_event(self, mailbox_id: str, event_id: str, draft: EventDraft) -> None:
+        """Raises ``NotFound`` if the user deleted the event."""
+
+    @abstractmethod
+    async def delete_event(self, mailbox_id: str, event_id: str) -> None:
+        """Delete; an event that is already gone is not an error."""
+
+    @abstractmethod
+    async def find_event_by_booking(self, mailbox_id: str, calendar_id: str, booking_id: str) -> str | None:
+        """Our event for a booking, found by its extended property (after a lost id map)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network resources."""
+
+
+class TimumPort(ABC):
+    @abstractmethod
+    async def create_resource(self, provider_id: str, name: str) -> str:
+        """Create a bookable resource; return its id."""
+
+    @abstractmethod
+    async def get_resource(self, provider_id: str, resource_id: str) -> dict[str, Any] | None:
+        """``{"id", "name", "timeZone"}`` or None."""
+
+    @abstractmethod
+    async def put_blocked_slot(self, provider_id: str, resource_id: str, slot: BlockedSlot) -> None:
+        """Idempotent upsert by ``slot.external_id``."""
+
+    @abstractmethod
+    async def delete_blocked_slot(self, provider_id: str, resource_id: str, external_id: str) -> None:
+        """Delete; a slot that is already gone is not an error."""
+
+    @abstractmethod
+    async def list_blocked_slots(self, provider_id: str, resource_id: str,
+                                 source: str | None = None) -> list[BlockedSlot]: ...
+
+    @abstractmethod
+    async def send_link_status(self, payload: Mapping[str, Any]) -> None:
+        """POST a signed link-status webhook to timum."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release network resources."""
