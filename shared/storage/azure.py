@@ -211,8 +211,10 @@ class AzureStorage(StoragePort):
     def __init__(self, *, connection_string: str = "", account_name: str = "", table_service_uri: str = "",
                  queue_service_uri: str = "", table_prefix: str = "") -> None:
         self._conn = connection_string
-        self._table_uri = table_service_uri or (f"https://{account_name}.table.core.windows.net" if account_name else "")
-        self._queue_uri = queue_service_uri or (f"https://{account_name}.queue.core.windows.net" if account_name else "")
+        default_table = f"https://{account_name}.table.core.windows.net" if account_name else ""
+        default_queue = f"https://{account_name}.queue.core.windows.net" if account_name else ""
+        self._table_uri = table_service_uri or default_table
+        self._queue_uri = queue_service_uri or default_queue
         if not (self._conn or (self._table_uri and self._queue_uri)):
             raise StorageError("no storage connection configured")
         self.prefix = table_prefix

@@ -1,0 +1,192 @@
+"""Links, their calendar and subscription indexes, per-link leases and provider settings.
+
+Tables and keys (access paths):
+
+* ``links``         PK provider id, RK resource id — a provider's links in one partition query.
+* ``calendarindex`` PK hash(tenant, mailbox, calendar) — enforces one calendar ↔ one resource.
+* ``subscriptions`` PK subscription id — the webhook's only look-up; holds sha256(clientState).
+* ``leases``        PK link key — one delta run per link; ``dirty`` coalesces notifications.
+* ``providers``     PK provider id — privacy and behaviour settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.domain import Link, LinkKey, ProviderSettings, stable_id
+from shared.errors import Conflict, NotFound
+from shared.repos.codec import from_entity, to_entity
+from shared.storage.base import StoragePort, encode_key
+
+LINKS = "links"
+CALENDAR_INDEX = "calendarindex"
+SUBSCRIPTIONS = "subscriptions"
+LEASES = "leases"
+PROVIDERS = "providers"
+
+
+def calendar_key(tenant_id: str, mailbox_id: str, calendar_id: str) -> str:
+    return stable_id(tenant_id, mailbox_id.lower(), calendar_id, prefix="cal-")
+
+
+def hash_secret(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class LinkRepository:
+    def __init__(self, storage: StoragePort) -> None:
+        self._links = storage.table(LINKS)
+        self._calendars = storage.table(CALENDAR_INDEX)
+
+    @staticmethod
+    def _from(entity: dict[str, object], etag: str) -> Link:
+        from shared.storage.base import Entity
+
+        return from_entity(Link, Entity(entity, etag=etag), etag=etag)
+
+    async def get(self, key: LinkKey) -> Link | None:
+        row = await self._links.get(encode_key(key.provider_id), encode_key(key.resource_id))
+        return None if row is None else self._from(row, row.etag)
+
+    async def require(self, key: LinkKey) -> Link:
+        link = await self.get(key)
+        if link is None:
+            raise NotFound(f"no link for resource {key.resource_id}")
+        return link
+
+    async def list_for_provider(self, provider_id: str) -> list[Link]:
+        return [self._from(r, r.etag) for r in await self._links.query(encode_key(provider_id))]
+
+    async def list_all(self) -> list[Link]:
+        return [self._from(r, r.etag) for r in await self._links.query()]
+
+    async def save(self, link: Link) -> Link:
+        """Insert a new link or replace it if its ETag still matches (``Conflict`` otherwise)."""
+        entity = to_entity(link, pk=encode_key(link.provider_id), rk=encode_key(link.resource_id))
+        stored = (await self._links.update(entity, etag=link.etag) if link.etag
+                  else await self._links.insert(entity))
+        link.etag = stored.etag
+        return link
+
+    async def delete(self, link: Link) -> None:
+        await self._links.delete(encode_key(link.provider_id), encode_key(link.resource_id))
+        await self.release_calendar(link)
+
+    async def claim_calendar(self, link: Link) -> None:
+        """Record that this calendar belongs to this resource; ``Conflict`` if another resource has it."""
+        pk = calendar_key(link.tenant_id, link.mailbox_id, link.calendar_id)
+        row = {"PartitionKey": pk, "RowKey": "", "provider_id": link.provider_id, "resource_id": link.resource_id}
+        try:
+            await self._calendars.insert(row)
+        except Conflict:
+            current = await self._calendars.get(pk, "")
+            if current is None:
+                await self._calendars.insert(row)
+                return
+            if (current["provider_id"], current["resource_id"]) != (link.provider_id, link.resource_id):
+                raise Conflict("this calendar is already linked to another resource", code="calendar_taken") from None
+
+    async def calendar_owner(self, tenant_id: str, mailbox_id: str, calendar_id: str) -> LinkKey | None:
+        row = await self._calendars.get(calendar_key(tenant_id, mailbox_id, calendar_id), "")
+        return None if row is None else LinkKey(row["provider_id"], row["resource_id"])
+
+    async def release_calendar(self, link: Link) -> None:
+        pk = calendar_key(link.tenant_id, link.mailbox_id, link.calendar_id)
+        row = await self._calendars.get(pk, "")
+        if row is not None and (row["provider_id"], row["resource_id"]) == (link.provider_id, link.resource_id):
+            await self._calendars.delete(pk, "", etag=row.etag)
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    subscription_id: str
+    link: LinkKey
+    client_state_hash: str
+
+    def client_state_matches(self, client_state: str | None) -> bool:
+        # Constant-time: the clientState is the only proof that a notification came from Graph.
+        return hmac.compare_digest(self.client_state_hash, hash_secret(client_state or ""))
+
+
+class SubscriptionIndex:
+    def __init__(self, storage: StoragePort) -> None:
+        self._table = storage.table(SUBSCRIPTIONS)
+
+    async def put(self, subscription_id: str, link: LinkKey, client_state: str) -> None:
+        await self._table.upsert({"PartitionKey": encode_key(subscription_id), "RowKey": "",
+                                  "link": str(link), "client_state_hash": hash_secret(client_state)})
+
+    async def get(self, subscription_id: str) -> SubscriptionRecord | None:
+        row = await self._table.get(encode_key(subscription_id), "")
+        if row is None:
+            return None
+        return SubscriptionRecord(subscription_id, LinkKey.parse(row["link"]), row["client_state_hash"])
+
+    async def delete(self, subscription_id: str) -> None:
+        await self._table.delete(encode_key(subscription_id), "")
+
+
+class LeaseRepository:
+    """One delta run per link at a time, coordinated through one row with its ETag.
+
+    ``acquire`` either takes the lease or marks it dirty for the holder; ``release`` tells the
+    holder whether someone knocked meanwhile, in which case it runs once more before letting go.
+    An expired lease (crashed holder) is simply taken over.
+    """
+
+    def __init__(self, storage: StoragePort, *, ttl: timedelta = timedelta(minutes=5)) -> None:
+        self._table = storage.table(LEASES)
+        self._ttl = ttl
+
+    async def acquire(self, key: LinkKey, owner: str, *, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        pk = encode_key(str(key))
+        for _ in range(10):
+            row = await self._table.get(pk, "")
+            fresh = {"PartitionKey": pk, "RowKey": "", "owner": owner, "expires_at": now + self._ttl, "dirty": False}
+            try:
+                if row is None:
+                    await self._table.insert(fresh)
+                    return True
+                if row.get("owner") and row["owner"] != owner and row["expires_at"] > now:
+                    if not row.get("dirty"):
+                        await self._table.update({**row, "dirty": True}, etag=row.etag)
+                    return False
+                await self._table.update(fresh, etag=row.etag)
+                return True
+            except (Conflict, NotFound):
+                continue  # lost a race; read again
+        return False
+
+    async def release(self, key: LinkKey, owner: str, *, now: datetime | None = None) -> bool:
+        """Release the lease. Returns True if it was marked dirty: the caller keeps it and runs again."""
+        now = now or datetime.now(UTC)
+        pk = encode_key(str(key))
+        for _ in range(10):
+            row = await self._table.get(pk, "")
+            if row is None or row.get("owner") != owner:
+                return False
+            try:
+                if row.get("dirty"):
+                    await self._table.update({**row, "dirty": False, "expires_at": now + self._ttl}, etag=row.etag)
+                    return True
+                await self._table.delete(pk, "", etag=row.etag)
+                return False
+            except (Conflict, NotFound):
+                continue
+        return False
+
+
+class ProviderSettingsRepository:
+    def __init__(self, storage: StoragePort) -> None:
+        self._table = storage.table(PROVIDERS)
+
+    async def get(self, provider_id: str) -> ProviderSettings:
+        row = await self._table.get(encode_key(provider_id), "settings")
+        return ProviderSettings(provider_id) if row is None else from_entity(ProviderSettings, row)
+
+    async def save(self, settings: ProviderSettings) -> None:
+        await self._table.upsert(to_entity(settings, pk=encode_key(settings.provider_id), rk="settings"))
