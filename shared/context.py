@@ -1,0 +1,39 @@
+"""What a service function needs, passed in rather than reached for.
+
+Triggers build one ``Services`` per process (``shared.wiring.get_services``); tests build
+one from the in-memory twins. Services never read the environment or construct clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from shared.config import Settings
+from shared.domain import Link
+from shared.ports import GraphCalendarPort, TimumPort
+from shared.storage.base import StoragePort
+
+
+class GraphProvider(Protocol):
+    """Hands out a Graph port authorised for one link (delegated account or app-only tenant).
+
+    Raises ``NeedsReconnect`` when the link's account has no usable refresh token.
+    """
+
+    async def for_link(self, link: Link) -> GraphCalendarPort: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: StoragePort
+    timum: TimumPort
+    graph: GraphProvider
+    clock: Callable[[], datetime] = field(default=utcnow)
