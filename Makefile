@@ -1,0 +1,58 @@
+# Two commands for a newcomer:  make run  (service + sandbox)  and  make test  (whole suite).
+# Both set everything up first: virtualenv, Python packages, Azurite (npm), Chromium for browser tests.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+
+.PHONY: setup run sandbox test test-fast check lint typecheck bench soak fuzz clean browser
+
+setup: $(STAMP_PY) $(STAMP_NODE)
+
+$(STAMP_PY): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian's Chromium drives the browser tests (test tools may not download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+## make run — Azurite + sandbox (Microsoft identity, Graph, timum) + the function app on http://127.0.0.1:7071
+run: setup
+	$(PY) -m devtools.run
+
+## the sandbox alone (for integrators pointing their own service at it)
+sandbox: setup
+	$(PY) -m devtools.sandbox
+
+## make test — the whole suite against real Azurite, the sandbox and headless Chromium
+test: setup browser
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not browser and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(PY) -m mypy
+
+check: lint typecheck test
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,18 @@
+"""The function app: one FunctionApp, one Blueprint per area. Wiring only — no logic here.
+
+Where new functions go: see docs/ARCHITECTURE.md ("Adding a function").
+"""
+
+import azure.functions as func
+
+from shared.http import graph_bp, health_bp
+from shared.jobs import sync_bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (
+    health_bp.bp,   # GET /api/health
+    graph_bp.bp,    # Graph change + lifecycle notifications
+    sync_bp.bp,     # delta worker, link set-up/teardown, subscription renewal, polling
+):
+    app.register_functions(blueprint)

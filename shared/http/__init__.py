@@ -1,0 +1,1 @@
+"""HTTP-triggered blueprints: each trigger parses input, calls one service, maps the result."""

@@ -1,0 +1,58 @@
+"""Graph webhooks: change notifications and lifecycle notifications.
+
+Both answer the validation handshake (200, text/plain, the decoded token) without touching
+storage, and otherwise persist-then-ack: 202 once the messages are enqueued, 5xx when they
+could not be (Graph then retries for up to 4 h). Anonymous by design: Graph cannot send a
+function key header, and every notification is checked against its subscription's clientState.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+def _validation(token: str) -> func.HttpResponse:
+    from shared.services.notifications import MAX_VALIDATION_TOKEN
+
+    if len(token) > MAX_VALIDATION_TOKEN:
+        return func.HttpResponse("validation token too long", status_code=400, mimetype="text/plain")
+    # req.params is already URL-decoded, which is what Graph expects back.
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain",
+                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpResponse:
+    token = req.params.get("validationToken")
+    if token is not None:
+        return _validation(token)
+    from shared.errors import BadRequest, StorageError
+    from shared.services import notifications
+    from shared.wiring import get_storage, subscription_cache
+
+    accept = (notifications.accept_lifecycle_notifications if lifecycle
+              else notifications.accept_change_notifications)
+    try:
+        result = await accept(get_storage(), subscription_cache(), req.get_body())
+    except BadRequest as exc:
+        return func.HttpResponse(exc.message, status_code=400, mimetype="text/plain")
+    except StorageError:
+        log.exception("could not persist notifications; Graph will retry")
+        return func.HttpResponse("try again", status_code=503, mimetype="text/plain",
+                                 headers={"Retry-After": "5"})
+    log.info("notifications accepted=%d dropped=%d links=%d", result.accepted, result.dropped, len(result.links))
+    return func.HttpResponse(status_code=202)
+
+
+@bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return await _accept(req, lifecycle=False)
+
+
+@bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return await _accept(req, lifecycle=True)

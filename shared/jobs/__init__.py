@@ -1,0 +1,1 @@
+"""Queue- and timer-triggered blueprints: the asynchronous half of the service."""

@@ -1,0 +1,100 @@
+"""Outlook → timum workers: delta runs, link set-up/teardown, subscription upkeep, polling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+
+import azure.functions as func
+
+from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+_WORKER_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+async def _handle(msg: func.QueueMessage, queue: str, run: str) -> None:
+    from shared.errors import BadRequest, Throttled
+    from shared.jobs.common import message_json, requeue_delay
+    from shared.wiring import get_services
+
+    try:
+        data = message_json(msg)
+    except BadRequest:
+        log.error("dropped a malformed message from %s", queue)
+        return
+    services = get_services()
+    try:
+        if run == "sync":
+            from shared.messages import SyncMessage
+            from shared.services.outlook_sync import run_sync
+
+            outcome = await run_sync(services, SyncMessage.parse(data), worker_id=_WORKER_ID)
+            log.info("sync done: %s", outcome)
+        else:
+            from shared.messages import AdminMessage
+            from shared.services.subscriptions import handle_admin_message
+
+            await handle_admin_message(services, AdminMessage.parse(data))
+    except BadRequest as exc:
+        log.error("dropped a message from %s: %s", queue, exc.message)
+    except Throttled as exc:
+        delay = requeue_delay(exc.retry_after, msg.dequeue_count or 1)
+        await services.storage.queue(queue).send(data, delay_seconds=delay)
+        log.warning("throttled; message re-queued on %s in %.1f s", queue, delay)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
+async def sync_worker(msg: func.QueueMessage) -> None:
+    await _handle(msg, SYNC_QUEUE, "sync")
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=LINK_ADMIN_QUEUE, connection="AzureWebJobsStorage")
+async def link_admin_worker(msg: func.QueueMessage) -> None:
+    await _handle(msg, LINK_ADMIN_QUEUE, "admin")
+
+
+async def _poisoned(msg: func.QueueMessage, queue: str) -> None:
+    from shared.errors import BadRequest
+    from shared.jobs.common import message_json, record_link_error
+
+    try:
+        data = message_json(msg)
+    except BadRequest:
+        log.error("unreadable poison message on %s", queue)
+        return
+    link = str(data.get("link", ""))
+    if "|" in link:
+        await record_link_error(link, "gave_up", f"{queue}: failed {msg.dequeue_count or 5} times; a resync retries")
+    log.error("poison message on %s for link %s", queue, link or "?")
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=f"{SYNC_QUEUE}-poison", connection="AzureWebJobsStorage")
+async def sync_poison(msg: func.QueueMessage) -> None:
+    await _poisoned(msg, SYNC_QUEUE)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=f"{LINK_ADMIN_QUEUE}-poison", connection="AzureWebJobsStorage")
+async def link_admin_poison(msg: func.QueueMessage) -> None:
+    await _poisoned(msg, LINK_ADMIN_QUEUE)
+
+
+@bp.timer_trigger(schedule="0 */30 * * * *", arg_name="timer", run_on_startup=False)
+async def renew_subscriptions(timer: func.TimerRequest) -> None:
+    """Renew subscriptions expiring within 24 h (they live ≤ 4,230 min, so each renews ~daily)."""
+    from shared.services.subscriptions import renew_expiring
+    from shared.wiring import get_services
+
+    await renew_expiring(get_services())
+
+
+@bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)
+async def poll_links(timer: func.TimerRequest) -> None:
+    """Links without a subscription (polling mode) get a delta run every POLLING_INTERVAL_MINUTES;
+    once a day every link gets one, which slides its window forward."""
+    from shared.jobs.schedule import enqueue_due_syncs
+    from shared.wiring import get_services
+
+    await enqueue_due_syncs(get_services())

@@ -1,0 +1,76 @@
+"""Builds the process-wide services from settings: the one place that picks real adapters.
+
+Everything heavy is imported here lazily, on first use, so that ``import function_app``
+stays cheap and the notification webhook never loads msgraph-sdk.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from shared.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from shared.context import Services
+    from shared.services.notifications import SubscriptionCache
+    from shared.storage.base import StoragePort
+
+_storage: StoragePort | None = None
+_services: Services | None = None
+_cache: SubscriptionCache | None = None
+_logging_ready = False
+
+
+def settings() -> Settings:
+    global _logging_ready
+    current = get_settings()
+    if not _logging_ready:
+        _logging_ready = True
+        try:
+            from shared.observability import configure_logging
+        except ImportError:  # observability is optional for tools that only need storage
+            logging.getLogger(__name__).debug("structured logging not configured")
+        else:
+            configure_logging(current)
+    return current
+
+
+def get_storage() -> StoragePort:
+    global _storage
+    if _storage is None:
+        from shared.storage.azure import AzureStorage
+
+        _storage = AzureStorage.from_settings(settings())
+    return _storage
+
+
+def subscription_cache() -> SubscriptionCache:
+    global _cache
+    if _cache is None:
+        from shared.services.notifications import SubscriptionCache
+
+        _cache = SubscriptionCache()
+    return _cache
+
+
+def get_services() -> Services:
+    global _services
+    if _services is None:
+        from shared.adapters.timum_http import TimumHttpAdapter
+        from shared.connect.credentials import RealGraphProvider
+        from shared.context import Services
+
+        s = settings()
+        storage = get_storage()
+        timum = TimumHttpAdapter(s.timum_api_base_url, s.timum_api_key, s.timum_webhook_secrets,
+                                 s.timum_status_webhook_url)
+        _services = Services(settings=s, storage=storage, timum=timum, graph=RealGraphProvider(s, storage))
+    return _services
+
+
+def reset() -> None:
+    """Forget cached services (tests that change settings)."""
+    global _storage, _services, _cache
+    _storage = _services = _cache = None
+    get_settings.cache_clear()
