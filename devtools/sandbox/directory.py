@@ -36,6 +36,10 @@ class SandboxUser:
     time_zone: str = "W. Europe Standard Time"
     #: client ids this user consented to (delegated)
     consented_apps: set[str] = field(default_factory=set)
+    #: may grant tenant-wide (admin) consent, on the consent screen and at /adminconsent
+    is_admin: bool = False
+    #: a disabled account cannot sign in, and its refresh tokens fail with AADSTS50057
+    account_enabled: bool = True
 
     @property
     def user_principal_name(self) -> str:
@@ -81,6 +85,8 @@ class RefreshGrant:
     user_id: str
     scopes: frozenset[str]
     revoked: bool = False
+    #: the AADSTS code a revoked grant answers with: 700082 (revoked/expired), 50173 (credentials changed)
+    revoked_code: int = 700082
 
 
 class Directory:
@@ -105,11 +111,11 @@ class Directory:
             return tenant
 
     def add_user(self, tenant_id: str, display_name: str, local_part: str, *, user_id: str | None = None,
-                 time_zone: str = "W. Europe Standard Time") -> SandboxUser:
+                 time_zone: str = "W. Europe Standard Time", is_admin: bool = False) -> SandboxUser:
         with self._lock:
             tenant = self.tenants[tenant_id]
             user = SandboxUser(user_id or str(uuid.uuid4()), tenant_id, display_name,
-                               f"{local_part}@{tenant.domain}", time_zone)
+                               f"{local_part}@{tenant.domain}", time_zone, is_admin=is_admin)
             self.users[user.id] = user
             return user
 
@@ -134,6 +140,48 @@ class Directory:
                 return self.tenants[id_or_domain]
             low = id_or_domain.lower()
             return next((t for t in self.tenants.values() if t.domain.lower() == low), None)
+
+    def tenant_users(self, tenant_id: str) -> list[SandboxUser]:
+        with self._lock:
+            return [u for u in self.users.values() if u.tenant_id == tenant_id]
+
+    # --- consent and tenant policy ---------------------------------------------------------
+    def set_user_consent_allowed(self, tenant_id: str, allowed: bool) -> None:
+        with self._lock:
+            self.tenants[tenant_id].user_consent_allowed = allowed
+
+    def set_admin_consent(self, tenant_id: str, client_id: str, granted: bool = True) -> None:
+        with self._lock:
+            apps = self.tenants[tenant_id].admin_consented_apps
+            if granted:
+                apps.add(client_id)
+            else:
+                apps.discard(client_id)
+
+    def set_user_consent(self, user_id: str, client_id: str, granted: bool = True) -> None:
+        with self._lock:
+            apps = self.users[user_id].consented_apps
+            if granted:
+                apps.add(client_id)
+            else:
+                apps.discard(client_id)
+
+    def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        with self._lock:
+            self.users[user_id].account_enabled = enabled
+
+    def has_delegated_consent(self, user_id: str, client_id: str) -> bool:
+        """The user consented, or an admin consented for the user's whole tenant."""
+        with self._lock:
+            user = self.users[user_id]
+            return client_id in user.consented_apps or client_id in self.tenants[user.tenant_id].admin_consented_apps
+
+    def has_service_principal(self, tenant_id: str, client_id: str) -> bool:
+        """Whether the (multi-tenant) app exists in the tenant: any consent there creates it."""
+        with self._lock:
+            if client_id in self.tenants[tenant_id].admin_consented_apps:
+                return True
+            return any(u.tenant_id == tenant_id and client_id in u.consented_apps for u in self.users.values())
 
     # --- tokens --------------------------------------------------------------------------
     def issue_access_token(self, *, tenant_id: str, client_id: str, user_id: str | None,
@@ -174,13 +222,14 @@ class Directory:
                     n += 1
             return n
 
-    def revoke_user_tokens(self, user_id: str) -> int:
-        """Revoke refresh tokens (→ invalid_grant AADSTS700082) and drop access tokens of a user."""
+    def revoke_user_tokens(self, user_id: str, *, code: int = 700082) -> int:
+        """Revoke refresh tokens (→ invalid_grant AADSTS700082, or ``code``) and drop access tokens of a user."""
         with self._lock:
             n = 0
             for grant in self.refresh_tokens.values():
                 if grant.user_id == user_id and not grant.revoked:
                     grant.revoked = True
+                    grant.revoked_code = code
                     n += 1
             for tok, claims in list(self.access_tokens.items()):
                 if claims.user_id == user_id:
