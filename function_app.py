@@ -5,7 +5,7 @@ Where new functions go: see docs/ARCHITECTURE.md ("Adding a function").
 
 import azure.functions as func
 
-from shared.http import graph_bp, health_bp
+from shared.http import booking_bp, graph_bp, health_bp, ics_bp
 from shared.jobs import sync_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -13,6 +13,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     health_bp.bp,   # GET /api/health
     graph_bp.bp,    # Graph change + lifecycle notifications
+    booking_bp.bp,  # timum booking webhook
+    ics_bp.bp,      # per-resource ICS subscription feed
     sync_bp.bp,     # delta worker, link set-up/teardown, subscription renewal, polling
 ):
     app.register_functions(blueprint)
