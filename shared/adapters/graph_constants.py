@@ -1,0 +1,29 @@
+"""Constants of our footprint in Microsoft Graph, shared by the real adapter, its in-memory twin
+and the sandbox stand-in.
+
+Cheap to import: no SDK here.
+"""
+
+from __future__ import annotations
+
+#: Namespace GUID of our named extended properties. Fixed forever: events created by earlier
+#: versions must stay findable after an id map is lost.
+BOOKING_PROPERTY_GUID = "9d3f6b2e-4c1a-4e7b-8f05-2a6c1d7e9b43"
+
+#: Extended property that tags every event we create with the timum booking id.
+BOOKING_PROPERTY_ID = f"String {{{BOOKING_PROPERTY_GUID}}} Name timumBookingId"
+
+#: The default Graph scope; the app's granted permissions decide what it covers.
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+#: Change types of our event subscriptions.
+SUBSCRIPTION_CHANGE_TYPES = "created,updated,deleted"
+
+#: ``AuthError.code`` when Graph refuses a subscription (no permission, or a delegated token on a
+#: shared calendar): the caller falls back to polling delta.
+SUBSCRIPTION_FORBIDDEN = "subscription_forbidden"
+
+
+def subscription_resource(mailbox_id: str, calendar_id: str) -> str:
+    """Resource path of a per-calendar event subscription (see BRIEF: works, though undocumented)."""
+    return f"/users/{mailbox_id}/calendars/{calendar_id}/events"

@@ -1,0 +1,788 @@
+"""The real ``GraphCalendarPort``: Microsoft Graph through msgraph-sdk.
+
+Owns how we talk to Graph — which headers every request carries, how Graph's shapes become our
+domain objects, and how every failure becomes one class of ``shared.errors``:
+
+* ``Prefer: IdType="ImmutableId"`` on every request, so event ids survive moves between folders;
+  delta also asks for UTC times and a page size.
+* All-day events come back as midnight dates; they are returned as midnight in the mailbox's
+  time zone (looked up once per mailbox), as ``OutlookEvent`` promises.
+* At most ``max_concurrency`` requests per mailbox are in flight in this process (Graph allows 4
+  per app and mailbox), shared by every adapter on the same event loop.
+* Throttling is not waited out here: the SDK's retry handler is switched off and a 429/503
+  surfaces as ``Throttled(retry_after=…)`` so the caller re-queues with a visibility delay. Only a
+  Retry-After of at most ``SHORT_RETRY_SECONDS`` is retried once in place.
+* A credential that raises one of our errors (``NeedsReconnect`` on invalid_grant) is not wrapped.
+
+Cost: importing this module does not import the SDK. The SDK loads lazily; its first request in a
+process pays for importing the generated models (measured here: ~1.0–1.9 s cold, a few ms warm).
+Workers call ``warm_up()`` at start so that cost is not paid inside a sync run; the webhook path
+never imports this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from shared.adapters import timezones
+from shared.adapters.graph_constants import (
+    BOOKING_PROPERTY_ID,
+    GRAPH_SCOPE,
+    SUBSCRIPTION_CHANGE_TYPES,
+    SUBSCRIPTION_FORBIDDEN,
+    subscription_resource,
+)
+from shared.domain import CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SubscriptionInfo
+from shared.errors import (
+    AuthError,
+    BadRequest,
+    ConfigError,
+    Conflict,
+    NotFound,
+    RemoteGone,
+    SyncError,
+    SyncStateExpired,
+    Throttled,
+    TransientError,
+)
+from shared.ports import GraphCalendarPort
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A Retry-After up to this many seconds is waited out once inside the call; longer ones surface
+#: as ``Throttled`` (a function must not sleep through Graph's back-off).
+SHORT_RETRY_SECONDS = 1.0
+
+PREFER_IMMUTABLE_ID = 'IdType="ImmutableId"'
+PREFER_UTC = 'outlook.timezone="UTC"'
+
+#: Graph error codes that mean "this delta token is no longer valid: start over".
+_SYNC_STATE_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+
+_SHOW_AS = frozenset({"free", "tentative", "busy", "oof", "workingElsewhere", "unknown"})
+
+
+# --------------------------------------------------------------------------------------------
+# Lazy SDK loading
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Sdk:
+    """The SDK classes the adapter uses, imported once."""
+
+    GraphServiceClient: Any
+    GraphRequestAdapter: Any
+    default_options: dict[str, Any]
+    GraphClientFactory: Any
+    RetryHandlerOption: Any
+    AzureIdentityAuthenticationProvider: Any
+    AnonymousAuthenticationProvider: Any
+    RequestConfiguration: Any
+    APIError: Any
+    ODataError: Any
+    AuthHTTPError: Any
+    Event: Any
+    ItemBody: Any
+    BodyType: Any
+    DateTimeTimeZone: Any
+    FreeBusyStatus: Any
+    SingleValueLegacyExtendedProperty: Any
+    Subscription: Any
+    DeltaQuery: Any
+    EventsQuery: Any
+    CalendarsQuery: Any
+    UserQuery: Any
+
+
+@lru_cache(maxsize=1)
+def _sdk() -> _Sdk:
+    # The generated request builders declare deprecated configuration classes at import time and
+    # so emit DeprecationWarnings while loading; they are the SDK's, not ours to act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kiota_abstractions.api_error import APIError
+        from kiota_abstractions.authentication.anonymous_authentication_provider import (
+            AnonymousAuthenticationProvider,
+        )
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from kiota_authentication_azure._exceptions import HTTPError as AuthHTTPError
+        from kiota_authentication_azure.azure_identity_authentication_provider import (
+            AzureIdentityAuthenticationProvider,
+        )
+        from kiota_http.middleware.options import RetryHandlerOption
+        from msgraph import GraphServiceClient
+        from msgraph.generated.models.body_type import BodyType
+        from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
+        from msgraph.generated.models.event import Event
+        from msgraph.generated.models.free_busy_status import FreeBusyStatus
+        from msgraph.generated.models.item_body import ItemBody
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+        from msgraph.generated.models.single_value_legacy_extended_property import (
+            SingleValueLegacyExtendedProperty,
+        )
+        from msgraph.generated.models.subscription import Subscription
+        from msgraph.generated.users.item.calendars.calendars_request_builder import CalendarsRequestBuilder
+        from msgraph.generated.users.item.calendars.item.calendar_view.delta.delta_request_builder import (
+            DeltaRequestBuilder,
+        )
+        from msgraph.generated.users.item.calendars.item.events.events_request_builder import EventsRequestBuilder
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_request_adapter import options as default_options
+        from msgraph_core import GraphClientFactory
+
+        sdk = _Sdk(
+            GraphServiceClient=GraphServiceClient,
+            GraphRequestAdapter=GraphRequestAdapter,
+            default_options=dict(default_options),
+            GraphClientFactory=GraphClientFactory,
+            RetryHandlerOption=RetryHandlerOption,
+            AzureIdentityAuthenticationProvider=AzureIdentityAuthenticationProvider,
+            AnonymousAuthenticationProvider=AnonymousAuthenticationProvider,
+            RequestConfiguration=RequestConfiguration,
+            APIError=APIError,
+            ODataError=ODataError,
+            AuthHTTPError=AuthHTTPError,
+            Event=Event,
+            ItemBody=ItemBody,
+            BodyType=BodyType,
+            DateTimeTimeZone=DateTimeTimeZone,
+            FreeBusyStatus=FreeBusyStatus,
+            SingleValueLegacyExtendedProperty=SingleValueLegacyExtendedProperty,
+            Subscription=Subscription,
+            DeltaQuery=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters,
+            EventsQuery=EventsRequestBuilder.EventsRequestBuilderGetQueryParameters,
+            CalendarsQuery=CalendarsRequestBuilder.CalendarsRequestBuilderGetQueryParameters,
+            UserQuery=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters,
+        )
+        return sdk
+
+
+def _touch_builders(client: Any) -> None:
+    """Walk every request-builder chain the adapter uses, so their modules are imported here —
+    under the warning filter — and not later in the middle of a request."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        user = client.users.by_user_id("x")
+        calendar = user.calendars.by_calendar_id("y")
+        _ = calendar.calendar_view.delta, calendar.events, user.calendars
+        _ = user.events.by_event_id("z"), user.mailbox_settings, client.me
+        _ = client.subscriptions.by_subscription_id("s").reauthorize
+
+
+# A representative response of each kind the adapter reads; parsing them imports the model
+# modules a real response would pull in (the bulk of the first-request cost).
+_WARM_UP_PAYLOADS: tuple[tuple[str, bytes], ...] = (
+    ("delta", b'{"@odata.deltaLink": "https://x/delta", "value": [{"id": "e", "subject": "s",'
+              b' "start": {"dateTime": "2024-01-01T00:00:00.0000000", "timeZone": "UTC"},'
+              b' "end": {"dateTime": "2024-01-01T01:00:00.0000000", "timeZone": "UTC"},'
+              b' "showAs": "busy", "sensitivity": "normal", "type": "singleInstance", "isAllDay": false,'
+              b' "categories": ["c"], "body": {"contentType": "html", "content": ""},'
+              b' "organizer": {"emailAddress": {"name": "n", "address": "a"}},'
+              b' "singleValueExtendedProperties": [{"id": "i", "value": "v"}]},'
+              b' {"id": "r", "@removed": {"reason": "deleted"}}]}'),
+    ("calendars", b'{"value": [{"id": "c", "name": "n", "canEdit": true, "isDefaultCalendar": true,'
+                  b' "owner": {"name": "n", "address": "a"}}]}'),
+    ("events", b'{"value": [{"id": "e"}]}'),
+    ("event", b'{"id": "e"}'),
+    ("user", b'{"id": "u", "displayName": "d", "mail": "m", "userPrincipalName": "p"}'),
+    ("mailbox", b'{"timeZone": "UTC"}'),
+    ("subscription", b'{"id": "s", "expirationDateTime": "2024-01-01T00:00:00Z", "resource": "r"}'),
+    ("error", b'{"error": {"code": "c", "message": "m"}}'),
+)
+
+
+_warm = False
+
+
+def warm_up() -> float:
+    """Import the SDK and the model modules a first request would load; return the seconds spent.
+
+    Call once at worker start. Cheap when already warm.
+    """
+    global _warm
+    began = time.perf_counter()
+    if _warm:
+        return 0.0
+    sdk = _sdk()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+        from msgraph.generated.models.calendar_collection_response import CalendarCollectionResponse
+        from msgraph.generated.models.event_collection_response import EventCollectionResponse
+        from msgraph.generated.models.mailbox_settings import MailboxSettings
+        from msgraph.generated.models.user import User
+        from msgraph.generated.users.item.calendars.item.calendar_view.delta.delta_get_response import (
+            DeltaGetResponse,
+        )
+
+        # No request is sent: the client only exists to walk its builders.
+        adapter = sdk.GraphRequestAdapter(sdk.AnonymousAuthenticationProvider(), client=httpx.AsyncClient())
+        _touch_builders(sdk.GraphServiceClient(request_adapter=adapter))
+        kinds: dict[str, Any] = {
+            "delta": DeltaGetResponse, "calendars": CalendarCollectionResponse, "events": EventCollectionResponse,
+            "event": sdk.Event, "user": User, "mailbox": MailboxSettings, "subscription": sdk.Subscription,
+            "error": sdk.ODataError,
+        }
+        factory = JsonParseNodeFactory()
+        for kind, payload in _WARM_UP_PAYLOADS:
+            model = kinds[kind]
+            factory.get_root_parse_node("application/json", payload).get_object_value(model)
+    _warm = True
+    return time.perf_counter() - began
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency: one gate per (event loop, mailbox) in this process
+# --------------------------------------------------------------------------------------------
+
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _gate(key: str, limit: int) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    per_loop = _GATES.setdefault(loop, {})
+    gate_key = (key.lower(), limit)
+    gate = per_loop.get(gate_key)
+    if gate is None:
+        gate = per_loop[gate_key] = asyncio.Semaphore(limit)
+    return gate
+
+
+# --------------------------------------------------------------------------------------------
+# Error translation
+# --------------------------------------------------------------------------------------------
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header: a number (possibly fractional) or an HTTP date."""
+    if not headers:
+        return None
+    try:
+        raw = headers.get("retry-after") or headers.get("Retry-After")
+    except AttributeError:
+        return None
+    if not raw:
+        return None
+    raw = str(raw).strip()
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def translate_error(exc: BaseException, action: str) -> SyncError | None:
+    """The ``shared.errors`` class for what the SDK raised, or None to let it propagate as is.
+
+    Messages name the action, the HTTP status and Graph's error code; never a URL (delta links and
+    tokens live in them) nor a header.
+    """
+    if isinstance(exc, SyncError | asyncio.CancelledError) or not isinstance(exc, Exception):
+        return None
+    sdk = _sdk()
+    if isinstance(exc, sdk.APIError):
+        status = exc.response_status_code or 0
+        code, message = "", ""
+        main = getattr(exc, "error", None)
+        if main is not None:
+            code = str(getattr(main, "code", "") or "")
+            message = str(getattr(main, "message", "") or "")
+        detail = f"{action}: Graph answered {status}" + (f" {code}" if code else "")
+        if message:
+            detail += f" ({_clip(message)})"
+        retry_after = _retry_after(exc.response_headers)
+        if code.lower() in _SYNC_STATE_CODES:
+            return SyncStateExpired(detail)
+        if status == 429 or (status == 503 and retry_after is not None):
+            return Throttled(detail, retry_after=retry_after)
+        if status == 401:
+            return AuthError(detail, code="graph_unauthorized")
+        if status == 403:
+            return AuthError(detail, code="graph_forbidden")
+        if status == 404:
+            return NotFound(detail)
+        if status == 410:
+            return RemoteGone(detail)
+        if status in (409, 412):
+            return Conflict(detail)
+        if status >= 500 or status in (408, 0):
+            return TransientError(detail, retry_after=retry_after)
+        return BadRequest(detail, code="graph_bad_request")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"{action}: Graph did not answer in time ({type(exc).__name__})", code="timeout")
+    if isinstance(exc, httpx.HTTPError):
+        return TransientError(f"{action}: Graph unreachable ({type(exc).__name__})", code="unreachable")
+    if isinstance(exc, sdk.AuthHTTPError):
+        return ConfigError([f"Graph base URL refused for authentication ({_clip(str(exc))})"])
+    try:
+        from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+    except ImportError:  # pragma: no cover - azure-core is a dependency of the SDK
+        pass
+    else:
+        if isinstance(exc, ClientAuthenticationError):
+            return AuthError(f"{action}: the credential could not get a token ({type(exc).__name__})",
+                             code="credential")
+        if isinstance(exc, ServiceRequestError):
+            return TransientError(f"{action}: identity platform unreachable ({type(exc).__name__})",
+                                  code="unreachable")
+    return TransientError(f"{action}: unexpected {type(exc).__name__} from the Graph client",
+                          code="graph_unexpected")
+
+
+# --------------------------------------------------------------------------------------------
+# Mapping between Graph and the domain
+# --------------------------------------------------------------------------------------------
+
+def _enum_value(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    return str(getattr(value, "value", value))
+
+
+def _zone(name: str | None) -> tzinfo:
+    iana = timezones.to_iana(name or "UTC") or "UTC"
+    return UTC if iana == "UTC" else ZoneInfo(iana)
+
+
+def parse_graph_datetime(value: Any) -> datetime:
+    """A Graph ``dateTimeTimeZone`` as an aware datetime (UTC when the zone is unknown)."""
+    raw = str(getattr(value, "date_time", "") or "")
+    if not raw:
+        raise ValueError("dateTimeTimeZone without dateTime")
+    parsed = datetime.fromisoformat(raw)
+    if parsed.tzinfo is not None:
+        return parsed
+    return parsed.replace(tzinfo=_zone(getattr(value, "time_zone", None)))
+
+
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+def _booking_id(event: Any) -> str:
+    wanted = BOOKING_PROPERTY_ID.lower()
+    for prop in getattr(event, "single_value_extended_properties", None) or ():
+        if str(getattr(prop, "id", "") or "").lower() == wanted:
+            return str(getattr(prop, "value", "") or "")
+    return ""
+
+
+def event_from_graph(event: Any, mailbox_zone: str | None) -> OutlookEvent:
+    """Map one SDK ``Event``; all-day events become midnights in ``mailbox_zone``."""
+    is_all_day = bool(event.is_all_day)
+    start = parse_graph_datetime(event.start)
+    end = parse_graph_datetime(event.end)
+    if is_all_day:
+        # Graph reports all-day events as floating midnight dates; the date part is what counts.
+        zone = _zone(mailbox_zone)
+        start = _midnight(datetime.fromisoformat(str(event.start.date_time)).date(), zone)
+        end = _midnight(datetime.fromisoformat(str(event.end.date_time)).date(), zone)
+    return OutlookEvent(
+        id=str(event.id),
+        start=start,
+        end=end,
+        subject=str(event.subject or ""),
+        is_all_day=is_all_day,
+        show_as=_enum_value(event.show_as, "busy"),
+        sensitivity=_enum_value(event.sensitivity, "normal"),
+        is_cancelled=bool(event.is_cancelled),
+        type=_enum_value(event.type, "singleInstance"),
+        series_master_id=str(event.series_master_id or ""),
+        transaction_id=str(event.transaction_id or ""),
+        booking_id=_booking_id(event),
+        categories=tuple(str(c) for c in (event.categories or ())),
+    )
+
+
+def _wall_time(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_draft(draft: EventDraft) -> ZoneInfo:
+    """Refuse a draft Graph would refuse, before anything is sent."""
+    try:
+        zone = ZoneInfo(draft.time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"unknown time zone {draft.time_zone!r}", field="time_zone") from exc
+    if draft.start.tzinfo is None or draft.end.tzinfo is None:
+        raise BadRequest("event start and end must be timezone-aware", field="start")
+    if draft.end <= draft.start:
+        raise BadRequest("event end must be after its start", field="end")
+    if draft.show_as not in _SHOW_AS:
+        raise BadRequest(f"unknown showAs {draft.show_as!r}", field="show_as")
+    return zone
+
+
+def _odata_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------------
+
+class GraphSdkAdapter(GraphCalendarPort):
+    """``GraphCalendarPort`` over msgraph-sdk for one access context (one credential).
+
+    The adapter owns ``http_client`` when one is given (tests pass one with a mock transport):
+    the SDK's middleware is installed on it and ``close()`` closes it.
+    """
+
+    def __init__(self, credential: AsyncTokenCredential, *, base_url: str, verify: str | bool,
+                 max_concurrency: int = 4, http_client: httpx.AsyncClient | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ConfigError([f"Graph base URL must be an absolute http(s) URL, got {base_url!r}"])
+        if max_concurrency < 1:
+            raise ConfigError(["Graph concurrency per mailbox must be at least 1"])
+        sdk = _sdk()
+        self._sdk = sdk
+        self._host = parts.hostname.lower()
+        self._base_url = base_url.rstrip("/")
+        self._max_concurrency = max_concurrency
+        client = http_client or httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0))
+        options = dict(sdk.default_options)
+        # No sleeping inside a function on Graph's Retry-After: it surfaces as Throttled instead.
+        retry = sdk.RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)
+        options[retry.get_key()] = retry
+        self._http = sdk.GraphClientFactory.create_with_default_middleware(client=client, options=options)
+        # allowed_hosts: a host missing here would silently get no Authorization header.
+        auth = sdk.AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[self._host])
+        request_adapter = sdk.GraphRequestAdapter(auth, client=self._http)
+        request_adapter.base_url = self._base_url
+        self._client = sdk.GraphServiceClient(request_adapter=request_adapter)
+        _touch_builders(self._client)
+        self._zones: dict[str, str] = {}
+        self._identities: dict[str, frozenset[str]] = {}
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _config(self, *extra_prefer: str, query: Any = None) -> Any:
+        config = self._sdk.RequestConfiguration()
+        config.headers.add("Prefer", PREFER_IMMUTABLE_ID)
+        for value in extra_prefer:
+            config.headers.add("Prefer", value)
+        if query is not None:
+            config.query_parameters = query
+        return config
+
+    async def _call(self, gate_key: str, action: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run one SDK call under the mailbox's gate; translate what it raises."""
+        gate = _gate(gate_key, self._max_concurrency)
+        for attempt in range(2):
+            failure: SyncError | None = None
+            cause: BaseException | None = None
+            async with gate:
+                try:
+                    return await op()
+                except BaseException as exc:  # noqa: BLE001 - translated or re-raised below
+                    failure = translate_error(exc, action)
+                    if failure is None:
+                        raise
+                    cause = exc
+            short = (isinstance(failure, Throttled) and failure.retry_after is not None
+                     and failure.retry_after <= SHORT_RETRY_SECONDS)
+            if attempt == 0 and short:
+                assert isinstance(failure, Throttled) and failure.retry_after is not None
+                log.info("%s throttled; retrying once after %.2f s", action, failure.retry_after)
+                await asyncio.sleep(failure.retry_after)
+                continue
+            raise failure from cause
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _user(self, mailbox_id: str) -> Any:
+        return self._client.users.by_user_id(mailbox_id)
+
+    # --- identity and mailbox ------------------------------------------------------------------
+    async def me(self) -> dict[str, str]:
+        user = await self._call("/me", "read the signed-in user", lambda: self._client.me.get(self._config()))
+        return {
+            "id": str(user.id or ""),
+            "displayName": str(user.display_name or ""),
+            "mail": str(user.mail or ""),
+            "userPrincipalName": str(user.user_principal_name or ""),
+        }
+
+    async def _mailbox_identity(self, mailbox_id: str) -> frozenset[str]:
+        """Addresses that mean "this mailbox's owner": its id, mail and UPN, lower-cased."""
+        cached = self._identities.get(mailbox_id.lower())
+        if cached is not None:
+            return cached
+        query = self._sdk.UserQuery(select=["id", "mail", "userPrincipalName"])
+        user = await self._call(mailbox_id, "read the mailbox user",
+                                lambda: self._user(mailbox_id).get(self._config(query=query)))
+        names = frozenset(str(v).lower() for v in (mailbox_id, user.id, user.mail, user.user_principal_name) if v)
+        self._identities[mailbox_id.lower()] = names
+        return names
+
+    async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:
+        owners = await self._mailbox_identity(mailbox_id)
+        builder = self._user(mailbox_id).calendars
+        query = self._sdk.CalendarsQuery(top=100)
+        page = await self._call(mailbox_id, "list calendars", lambda: builder.get(self._config(query=query)))
+        result: list[CalendarInfo] = []
+        while page is not None:
+            for cal in page.value or ():
+                owner = cal.owner
+                address = str(getattr(owner, "address", "") or "")
+                result.append(CalendarInfo(
+                    id=str(cal.id),
+                    name=str(cal.name or ""),
+                    owner_name=str(getattr(owner, "name", "") or ""),
+                    owner_address=address,
+                    can_edit=bool(cal.can_edit),
+                    is_default=bool(cal.is_default_calendar),
+                    is_shared=bool(address) and address.lower() not in owners,
+                    # A shared calendar is addressed through the mailbox that lists it: its id
+                    # is that mailbox's reference to the owner's calendar.
+                    mailbox_id=mailbox_id,
+                ))
+            next_link = page.odata_next_link
+            if not next_link:
+                break
+            nxt = builder.with_url(next_link)
+            page = await self._call(mailbox_id, "list calendars", partial(nxt.get, self._config()))
+        return result
+
+    async def mailbox_time_zone(self, mailbox_id: str) -> str:
+        cached = self._zones.get(mailbox_id.lower())
+        if cached is not None:
+            return cached
+        settings = await self._call(mailbox_id, "read mailbox settings",
+                                    lambda: self._user(mailbox_id).mailbox_settings.get(self._config()))
+        reported = str(getattr(settings, "time_zone", "") or "")
+        zone = timezones.to_iana(reported) if reported else None
+        if zone is None:
+            log.warning("mailbox time zone %r is unknown; using UTC", reported)
+            zone = "UTC"
+        self._zones[mailbox_id.lower()] = zone
+        return zone
+
+    # --- delta ----------------------------------------------------------------------------------
+    async def delta(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime,
+                    link: str = "", page_size: int = 100) -> DeltaPage:
+        if page_size < 1:
+            raise BadRequest("page size must be at least 1", field="page_size")
+        builder = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).calendar_view.delta
+        prefer = (f"odata.maxpagesize={page_size}", PREFER_UTC)
+        if link:
+            link_host = (urlsplit(link).hostname or "").lower()
+            if link_host != self._host:
+                # Following it would send no token (or send data elsewhere); a full round is safe.
+                raise SyncStateExpired("stored delta link belongs to another Graph host; resync")
+            builder = builder.with_url(link)
+            config = self._config(*prefer)
+        else:
+            if start.tzinfo is None or end.tzinfo is None or end <= start:
+                raise BadRequest("delta window must be timezone-aware with end after start", field="start")
+            query = self._sdk.DeltaQuery(start_date_time=_iso_utc(start), end_date_time=_iso_utc(end))
+            config = self._config(*prefer, query=query)
+        try:
+            response = await self._call(mailbox_id, "calendar delta", lambda: builder.get(config))
+        except RemoteGone as exc:
+            if isinstance(exc, SyncStateExpired):
+                raise
+            # 410 Gone on a delta request is Graph's way of saying the token expired.
+            raise SyncStateExpired(exc.message) from exc
+        except NotFound as exc:
+            raise RemoteGone(f"calendar is gone: {exc.message}") from exc
+        if response is None:
+            raise TransientError("calendar delta: Graph sent an empty response", code="graph_unexpected")
+        events: list[OutlookEvent] = []
+        removed: list[str] = []
+        zone: str | None = None
+        for item in response.value or ():
+            if "@removed" in (item.additional_data or {}):
+                removed.append(str(item.id))
+                continue
+            if item.is_all_day and zone is None:
+                zone = await self.mailbox_time_zone(mailbox_id)
+            try:
+                events.append(event_from_graph(item, zone))
+            except (ValueError, TypeError, AttributeError, ZoneInfoNotFoundError) as exc:
+                raise TransientError(f"calendar delta: unreadable event ({type(exc).__name__})",
+                                     code="graph_unexpected") from exc
+        return DeltaPage(events=events, removed=removed,
+                         next_link=str(response.odata_next_link or ""),
+                         delta_link=str(response.odata_delta_link or ""))
+
+    # --- events ---------------------------------------------------------------------------------
+    def _event_body(self, draft: EventDraft, zone: ZoneInfo, *, transaction_id: str | None) -> Any:
+        sdk = self._sdk
+        graph_zone = timezones.to_graph_zone(draft.time_zone)
+        event = sdk.Event(
+            subject=draft.subject,
+            body=sdk.ItemBody(content_type=sdk.BodyType.Html, content=draft.body_html),
+            start=sdk.DateTimeTimeZone(date_time=_wall_time(draft.start, zone), time_zone=graph_zone),
+            end=sdk.DateTimeTimeZone(date_time=_wall_time(draft.end, zone), time_zone=graph_zone),
+            show_as=sdk.FreeBusyStatus(draft.show_as),
+            categories=list(draft.categories),
+        )
+        if transaction_id is not None:
+            event.transaction_id = transaction_id
+        if draft.booking_id:
+            event.single_value_extended_properties = [
+                sdk.SingleValueLegacyExtendedProperty(id=BOOKING_PROPERTY_ID, value=draft.booking_id)]
+        return event
+
+    async def create_event(self, mailbox_id: str, calendar_id: str, draft: EventDraft, *,
+                           transaction_id: str) -> str:
+        zone = _check_draft(draft)
+        if not transaction_id:
+            raise BadRequest("a transaction id is required so a repeated create makes no duplicate",
+                             field="transaction_id")
+        body = self._event_body(draft, zone, transaction_id=transaction_id)
+        events = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).events
+        try:
+            created = await self._call(mailbox_id, "create event", lambda: events.post(body, self._config()))
+        except Conflict:
+            # A repeated transactionId may be refused instead of answered with the first event:
+            # then the event exists, and its tag finds it.
+            if draft.booking_id:
+                existing = await self.find_event_by_booking(mailbox_id, calendar_id, draft.booking_id)
+                if existing:
+                    return existing
+            raise
+        except NotFound as exc:
+            raise RemoteGone(f"calendar is gone: {exc.message}") from exc
+        if created is None or not created.id:
+            raise TransientError("create event: Graph returned no event id", code="graph_unexpected")
+        return str(created.id)
+
+    async def update_event(self, mailbox_id: str, event_id: str, draft: EventDraft) -> None:
+        zone = _check_draft(draft)
+        body = self._event_body(draft, zone, transaction_id=None)
+        item = self._user(mailbox_id).events.by_event_id(event_id)
+        await self._call(mailbox_id, "update event", lambda: item.patch(body, self._config()))
+
+    async def delete_event(self, mailbox_id: str, event_id: str) -> None:
+        item = self._user(mailbox_id).events.by_event_id(event_id)
+        try:
+            await self._call(mailbox_id, "delete event", lambda: item.delete(self._config()))
+        except (NotFound, RemoteGone):
+            return
+
+    async def find_event_by_booking(self, mailbox_id: str, calendar_id: str, booking_id: str) -> str | None:
+        if not booking_id:
+            raise BadRequest("booking id is empty", field="booking_id")
+        flt = (f"singleValueExtendedProperties/Any(ep: ep/id eq {_odata_literal(BOOKING_PROPERTY_ID)}"
+               f" and ep/value eq {_odata_literal(booking_id)})")
+        query = self._sdk.EventsQuery(filter=flt, select=["id"], top=10)
+        events = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).events
+        try:
+            page = await self._call(mailbox_id, "find event by booking",
+                                    lambda: events.get(self._config(query=query)))
+        except NotFound as exc:
+            raise RemoteGone(f"calendar is gone: {exc.message}") from exc
+        for item in (page.value if page is not None else None) or ():
+            if item.id:
+                return str(item.id)
+        return None
+
+    # --- subscriptions --------------------------------------------------------------------------
+    def _subscription_info(self, sub: Any, fallback_expiry: datetime) -> SubscriptionInfo:
+        if sub is None or not sub.id:
+            raise TransientError("subscription: Graph returned no subscription", code="graph_unexpected")
+        expires = sub.expiration_date_time or fallback_expiry
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        return SubscriptionInfo(id=str(sub.id), expires_at=expires, resource=str(sub.resource or ""))
+
+    async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
+                                  lifecycle_url: str, client_state: str,
+                                  expires_at: datetime) -> SubscriptionInfo:
+        if expires_at.tzinfo is None:
+            raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
+        if not client_state or len(client_state) > 128:
+            raise BadRequest("client state must be 1 to 128 characters", field="client_state")
+        body = self._sdk.Subscription(
+            change_type=SUBSCRIPTION_CHANGE_TYPES,
+            notification_url=notification_url,
+            lifecycle_notification_url=lifecycle_url,
+            resource=subscription_resource(mailbox_id, calendar_id),
+            expiration_date_time=expires_at.astimezone(UTC),
+            client_state=client_state,
+        )
+        try:
+            sub = await self._call(mailbox_id, "create subscription",
+                                   lambda: self._client.subscriptions.post(body, self._config()))
+        except AuthError as exc:
+            if exc.code == "graph_forbidden":
+                # Delegated tokens cannot subscribe to shared calendars; the caller polls instead.
+                raise AuthError(exc.message, code=SUBSCRIPTION_FORBIDDEN) from exc
+            raise
+        except NotFound as exc:
+            raise RemoteGone(f"calendar is gone: {exc.message}") from exc
+        return self._subscription_info(sub, expires_at)
+
+    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> SubscriptionInfo:
+        if expires_at.tzinfo is None:
+            raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
+        body = self._sdk.Subscription(expiration_date_time=expires_at.astimezone(UTC))
+        item = self._client.subscriptions.by_subscription_id(subscription_id)
+        try:
+            sub = await self._call("/subscriptions", "renew subscription", lambda: item.patch(body, self._config()))
+        except NotFound as exc:
+            raise RemoteGone(f"subscription is gone: {exc.message}") from exc
+        return self._subscription_info(sub, expires_at)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        item = self._client.subscriptions.by_subscription_id(subscription_id)
+        try:
+            await self._call("/subscriptions", "reauthorize subscription",
+                             lambda: item.reauthorize.post(self._config()))
+        except NotFound as exc:
+            raise RemoteGone(f"subscription is gone: {exc.message}") from exc
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        item = self._client.subscriptions.by_subscription_id(subscription_id)
+        try:
+            await self._call("/subscriptions", "delete subscription", lambda: item.delete(self._config()))
+        except (NotFound, RemoteGone):
+            return
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def graph_adapter_from_settings(credential: AsyncTokenCredential, settings: Settings, *,
+                                http_client: httpx.AsyncClient | None = None) -> GraphSdkAdapter:
+    """The adapter as the app configures it: Graph URL, extra CA bundle, per-mailbox concurrency."""
+    return GraphSdkAdapter(credential, base_url=settings.graph_base_url, verify=settings.verify,
+                           max_concurrency=settings.graph_max_concurrency, http_client=http_client)
