@@ -6,6 +6,7 @@ Where new functions go: see docs/ARCHITECTURE.md ("Adding a function").
 import azure.functions as func
 
 from shared.http import booking_bp, graph_bp, health_bp, ics_bp
+from shared.jobs import booking_bp as booking_jobs
 from shared.jobs import sync_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -16,5 +17,6 @@ for blueprint in (
     booking_bp.bp,  # timum booking webhook
     ics_bp.bp,      # per-resource ICS subscription feed
     sync_bp.bp,     # delta worker, link set-up/teardown, subscription renewal, polling
+    booking_jobs.bp,  # booking changes → Outlook events
 ):
     app.register_functions(blueprint)

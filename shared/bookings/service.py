@@ -1,0 +1,184 @@
+"""The event writer: apply the newest known state of a booking to the linked Outlook calendar.
+
+Always applies the *stored* newest version (not the message's), so two messages for one
+booking racing in one batch both converge on the same result. Every Graph write is
+idempotent: creates carry a transactionId (a retried POST yields the same event), and the
+booking-map row is written PENDING before the create, ACTIVE after — a crash in between
+replays into the same event. Events written here are in the booking map, which the
+Outlook → timum direction reads so they never come back as blocked slots.
+
+If the user deleted our event in Outlook, the next change of that booking re-creates it
+(with a fresh transactionId, so it does not collapse into the deleted one).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.bookings.payload import booking_from_json
+from shared.bookings.plan import (
+    CreateEvent,
+    DeleteEvent,
+    MapState,
+    Nothing,
+    UpdateEvent,
+    plan_booking,
+    recreate_transaction_id,
+)
+from shared.bookings.render import draft_hash, render_event
+from shared.bookings.store import BookingStore
+from shared.context import Services
+from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
+from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone
+from shared.ports import GraphCalendarPort
+from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    result: str        # created | updated | recreated | deleted | unchanged | stale | no_link | ...
+    event_id: str = ""
+
+
+def _state(row: BookingMapRow | None) -> MapState | None:
+    if row is None or row.state is BookingEventState.PENDING:
+        # A PENDING row means our create may or may not have happened: creating again with the
+        # same transactionId is the safe replay.
+        return None
+    return MapState(row.event_id, row.version, row.content_hash)
+
+
+async def _create(graph: GraphCalendarPort, maps: BookingMapRepository, link: Link, booking: Booking,
+                  draft: EventDraft, digest: str, transaction_id: str) -> str:
+    await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, digest, transaction_id,
+                                           BookingEventState.PENDING))
+    event_id = await graph.create_event(link.mailbox_id, link.calendar_id, draft, transaction_id=transaction_id)
+    await maps.put(link.key, BookingMapRow(booking.id, event_id, booking.version, digest, transaction_id,
+                                           BookingEventState.ACTIVE))
+    return event_id
+
+
+async def write_booking(services: Services, link: Link, booking: Booking) -> WriteOutcome:
+    """Bring the Outlook event of ``booking`` in line with it. Raises the tree's errors."""
+    maps = BookingMapRepository(services.storage)
+    settings = await ProviderSettingsRepository(services.storage).get(link.provider_id)
+    row = await maps.get(link.key, booking.id)
+    if row is not None and row.state is BookingEventState.PENDING and booking.version < row.version:
+        return WriteOutcome("stale")
+    draft = render_event(booking, settings)
+    digest = draft_hash(draft)
+    cancel_draft = render_event(booking, settings, cancelled_mark=True)
+    action = plan_booking(booking, _state(row), draft, digest, settings.cancel_policy, cancel_draft)
+    if isinstance(action, Nothing):
+        if action.reason != "stale" and row is not None and row.version < booking.version:
+            await maps.put(link.key, BookingMapRow(booking.id, row.event_id, booking.version, row.content_hash,
+                                                   row.transaction_id, row.state))
+        elif action.reason == "cancelled without event" and row is None:
+            await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, "", "",
+                                                   BookingEventState.ACTIVE))
+        return WriteOutcome(action.reason.replace(" ", "_"), row.event_id if row else "")
+
+    graph = await services.graph.for_link(link)
+    if isinstance(action, CreateEvent):
+        transaction_id = row.transaction_id if row is not None and row.state is BookingEventState.PENDING \
+            and row.transaction_id else action.transaction_id
+        if row is None and booking.version > 1:
+            # No map row although timum has changed this booking before: our map was lost
+            # (reinstall, relink). Find the event by its tag instead of creating a second one.
+            found = await graph.find_event_by_booking(link.mailbox_id, link.calendar_id, booking.id)
+            if found:
+                action = UpdateEvent(found, draft)
+        if isinstance(action, CreateEvent):
+            event_id = await _create(graph, maps, link, booking, draft, digest, transaction_id)
+            return WriteOutcome("created", event_id)
+
+    if isinstance(action, UpdateEvent):
+        marked = action.draft is not draft
+        try:
+            await graph.update_event(link.mailbox_id, action.event_id, action.draft)
+        except NotFound:
+            if marked:
+                # Cancelled and already deleted by the user: nothing left to mark.
+                await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, "", "",
+                                                       BookingEventState.ACTIVE))
+                return WriteOutcome("deleted")
+            event_id = await _create(graph, maps, link, booking, draft, digest, recreate_transaction_id(booking))
+            return WriteOutcome("recreated", event_id)
+        state = BookingEventState.CANCELLED if marked else BookingEventState.ACTIVE
+        await maps.put(link.key, BookingMapRow(booking.id, action.event_id, booking.version,
+                                               draft_hash(action.draft), row.transaction_id if row else "", state))
+        return WriteOutcome("updated", action.event_id)
+
+    assert isinstance(action, DeleteEvent)
+    await graph.delete_event(link.mailbox_id, action.event_id)
+    await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, "", "", BookingEventState.ACTIVE))
+    return WriteOutcome("deleted")
+
+
+async def _usable_link(services: Services, key: LinkKey) -> Link | None:
+    link = await LinkRepository(services.storage).get(key)
+    if link is None or link.mode is LinkMode.ICS:
+        return None
+    return link
+
+
+async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOutcome:
+    """``write_booking`` with the link-level consequences of errors applied."""
+    from shared.connect.status import set_health
+
+    try:
+        outcome = await write_booking(services, link, booking)
+    except NeedsReconnect as exc:
+        # No retry: without a token every retry fails. The booking stays in the store and is
+        # written when the user reconnects (the link set-up replays the store).
+        await set_health(services, link, LinkHealth.NEEDS_RECONNECT, f"{exc.code}: {exc.message}")
+        return WriteOutcome("needs_reconnect")
+    except (RemoteGone, NotFound, AuthError) as exc:
+        # The calendar is gone or no longer writable: retrying cannot help; tell timum.
+        await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
+        return WriteOutcome("link_error")
+    if link.health is not LinkHealth.OK:
+        await set_health(services, link, LinkHealth.OK)
+    return outcome
+
+
+async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
+    """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
+    if "replay_link" in data:
+        return await replay_link_bookings(services, LinkKey.parse(str(data["replay_link"])))
+    try:
+        incoming = booking_from_json(data["booking"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc
+    store = BookingStore(services.storage)
+    await store.upsert_if_newer(incoming)
+    stored = await store.get(incoming.provider_id, incoming.resource_id, incoming.id)
+    booking = stored.booking if stored is not None else incoming
+    link = await _usable_link(services, LinkKey(booking.provider_id, booking.resource_id))
+    if link is None:
+        # Recorded in the store (the ICS feed serves it); nothing to write to Outlook.
+        return WriteOutcome("no_link")
+    if link.health is LinkHealth.NEEDS_RECONNECT:
+        return WriteOutcome("needs_reconnect")
+    return await _guarded(services, link, booking)
+
+
+async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
+    """Write every stored booking of a resource (after linking or reconnecting). Idempotent."""
+    link = await _usable_link(services, key)
+    if link is None:
+        return WriteOutcome("no_link")
+    written = 0
+    for stored in await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id):
+        outcome = await _guarded(services, link, stored.booking)
+        if outcome.result in ("needs_reconnect", "link_error"):
+            return outcome
+        written += outcome.result in ("created", "updated", "recreated", "deleted")
+        link = await _usable_link(services, key) or link
+    return WriteOutcome(f"replayed:{written}")
+
