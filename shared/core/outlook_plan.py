@@ -1,0 +1,268 @@
+"""What one delta page of an Outlook calendar means for timum's blocked slots.
+
+Pure: the caller passes what we last agreed on (one ``StatusRow`` per Outlook event that holds
+a slot) and what Graph reports now (one ``DeltaPage``); the planner returns actions. The engine
+(``shared.services.outlook_sync``) performs them and then stores the new status rows, so the
+same page planned again against the updated rows gives no action at all.
+
+Actions:
+
+* ``UpsertBlock`` — PUT the slot by its external id (idempotent in timum).
+* ``DeleteBlock`` — delete the slot (an absent slot is not an error) and drop the status row.
+* ``ForgetEvent`` — drop the status row, leave timum alone (the slot is history).
+
+External ids are derived from link and event id (``slot_external_id``), never stored-then-read,
+so a replay after a crash addresses the same slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.core.hashing import content_hash
+from shared.core.window import SyncWindow
+from shared.domain import (
+    BlockedSlot,
+    DeltaPage,
+    LinkKey,
+    OutlookEvent,
+    ProviderSettings,
+    TitlePrivacy,
+    slot_external_id,
+)
+
+#: Content hash of a status row whose timum write was started but not confirmed (see ``settle_pending``).
+PENDING_HASH = ""
+#: Title of a slot when the provider wants a label, or when the event must not show its subject.
+OUTLOOK_LABEL = "Outlook"
+#: Longest title we hand to timum; subjects can be long, a blocked slot needs only a hint.
+MAX_TITLE = 200
+#: Prefix of the transactionId on every event we create for a booking (``booking_transaction_id``).
+OWN_TRANSACTION_PREFIX = "timum-"
+#: Prefix of every slot id we derive (``slot_external_id``); other prefixes belong to someone else.
+SLOT_ID_PREFIX = "ol-"
+
+_NEVER_BLOCKS = frozenset({"free", "workingelsewhere"})
+_HIDDEN = frozenset({"private", "confidential"})
+_SOURCE = "outlook"
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """What we last wrote to timum for one Outlook event (or occurrence)."""
+
+    event_id: str
+    external_id: str
+    content_hash: str
+    slot_start: datetime
+    slot_end: datetime
+
+    @property
+    def pending(self) -> bool:
+        return self.content_hash == PENDING_HASH
+
+
+@dataclass(frozen=True)
+class UpsertBlock:
+    external_id: str
+    slot: BlockedSlot
+    event_id: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class DeleteBlock:
+    external_id: str
+    event_id: str  # "" for an orphan slot that has no status row
+
+
+@dataclass(frozen=True)
+class ForgetEvent:
+    event_id: str
+
+
+Action = UpsertBlock | DeleteBlock | ForgetEvent
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    link: LinkKey
+    window: SyncWindow
+    settings: ProviderSettings
+    #: event ids of the Outlook events we wrote for timum bookings (the booking map)
+    own_event_ids: frozenset[str] = frozenset()
+
+
+def is_own_event(event: OutlookEvent, own_event_ids: frozenset[str]) -> bool:
+    """Whether the event is one we created for a booking. Any one sign is enough:
+
+    the booking map may lag behind the create (the row is written after Graph answered), delta
+    cannot expand our extended property, but the transactionId travels with the event.
+    """
+    return (event.id in own_event_ids or bool(event.booking_id)
+            or event.transaction_id.startswith(OWN_TRANSACTION_PREFIX))
+
+
+def blocks_time(event: OutlookEvent, settings: ProviderSettings) -> bool:
+    """Whether the event's free/busy status keeps the resource from taking bookings."""
+    show_as = event.show_as.strip().lower()
+    if show_as in _NEVER_BLOCKS:
+        return False
+    if show_as == "tentative":
+        return settings.tentative_blocks
+    # busy, oof, unknown and anything Graph may add later: blocking is the safe side
+    # (a missed busy event means a double booking; a spurious block only a lost slot).
+    return True
+
+
+def slot_title(event: OutlookEvent, privacy: TitlePrivacy) -> str:
+    if privacy is TitlePrivacy.NONE:
+        return ""
+    if privacy is TitlePrivacy.LABEL or event.sensitivity.strip().lower() in _HIDDEN:
+        # Private and confidential events never leave Outlook with their subject.
+        return OUTLOOK_LABEL
+    subject = " ".join(event.subject.split())
+    return subject[:MAX_TITLE] if subject else OUTLOOK_LABEL
+
+
+def slot_for(ctx: PlanContext, event: OutlookEvent) -> BlockedSlot:
+    return BlockedSlot(external_id=slot_external_id(ctx.link, event.id), start=event.start, end=event.end,
+                       all_day=event.is_all_day, title=slot_title(event, ctx.settings.title_privacy),
+                       source=_SOURCE)
+
+
+def slot_hash(slot: BlockedSlot) -> str:
+    return content_hash(slot)
+
+
+def _unblock(row: StatusRow | None) -> Action | None:
+    return None if row is None else DeleteBlock(row.external_id, row.event_id)
+
+
+def plan_event(ctx: PlanContext, event: OutlookEvent, row: StatusRow | None) -> Action | None:
+    """The action for one reported event, given its status row (None: we hold no slot for it)."""
+    if event.type == "seriesMaster":
+        # calendarView delivers each occurrence and exception as its own item; the master is
+        # not a time of its own. A single event turned into a series keeps its id and becomes
+        # the master, so a slot held under that id goes.
+        return _unblock(row)
+    if is_own_event(event, ctx.own_event_ids):
+        # Our booking's own event: timum has the booking already; blocking it would echo.
+        return _unblock(row)
+    if event.is_cancelled:
+        # The organiser cancelled the meeting; it stays in the calendar but blocks nothing.
+        return _unblock(row)
+    if not blocks_time(event, ctx.settings):
+        # free / workingElsewhere (or tentative where the provider said tentative is free)
+        return _unblock(row)
+    if event.end <= event.start:
+        # A zero-length event blocks no time; timum would refuse such a slot.
+        return _unblock(row)
+    if not ctx.window.overlaps(event.start, event.end):
+        # Moved outside the mirrored window (Graph may still report it in the round).
+        return _unblock(row)
+    # All-day events arrive as midnight-to-midnight in the mailbox time zone and block whole days.
+    slot = slot_for(ctx, event)
+    digest = slot_hash(slot)
+    if row is not None and row.content_hash == digest and row.external_id == slot.external_id:
+        # Unchanged content (an ETag bump, a replay, a duplicate notification): nothing to write.
+        return None
+    return UpsertBlock(slot.external_id, slot, event.id, digest)
+
+
+def plan_removed(ctx: PlanContext, event_id: str, row: StatusRow | None) -> Action | None:
+    """The action for an ``@removed`` id: deleted, or moved out of the window."""
+    if row is None:
+        # We never held a slot (free, our own, outside the window) or it is gone already.
+        return None
+    if ctx.window.ended_before(row.slot_end):
+        # The slot ended before the window starts: the event slid out of the window into the
+        # past as days went by. Its slot is history in timum — forget the event, keep the slot.
+        return ForgetEvent(event_id)
+    return DeleteBlock(row.external_id, event_id)
+
+
+def plan_page(ctx: PlanContext, page: DeltaPage, status: Mapping[str, StatusRow]) -> list[Action]:
+    """Actions for one delta page; ``status`` must hold the rows of the page's events (others may be absent)."""
+    latest: dict[str, OutlookEvent] = {}
+    for event in page.events:
+        # The same id twice on a page: the later item is the newer state.
+        latest.pop(event.id, None)
+        latest[event.id] = event
+    actions: list[Action] = []
+    for event in latest.values():
+        action = plan_event(ctx, event, status.get(event.id))
+        if action is not None:
+            actions.append(action)
+    for event_id in dict.fromkeys(page.removed):
+        if event_id in latest:
+            # Reported both ways on one page: the item carries the state; a stale removal must not
+            # delete a slot the event still needs.
+            continue
+        action = plan_removed(ctx, event_id, status.get(event_id))
+        if action is not None:
+            actions.append(action)
+    return actions
+
+
+def _gone(ctx: PlanContext, row: StatusRow) -> Action:
+    if ctx.window.ended_before(row.slot_end):
+        return ForgetEvent(row.event_id)
+    return DeleteBlock(row.external_id, row.event_id)
+
+
+def reconcile(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, StatusRow],
+              timum_slots: Sequence[BlockedSlot] = ()) -> list[Action]:
+    """After a full round: what to remove because Outlook no longer has it.
+
+    ``seen`` are the ids the round reported, ``status`` the rows after the round's actions and
+    ``timum_slots`` the slots timum holds for this resource (source ``outlook``), to catch slots
+    that lost their status row. Slots that ended before the window are history and stay.
+    """
+    seen_ids = set(seen)
+    actions: list[Action] = []
+    for event_id in sorted(status):
+        if event_id not in seen_ids:
+            # The event is gone from the window: deleted while our delta state was lost, or moved away.
+            actions.append(_gone(ctx, status[event_id]))
+    known = {row.external_id for row in status.values()}
+    for slot in sorted(timum_slots, key=lambda s: s.external_id):
+        if slot.source != _SOURCE or slot.external_id in known or ctx.window.ended_before(slot.end):
+            continue
+        if not slot.external_id.startswith(SLOT_ID_PREFIX):
+            continue  # not an id this service derives; someone else's slot
+        # An orphan: a slot of ours without a status row. No event claims it any more.
+        actions.append(DeleteBlock(slot.external_id, ""))
+    return actions
+
+
+def settle_pending(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, StatusRow]) -> list[Action]:
+    """After an incremental round: pending rows the round did not confirm.
+
+    A pending row is written before a new slot is PUT. If the run died before confirming it, the
+    next round replays from the last committed delta link, which predates the write, and so
+    reports the event again if it still exists. A pending row the completed round did not
+    report belongs to an event that no longer exists: its slot (maybe written) must go.
+    """
+    seen_ids = set(seen)
+    return [_gone(ctx, row) for event_id, row in sorted(status.items())
+            if row.pending and event_id not in seen_ids]
+
+
+def apply_to_status(status: Mapping[str, StatusRow], actions: Iterable[Action]) -> dict[str, StatusRow]:
+    """The status rows after ``actions`` succeeded (what the engine stores)."""
+    out = dict(status)
+    for action in actions:
+        if isinstance(action, UpsertBlock):
+            out[action.event_id] = StatusRow(action.event_id, action.external_id, action.hash,
+                                             action.slot.start, action.slot.end)
+        elif action.event_id:
+            out.pop(action.event_id, None)
+    return out
+
+
+def pending_row(action: UpsertBlock) -> StatusRow:
+    """The row recorded before a new slot is written (see ``settle_pending``)."""
+    return StatusRow(action.event_id, action.external_id, PENDING_HASH, action.slot.start, action.slot.end)
