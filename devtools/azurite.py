@@ -49,6 +49,7 @@ class Azurite:
     queue_port: int
     table_port: int
     workdir: str
+    keep: bool = False
 
     @property
     def connection_string(self) -> str:
@@ -61,13 +62,25 @@ class Azurite:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start(*, blob_port: int | None = None, queue_port: int | None = None, table_port: int | None = None,
-          in_memory: bool = True, log: Path | None = None, timeout: float = 30.0) -> Azurite:
+          in_memory: bool = True, location: Path | None = None, log: Path | None = None,
+          timeout: float = 30.0) -> Azurite:
+    """Start Azurite. ``in_memory`` for tests; ``location`` keeps data across runs (make run)."""
     ports = (blob_port or free_port(), queue_port or free_port(), table_port or free_port())
-    workdir = tempfile.mkdtemp(prefix="azurite-")
+    for port in ports:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is already in use (another Azurite?); stop it or pick other ports")
+    if location is not None:
+        location.mkdir(parents=True, exist_ok=True)
+        workdir = str(location)
+        in_memory = False
+    else:
+        workdir = tempfile.mkdtemp(prefix="azurite-")
     args = [_binary(), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
             "--blobHost", "127.0.0.1", "--blobPort", str(ports[0]),
             "--queueHost", "127.0.0.1", "--queuePort", str(ports[1]),
@@ -90,4 +103,4 @@ def start(*, blob_port: int | None = None, queue_port: int | None = None, table_
                     proc.kill()
                     raise RuntimeError("Azurite did not start in time") from None
                 time.sleep(0.1)
-    return Azurite(proc, *ports, workdir=workdir)
+    return Azurite(proc, *ports, workdir=workdir, keep=location is not None)

@@ -235,10 +235,9 @@ class AzureStorage(StoragePort):
         clients = self._per_loop.get(loop)
         if clients is None:
             if self._conn:
-                conn = "UseDevelopmentStorage=true" if self._conn == "UseDevelopmentStorage=true" else self._conn
-                tables = TableServiceClient.from_connection_string(conn)
+                tables = TableServiceClient.from_connection_string(self._conn)
                 queues = QueueServiceClient.from_connection_string(
-                    conn, message_encode_policy=TextBase64EncodePolicy())
+                    self._conn, message_encode_policy=TextBase64EncodePolicy())
                 credential = None
             else:
                 from azure.identity.aio import DefaultAzureCredential
