@@ -22,6 +22,7 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -53,8 +54,10 @@ SLOT_SOURCES = ("outlook", "ics")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 #: a page size the API allows; the adapter follows cursors until the end
 PAGE_SIZE = 500
-#: guards against a cursor that never ends (500 × 200 = 100,000 items per list)
-MAX_PAGES = 200
+#: what the API accepts as a slot's external id; checked here too because a "/" would change the path
+EXTERNAL_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
+#: guards against a cursor that never ends
+MAX_PAGES = 1000
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -195,7 +198,10 @@ def _problem(response: httpx.Response) -> tuple[str, str | None, str]:
 
 class TimumHttpAdapter(TimumPort):
     def __init__(self, base_url: str, api_key: str, webhook_secrets: Sequence[str], status_webhook_url: str, *,
-                 client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time) -> None:
+                 client: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time,
+                 page_size: int = PAGE_SIZE) -> None:
+        if not 1 <= page_size <= 500:
+            raise ValueError("page_size must lie between 1 and 500 (the API's limit)")
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._secrets = tuple(webhook_secrets)
@@ -203,6 +209,7 @@ class TimumHttpAdapter(TimumPort):
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
         self._clock = clock
+        self._page_size = page_size
 
     def __repr__(self) -> str:
         return f"TimumHttpAdapter(base_url={self._base!r})"
@@ -286,6 +293,8 @@ class TimumHttpAdapter(TimumPort):
 
     # --- blocked slots -------------------------------------------------------------------------
     async def put_blocked_slot(self, provider_id: str, resource_id: str, slot: BlockedSlot) -> None:
+        if not EXTERNAL_ID.match(slot.external_id):
+            raise BadRequest("externalId: 1 to 128 characters of A-Z, a-z, 0-9 and . _ : ~ -", field="externalId")
         path = f"{self._resource_path(provider_id, resource_id)}/blocked-slots/{_seg(slot.external_id)}"
         body = {"start": _iso(slot.start, "start"), "end": _iso(slot.end, "end"), "allDay": slot.all_day,
                 "title": slot.title, "source": slot.source}
@@ -305,7 +314,7 @@ class TimumHttpAdapter(TimumPort):
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
-            query: dict[str, str | int] = {**params, "limit": PAGE_SIZE}
+            query: dict[str, str | int] = {**params, "limit": self._page_size}
             if cursor:
                 query["cursor"] = cursor
             response = await self._api("GET", path, what, params=query)

@@ -5,7 +5,6 @@ sync engine need — injected failures, a call log, and the link-status webhooks
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -13,12 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.adapters.timum_http import SLOT_SOURCES, link_status_body
+from shared.adapters.timum_http import EXTERNAL_ID, SLOT_SOURCES, link_status_body
 from shared.domain import BlockedSlot, Booking
 from shared.errors import AuthError, BadRequest, Conflict, NotFound, RemoteGone, SyncError
 from shared.ports import TimumPort
-
-_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 
 
 @dataclass
@@ -142,10 +139,9 @@ class MemoryTimum(TimumPort):
         _require_id(provider_id, "providerId")
         _require_id(resource_id, "resourceId")
         start, end = _utc(slot.start, "start"), _utc(slot.end, "end")
+        if not EXTERNAL_ID.match(slot.external_id):
+            raise BadRequest("externalId: 1 to 128 characters of A-Z, a-z, 0-9 and . _ : ~ -", field="externalId")
         self._enter("put_blocked_slot", provider_id, resource_id, slot.external_id)
-        if not _EXTERNAL_ID.match(slot.external_id):
-            raise BadRequest("timum refused writing a blocked slot: malformed externalId", field="externalId",
-                             code="bad_request")
         problems = []
         if end <= start:
             problems.append(("end", "must be after start"))

@@ -60,7 +60,9 @@ def serve_timum(config: SandboxConfig | None = None, *, extra_routes: Sequence[B
     Without ``service_base_url`` in ``config``, booking webhooks go to ``TEST_SERVICE_PREFIX`` on the
     same port.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the socket says
+    # it is TCP; with proto 0 every answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
@@ -84,7 +86,7 @@ def serve_timum(config: SandboxConfig | None = None, *, extra_routes: Sequence[B
     app = Starlette(routes=[*sandbox.http_routes, *extra_routes], lifespan=lifespan)
     # uvicorn installs signal handlers only in the main thread, so the test runner keeps its own.
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none", http="h11",
-                                    access_log=False))
+                                    access_log=False, timeout_graceful_shutdown=5))
     failure: list[BaseException] = []
 
     def run() -> None:
