@@ -102,15 +102,21 @@ class HostOptions:
 MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
 
 
+def _section(data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"host.json {path} must be an object")
+    return value
+
+
 def parse_host_json(data: Mapping[str, Any]) -> HostOptions:
     """Turn host.json content into typed options; unknown keys are ignored as the real host does."""
     if not isinstance(data, Mapping):
         raise ConfigError("host.json must hold a JSON object")
-    extensions = data.get("extensions") or {}
-    if not isinstance(extensions, Mapping):
-        raise ConfigError("host.json extensions must be an object")
-
-    http_raw = extensions.get("http") or {}
+    extensions = _section(data, "extensions", "extensions")
+    http_raw = _section(extensions, "http", "extensions.http")
     prefix = http_raw.get("routePrefix", "api")
     if not isinstance(prefix, str):
         raise ConfigError(f"host.json extensions.http.routePrefix must be a string, got {prefix!r}")
@@ -124,7 +130,7 @@ def parse_host_json(data: Mapping[str, Any]) -> HostOptions:
     if http.max_concurrent_requests == 0 or http.max_outstanding_requests == 0:
         raise ConfigError("host.json extensions.http request limits must be -1 (unbounded) or positive")
 
-    q_raw = extensions.get("queues") or {}
+    q_raw = _section(extensions, "queues", "extensions.queues")
     batch = _int(q_raw.get("batchSize"), "extensions.queues.batchSize", default=16, low=1, high=32)
     encoding = q_raw.get("messageEncoding", "base64")
     if not isinstance(encoding, str) or encoding.lower() not in ("base64", "none"):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import azure.functions as func
 from azure.functions.decorators.core import BindingDirection
 
-from devtools.devhost.config import ConfigError
+from devtools.devhost.config import ConfigError, parse_timespan
 
 _INDEX_LOCK = threading.Lock()
 _INDEX: weakref.WeakKeyDictionary[func.FunctionApp, list[func.Function]] = weakref.WeakKeyDictionary()
@@ -122,16 +122,33 @@ def _read_retry(function: func.Function) -> RetrySpec | None:
     raw = function.get_settings_dict("retry_policy")
     if not raw:
         return None
+    name = function.get_function_name()
+
+    def field(snake: str, camel: str) -> Any:
+        # The decorator stores snake_case keys; function.json spells them in camelCase.
+        return raw.get(snake, raw.get(camel))
+
     strategy = str(_plain(raw.get("strategy", ""))).lower()
     if strategy not in ("fixed_delay", "exponential_backoff"):
-        raise ConfigError(f"function {function.get_function_name()}: unknown retry strategy {strategy!r}")
+        raise ConfigError(f"function {name}: unknown retry strategy {strategy!r}")
     try:
-        count = int(raw.get("maxRetryCount", 0))
+        count = int(field("max_retry_count", "maxRetryCount"))
     except (TypeError, ValueError):
-        raise ConfigError(f"function {function.get_function_name()}: maxRetryCount must be an integer") from None
-    return RetrySpec(strategy=typing.cast(Literal["fixed_delay", "exponential_backoff"], strategy),
-                     max_retry_count=count, delay_interval=raw.get("delayInterval"),
-                     minimum_interval=raw.get("minimumInterval"), maximum_interval=raw.get("maximumInterval"))
+        raise ConfigError(f"function {name}: max_retry_count must be an integer") from None
+    if count < -1:
+        raise ConfigError(f"function {name}: max_retry_count must be -1 (forever) or more")
+    spec = RetrySpec(strategy=typing.cast(Literal["fixed_delay", "exponential_backoff"], strategy),
+                     max_retry_count=count, delay_interval=field("delay_interval", "delayInterval"),
+                     minimum_interval=field("minimum_interval", "minimumInterval"),
+                     maximum_interval=field("maximum_interval", "maximumInterval"))
+    needed = ["delay_interval"] if strategy == "fixed_delay" else ["minimum_interval", "maximum_interval"]
+    for key in needed:
+        value = getattr(spec, key)
+        try:
+            parse_timespan(str(value))
+        except ConfigError:
+            raise ConfigError(f"function {name}: retry {key} must be a TimeSpan, got {value!r}") from None
+    return spec
 
 
 def describe(function: func.Function) -> FunctionSpec:

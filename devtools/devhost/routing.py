@@ -145,6 +145,7 @@ class _Param:
     catch_all: bool
     default: str | None
     checks: tuple[Callable[[str], bool], ...]
+    constraints: tuple[str, ...]  # as written, lower-cased: part of what makes two routes the same
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,11 @@ class RouteTemplate:
     pattern: re.Pattern[str]
     params: tuple[_Param, ...]
     precedence: tuple[int, ...]
+
+    @property
+    def signature(self) -> tuple[str, tuple[tuple[str, ...], ...]]:
+        """Equal for templates that match exactly the same paths (names of parameters aside)."""
+        return self.pattern.pattern.lower(), tuple(p.constraints for p in self.params)
 
     def match(self, path: str) -> dict[str, str] | None:
         found = self.pattern.match(_normalise_path(path))
@@ -202,7 +208,7 @@ def _parse_param(token: str, template: str, index: int) -> _Param:
         raise ConfigError(f"route {template!r}: bad parameter name {name!r}")
     checks = tuple(_constraint(spec, template) for spec in constraint_specs if spec)
     return _Param(name=name, group=f"p{index}", optional=optional, catch_all=catch_all, default=default,
-                  checks=checks)
+                  checks=checks, constraints=tuple(spec.lower() for spec in constraint_specs if spec))
 
 
 def compile_route(template: str, prefix: str = "") -> RouteTemplate:
@@ -296,7 +302,7 @@ class Router(Generic[T]):
         route = compile_route(template, self.prefix)
         allowed = frozenset(m.upper() for m in methods) if methods else None
         for entry in self._entries:
-            if entry.route.pattern.pattern == route.pattern.pattern and (
+            if entry.route.signature == route.signature and (
                     entry.methods is None or allowed is None or entry.methods & allowed):
                 raise ConfigError(f"route {template!r} is declared twice for the same method")
         self._entries.append(_Entry(route, allowed, target, len(self._entries)))

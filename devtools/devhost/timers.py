@@ -140,7 +140,9 @@ class TimerLoop:
             task = self._spawn(self._runner.run(self.spec, request, past_due=past_due, retry_count=attempt))
             # Shielded: stopping the loop must not cancel an invocation that is already running.
             result: RunResult = await asyncio.shield(task)
-            if result.ok or retry is None or attempt >= retry.max_retry_count or self._stopping.is_set():
+            if result.ok or retry is None or self._stopping.is_set():
+                return
+            if retry.max_retry_count != -1 and attempt >= retry.max_retry_count:  # -1: retry forever
                 return
             delay = retry_delay(retry, attempt)
             attempt += 1
