@@ -299,14 +299,14 @@ class TimumHttpAdapter(TimumPort):
         body = {"start": _iso(slot.start, "start"), "end": _iso(slot.end, "end"), "allDay": slot.all_day,
                 "title": slot.title, "source": slot.source}
         response = await self._api("PUT", path, "writing a blocked slot", json_body=body)
-        if response.status_code not in (200, 201, 204):
+        if not response.is_success:
             self._fail(response, "writing a blocked slot", not_found=RemoteGone)
 
     async def delete_blocked_slot(self, provider_id: str, resource_id: str, external_id: str) -> None:
         path = f"{self._resource_path(provider_id, resource_id)}/blocked-slots/{_seg(external_id)}"
         response = await self._api("DELETE", path, "deleting a blocked slot")
         # 404: the slot (or its whole resource) is gone already — the goal of the call is met.
-        if response.status_code not in (200, 202, 204, 404):
+        if not response.is_success and response.status_code != 404:
             self._fail(response, "deleting a blocked slot")
 
     async def _pages(self, path: str, what: str, params: dict[str, str | int]) -> list[Any]:

@@ -12,12 +12,14 @@ import contextlib
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.timum.sandbox import TimumSandbox
@@ -26,6 +28,40 @@ from devtools.sandbox.timum.state import TimumState
 #: path under the sandbox's own port where ``serve_timum`` points the booking webhooks by default, so a
 #: test can mount its stand-in of the service there (``extra_routes``)
 TEST_SERVICE_PREFIX = "/_test-service"
+
+
+@dataclass(frozen=True)
+class ReceivedWebhook:
+    headers: dict[str, str]     # lower-case names
+    body: bytes
+
+
+@dataclass
+class WebhookRecorder:
+    """Stands in for the service's booking-webhook endpoint: records each request and answers from
+    ``script`` (HTTP statuses, or ``"hang"`` to answer only after the sender gave up), then 202."""
+
+    path: str = TEST_SERVICE_PREFIX + "/api/timum/bookings"
+    script: list[int | str] = field(default_factory=list)
+    received: list[ReceivedWebhook] = field(default_factory=list)
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.body()
+        self.received.append(ReceivedWebhook({k.lower(): v for k, v in request.headers.items()}, body))
+        action = self.script.pop(0) if self.script else 202
+        if action == "hang":
+            # Hold the answer until the sender's timeout closes the connection.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            return Response(status_code=202)
+        return Response(status_code=int(action))
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route(self.path, self.endpoint, methods=["POST"])]
+
+    def reset(self, script: Sequence[int | str] = ()) -> None:
+        self.received.clear()
+        self.script[:] = list(script)
 
 
 @dataclass

@@ -8,6 +8,7 @@ state from their own thread. Readers get copies, so a test never sees a record c
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import secrets
@@ -290,6 +291,8 @@ class TimumState:
         self.webhook_url = config.service_base_url.rstrip("/") + "/api/timum/bookings"
         self.signature_mode = "valid"
         self._rng = random.Random(0)
+        # Never reset: the sender may still hold numbers of deliveries from before a reset.
+        self._seq = itertools.count(1)
         self._paused = False
         self._listener: Callable[[Delivery], None] | None = None
 
@@ -560,7 +563,7 @@ class TimumState:
         body = json.dumps({"id": delivery_id, "type": event_type, "occurredAt": iso_utc(booking.updated_at),
                            "data": {"booking": booking.to_json()}},
                           separators=(",", ":"), ensure_ascii=False).encode()
-        delivery = Delivery(len(self.deliveries) + 1, delivery_id, event_type, booking.id, booking.version, body,
+        delivery = Delivery(next(self._seq), delivery_id, event_type, booking.id, booking.version, body,
                             held=self._paused)
         self.deliveries.append(delivery)
         return delivery
@@ -583,7 +586,7 @@ class TimumState:
             original = next((d for d in self.deliveries if d.seq == seq), None)
             if original is None:
                 raise UnknownItem("delivery", str(seq))
-            duplicate = Delivery(len(self.deliveries) + 1, original.delivery_id, original.type, original.booking_id,
+            duplicate = Delivery(next(self._seq), original.delivery_id, original.type, original.booking_id,
                                  original.version, original.body, duplicate_of=seq, held=self._paused)
             self.deliveries.append(duplicate)
             result = copy.deepcopy(duplicate)
@@ -616,7 +619,9 @@ class TimumState:
 
     def record_attempt(self, seq: int, attempt: Attempt, *, final: bool, delivered: bool) -> None:
         with self._lock:
-            delivery = next(d for d in self.deliveries if d.seq == seq)
+            delivery = next((d for d in self.deliveries if d.seq == seq), None)
+            if delivery is None:  # the state was reset while the attempt was under way
+                return
             delivery.attempts.append(attempt)
             if final:
                 delivery.outcome = "delivered" if delivered else "failed"

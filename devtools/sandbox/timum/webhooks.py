@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import httpx
 
-from devtools.sandbox.timum.state import Attempt, Delivery, TimumState
+from devtools.sandbox.timum.state import Attempt, Delivery, TimumState, UnknownItem
 from shared.signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,10 @@ class BookingWebhookSender:
 
     async def _attempt(self, seq: int) -> None:
         assert self._client is not None
-        delivery = self.state.delivery(seq)
+        try:
+            delivery = self.state.delivery(seq)
+        except UnknownItem:  # forgotten by a reset
+            return
         if delivery.outcome != "pending":
             return
         now = time.time()
