@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from devtools.sandbox.graph.testing import GraphTestEnv, World, tls_context
+from devtools.sandbox.server import RunningSandbox
 
 PROP = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name timumBookingId"
 OWN = {"Calendars.ReadWrite", "User.Read", "MailboxSettings.Read"}
@@ -20,16 +21,15 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstr
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphTestEnv]:
-    environment = GraphTestEnv(tmp_path_factory.mktemp("graph-rest")).start()
-    yield environment
-    environment.stop()
+@pytest.fixture(scope="session")
+def env(sandbox: RunningSandbox) -> GraphTestEnv:
+    return GraphTestEnv.of(sandbox)
 
 
 @pytest.fixture
-def world(env: GraphTestEnv) -> World:
-    return env.world()
+def world(env: GraphTestEnv) -> Iterator[World]:
+    yield env.world()
+    env.reset()
 
 
 def raw(world: World, token: str | None) -> httpx.AsyncClient:

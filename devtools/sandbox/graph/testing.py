@@ -271,45 +271,65 @@ class World:
 
 
 class GraphTestEnv:
-    """One Graph stand-in over HTTPS for a test module; ``world()`` gives each test its own tenant."""
+    """The Graph stand-in as tests see it: where it listens, its CA, its directory and state.
 
-    def __init__(self, directory_path: Path) -> None:
+    ``of(running)`` wraps the composed sandbox (the ``sandbox`` fixture); ``standalone(path)``
+    serves just the Graph stand-in, for callers without the composed server. ``world()`` gives
+    each test its own tenant and deterministic behaviour; ``reset()`` restores what it changed.
+    """
+
+    def __init__(self, *, directory: Any, graph: Any, base_url: str, http_base: str, ca_path: Path,
+                 servers: tuple[ServerThread, ...] = ()) -> None:
+        self.directory = directory
+        self.graph = graph
+        self.base_url = base_url
+        self.http_base = http_base
+        self.ca_path = ca_path
+        self._servers = servers
+        self._behaviour = graph.state.behaviour
+        self._worlds = 0
+
+    @classmethod
+    def of(cls, running: Any) -> GraphTestEnv:
+        return cls(directory=running.directory, graph=running.graph, base_url=f"{running.https_base}/v1.0",
+                   http_base=running.http_base, ca_path=Path(running.ca_path))
+
+    @classmethod
+    def standalone(cls, directory_path: Path) -> GraphTestEnv:
         from devtools.sandbox.config import SandboxConfig
         from devtools.sandbox.directory import Directory
         from devtools.sandbox.graph import GraphSandbox
 
-        self.ca_path, cert, key = make_tls(directory_path)
-        self.directory = Directory()
-        self.config = SandboxConfig(state_dir=directory_path)
-        self.graph = GraphSandbox(self.directory, self.config, seed=1234)
-        self.https = ServerThread(self.graph.https_routes, startup=self.graph.startup,
-                                  shutdown=self.graph.shutdown, tls=(cert, key))
-        self.http = ServerThread(self.graph.http_routes)
-        self.base_url = ""
-        self._worlds = 0
-
-    def start(self) -> GraphTestEnv:
-        self.https.start()
-        self.http.start()
-        self.base_url = f"{self.https.url}/v1.0"
-        return self
+        ca_path, cert, key = make_tls(directory_path)
+        directory = Directory()
+        graph = GraphSandbox(directory, SandboxConfig(state_dir=directory_path), seed=1234)
+        https = ServerThread(graph.https_routes, startup=graph.startup, shutdown=graph.shutdown,
+                             tls=(cert, key)).start()
+        http = ServerThread(graph.http_routes).start()
+        return cls(directory=directory, graph=graph, base_url=f"{https.url}/v1.0", http_base=http.url,
+                   ca_path=ca_path, servers=(http, https))
 
     def stop(self) -> None:
-        self.http.stop()
-        self.https.stop()
+        for server in self._servers:
+            server.stop()
+
+    def reset(self) -> None:
+        self.graph.state.behaviour = self._behaviour
+        self.graph.state.clear_faults()
 
     def world(self) -> World:
         """A new tenant and deterministic behaviour: no random empty pages, replays or duplicates."""
+        import uuid
+
         from devtools.sandbox.graph.model import Behaviour
 
         self._worlds += 1
-        n = self._worlds
         state = self.graph.state
         state.behaviour = Behaviour(empty_page_probability=0.0, replay_probability=0.0, duplicate_probability=0.0,
                                     coalesce_delay=0.05, retry_base_delay=0.05, housekeeping_interval=0.2)
         state.clear_faults()
-        tenant = self.directory.add_tenant(f"Praxis {n}", f"praxis{n}.example")
+        tag = uuid.uuid4().hex[:8]
+        tenant = self.directory.add_tenant(f"Praxis {tag}", f"praxis-{tag}.example")
         anna = self.directory.add_user(tenant.id, "Dr. Anna Weber", "anna.weber")
         jonas = self.directory.add_user(tenant.id, "Jonas Becker", "jonas.becker")
-        client_id = f"00000000-0000-4000-8000-{n:012d}"
-        return World(self, tenant.id, anna, jonas, client_id)
+        return World(self, tenant.id, anna, jonas, str(uuid.uuid4()))
