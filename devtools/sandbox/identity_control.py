@@ -1,0 +1,261 @@
+"""Control API and control page of the identity stand-in, on the plain-HTTP listener.
+
+JSON endpoints under ``/_sandbox/identity/`` switch tenant policies (user consent allowed,
+admin consent granted), act on tokens (revoke a user's refresh tokens, expire access tokens,
+shorten their lifetime), end browser sessions and add tenants or users — what a test or a
+person at the control page needs to provoke every consent and token failure on purpose.
+
+Every endpoint takes JSON (or a url-encoded form from the control page, which is then sent
+back to the page with 303). Tenants are named by id or domain, users by id or mail.
+Nothing here returns a secret or a token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from devtools.sandbox import ui
+from devtools.sandbox.directory import SandboxTenant, SandboxUser
+from devtools.sandbox.identity import IdentityPlatform
+
+PAGE = "/_sandbox/identity/"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadControlRequest(Exception):
+    pass
+
+
+def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
+    control = _Control(identity)
+    return [
+        Route("/_sandbox/identity/", control.page, methods=["GET"]),
+        Route("/_sandbox/identity/state", control.state, methods=["GET"]),
+        Route("/_sandbox/identity/tenants", control.add_tenant, methods=["POST"]),
+        Route("/_sandbox/identity/users", control.add_user, methods=["POST"]),
+        Route("/_sandbox/identity/tenants/{tenant}/user-consent", control.user_consent_policy, methods=["POST"]),
+        Route("/_sandbox/identity/tenants/{tenant}/admin-consent", control.admin_consent, methods=["POST"]),
+        Route("/_sandbox/identity/users/{user}/consent", control.user_consent, methods=["POST"]),
+        Route("/_sandbox/identity/users/{user}/enabled", control.account_enabled, methods=["POST"]),
+        Route("/_sandbox/identity/users/{user}/revoke-refresh-tokens", control.revoke, methods=["POST"]),
+        Route("/_sandbox/identity/access-tokens/expire", control.expire, methods=["POST"]),
+        Route("/_sandbox/identity/access-tokens/lifetime", control.lifetime, methods=["POST"]),
+        Route("/_sandbox/identity/sessions/sign-out", control.sign_out, methods=["POST"]),
+    ]
+
+
+def tenant_json(identity: IdentityPlatform, tenant: SandboxTenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id, "name": tenant.name, "domain": tenant.domain,
+        "user_consent_allowed": tenant.user_consent_allowed,
+        "admin_consented_apps": sorted(tenant.admin_consented_apps),
+        "authority": identity.authority(tenant.id),
+    }
+
+
+def user_json(user: SandboxUser) -> dict[str, Any]:
+    return {
+        "id": user.id, "tenant_id": user.tenant_id, "display_name": user.display_name, "mail": user.mail,
+        "is_admin": user.is_admin, "account_enabled": user.account_enabled, "time_zone": user.time_zone,
+        "consented_apps": sorted(user.consented_apps),
+    }
+
+
+class _Control:
+    def __init__(self, identity: IdentityPlatform) -> None:
+        self.identity = identity
+        self.directory = identity.directory
+
+    # --- read ------------------------------------------------------------------------------
+    async def state(self, request: Request) -> Response:
+        return JSONResponse(self._state())
+
+    def _state(self) -> dict[str, Any]:
+        directory = self.directory
+        live = list(directory.access_tokens.values())
+        return {
+            "authority_base": self.identity.base,
+            "tenants": [tenant_json(self.identity, t) for t in directory.tenants.values()],
+            "users": [user_json(u) for u in directory.users.values()],
+            # registered redirect URIs are public configuration; the client secret is not shown
+            "apps": [{"client_id": a.client_id, "name": a.name, "redirect_uris": list(a.redirect_uris)}
+                     for a in directory.apps.values()],
+            "access_tokens": {"total": len(live), "app_only": sum(1 for c in live if c.app_only)},
+            "refresh_tokens": {"total": len(directory.refresh_tokens),
+                               "revoked": sum(1 for g in list(directory.refresh_tokens.values()) if g.revoked)},
+            "sessions": self.identity.session_count(),
+            "access_token_lifetime": self.identity.access_token_lifetime or directory.ACCESS_TOKEN_LIFETIME,
+        }
+
+    async def page(self, request: Request) -> Response:
+        lang = ui.pick_language(request)
+        state = self._state()
+        tenants = {t["id"]: t for t in state["tenants"]}
+        return ui.render(request, "identity/controls.html", lang=lang,
+                         title="Identität" if lang == "de" else "Identity", nav="identity",
+                         state=state, tenants=tenants, client_id=self.identity.config.client_id,
+                         message=request.query_params.get("done"))
+
+    # --- write -----------------------------------------------------------------------------
+    async def add_tenant(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            name, domain = _str(body, "name"), _str(body, "domain").lower()
+            if self.directory.tenant(domain) is not None:
+                raise BadControlRequest(f"a tenant with domain {domain!r} exists")
+            tenant = self.directory.add_tenant(name, domain, tenant_id=body.get("id") or None,
+                                               user_consent_allowed=_bool(body, "user_consent_allowed", True))
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act, status=201)
+
+    async def add_user(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(_str(body, "tenant"))
+            local = _str(body, "local_part").lower()
+            if self.directory.user(f"{local}@{tenant.domain}") is not None:
+                raise BadControlRequest(f"{local}@{tenant.domain} exists")
+            user = self.directory.add_user(tenant.id, _str(body, "display_name"), local,
+                                           user_id=body.get("id") or None, is_admin=_bool(body, "is_admin", False),
+                                           time_zone=body.get("time_zone") or "W. Europe Standard Time")
+            return user_json(user)
+        return await self._run(request, act, status=201)
+
+    async def user_consent_policy(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(request.path_params["tenant"])
+            self.identity.set_user_consent_allowed(tenant.id, _bool(body, "allowed"))
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act)
+
+    async def admin_consent(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(request.path_params["tenant"])
+            self.identity.set_admin_consent(tenant.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act)
+
+    async def user_consent(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            user = self._user(request.path_params["user"])
+            self.identity.set_user_consent(user.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
+            return user_json(user)
+        return await self._run(request, act)
+
+    async def account_enabled(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            user = self._user(request.path_params["user"])
+            self.identity.set_account_enabled(user.id, _bool(body, "enabled"))
+            return user_json(user)
+        return await self._run(request, act)
+
+    async def revoke(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            user = self._user(request.path_params["user"])
+            reason = body.get("reason") or "revoked"
+            try:
+                count = self.identity.revoke_refresh_tokens(user.id, reason=reason)
+            except ValueError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return {"user": user.mail, "revoked": count, "reason": reason}
+        return await self._run(request, act)
+
+    async def expire(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            who = body.get("user") or None
+            if who is not None:
+                self._user(who)
+            return {"expired": self.identity.expire_access_tokens(who)}
+        return await self._run(request, act)
+
+    async def lifetime(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            raw = body.get("seconds")
+            try:
+                seconds = None if raw in (None, "", "default") else float(raw)
+                self.identity.set_access_token_lifetime(seconds)
+            except (TypeError, ValueError) as exc:
+                raise BadControlRequest("seconds must be a positive number or null") from exc
+            return {"access_token_lifetime": self.identity.access_token_lifetime
+                    or self.directory.ACCESS_TOKEN_LIFETIME}
+        return await self._run(request, act)
+
+    async def sign_out(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            who = body.get("user") or None
+            if who is not None:
+                self._user(who)
+            return {"signed_out": self.identity.sign_out(who)}
+        return await self._run(request, act)
+
+    # --- plumbing --------------------------------------------------------------------------
+    def _tenant(self, key: str) -> SandboxTenant:
+        tenant = self.directory.tenant(key)
+        if tenant is None:
+            raise LookupError(f"unknown tenant {key!r}")
+        return tenant
+
+    def _user(self, key: str) -> SandboxUser:
+        user = self.directory.user(key)
+        if user is None:
+            raise LookupError(f"unknown user {key!r}")
+        return user
+
+    async def _run(self, request: Request, act: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], *,
+                   status: int = 200) -> Response:
+        from_page = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        try:
+            body = await _body(request)
+            result = await act(body)
+        except BadControlRequest as exc:
+            return _answer(from_page, {"error": "bad_request", "message": str(exc)}, 400)
+        except LookupError as exc:
+            return _answer(from_page, {"error": "not_found", "message": str(exc).strip("'\"")}, 404)
+        return _answer(from_page, result, status)
+
+
+def _answer(from_page: bool, payload: dict[str, Any], status: int) -> Response:
+    if from_page:
+        # Post/redirect/get: the control page shows the outcome without a resubmit prompt.
+        outcome = "ok" if status < 400 else payload.get("message", "error")
+        return RedirectResponse(f"{PAGE}?done={outcome}", status_code=303)
+    return JSONResponse(payload, status_code=status)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BadControlRequest("body must be JSON") from exc
+    if not isinstance(data, dict):
+        raise BadControlRequest("body must be a JSON object")
+    return data
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise BadControlRequest(f"{key!r} is required")
+    return value.strip()
+
+
+def _bool(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
+    value = body.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise BadControlRequest(f"{key!r} must be true or false")
