@@ -125,8 +125,8 @@ def test_link_status_with_valid_signature_is_stored_and_shown(timum: RunningTimu
     assert (received.resource_id, received.status, received.mode) == (ANNA_WEBER, "needs_reconnect", "delegated")
     assert timum.state.resource(SONNENSCHEIN, ANNA_WEBER).link is not None
     page = client.get(f"/timum/providers/{SONNENSCHEIN}").text
-    banner = re.search(r'<div class="banner warn" role="alert" data-resource="res-anna-weber">(.*?)</div>', page,
-                       re.S)
+    banner = re.search(r'<div class="alert alert-warn" role="alert" data-resource="res-anna-weber">(.*?)</div>',
+                       page, re.S)
     assert banner is not None
     assert "Dr. Anna Weber" in banner.group(1) and "Kalender verbinden (BETA)" in banner.group(1)
     assert "Praxis &lt;Weber&gt;" in banner.group(1)
@@ -138,7 +138,7 @@ def test_link_status_back_to_ok_removes_the_banner(timum: RunningTimum, client: 
         body, headers = signed(timum, status_event(event_id, status))
         assert client.post("/timum/v1/webhooks/link-status", content=body, headers=headers).status_code == 202
     page = client.get(f"/timum/providers/{SONNENSCHEIN}").text
-    assert 'class="banner warn"' not in page
+    assert 'class="alert alert-warn"' not in page
     assert "Verbunden" in page
 
 
@@ -227,7 +227,7 @@ def test_pages_show_both_buttons_as_plain_forms(timum: RunningTimum, client: htt
     assert "<script" not in page
     assert re.search(r'<h2>Integrationen</h2>\s*<div class="card">\s*<h3>Outlook Integration</h3>', page)
     assert re.search(rf'<form method="post" action="/timum/providers/{SONNENSCHEIN}/connect">', page)
-    assert '<button type="submit" id="outlook-connect">Verbinden</button>' in page
+    assert '<button type="submit" class="btn btn-primary" id="outlook-connect">Verbinden</button>' in page
     for rid in (ANNA_WEBER, RAUM_1):
         assert f'action="/timum/providers/{SONNENSCHEIN}/resources/{rid}/connect"' in page
     assert page.count(">Kalender verbinden (BETA)</button>") == 2
