@@ -10,6 +10,17 @@ Actions:
 * ``UpsertBlock`` — PUT the slot by its external id (idempotent in timum).
 * ``DeleteBlock`` — delete the slot (an absent slot is not an error) and drop the status row.
 * ``ForgetEvent`` — drop the status row, leave timum alone (the slot is history).
+* ``ConfirmEvent`` — mark a pending status row as settled (status only).
+
+Pending rows close the gap between a timum write and the commit of the round's delta link.
+A row for a *new* slot is written before its PUT and stays pending, tagged with the round's
+start (``PlanContext.round_tag``), until a later round confirms it. A round that never
+committed is replayed from the same start (the engine clears the stored delta link before a
+fresh round, so a crashed fresh round is followed by another fresh round). Hence, at the end
+of a round: a pending row with this round's tag that the round did not report belongs to an
+event that no longer exists — created and deleted after the start, so Graph will never
+mention it — and its slot goes; a pending row with another tag was written by a round that
+committed after settling it, and is confirmed.
 
 External ids are derived from link and event id (``slot_external_id``), never stored-then-read,
 so a replay after a crash addresses the same slot.
@@ -18,7 +29,7 @@ so a replay after a crash addresses the same slot.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.core.hashing import content_hash
@@ -31,10 +42,13 @@ from shared.domain import (
     ProviderSettings,
     TitlePrivacy,
     slot_external_id,
+    stable_id,
 )
 
-#: Content hash of a status row whose timum write was started but not confirmed (see ``settle_pending``).
+#: Content hash of a status row whose timum write was started but not answered (the slot may exist).
 PENDING_HASH = ""
+#: Round tag of fresh rounds (no delta link): they reconcile everything, so one tag serves all.
+FRESH_ROUND = "fresh"
 #: Title of a slot when the provider wants a label, or when the event must not show its subject.
 OUTLOOK_LABEL = "Outlook"
 #: Longest title we hand to timum; subjects can be long, a blocked slot needs only a hint.
@@ -58,10 +72,12 @@ class StatusRow:
     content_hash: str
     slot_start: datetime
     slot_end: datetime
+    #: tag of the round that created the row while it is unsettled ("" once confirmed)
+    pending_round: str = ""
 
     @property
     def pending(self) -> bool:
-        return self.content_hash == PENDING_HASH
+        return bool(self.pending_round)
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,12 @@ class ForgetEvent:
     event_id: str
 
 
-Action = UpsertBlock | DeleteBlock | ForgetEvent
+@dataclass(frozen=True)
+class ConfirmEvent:
+    event_id: str
+
+
+Action = UpsertBlock | DeleteBlock | ForgetEvent | ConfirmEvent
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,13 @@ class PlanContext:
     settings: ProviderSettings
     #: event ids of the Outlook events we wrote for timum bookings (the booking map)
     own_event_ids: frozenset[str] = frozenset()
+    #: identity of the state this round started from (``round_tag``)
+    round_tag: str = FRESH_ROUND
+
+
+def round_tag(delta_link: str) -> str:
+    """Tag of a round that starts from ``delta_link`` (``FRESH_ROUND`` without one)."""
+    return stable_id("round", delta_link, length=16) if delta_link else FRESH_ROUND
 
 
 def is_own_event(event: OutlookEvent, own_event_ids: frozenset[str]) -> bool:
@@ -238,31 +266,45 @@ def reconcile(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, Status
     return actions
 
 
-def settle_pending(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, StatusRow]) -> list[Action]:
-    """After an incremental round: pending rows the round did not confirm.
-
-    A pending row is written before a new slot is PUT. If the run died before confirming it, the
-    next round replays from the last committed delta link, which predates the write, and so
-    reports the event again if it still exists. A pending row the completed round did not
-    report belongs to an event that no longer exists: its slot (maybe written) must go.
-    """
+def settle_pending(ctx: PlanContext, seen: Iterable[str], pending: Mapping[str, StatusRow]) -> list[Action]:
+    """After a round, before its commit: what the pending rows mean now (see the module docstring)."""
     seen_ids = set(seen)
-    return [_gone(ctx, row) for event_id, row in sorted(status.items())
-            if row.pending and event_id not in seen_ids]
+    actions: list[Action] = []
+    for event_id, row in sorted(pending.items()):
+        if not row.pending:
+            continue
+        if row.pending_round != ctx.round_tag:
+            # Written by a round that settled it and committed: it stands.
+            actions.append(ConfirmEvent(event_id))
+        elif event_id not in seen_ids:
+            # Created after this round's start, written, then deleted before Graph told us: the
+            # replayed round cannot report it, so nothing else would ever remove its slot.
+            actions.append(_gone(ctx, row))
+    return actions
 
 
-def apply_to_status(status: Mapping[str, StatusRow], actions: Iterable[Action]) -> dict[str, StatusRow]:
-    """The status rows after ``actions`` succeeded (what the engine stores)."""
+def apply_to_status(status: Mapping[str, StatusRow], actions: Iterable[Action],
+                    round_tag: str = FRESH_ROUND) -> dict[str, StatusRow]:
+    """The status rows after ``actions`` succeeded (what the engine stores).
+
+    A row for a new slot is pending under ``round_tag``; an updated row keeps its state.
+    """
     out = dict(status)
     for action in actions:
         if isinstance(action, UpsertBlock):
-            out[action.event_id] = StatusRow(action.event_id, action.external_id, action.hash,
-                                             action.slot.start, action.slot.end)
+            before = out.get(action.event_id)
+            out[action.event_id] = StatusRow(action.event_id, action.external_id, action.hash, action.slot.start,
+                                             action.slot.end, round_tag if before is None else before.pending_round)
+        elif isinstance(action, ConfirmEvent):
+            row = out.get(action.event_id)
+            if row is not None:
+                out[action.event_id] = replace(row, pending_round="")
         elif action.event_id:
             out.pop(action.event_id, None)
     return out
 
 
-def pending_row(action: UpsertBlock) -> StatusRow:
-    """The row recorded before a new slot is written (see ``settle_pending``)."""
-    return StatusRow(action.event_id, action.external_id, PENDING_HASH, action.slot.start, action.slot.end)
+def pending_row(action: UpsertBlock, round_tag: str) -> StatusRow:
+    """The row recorded before a new slot is written: the slot may exist from here on."""
+    return StatusRow(action.event_id, action.external_id, PENDING_HASH, action.slot.start, action.slot.end,
+                     round_tag)

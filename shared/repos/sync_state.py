@@ -64,12 +64,13 @@ class EventMapRepository:
     def _row(entity: Entity) -> StatusRow:
         return StatusRow(event_id=decode_key(entity.rk), external_id=str(entity["external_id"]),
                          content_hash=str(entity.get("content_hash", PENDING_HASH)),
-                         slot_start=_aware(entity["slot_start"]), slot_end=_aware(entity["slot_end"]))
+                         slot_start=_aware(entity["slot_start"]), slot_end=_aware(entity["slot_end"]),
+                         pending_round=str(entity.get("pending_round", "")))
 
     @staticmethod
     def _entity(link: LinkKey, row: StatusRow) -> dict[str, Any]:
         return {"PartitionKey": _pk(link), "RowKey": encode_key(row.event_id), "external_id": row.external_id,
-                "content_hash": row.content_hash, "pending": row.pending,
+                "content_hash": row.content_hash, "pending": row.pending, "pending_round": row.pending_round,
                 "slot_start": row.slot_start, "slot_end": row.slot_end}
 
     async def load(self, link: LinkKey) -> dict[str, StatusRow]:
@@ -77,7 +78,7 @@ class EventMapRepository:
         return {row.event_id: row for row in map(self._row, await self._table.query(_pk(link)))}
 
     async def pending(self, link: LinkKey) -> dict[str, StatusRow]:
-        """Rows whose timum write was started but never confirmed."""
+        """Rows not yet settled by a committed round (see ``shared.core.outlook_plan``)."""
         rows = await self._table.query(_pk(link), equals={"pending": True})
         return {row.event_id: row for row in map(self._row, rows)}
 

@@ -1,0 +1,431 @@
+"""Graph subscriptions of the links, their upkeep, link set-up and teardown.
+
+* ``ensure_subscription`` — a live subscription on the link's calendar, or polling when Graph
+  refuses one (delegated access to a shared calendar, tenant policy). The clientState is random,
+  given to Graph once and stored only hashed (``SubscriptionIndex``).
+* ``renew_expiring`` — the timer: extend subscriptions that expire soon; a subscription Graph no
+  longer knows is recreated and the link resynced (notifications may have been lost).
+* ``handle_lifecycle`` — ``reauthorizationRequired`` / ``subscriptionRemoved`` / ``missed``.
+* ``handle_admin_message`` — the link-admin queue: SETUP, RESUBSCRIBE, REAUTHORIZE, TEARDOWN.
+* ``teardown`` — after an unlink: delete the subscription, our blocked slots, optionally our
+  Outlook events, and the sync state.
+
+Everything here is idempotent: admin messages may be delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from shared.context import Services
+from shared.core.outlook_plan import SLOT_ID_PREFIX
+from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SyncMode
+from shared.errors import (
+    AuthError,
+    BadRequest,
+    Conflict,
+    ConsentRequired,
+    NeedsReconnect,
+    NotFound,
+    RemoteGone,
+    StorageError,
+    SyncError,
+    TransientError,
+)
+from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
+from shared.ports import GraphCalendarPort
+from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
+from shared.repos.sync_state import BookingMapRepository, EventMapRepository, for_each
+from shared.services.outlook_sync import HealthChange
+
+log = logging.getLogger(__name__)
+
+#: Graph's limit for event subscriptions (the stricter of the two documented figures).
+MAX_LIFETIME_MINUTES = 4230
+#: A subscription expiring later than this is left alone by ``ensure_subscription``.
+KEEP_MARGIN = timedelta(hours=1)
+#: Subscriptions renewed in parallel by the timer.
+RENEW_CONCURRENCY = 4
+#: Worker id under which a teardown holds the link's lease.
+TEARDOWN_OWNER = "teardown"
+#: How long a teardown that met a running sync waits before its retry.
+LEASE_RETRY_SECONDS = 30.0
+_SAVE_ATTEMPTS = 5
+
+
+class LinkGone(Exception):
+    """The link was deleted while we worked on it."""
+
+
+def _lifetime(services: Services) -> timedelta:
+    return timedelta(minutes=min(services.settings.subscription_lifetime_minutes, MAX_LIFETIME_MINUTES))
+
+
+async def _save(services: Services, link: Link, change: Callable[[Link], bool]) -> Link:
+    """Apply ``change`` and save with the link's ETag; on a conflict re-read and apply again.
+
+    ``change`` returns False when the re-read link no longer wants it (e.g. another
+    subscription took over meanwhile); the link is then returned as stored.
+    """
+    repo = LinkRepository(services.storage)
+    current = link
+    for _ in range(_SAVE_ATTEMPTS):
+        if not change(current):
+            return current
+        try:
+            return await repo.save(current)
+        except Conflict:
+            fresh = await repo.get(link.key)
+        except NotFound:
+            fresh = None
+        if fresh is None:
+            raise LinkGone(str(link.key))
+        current = fresh
+    raise Conflict("the link kept changing while it was being saved")
+
+
+async def _drop(graph: GraphCalendarPort | None, index: SubscriptionIndex, subscription_id: str) -> None:
+    """Forget a subscription we no longer use; Graph lets it expire if it cannot be deleted now."""
+    if not subscription_id:
+        return
+    await index.delete(subscription_id)
+    if graph is None:
+        return
+    try:
+        await graph.delete_subscription(subscription_id)
+    except SyncError as exc:
+        # Notifications of an unknown subscription are dropped by the webhook; it expires in ≤ 3 days.
+        log.warning("could not delete old subscription: %s", exc.code)
+
+
+async def ensure_subscription(services: Services, link: Link, *, force: bool = False) -> Link:
+    """Give ``link`` a live subscription, or switch it to polling if Graph refuses one.
+
+    ``force`` replaces an existing subscription (it was removed, or its renewal failed).
+    Raises ``NeedsReconnect``/``ConsentRequired`` (token problems), ``RemoteGone`` (calendar
+    gone) and transient errors; ``LinkGone`` if the link was deleted meanwhile.
+    """
+    if link.mode is LinkMode.ICS:
+        return link
+    now = services.clock()
+    if (not force and link.sync_mode is SyncMode.PUSH and link.subscription_id
+            and link.subscription_expires_at is not None and link.subscription_expires_at > now + KEEP_MARGIN):
+        return link
+    graph = await services.graph.for_link(link)
+    index = SubscriptionIndex(services.storage)
+    client_state = secrets.token_urlsafe(32)
+    try:
+        info = await graph.create_subscription(
+            link.mailbox_id, link.calendar_id,
+            notification_url=services.settings.url("graph/notifications"),
+            lifecycle_url=services.settings.url("graph/lifecycle"),
+            client_state=client_state, expires_at=now + _lifetime(services))
+    except AuthError as exc:
+        if isinstance(exc, NeedsReconnect | ConsentRequired):
+            raise
+        # Delegated access to a shared calendar, or the tenant allows no subscriptions: delta on
+        # a timer still syncs, only later. The link's status shows sync_mode = polling.
+        log.info("subscription refused (%s); link %s polls", exc.code, link.key)
+        old = link.subscription_id
+
+        def to_polling(current: Link) -> bool:
+            current.sync_mode = SyncMode.POLLING
+            current.subscription_id, current.subscription_expires_at = "", None
+            return True
+
+        saved = await _save(services, link, to_polling)
+        await _drop(graph, index, old)
+        return saved
+    # Index before link: a notification that arrives at once must already find its link.
+    await index.put(info.id, link.key, client_state)
+    old = link.subscription_id
+
+    def to_push(current: Link) -> bool:
+        current.sync_mode = SyncMode.PUSH
+        current.subscription_id, current.subscription_expires_at = info.id, info.expires_at
+        return True
+
+    try:
+        saved = await _save(services, link, to_push)
+    except LinkGone:
+        await _drop(graph, index, info.id)
+        raise
+    if old and old != info.id:
+        await _drop(graph, index, old)
+    return saved
+
+
+@dataclass
+class RenewReport:
+    renewed: int = 0
+    recreated: int = 0
+    deferred: int = 0      # transient failures: the next timer run tries again
+    failed: int = 0
+    health_changes: list[tuple[LinkKey, HealthChange]] = field(default_factory=list)
+
+
+async def renew_expiring(services: Services, within: timedelta = timedelta(hours=24)) -> RenewReport:
+    """Renew every push subscription that expires within ``within`` (or is missing)."""
+    now = services.clock()
+    report = RenewReport()
+    due = [link for link in await LinkRepository(services.storage).list_all()
+           if link.mode is not LinkMode.ICS and link.sync_mode is SyncMode.PUSH
+           and link.health is not LinkHealth.NEEDS_RECONNECT
+           and (not link.subscription_id or link.subscription_expires_at is None
+                or link.subscription_expires_at <= now + within)]
+
+    async def renew(link: Link) -> None:
+        try:
+            await _renew_one(services, link, report)
+        except (TransientError, StorageError) as exc:
+            report.deferred += 1
+            log.warning("renewal of link %s deferred: %s", link.key, exc.code)
+        except (NeedsReconnect, ConsentRequired) as exc:
+            change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
+            if change is not None:
+                report.health_changes.append((link.key, change))
+        except LinkGone:
+            pass
+        except SyncError as exc:
+            report.failed += 1
+            change = await _set_health(services, link, LinkHealth.ERROR, exc)
+            if change is not None:
+                report.health_changes.append((link.key, change))
+
+    gate = asyncio.Semaphore(RENEW_CONCURRENCY)
+
+    async def one(link: Link) -> None:
+        async with gate:
+            await renew(link)
+
+    # Each renewal handles its own failures, so one bad link never stops the others.
+    await asyncio.gather(*(one(link) for link in due))
+    return report
+
+
+async def _renew_one(services: Services, link: Link, report: RenewReport) -> None:
+    if link.subscription_id:
+        graph = await services.graph.for_link(link)
+        try:
+            info = await graph.renew_subscription(link.subscription_id, services.clock() + _lifetime(services))
+        except (RemoteGone, NotFound, BadRequest, AuthError) as exc:
+            if isinstance(exc, NeedsReconnect | ConsentRequired):
+                raise
+            log.info("renewal of link %s failed (%s); recreating", link.key, exc.code)
+        else:
+            sub_id = link.subscription_id
+
+            def extend(current: Link) -> bool:
+                if current.subscription_id != sub_id:
+                    return False  # replaced meanwhile; the new one has its own expiry
+                current.subscription_expires_at = info.expires_at
+                return True
+
+            await _save(services, link, extend)
+            report.renewed += 1
+            return
+    await resubscribe(services, link)
+    report.recreated += 1
+
+
+async def resubscribe(services: Services, link: Link) -> Link:
+    """Replace the subscription and resync fully: notifications may have been lost meanwhile."""
+    saved = await ensure_subscription(services, link, force=True)
+    await _enqueue_sync(services, saved.key, SyncReason.RESYNC, full=True)
+    return saved
+
+
+async def reauthorize(services: Services, link: Link, subscription_id: str) -> Link:
+    """Answer ``reauthorizationRequired``: reauthorize, else renew, else recreate and resync."""
+    if subscription_id and subscription_id != link.subscription_id:
+        return link  # a stale subscription's lifecycle event; the current one is fine
+    if not link.subscription_id:
+        return await resubscribe(services, link)
+    graph = await services.graph.for_link(link)
+    try:
+        await graph.reauthorize_subscription(link.subscription_id)
+        return link
+    except (RemoteGone, NotFound, BadRequest) as exc:
+        log.info("reauthorize failed (%s); renewing", exc.code)
+    try:
+        info = await graph.renew_subscription(link.subscription_id, services.clock() + _lifetime(services))
+    except (RemoteGone, NotFound, BadRequest) as exc:
+        log.info("renewal failed (%s); recreating", exc.code)
+        return await resubscribe(services, link)
+    sub_id = link.subscription_id
+
+    def extend(current: Link) -> bool:
+        if current.subscription_id != sub_id:
+            return False
+        current.subscription_expires_at = info.expires_at
+        return True
+
+    return await _save(services, link, extend)
+
+
+async def handle_lifecycle(services: Services, event: Mapping[str, Any] | str,
+                           record: SubscriptionRecord) -> str:
+    """Act on one lifecycle notification of a verified subscription; returns what was done.
+
+    ``reauthorizationRequired`` → reauthorize (or renew, or recreate); ``subscriptionRemoved`` →
+    new subscription and full resync; ``missed`` → a delta round (it catches up on its own).
+    """
+    name = event if isinstance(event, str) else str(event.get("lifecycleEvent", ""))
+    link = await LinkRepository(services.storage).get(record.link)
+    if link is None or link.mode is LinkMode.ICS:
+        return "ignored"
+    if name == "missed":
+        await _enqueue_sync(services, link.key, SyncReason.RESYNC, full=False)
+        return "resync"
+    if record.subscription_id != link.subscription_id:
+        return "ignored"  # about a subscription the link no longer uses
+    if name == "reauthorizationRequired":
+        await reauthorize(services, link, record.subscription_id)
+        return "reauthorized"
+    if name == "subscriptionRemoved":
+        await resubscribe(services, link)
+        return "resubscribed"
+    return "ignored"
+
+
+async def _enqueue_sync(services: Services, key: LinkKey, reason: SyncReason, *, full: bool) -> None:
+    message = SyncMessage(str(key), reason, full=full, observed_at=services.clock().timestamp())
+    await services.storage.queue(SYNC_QUEUE).send(message.to_json())
+
+
+async def _set_health(services: Services, link: Link, health: LinkHealth, exc: SyncError) -> HealthChange | None:
+    from shared.connect.status import set_health
+
+    before = link.health
+    reason = f"{exc.code}: {exc.message}"[:500]
+    saved = await set_health(services, link, health, reason)
+    return None if saved.health is before else HealthChange(before, saved.health, reason)
+
+
+@dataclass
+class AdminOutcome:
+    action: str
+    result: str
+    health_change: HealthChange | None = None
+
+
+async def handle_admin_message(services: Services, message: AdminMessage) -> AdminOutcome:
+    """The link-admin queue. Transient errors propagate (the trigger retries); a token or
+    calendar problem becomes the link's health (one link-status webhook), not a retry."""
+    key = message.key
+    if message.action is AdminAction.TEARDOWN:
+        result = await teardown(services, key, subscription_id=message.subscription_id,
+                                delete_outlook_events=message.delete_outlook_events)
+        return AdminOutcome(message.action.value, result)
+    link = await LinkRepository(services.storage).get(key)
+    if link is None:
+        return AdminOutcome(message.action.value, "no_link")
+    if link.mode is LinkMode.ICS:
+        return AdminOutcome(message.action.value, "ics")
+    try:
+        if message.action is AdminAction.SETUP:
+            saved = await ensure_subscription(services, link)
+            await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
+            result = saved.sync_mode.value
+        elif message.action is AdminAction.RESUBSCRIBE:
+            if message.subscription_id and message.subscription_id != link.subscription_id:
+                return AdminOutcome(message.action.value, "stale")
+            saved = await resubscribe(services, link)
+            result = saved.sync_mode.value
+        else:
+            await reauthorize(services, link, message.subscription_id)
+            result = "reauthorized"
+    except LinkGone:
+        return AdminOutcome(message.action.value, "no_link")
+    except AuthError as exc:
+        change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
+        return AdminOutcome(message.action.value, "needs_reconnect", change)
+    except (RemoteGone, NotFound) as exc:
+        change = await _set_health(services, link, LinkHealth.ERROR, exc)
+        return AdminOutcome(message.action.value, "error", change)
+    return AdminOutcome(message.action.value, result)
+
+
+async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "",
+                   delete_outlook_events: bool = False) -> str:
+    """Remove what a link left behind after it was unlinked; returns a short summary.
+
+    The link row is already gone (or, after a relink, replaced). With no current link: delete
+    the subscription, the blocked slots we created, our Outlook events if asked, and the
+    sync state. After a relink only the old subscription goes — the new link's first full
+    round reconciles the old calendar's slots away, and its booking map is the new link's.
+    Graph steps use the snapshot the unlink kept (``TeardownStore``); without one, or without
+    a usable token, they are skipped (the subscription expires by itself within 3 days).
+    """
+    from shared.connect.teardown import TeardownStore, finish
+
+    snapshot = await TeardownStore(services.storage).get(key, subscription_id)
+    current = await LinkRepository(services.storage).get(key)
+    graph: GraphCalendarPort | None = None
+    if snapshot is not None and snapshot.mode is not LinkMode.ICS:
+        try:
+            graph = await services.graph.for_link(snapshot)
+        except (AuthError, RemoteGone, NotFound) as exc:
+            log.warning("teardown of %s without Graph access: %s", key, exc.code)
+    index = SubscriptionIndex(services.storage)
+    sub_id = subscription_id or (snapshot.subscription_id if snapshot is not None else "")
+    if current is not None and sub_id and sub_id == current.subscription_id:
+        sub_id = ""  # never delete the subscription the current link uses
+    await _drop(graph, index, sub_id)
+    if current is not None:
+        await finish(services, key, subscription_id)
+        return "relinked"
+    leases = LeaseRepository(services.storage)
+    if not await leases.acquire(key, TEARDOWN_OWNER, now=services.clock()):
+        # A sync run is still writing for this link; clean up after it.
+        raise TransientError("a sync run holds the link; teardown retries", code="lease_held",
+                             retry_after=LEASE_RETRY_SECONDS)
+    try:
+        removed = await _remove_slots(services, key)
+        deleted_events = 0
+        bookings = BookingMapRepository(services.storage)
+        if delete_outlook_events and graph is not None and snapshot is not None:
+            rows = [row for row in await bookings.list(key) if row.event_id]
+            mailbox = snapshot.mailbox_id
+
+            async def delete_event(event_id: str) -> None:
+                assert graph is not None
+                await graph.delete_event(mailbox, event_id)
+
+            await for_each(delete_event, [row.event_id for row in rows])
+            deleted_events = len(rows)
+        await EventMapRepository(services.storage).clear(key)
+        await bookings.clear(key)
+    finally:
+        while await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
+            pass
+    await finish(services, key, subscription_id)
+    return f"removed {removed} slots, {deleted_events} events"
+
+
+async def _remove_slots(services: Services, key: LinkKey) -> int:
+    """Delete the slots our status rows name, and any of ours timum still lists that has not
+    ended (history stays)."""
+    rows = await EventMapRepository(services.storage).load(key)
+    targets = {row.external_id for row in rows.values()}
+    try:
+        listed = await services.timum.list_blocked_slots(key.provider_id, key.resource_id, source="outlook")
+    except (RemoteGone, NotFound):
+        return 0  # the resource is gone in timum, and its slots with it
+    now = services.clock()
+    targets.update(s.external_id for s in listed if s.external_id.startswith(SLOT_ID_PREFIX) and s.end > now)
+
+    async def delete(external_id: str) -> None:
+        try:
+            await services.timum.delete_blocked_slot(key.provider_id, key.resource_id, external_id)
+        except (RemoteGone, NotFound):
+            return
+
+    await for_each(delete, sorted(targets))
+    return len(targets)
