@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
+import ssl
 import time
 import warnings
 import weakref
@@ -112,7 +114,6 @@ class _Sdk:
     DeltaQuery: Any
     EventsQuery: Any
     CalendarsQuery: Any
-    UserQuery: Any
 
 
 @lru_cache(maxsize=1)
@@ -147,7 +148,6 @@ def _sdk() -> _Sdk:
             DeltaRequestBuilder,
         )
         from msgraph.generated.users.item.calendars.item.events.events_request_builder import EventsRequestBuilder
-        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph.graph_request_adapter import options as default_options
         from msgraph_core import GraphClientFactory
@@ -174,7 +174,6 @@ def _sdk() -> _Sdk:
             DeltaQuery=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters,
             EventsQuery=EventsRequestBuilder.EventsRequestBuilderGetQueryParameters,
             CalendarsQuery=CalendarsRequestBuilder.CalendarsRequestBuilderGetQueryParameters,
-            UserQuery=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters,
         )
         return sdk
 
@@ -454,6 +453,26 @@ def _odata_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def tls_verify(verify: str | bool | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` from a setting: a path names a PEM bundle of *extra* CAs (the sandbox's),
+    trusted besides the usual public ones; httpx no longer takes a path itself."""
+    if not isinstance(verify, str):
+        return verify
+    if not verify:
+        return True
+    import certifi
+
+    context = ssl.create_default_context(cafile=certifi.where())
+    try:
+        if os.path.isdir(verify):
+            context.load_verify_locations(capath=verify)
+        else:
+            context.load_verify_locations(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"CA bundle {verify!r} cannot be read ({type(exc).__name__})"]) from exc
+    return context
+
+
 # --------------------------------------------------------------------------------------------
 # The adapter
 # --------------------------------------------------------------------------------------------
@@ -465,7 +484,7 @@ class GraphSdkAdapter(GraphCalendarPort):
     the SDK's middleware is installed on it and ``close()`` closes it.
     """
 
-    def __init__(self, credential: AsyncTokenCredential, *, base_url: str, verify: str | bool,
+    def __init__(self, credential: AsyncTokenCredential, *, base_url: str, verify: str | bool | ssl.SSLContext,
                  max_concurrency: int = 4, http_client: httpx.AsyncClient | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -477,7 +496,8 @@ class GraphSdkAdapter(GraphCalendarPort):
         self._host = parts.hostname.lower()
         self._base_url = base_url.rstrip("/")
         self._max_concurrency = max_concurrency
-        client = http_client or httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(30.0, connect=10.0))
+        client = http_client or httpx.AsyncClient(verify=tls_verify(verify),
+                                                  timeout=httpx.Timeout(30.0, connect=10.0))
         options = dict(sdk.default_options)
         # No sleeping inside a function on Graph's Retry-After: it surfaces as Throttled instead.
         retry = sdk.RetryHandlerOption(delay=0.0, max_retries=0, should_retry=False)
@@ -490,7 +510,6 @@ class GraphSdkAdapter(GraphCalendarPort):
         self._client = sdk.GraphServiceClient(request_adapter=request_adapter)
         _touch_builders(self._client)
         self._zones: dict[str, str] = {}
-        self._identities: dict[str, frozenset[str]] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
     def _config(self, *extra_prefer: str, query: Any = None) -> Any:
@@ -539,45 +558,38 @@ class GraphSdkAdapter(GraphCalendarPort):
             "userPrincipalName": str(user.user_principal_name or ""),
         }
 
-    async def _mailbox_identity(self, mailbox_id: str) -> frozenset[str]:
-        """Addresses that mean "this mailbox's owner": its id, mail and UPN, lower-cased."""
-        cached = self._identities.get(mailbox_id.lower())
-        if cached is not None:
-            return cached
-        query = self._sdk.UserQuery(select=["id", "mail", "userPrincipalName"])
-        user = await self._call(mailbox_id, "read the mailbox user",
-                                lambda: self._user(mailbox_id).get(self._config(query=query)))
-        names = frozenset(str(v).lower() for v in (mailbox_id, user.id, user.mail, user.user_principal_name) if v)
-        self._identities[mailbox_id.lower()] = names
-        return names
-
     async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:
-        owners = await self._mailbox_identity(mailbox_id)
         builder = self._user(mailbox_id).calendars
         query = self._sdk.CalendarsQuery(top=100)
         page = await self._call(mailbox_id, "list calendars", lambda: builder.get(self._config(query=query)))
-        result: list[CalendarInfo] = []
+        found: list[Any] = []
         while page is not None:
-            for cal in page.value or ():
-                owner = cal.owner
-                address = str(getattr(owner, "address", "") or "")
-                result.append(CalendarInfo(
-                    id=str(cal.id),
-                    name=str(cal.name or ""),
-                    owner_name=str(getattr(owner, "name", "") or ""),
-                    owner_address=address,
-                    can_edit=bool(cal.can_edit),
-                    is_default=bool(cal.is_default_calendar),
-                    is_shared=bool(address) and address.lower() not in owners,
-                    # A shared calendar is addressed through the mailbox that lists it: its id
-                    # is that mailbox's reference to the owner's calendar.
-                    mailbox_id=mailbox_id,
-                ))
+            found.extend(page.value or ())
             next_link = page.odata_next_link
             if not next_link:
                 break
             nxt = builder.with_url(next_link)
             page = await self._call(mailbox_id, "list calendars", partial(nxt.get, self._config()))
+        # The default calendar is always the mailbox owner's, so its owner address tells own from
+        # shared without reading the user object (app-only access may not be allowed to).
+        owners = {mailbox_id.lower()}
+        owners.update(str(c.owner.address).lower() for c in found
+                      if c.is_default_calendar and c.owner is not None and c.owner.address)
+        result: list[CalendarInfo] = []
+        for cal in found:
+            address = str(getattr(cal.owner, "address", "") or "")
+            result.append(CalendarInfo(
+                id=str(cal.id),
+                name=str(cal.name or ""),
+                owner_name=str(getattr(cal.owner, "name", "") or ""),
+                owner_address=address,
+                can_edit=bool(cal.can_edit),
+                is_default=bool(cal.is_default_calendar),
+                is_shared=bool(address) and address.lower() not in owners,
+                # A shared calendar is addressed through the mailbox that lists it: its id is that
+                # mailbox's reference to the owner's calendar.
+                mailbox_id=mailbox_id,
+            ))
         return result
 
     async def mailbox_time_zone(self, mailbox_id: str) -> str:

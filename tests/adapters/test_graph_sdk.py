@@ -69,7 +69,6 @@ def link(path: str) -> str:
 async def test_every_request_asks_for_immutable_ids_and_carries_the_token(
         adapter: GraphSdkAdapter, stub: GraphStub) -> None:
     stub.on("GET", r"/me$", {"id": "u1", "displayName": "Anna", "mail": MAILBOX, "userPrincipalName": MAILBOX})
-    stub.on("GET", r"/users/[^/]+$", {"id": "u1", "mail": MAILBOX, "userPrincipalName": MAILBOX})
     stub.on("GET", r"/calendars$", {"value": []})
     stub.on("GET", r"/mailboxSettings$", {"timeZone": "W. Europe Standard Time"})
     stub.on("GET", DELTA, {"value": [], "@odata.deltaLink": link("?$deltatoken=d1")})
@@ -98,7 +97,7 @@ async def test_every_request_asks_for_immutable_ids_and_carries_the_token(
     await adapter.reauthorize_subscription("s1")
     await adapter.delete_subscription("s1")
 
-    assert len(stub.requests) == 14
+    assert len(stub.requests) == 13
     for request in stub.requests:
         assert 'IdType="ImmutableId"' in prefer(request), request.url.path
         assert request.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
@@ -435,20 +434,23 @@ async def test_bad_drafts_are_refused_before_sending(adapter: GraphSdkAdapter, s
 # --- calendars, user, time zone ---------------------------------------------------------------------
 
 async def test_list_calendars_marks_shared_ones_and_follows_pages(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
-    stub.on("GET", r"/users/[^/]+$", {"id": "u1", "mail": "Anna@Praxis.example", "userPrincipalName": MAILBOX})
+    # Addressed by object id: own calendars are recognised by the default calendar's owner.
     stub.on("GET", r"/calendars$",
-            {"value": [{"id": "c1", "name": "Kalender", "canEdit": True, "isDefaultCalendar": True,
-                        "owner": {"name": "Anna", "address": "anna@praxis.example"}}],
-             "@odata.nextLink": f"{BASE_URL}/users/{MAILBOX}/calendars?$skip=1"},
             {"value": [{"id": "c2", "name": "Raum 1", "canEdit": False, "isDefaultCalendar": False,
-                        "owner": {"name": "Empfang", "address": "empfang@praxis.example"}}]})
+                        "owner": {"name": "Empfang", "address": "empfang@praxis.example"}}],
+             "@odata.nextLink": f"{BASE_URL}/users/u-0001/calendars?$skip=1"},
+            {"value": [{"id": "c1", "name": "Kalender", "canEdit": True, "isDefaultCalendar": True,
+                        "owner": {"name": "Anna", "address": "Anna@Praxis.example"}},
+                       {"id": "c3", "name": "Hausbesuche", "canEdit": True, "isDefaultCalendar": False,
+                        "owner": {"name": "Anna", "address": "anna@praxis.example"}}]})
 
-    calendars = await adapter.list_calendars(MAILBOX)
+    calendars = await adapter.list_calendars("u-0001")
 
     assert [(c.id, c.is_default, c.can_edit, c.is_shared) for c in calendars] == [
-        ("c1", True, True, False), ("c2", False, False, True)]
-    assert calendars[1].owner_name == "Empfang" and calendars[1].owner_address == "empfang@praxis.example"
-    assert {c.mailbox_id for c in calendars} == {MAILBOX}
+        ("c2", False, False, True), ("c1", True, True, False), ("c3", False, True, False)]
+    assert calendars[0].owner_name == "Empfang" and calendars[0].owner_address == "empfang@praxis.example"
+    assert {c.mailbox_id for c in calendars} == {"u-0001"}
+    assert [r.url.path for r in stub.requests] == ["/v1.0/users/u-0001/calendars"] * 2, "no user read needed"
     assert "skip=1" in str(stub.requests[-1].url)
 
 
