@@ -1,9 +1,10 @@
 """The HTTP front of the local host: an ASGI application that uvicorn serves.
 
 Per request: route (404 / 405 with ``Allow``), authorise by the function's auth level (401),
-read the body within the size limit (413), build a ``func.HttpRequest``, run the function, and turn
-its ``func.HttpResponse`` (or str) into the reply. A failing or timed-out function gives a bare 500;
-the exception goes to the log, the request's headers and body never do. Paths and query strings
+read the body within the size limit (413), build a ``func.HttpRequest``, run the function, and send
+its ``func.HttpResponse`` (a str becomes a 200 text/plain reply, None an empty 204). A failing or
+timed-out function gives a bare 500; the exception goes to the log, the request's headers and body
+never do. Paths and query strings
 are not logged either: signed links and keys travel in them.
 
 Keys: ``function`` level accepts ``FUNCTION_KEY`` or ``MASTER_KEY``; ``admin`` level only
@@ -23,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import azure.functions as func
 from azure.functions import _abc as func_abc
@@ -169,7 +170,7 @@ class HttpFrontend:
         method = str(scope["method"]).upper()
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else str(scope["path"])
-        path = urlsplit(path).path  # some servers include the query in raw_path
+        path = path.partition("?")[0]  # some servers keep the query in raw_path
         query_string = bytes(scope.get("query_string", b"")).decode("latin-1")
         headers = _join_headers(scope.get("headers", []))
         params = _query(query_string)

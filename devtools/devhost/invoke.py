@@ -12,6 +12,7 @@ bodies or keys: those may hold tokens.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import logging
@@ -57,10 +58,13 @@ class Invocation:
 
 
 class InvocationLog:
-    """Thread-safe record of finished invocations, with a deadline-bounded wait for tests."""
+    """Thread-safe record of finished invocations, with a deadline-bounded wait for tests.
 
-    def __init__(self) -> None:
-        self._records: list[Invocation] = []
+    Keeps the most recent ``limit`` records so a long local session does not grow without bound.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._records: collections.deque[Invocation] = collections.deque(maxlen=limit)
         self._changed = threading.Condition()
 
     def append(self, record: Invocation) -> None:

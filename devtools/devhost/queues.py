@@ -258,6 +258,7 @@ class QueueListener:
         delay = MIN_POLLING_INTERVAL.total_seconds()
         max_delay = options.max_polling_interval.total_seconds()
         client = self._clients.queue(self.connection, self.queue_name)
+        failing = False
         while not self._stopping.is_set():
             if not self._ready and not await self.prepare():
                 await self._idle(delay)
@@ -266,14 +267,22 @@ class QueueListener:
             if len(self._active) > options.new_batch_threshold:
                 await self._wait_for_capacity()
                 continue
+            # Cleared before the receive, so a write that lands during it still cuts the next wait short.
+            self._wake.clear()
             try:
                 messages = [m async for m in client.receive_messages(
                     messages_per_page=options.batch_size, max_messages=options.batch_size,
                     visibility_timeout=FETCH_VISIBILITY_SECONDS)]
             except AzureError as exc:
-                log.warning("Polling queue %r for %s failed: %s", self.queue_name, self.spec.name,
-                            describe_error(exc))
+                if not failing:  # once per outage, not once per poll
+                    log.warning("Polling queue %r for %s failed: %s", self.queue_name, self.spec.name,
+                                describe_error(exc))
+                failing = True
                 messages = []
+            else:
+                if failing:
+                    log.info("Polling queue %r for %s works again", self.queue_name, self.spec.name)
+                failing = False
             if messages:
                 delay = MIN_POLLING_INTERVAL.total_seconds()
                 for message in messages:
@@ -285,16 +294,13 @@ class QueueListener:
             delay = min(delay * 2, max_delay)
 
     async def _idle(self, seconds: float) -> None:
-        self._wake.clear()
         stop = asyncio.ensure_future(self._stopping.wait())
         wake = asyncio.ensure_future(self._wake.wait())
         try:
-            done, _ = await asyncio.wait({stop, wake}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stop, wake}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             wake.cancel()
-        if wake in done:
-            self._wake.clear()
 
     async def _wait_for_capacity(self) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from devtools.devhost import Invocation, serving
+from devtools.devhost import Invocation, run_in_thread, serving
 from tests.devhost.conftest import host_json
 from tests.devhost.sample_app import Recorder, build_app, queue_blueprint
 
@@ -48,12 +50,17 @@ def records_of(records: list[Invocation], function: str) -> list[Invocation]:
 
 
 def test_queue_message_reaches_the_function_with_its_metadata(rec: Recorder, storage_env: dict[str, str],
-                                                              queues: Queues) -> None:
-    with serving(build_app(queue_blueprint(rec)), port=0, host_json=host_json(), env=storage_env) as host:
+                                                              queues: Queues,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="devtools.devhost"), \
+            serving(build_app(queue_blueprint(rec)), port=0, host_json=host_json(), env=storage_env) as host:
         work = queues(storage_env["DEVHOST_WORK_QUEUE"])
         sent = work.send_message(job("happy"))
         seen = rec.wait_for("work")[0]
         host.invocations.wait_for(lambda rs: len(records_of(rs, "work")) == 1, timeout=15)
+    line = next(r.getMessage() for r in caplog.records if "Functions.work" in r.getMessage())
+    assert "Succeeded" in line and "trigger=queue" in line and "dequeue_count=1" in line and "duration=" in line
+    assert "happy" not in caplog.text  # message bodies stay out of the log
     assert seen["tag"] == "happy"
     assert seen["id"] == sent.id
     assert seen["dequeue_count"] == 1
@@ -185,6 +192,31 @@ def test_admin_api_runs_a_queue_function_without_storage_round_trip(rec: Recorde
                               headers={"x-functions-key": storage_env["MASTER_KEY"]}, timeout=10)
         assert response.status_code == 202
         assert rec.wait_for("text")[0]["text"] == "direkt"
+
+
+def test_shutdown_lets_a_running_message_finish(rec: Recorder, storage_env: dict[str, str],
+                                                queues: Queues) -> None:
+    host = run_in_thread(build_app(queue_blueprint(rec)), port=0, host_json=host_json(), env=storage_env)
+    queues(storage_env["DEVHOST_WORK_QUEUE"]).send_message(job("drain", sleep=0.5))
+    rec.wait_for("work-concurrency-start")
+    host.stop()
+    assert [r.outcome for r in host.records("work")] == ["succeeded"]
+    assert peek(queues(storage_env["DEVHOST_WORK_QUEUE"])) == []
+    assert len(drain(queues(storage_env["DEVHOST_OUT_QUEUE"]))) == 2
+
+
+def test_shutdown_past_its_bound_hands_the_message_back(rec: Recorder, storage_env: dict[str, str],
+                                                        queues: Queues) -> None:
+    host = run_in_thread(build_app(queue_blueprint(rec)), port=0, host_json=host_json(), env=storage_env,
+                         shutdown_timeout=0.3)
+    text = job("too-slow", sleep=30)
+    queues(storage_env["DEVHOST_WORK_QUEUE"]).send_message(text)
+    rec.wait_for("work-concurrency-start")
+    host.stop()
+    assert [r.outcome for r in host.records("work")] == ["cancelled"]
+    # Visible again at once rather than after the ten-minute fetch lease.
+    assert peek(queues(storage_env["DEVHOST_WORK_QUEUE"])) == [text]
+    assert peek(queues(storage_env["DEVHOST_OUT_QUEUE"])) == []
 
 
 def _service(client: QueueClient) -> Any:
