@@ -62,6 +62,8 @@ _QUOTED_ID = re.compile(r"\bid\s+eq\s+'((?:[^']|'')*)'", re.I)
 _ANY = re.compile(r"^singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*(.+)\)$", re.I)
 _RESOURCE = re.compile(r"^/?(?:me|users/(?P<user>[^/]+))/(?:calendars/(?P<cal>[^/]+)/events|calendar/events|events)$",
                        re.I)
+_BATCH_HEADERS = {"content-type": "Content-Type", "retry-after": "Retry-After", "location": "Location",
+                  "preference-applied": "Preference-Applied", "etag": "ETag"}
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
 NOT_FOUND = "The specified object was not found in the store."
 
@@ -866,8 +868,7 @@ class GraphApi:
         content = json.dumps(body).encode() if body is not None else None
         resp = await client.request(item["method"].upper(), "/v1.0/" + url.lstrip("/"), headers=headers,
                                     content=content)
-        out_headers = {k: v for k, v in resp.headers.items()
-                       if k.lower() in ("content-type", "retry-after", "location", "preference-applied", "etag")}
+        out_headers = {_BATCH_HEADERS[k.lower()]: v for k, v in resp.headers.items() if k.lower() in _BATCH_HEADERS}
         result: dict[str, Any] = {"id": item["id"], "status": resp.status_code, "headers": out_headers}
         if resp.content:
             try:
