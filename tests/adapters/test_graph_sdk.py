@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -549,3 +552,11 @@ async def test_factory_uses_the_settings(credential: StaticCredential, stub: Gra
 def test_warm_up_is_idempotent() -> None:
     assert warm_up() >= 0.0
     assert warm_up() == 0.0
+
+
+def test_importing_the_adapter_module_does_not_load_the_sdk() -> None:
+    probe = ("import sys, shared.adapters.graph_sdk; "
+             "print(sorted(m for m in ('msgraph', 'kiota_http') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip() == "[]"

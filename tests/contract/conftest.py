@@ -17,6 +17,7 @@ import pytest
 from devtools.sandbox.graph.testing import GraphTestEnv, StaticTokenCredential, WebhookReceiver
 from shared.adapters.graph_memory import MemoryGraph, Recurrence
 from shared.adapters.graph_sdk import GraphSdkAdapter
+from shared.errors import Throttled
 from shared.ports import GraphCalendarPort
 
 #: What a delegated connection asks for (shared calendars included).
@@ -47,6 +48,10 @@ class GraphHarness:
     lose_delta_state: Callable[[], None]
     #: the shared calendar is no longer visible to the user
     unshare: Callable[[], None]
+    #: the notification endpoint answers Graph's validation request wrongly
+    break_validation: Callable[[], None]
+    #: the next request is throttled with this Retry-After (seconds)
+    throttle_next: Callable[[float], None]
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +87,9 @@ def memory_harness() -> GraphHarness:
         owner = jonas if cal == shared else anna
         return graph.put_event(owner, cal, subject=subject, start=start, end=end, all_day=all_day)
 
+    def breaks_validation() -> None:
+        graph.endpoint_validator = lambda url: False
+
     def weekly(subject: str, start: datetime, end: datetime, count: int) -> str:
         return graph.put_event(anna, graph.default_calendar(anna), subject=subject, start=start, end=end,
                                recurrence=Recurrence("weekly", count=count))
@@ -97,6 +105,8 @@ def memory_harness() -> GraphHarness:
         user_moves=lambda event_id, start, end: graph.edit_event(event_id, start=start, end=end),
         user_deletes=graph.user_delete, lose_delta_state=graph.lose_state,
         unshare=lambda: graph.remove_calendar(shared),
+        break_validation=breaks_validation,
+        throttle_next=lambda seconds: graph.fail_next(Throttled("Graph answered 429", retry_after=seconds)),
     )
 
 
@@ -131,6 +141,12 @@ def sandbox_harness(env: GraphTestEnv, receiver: WebhookReceiver) -> tuple[Graph
     def loses_state() -> None:
         state.lose_delta_state(anna.id)
 
+    def breaks_validation() -> None:
+        receiver.validation = "wrong"
+
+    def throttles(seconds: float) -> None:
+        state.add_fault("429", count=1, retry_after=seconds)
+
     harness = GraphHarness(
         port=adapter, mailbox=anna.id, mail=anna.mail, display_name=anna.display_name,
         calendar_id=state.default_calendar(anna.id).id, time_zone="Europe/Berlin", shared_calendar_id=shared,
@@ -139,6 +155,7 @@ def sandbox_harness(env: GraphTestEnv, receiver: WebhookReceiver) -> tuple[Graph
         user_creates=creates, user_creates_weekly=weekly,
         user_renames=renames, user_moves=moves, user_deletes=state.delete_event, lose_delta_state=loses_state,
         unshare=lambda: state.unshare_calendar(shared, anna.id),
+        break_validation=breaks_validation, throttle_next=throttles,
     )
     return harness, adapter
 
@@ -155,4 +172,6 @@ async def graph(request: pytest.FixtureRequest) -> AsyncIterator[GraphHarness]:
     try:
         yield harness
     finally:
+        receiver.validation = "echo"
+        env.reset()
         await adapter.close()

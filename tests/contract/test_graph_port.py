@@ -10,7 +10,7 @@ import pytest
 
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN
 from shared.domain import DeltaPage, EventDraft, OutlookEvent
-from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, SyncStateExpired
+from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, SyncStateExpired, Throttled
 from tests.contract.conftest import GraphHarness
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -279,3 +279,23 @@ async def test_a_subscription_beyond_graphs_lifetime_is_a_bad_request(graph: Gra
                                              notification_url=graph.notification_url,
                                              lifecycle_url=graph.lifecycle_url, client_state="state-3",
                                              expires_at=datetime.now(UTC) + timedelta(days=30))
+
+
+async def test_a_failed_endpoint_validation_is_a_bad_request(graph: GraphHarness) -> None:
+    graph.break_validation()
+    with pytest.raises(BadRequest):
+        await graph.port.create_subscription(graph.mailbox, graph.calendar_id,
+                                             notification_url=graph.notification_url,
+                                             lifecycle_url=graph.lifecycle_url, client_state="state-4",
+                                             expires_at=datetime.now(UTC) + timedelta(hours=2))
+
+
+# --- throttling -----------------------------------------------------------------------------------
+
+async def test_throttling_surfaces_with_its_retry_after(graph: GraphHarness) -> None:
+    graph.throttle_next(7.5)
+    with pytest.raises(Throttled) as throttled:
+        await graph.port.delta(graph.mailbox, graph.calendar_id, start=WINDOW_START, end=WINDOW_END)
+    assert throttled.value.retry_after == 7.5
+    # The throttle passed: the same call works.
+    assert (await delta_round(graph)).events == {}
