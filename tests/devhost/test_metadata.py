@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import azure.functions as func
 import httpx
 import pytest
 
-from devtools.devhost import ConfigError, DevHost, serving
-from devtools.devhost.metadata import describe_app, index_functions
+from devtools.devhost import ConfigError, DevHost, DevHostError, run_in_thread, serving
+from devtools.devhost.metadata import HttpTriggerSpec, describe_app, index_functions
 from tests.devhost.conftest import FAST_HOST_JSON, MASTER_KEY
 from tests.devhost.sample_app import Recorder, build_app, http_blueprint, queue_blueprint
 
@@ -160,8 +161,9 @@ def test_specs_describe_triggers_and_outputs(rec: Recorder) -> None:
     specs = {s.name: s for s in describe_app(build_app(http_blueprint(rec), queue_blueprint(rec)))}
     assert specs["hello"].kind == "http" and not specs["hello"].is_async
     assert specs["item"].is_async
-    assert specs["echo"].trigger.auth_level == "function"  # type: ignore[union-attr]
-    assert specs["ops_reset"].trigger.auth_level == "admin"  # type: ignore[union-attr]
+    echo, reset = specs["echo"].trigger, specs["ops_reset"].trigger
+    assert isinstance(echo, HttpTriggerSpec) and echo.auth_level == "function"  # the app's default level
+    assert isinstance(reset, HttpTriggerSpec) and reset.auth_level == "admin"
     assert specs["work"].kind == "queue"
     assert [o.arg_name for o in specs["work"].queue_outputs] == ["out"]
     assert specs["enqueue"].http_output == "$return"
@@ -173,3 +175,12 @@ def test_load_errors_are_clear() -> None:
         DevHost("tests.devhost.no_such_module", env={})
     with pytest.raises(ConfigError, match="not a func.FunctionApp"):
         DevHost("tests.devhost.sample_app:Recorder", env={})
+
+
+def test_busy_port_is_reported_in_the_callers_thread(rec: Recorder) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(DevHostError, match=f"cannot listen on 127.0.0.1:{port}"):
+            run_in_thread(build_app(http_blueprint(rec)), port=port, env={})

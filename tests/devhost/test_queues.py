@@ -160,7 +160,10 @@ def test_http_function_output_is_delivered_only_on_success(rec: Recorder, storag
 
 def test_queues_are_created_when_missing(rec: Recorder, storage_env: dict[str, str], queues: Queues) -> None:
     work = queues(storage_env["DEVHOST_WORK_QUEUE"])
-    names = lambda: {q.name for q in _service(work).list_queues()}  # noqa: E731
+
+    def names() -> set[str]:
+        return {q.name for q in _service(work).list_queues()}
+
     assert storage_env["DEVHOST_WORK_QUEUE"] not in names()
     with serving(build_app(queue_blueprint(rec)), port=0, host_json=host_json(), env=storage_env):
         assert {storage_env["DEVHOST_WORK_QUEUE"], storage_env["DEVHOST_TEXT_QUEUE"]} <= names()
