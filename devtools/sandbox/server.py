@@ -288,6 +288,13 @@ class RunningSandbox:
     def ca_path(self) -> str:
         return str(self.sandbox.certificates.ca)
 
+    def set_service_base_url(self, url: str) -> None:
+        """Point the sandbox at a service listening elsewhere (e.g. a test server on a free
+        port): webhook targets follow the config, and the new redirect URIs are registered
+        for the app (the old ones stay valid)."""
+        self.config.service_base_url = url
+        register_app(self.directory, self.config)
+
     def _start(self, timeout: float) -> None:
         self._thread.start()
         if not self._ready.wait(timeout):

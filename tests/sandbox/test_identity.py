@@ -232,6 +232,10 @@ def test_session_single_sign_on_prompts_and_sign_out(sandbox: RunningSandbox, te
     silent = response_params(form_browser.open(flow["auth_uri"]))
     assert silent is not None and "code" in silent
 
+    # prompt=login insists on the picker as well.
+    flow = _flow(app, redirect_uri, prompt="login")
+    assert "Konto auswählen" in form_browser.open(flow["auth_uri"]).text
+
     assert sandbox.identity.sign_out(tenant.user.mail) == 1
     flow = _flow(app, redirect_uri, prompt="none")
     params = response_params(form_browser.open(flow["auth_uri"]))
@@ -239,6 +243,23 @@ def test_session_single_sign_on_prompts_and_sign_out(sandbox: RunningSandbox, te
     assert params["error"] == "login_required"
     assert params["error_description"].startswith("AADSTS50058:")
     assert params["state"] == flow["state"]
+
+
+def test_logout_endpoint_ends_the_session(sandbox: RunningSandbox, tenant_factory: TenantFactory,
+                                          msal_app: MsalFactory, form_browser: FormBrowser, redirect_uri: str) -> None:
+    tenant = tenant_factory()
+    app = msal_app(tenant.id)
+    assert "access_token" in _connect(app, form_browser, redirect_uri, tenant.user.mail)
+    out = form_browser.open(f"{sandbox.https_base}/{tenant.id}/oauth2/v2.0/logout"
+                            f"?post_logout_redirect_uri={redirect_uri}")
+    assert out.status == 302 and out.location == redirect_uri
+    flow = _flow(app, redirect_uri, prompt="none")
+    params = response_params(form_browser.open(flow["auth_uri"]))
+    assert params is not None and params["error"] == "login_required"
+    # An unregistered post-logout target is not followed.
+    stay = form_browser.open(f"{sandbox.https_base}/common/oauth2/v2.0/logout"
+                             f"?post_logout_redirect_uri=https://attacker.example/")
+    assert stay.status == 200 and stay.location is None
 
 
 def test_login_hint_marks_the_account_and_domain_hint_narrows_common(
@@ -479,6 +500,20 @@ def test_user_consent_alone_gives_an_app_token_without_roles(sandbox: RunningSan
     result = msal_app(tenant.id).acquire_token_for_client([GRAPH_DEFAULT])
     assert "access_token" in result, result
     assert sandbox.directory.verify_access_token(result["access_token"]).roles == frozenset()
+
+
+def test_admin_consent_at_organizations_grants_for_the_admins_tenant(
+        sandbox: RunningSandbox, tenant_factory: TenantFactory, form_browser: FormBrowser,
+        redirect_uri: str) -> None:
+    tenant = tenant_factory(user_consent_allowed=False)
+    other = tenant_factory(user_consent_allowed=False)
+    cid = sandbox.config.client_id
+    url = (f"{sandbox.https_base}/organizations/v2.0/adminconsent?client_id={cid}"
+           f"&scope={GRAPH_DEFAULT}&redirect_uri={sandbox.config.redirect_uris[1]}&state=org")
+    params = sign_in(form_browser, url, other.admin.mail)
+    assert params["admin_consent"] == "True" and params["tenant"] == other.id and params["state"] == "org"
+    assert cid in other.tenant.admin_consented_apps
+    assert cid not in tenant.tenant.admin_consented_apps
 
 
 def test_admin_consent_declined_and_common_refused(sandbox: RunningSandbox, tenant_factory: TenantFactory,
