@@ -90,7 +90,10 @@ class BookingWebhookSender:
             running = None
         if running is loop:
             self._push(delivery.seq, 0.0)
-        else:
+            return
+        # The loop may close between the check above and this call (server stopping): the delivery
+        # then stays pending and goes out after the next start.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._push, delivery.seq, 0.0)
 
     def _push(self, seq: int, delay: float) -> None:
