@@ -1,0 +1,322 @@
+"""The calendar chooser after sign-in: which Outlook calendar goes with which timum resource.
+
+``view`` lists the signed-in account's own calendars and those shared with it, marking
+read-only ones (timum must write bookings, so they cannot be linked) and ones already linked
+to another resource. ``submit`` checks the CSRF token, re-reads the calendar from Graph (the
+form only names it by a hash, so nobody can link a calendar the account cannot reach), and
+either links the resource from the connect link or creates a new timum resource named after
+the calendar. One calendar ↔ one resource is enforced by ``LinkRepository.claim_calendar``;
+a resource that was linked elsewhere is unlinked cleanly (its subscription torn down by the
+TEARDOWN worker). The new link gets a SETUP message, then the browser goes back to timum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.connect.flow import session_store
+from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_params
+from shared.connect.store import ChooserSession
+from shared.connect.teardown import unlink
+from shared.context import Services
+from shared.domain import CalendarInfo, Link, LinkHealth, LinkKey, LinkMode, SyncMode
+from shared.errors import AuthError, Conflict, NeedsReconnect, NotFound, SyncError
+from shared.i18n import translator
+from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+from shared.ports import GraphCalendarPort
+from shared.repos.accounts import TenantRepository
+from shared.repos.links import LinkRepository, calendar_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIME_ZONE = "Europe/Berlin"
+#: stands in for a resource while only the account matters (listing calendars)
+_PROBE_RESOURCE = "~chooser"
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    calendar: CalendarInfo
+    owner: LinkKey | None
+
+
+def _probe(session: ChooserSession) -> Link:
+    return Link(provider_id=session.context.provider_id, resource_id=_PROBE_RESOURCE, mode=LinkMode.DELEGATED,
+                tenant_id=session.tenant_id, mailbox_id="", calendar_id="", calendar_name="", calendar_owner="",
+                account_id=session.account_id)
+
+
+async def _owner_of(repo: LinkRepository, tenant_id: str, cal: CalendarInfo) -> LinkKey | None:
+    """Who has this calendar. A shared calendar can be reached through the sharee's mailbox
+    (delegated links) or the owner's (app-only links): either claim makes it taken."""
+    owner = await repo.calendar_owner(tenant_id, cal.mailbox_id, cal.id)
+    if owner is None and cal.is_shared and cal.owner_address:
+        owner = await repo.calendar_owner(tenant_id, cal.owner_address, cal.id)
+    return owner
+
+
+async def _calendars(services: Services, graph: GraphCalendarPort, session: ChooserSession) -> list[Choice]:
+    me = await graph.me()
+    calendars = await graph.list_calendars(me["id"])
+    repo = LinkRepository(services.storage)
+    owners = await asyncio.gather(*(_owner_of(repo, session.tenant_id, c) for c in calendars))
+    return [Choice(calendar_key(session.tenant_id, c.mailbox_id, c.id), c, o)
+            for c, o in zip(calendars, owners, strict=True)]
+
+
+def _owner_label(cal: CalendarInfo) -> str:
+    if cal.owner_name and cal.owner_address and cal.owner_name != cal.owner_address:
+        return f"{cal.owner_name} <{cal.owner_address}>"
+    return cal.owner_name or cal.owner_address
+
+
+async def _resource_name(services: Services, session: ChooserSession) -> str | None:
+    rid = session.context.resource_id
+    if not rid:
+        return None
+    resource = await services.timum.get_resource(session.context.provider_id, rid)
+    return None if resource is None else str(resource.get("name") or rid)
+
+
+def _cookie_error(session: ChooserSession | None, code: str, locale: str, status: int) -> ErrorPage:
+    return ErrorPage(code, session.context.locale if session else locale, status=status,
+                     return_url=session.context.return_url if session else "")
+
+
+async def _page(services: Services, session: ChooserSession, session_id: str, choices: list[Choice], *,
+                resource_name: str | None, problem: str = "", selected: str = "", status: int = 200) -> ChooserPage:
+    ctx = session.context
+    app_only = await TenantRepository(services.storage).has_admin_consent(session.tenant_id)
+    _ = translator(ctx.locale)
+    target = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
+    own: list[dict[str, Any]] = []
+    shared: list[dict[str, Any]] = []
+    first_free = ""
+    current = ""
+    for choice in choices:
+        cal = choice.calendar
+        notes: list[str] = []
+        linked_here = target is not None and choice.owner == target
+        selectable = cal.can_edit and (choice.owner is None or linked_here)
+        if not cal.can_edit:
+            notes.append(_("chooser.read_only"))
+        if choice.owner is not None and not linked_here:
+            notes.append(_("chooser.linked_elsewhere"))
+        if linked_here:
+            notes.append(_("chooser.linked_here"))
+            current = current or choice.key
+        if selectable and cal.is_shared:
+            notes.append(_("chooser.app_only_note" if app_only else "chooser.polling_note"))
+        if selectable and not first_free:
+            first_free = choice.key
+        item = {"key": choice.key, "name": cal.name, "owner": _owner_label(cal) if cal.is_shared else "",
+                "is_default": cal.is_default, "selectable": selectable, "notes": notes, "checked": False}
+        (shared if cal.is_shared else own).append(item)
+    pick = selected or current or first_free
+    for item in own + shared:
+        item["checked"] = item["key"] == pick and item["selectable"]
+    settings = services.settings
+    values = {"own": own, "shared": shared, "resource_name": resource_name, "account_name": session.account_name,
+              "problem": _(f"chooser.{problem}") if problem else "", "csrf": session_store(services).csrf_token(
+                  session_id), "form_action": settings.url("connect/calendars"),
+              "cancel_url": with_params(ctx.return_url, outlook="cancelled")}
+    return ChooserPage(locale=ctx.locale, status=status, values=values, return_url=ctx.return_url)
+
+
+async def view(services: Services, session_id: str | None, *, locale: str) -> ChooserPage | ErrorPage:
+    session = await session_store(services).get(session_id, now=services.clock())
+    if session is None or not session_id:
+        return ErrorPage("session_expired", locale, status=400)
+    try:
+        graph = await services.graph.for_link(_probe(session))
+        try:
+            choices = await _calendars(services, graph, session)
+        finally:
+            await graph.close()
+        resource_name = await _resource_name(services, session)
+    except NeedsReconnect:
+        return _cookie_error(session, "needs_reconnect", locale, 400)
+    except SyncError as exc:
+        log.warning("chooser could not list calendars: %s", exc.code)
+        return _cookie_error(session, "unavailable", locale, 503)
+    problem = "resource_gone" if session.context.resource_id and resource_name is None else ""
+    return await _page(services, session, session_id, choices, resource_name=resource_name, problem=problem)
+
+
+async def _time_zone(services: Services, graph: GraphCalendarPort, mailbox_id: str, provider_id: str,
+                     resource_id: str) -> str:
+    """The mailbox's zone; a shared mailbox may hide its settings, then the resource's zone."""
+    try:
+        return await graph.mailbox_time_zone(mailbox_id)
+    except SyncError:
+        pass
+    try:
+        resource = await services.timum.get_resource(provider_id, resource_id)
+    except SyncError:
+        resource = None
+    return str((resource or {}).get("timeZone") or DEFAULT_TIME_ZONE)
+
+
+@dataclass(frozen=True)
+class _AppOnlyTarget:
+    mailbox_id: str
+    calendar_id: str
+    time_zone: str
+
+
+async def _app_only_target(services: Services, session: ChooserSession, cal: CalendarInfo, provider_id: str,
+                           resource_id: str) -> _AppOnlyTarget | None:
+    """Where an app-only link reaches a shared calendar: through its owner's mailbox. Looking it
+    up with app-only credentials also proves the recorded admin consent still holds; if not,
+    the record goes and the link stays delegated."""
+    if not cal.owner_address:
+        return None
+    probe = Link(provider_id=provider_id, resource_id=resource_id, mode=LinkMode.APP_ONLY,
+                 tenant_id=session.tenant_id, mailbox_id=cal.owner_address, calendar_id=cal.id,
+                 calendar_name=cal.name, calendar_owner=cal.owner_address)
+    try:
+        port = await services.graph.for_link(probe)
+        try:
+            owned = [c for c in await port.list_calendars(cal.owner_address) if not c.is_shared]
+            match = next((c for c in owned if c.id == cal.id), None)
+            if match is None:
+                same_name = [c for c in owned if c.name == cal.name]
+                match = same_name[0] if len(same_name) == 1 else None
+            if match is None:
+                return None
+            zone = await _time_zone(services, port, cal.owner_address, provider_id, resource_id)
+            return _AppOnlyTarget(cal.owner_address, match.id, zone)
+        finally:
+            await port.close()
+    except AuthError as exc:
+        log.warning("app-only access refused (%s); the link stays delegated", exc.code)
+        await TenantRepository(services.storage).revoke_admin_consent(session.tenant_id)
+        return None
+    except SyncError as exc:
+        log.warning("app-only look-up failed (%s); the link stays delegated", exc.code)
+        return None
+
+
+async def connect_calendar(services: Services, session: ChooserSession, cal: CalendarInfo, resource_id: str,
+                           graph: GraphCalendarPort) -> Link:
+    """Link ``resource_id`` to ``cal``: claim the calendar, end the resource's previous link if it
+    pointed elsewhere, save, and queue SETUP. ``Conflict(calendar_taken)`` changes nothing."""
+    repo = LinkRepository(services.storage)
+    provider_id = session.context.provider_id
+    target: _AppOnlyTarget | None = None
+    if cal.is_shared and await TenantRepository(services.storage).has_admin_consent(session.tenant_id):
+        # Admin consent lets app-only access subscribe to shared calendars (delegated cannot).
+        target = await _app_only_target(services, session, cal, provider_id, resource_id)
+    if target is not None:
+        fresh = Link(provider_id=provider_id, resource_id=resource_id, mode=LinkMode.APP_ONLY,
+                     tenant_id=session.tenant_id, mailbox_id=target.mailbox_id, calendar_id=target.calendar_id,
+                     calendar_name=cal.name, calendar_owner=cal.owner_address, time_zone=target.time_zone,
+                     sync_mode=SyncMode.PUSH, created_at=services.clock())
+    else:
+        fresh = Link(provider_id=provider_id, resource_id=resource_id, mode=LinkMode.DELEGATED,
+                     tenant_id=session.tenant_id, mailbox_id=cal.mailbox_id, calendar_id=cal.id,
+                     calendar_name=cal.name, calendar_owner=cal.owner_address or cal.owner_name,
+                     account_id=session.account_id,
+                     time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
+                     # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
+                     sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
+    await repo.claim_calendar(fresh)
+    existing = await repo.get(fresh.key)
+    link = fresh
+    if existing is not None:
+        same_calendar = (existing.tenant_id, existing.mailbox_id.lower(), existing.calendar_id) == (
+            fresh.tenant_id, fresh.mailbox_id.lower(), fresh.calendar_id)
+        if same_calendar and existing.mode is fresh.mode and existing.account_id == fresh.account_id:
+            # A reconnect: keep subscription and delta state, refresh what the user may have renamed.
+            link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
+                           time_zone=fresh.time_zone, health=LinkHealth.OK)
+        else:
+            await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
+            link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)
+    link = await repo.save(link)
+    await services.storage.queue(LINK_ADMIN_QUEUE).send(
+        AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
+    from shared.connect.status import announce
+
+    try:
+        await announce(services, link)
+    except SyncError as exc:
+        # The link works; timum learns its status with the next change.
+        log.warning("link-status webhook failed after connecting: %s", exc.code)
+    return link
+
+
+async def submit(services: Services, session_id: str | None, form: Mapping[str, str], *,
+                 locale: str) -> Redirect | ChooserPage | ErrorPage:
+    store = session_store(services)
+    session = await store.get(session_id, now=services.clock())
+    if session is None or not session_id:
+        return ErrorPage("session_expired", locale, status=400)
+    if not store.csrf_ok(session_id, form.get("csrf")):
+        return _cookie_error(session, "csrf", locale, 403)
+    ctx = session.context
+    action = form.get("action") or ""
+    selected = form.get("calendar") or ""
+    try:
+        graph = await services.graph.for_link(_probe(session))
+    except NeedsReconnect:
+        return _cookie_error(session, "needs_reconnect", locale, 400)
+    try:
+        try:
+            choices = await _calendars(services, graph, session)
+            resource_name = await _resource_name(services, session)
+        except SyncError as exc:
+            log.warning("chooser could not list calendars: %s", exc.code)
+            return _cookie_error(session, "unavailable", locale, 503)
+
+        async def again(problem: str, status: int = 400) -> ChooserPage:
+            return await _page(services, session, session_id, choices, resource_name=resource_name,
+                               problem=problem, selected=selected, status=status)
+
+        if action not in ("link", "create"):
+            return await again("invalid_action")
+        if action == "link" and not ctx.resource_id:
+            return await again("no_resource")
+        if action == "link" and resource_name is None:
+            return await again("resource_gone", 404)
+        if not selected:
+            return await again("choose_first")
+        choice = next((c for c in choices if c.key == selected), None)
+        if choice is None:
+            return await again("calendar_gone", 404)
+        if not choice.calendar.can_edit:
+            return await again("calendar_read_only")
+        target = LinkKey(ctx.provider_id, ctx.resource_id) if action == "link" and ctx.resource_id else None
+        if choice.owner is not None and choice.owner != target:
+            return await again("calendar_taken", 409)
+        try:
+            await store.set_busy(session, True)
+        except (Conflict, NotFound):
+            return _cookie_error(session, "busy", locale, 409)
+        try:
+            if action == "create":
+                resource_id = await services.timum.create_resource(ctx.provider_id, choice.calendar.name)
+            else:
+                assert ctx.resource_id is not None
+                resource_id = ctx.resource_id
+            link = await connect_calendar(services, session, choice.calendar, resource_id, graph)
+        except Conflict as exc:
+            await store.set_busy(session, False)
+            if exc.code == "calendar_taken":
+                return await again("calendar_taken", 409)
+            return _cookie_error(session, "busy", locale, 409)
+        except SyncError as exc:
+            log.warning("connecting a calendar failed: %s", exc.code)
+            await store.delete(session)
+            return Redirect(with_params(ctx.return_url, outlook="failed", reason=exc.code), clear_session=True)
+    finally:
+        await graph.close()
+    await store.delete(session)
+    log.info("calendar connected for provider %s", ctx.provider_id)
+    return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.resource_id),
+                    clear_session=True)

@@ -1,0 +1,63 @@
+"""What a step of the connect flow ends in; the HTTP layer turns each into one response.
+
+The flow's service functions return these instead of raising for outcomes the user must
+see, so each page knows the user's language and the way back to timum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+    status: int = 303
+    #: a new chooser session to hand to the browser as a cookie
+    session_id: str | None = None
+    #: end the chooser session cookie
+    clear_session: bool = False
+
+
+@dataclass(frozen=True)
+class ErrorPage:
+    code: str                  # picks the text ``error.<code>``
+    locale: str
+    status: int = 400
+    return_url: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentPage:
+    """The user's organisation requires an administrator to consent first."""
+
+    locale: str
+    consent_url: str
+    return_url: str = ""
+    declined: bool = False
+
+
+@dataclass(frozen=True)
+class ConsentResultPage:
+    locale: str
+    ok: bool
+    reason: str = ""           # consent_failed.<reason> for ok=False
+    return_url: str = ""
+
+
+@dataclass(frozen=True)
+class ChooserPage:
+    locale: str
+    status: int
+    values: dict[str, Any] = field(default_factory=dict)
+    return_url: str = ""
+
+
+def with_params(url: str, **params: str) -> str:
+    """``url`` with ``params`` set in its query (replacing same-named ones, keeping the rest)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query.extend(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -1,0 +1,126 @@
+"""Link health and the link-status webhook to timum: one webhook per change, even under retries.
+
+``set_health`` is the only way workers change ``Link.health``. It works like a tiny outbox:
+
+1. record the intended notification in ``linkstatus`` (PK link key) as *pending*,
+2. save the link with its new health (ETag-checked; a concurrent writer makes us re-read),
+3. POST the webhook, then mark the outbox row *sent*.
+
+A crash or a failed POST after step 2 leaves the row pending, so the caller's retry — which
+finds the health already changed — still sends it, and a retry after step 3 sends nothing.
+The delivery id derives from the link version the change was made on, so two workers racing
+on the same change send the same id and timum drops the duplicate (``Timum-Delivery``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC
+
+from shared.context import Services
+from shared.domain import Link, LinkHealth, stable_id
+from shared.errors import Conflict, NotFound
+from shared.i18n import has, message
+from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.storage.base import encode_key
+
+LINK_STATUS = "linkstatus"
+EVENT_TYPE = "link.status_changed"
+
+
+def reason_code(reason: str) -> str:
+    return reason.split(":", 1)[0].strip() or "error"
+
+
+def reason_text(locale: str, health: LinkHealth, reason: str) -> str:
+    """The provider-facing reason, in the provider's language; never the raw technical detail."""
+    if health is LinkHealth.OK:
+        return ""
+    code = reason_code(reason)
+    if has(f"status.{code}"):
+        return message(locale, f"status.{code}")
+    if health is LinkHealth.NEEDS_RECONNECT:
+        return message(locale, "status.needs_reconnect")
+    return message(locale, "status.error", code=code)
+
+
+async def set_health(services: Services, link: Link, health: LinkHealth, reason: str = "") -> Link:
+    """Give ``link`` the health ``health``; on a change, tell timum once. Returns the saved link.
+
+    ``reason`` is an error code from the exception tree (``exc.code``), optionally followed by
+    ``": detail"``; it is stored as the link's last error and turned into a localised text
+    for timum. It must not contain tokens or links (it ends up in timum's UI).
+    """
+    repo = LinkRepository(services.storage)
+    outbox = services.storage.table(LINK_STATUS)
+    pk = encode_key(str(link.key))
+    current: Link | None = link
+    for _ in range(8):
+        assert current is not None
+        if current.health is health:
+            break
+        delivery_id = stable_id(str(current.key), health.value, current.etag or "-", prefix="ls-", length=32)
+        now = services.clock()
+        await outbox.upsert({"PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": health.value,
+                             "reason": reason[:500], "occurred_at": now, "sent": False})
+        current.health = health
+        if health is not LinkHealth.OK:
+            current.last_error = reason[:500]
+            current.last_error_at = now
+        try:
+            current = await repo.save(current)
+            break
+        except Conflict:
+            current = await repo.get(link.key)
+        except NotFound:
+            current = None
+        if current is None:
+            return link  # unlinked meanwhile: nobody to tell
+    else:
+        raise Conflict("the link kept changing while its health was being set")
+    assert current is not None
+    await _deliver(services, current, pk)
+    return current
+
+
+async def announce(services: Services, link: Link) -> None:
+    """Tell timum the link's current status although it did not change (a new link, a relink
+    to another calendar, a reconnect): one delivery per saved version of the link."""
+    pk = encode_key(str(link.key))
+    delivery_id = stable_id(str(link.key), link.health.value, link.etag or "-", "announce", prefix="ls-", length=32)
+    await services.storage.table(LINK_STATUS).upsert({
+        "PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": link.health.value,
+        "reason": "" if link.health is LinkHealth.OK else link.last_error[:500], "occurred_at": services.clock(),
+        "sent": False})
+    await _deliver(services, link, pk)
+
+
+async def _deliver(services: Services, link: Link, pk: str) -> None:
+    outbox = services.storage.table(LINK_STATUS)
+    row = await outbox.get(pk, "")
+    if row is None or row.get("sent") or row.get("health") != link.health.value:
+        return
+    locale = (await ProviderSettingsRepository(services.storage).get(link.provider_id)).locale
+    occurred = row["occurred_at"]
+    payload = {
+        "id": row["delivery_id"],
+        "type": EVENT_TYPE,
+        "occurredAt": occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {
+            "providerId": link.provider_id,
+            "resourceId": link.resource_id,
+            "status": link.health.value,
+            "mode": link.mode.value,
+            "reason": reason_text(locale, link.health, str(row.get("reason") or "")),
+            "calendarName": link.calendar_name,
+        },
+    }
+    await services.timum.send_link_status(payload)
+    # Conflict: a newer change was recorded meanwhile; it has its own delivery.
+    with contextlib.suppress(Conflict, NotFound):
+        await outbox.update({**row, "sent": True}, etag=row.etag)
+
+
+async def forget(services: Services, link: Link) -> None:
+    """Drop the outbox row of an unlinked link."""
+    await services.storage.table(LINK_STATUS).delete(encode_key(str(link.key)), "")

@@ -1,0 +1,276 @@
+"""HTTP triggers of the connect flow (browser pages) and of timum's link management API.
+
+Anonymous (browser): ``GET /api/connect``, ``GET /api/oauth/callback``,
+``GET /api/oauth/admin-callback``, ``GET|POST /api/connect/calendars``.
+Function key + provider scope (timum): ``/api/providers/{provider}/links…`` and
+``/api/providers/{provider}/settings`` — see ``shared.connect.links_api``.
+
+Each trigger is a thin shell over a ``handle_*`` function that takes the services
+explicitly, so tests run the very same code with in-memory twins.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import azure.functions as func
+
+from shared.http.responses import (
+    cookie_value,
+    error_response,
+    json_response,
+    read_body,
+    read_form,
+    redirect,
+    render_page,
+)
+
+if TYPE_CHECKING:
+    from shared.connect.outcomes import ChooserPage, ConsentPage, ConsentResultPage, ErrorPage, Redirect
+    from shared.context import Services
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+SESSION_LIFETIME_SECONDS = 30 * 60
+#: error codes whose page tells the user to start again from timum
+_START_AGAIN = frozenset({"link_malformed", "link_tampered", "link_expired", "link_reused", "link_return_url",
+                          "flow_unknown", "state_mismatch", "sign_in_failed", "session_expired", "needs_reconnect"})
+
+
+def _services() -> Services:
+    from shared.wiring import get_services
+
+    return get_services()
+
+
+def _locale(services: Services, req: func.HttpRequest) -> str:
+    from shared.i18n import negotiate
+
+    return negotiate(req.headers.get("Accept-Language"), services.settings.default_locale)
+
+
+# --- cookies -----------------------------------------------------------------------------------
+
+def session_cookie_name(services: Services) -> str:
+    # __Host- cookies must be Secure with Path=/; plain http (local sandbox) cannot use the prefix.
+    return "__Host-timum-connect" if services.settings.service_base_url.startswith("https://") else "timum-connect"
+
+
+def _cookie(services: Services, value: str, max_age: int) -> str:
+    secure = services.settings.service_base_url.startswith("https://")
+    path = "/" if secure else "/api/connect"
+    parts = [f"{session_cookie_name(services)}={value}", f"Path={path}", f"Max-Age={max_age}", "HttpOnly",
+             "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+# --- outcomes → responses -------------------------------------------------------------------
+
+def render_error(services: Services, page: ErrorPage) -> func.HttpResponse:
+    from shared.i18n import has, message
+
+    code = page.code if has(f"error.{page.code}") else "internal"
+    return render_page("error.html", locale=page.locale, status=page.status, heading="",
+                       detail=message(page.locale, f"error.{code}"),
+                       hint=message(page.locale, "start_again") if code in _START_AGAIN else "",
+                       return_url=page.return_url, code=code,
+                       headers={"Set-Cookie": _cookie(services, "", 0)} if code == "session_expired" else None)
+
+
+def _render(services: Services,
+            outcome: Redirect | ErrorPage | ConsentPage | ConsentResultPage | ChooserPage) -> func.HttpResponse:
+    from shared.connect.outcomes import ChooserPage, ConsentPage, ConsentResultPage, ErrorPage, Redirect
+    from shared.i18n import message
+
+    if isinstance(outcome, Redirect):
+        headers: dict[str, str] = {}
+        if outcome.session_id:
+            headers["Set-Cookie"] = _cookie(services, outcome.session_id, SESSION_LIFETIME_SECONDS)
+        elif outcome.clear_session:
+            headers["Set-Cookie"] = _cookie(services, "", 0)
+        return redirect(outcome.location, status=outcome.status, headers=headers)
+    if isinstance(outcome, ErrorPage):
+        return render_error(services, outcome)
+    if isinstance(outcome, ConsentPage):
+        loc = outcome.locale
+        mailto = "mailto:?subject={}&body={}".format(
+            quote(message(loc, "consent.mail_subject"), safe=""),
+            quote(message(loc, "consent.mail_body", url=outcome.consent_url), safe=""))
+        return render_page("admin_consent.html", locale=loc, consent_url=outcome.consent_url,
+                           mailto_url=mailto, return_url=outcome.return_url, declined=outcome.declined)
+    if isinstance(outcome, ConsentResultPage):
+        loc = outcome.locale
+        if outcome.ok:
+            return render_page("consent_result.html", locale=loc, ok=True,
+                               heading=message(loc, "consent_done.title"), lead=message(loc, "consent_done.lead"),
+                               lines=[message(loc, "consent_done.next")], return_url=outcome.return_url)
+        lines = [message(loc, f"consent_failed.{outcome.reason}")] if outcome.reason else []
+        lines.append(message(loc, "consent_failed.retry"))
+        return render_page("consent_result.html", locale=loc, status=400, ok=False,
+                           heading=message(loc, "consent_failed.title"), lead=message(loc, "consent_failed.lead"),
+                           lines=lines, return_url=outcome.return_url)
+    assert isinstance(outcome, ChooserPage)
+    return render_page("chooser.html", locale=outcome.locale, status=outcome.status,
+                       form_targets=[outcome.return_url], **outcome.values)
+
+
+def _internal_error(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    from shared.connect.outcomes import ErrorPage
+
+    log.exception("connect page failed")
+    return render_error(services, ErrorPage("internal", _locale(services, req), status=500))
+
+
+# --- browser pages -----------------------------------------------------------------------------
+
+async def handle_connect_start(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    from shared.connect import flow
+
+    try:
+        outcome = await flow.start(services, req.params.get("token"),
+                                   accept_language=req.headers.get("Accept-Language"))
+        return _render(services, outcome)
+    except Exception:
+        return _internal_error(services, req)
+
+
+async def handle_oauth_callback(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    """Microsoft's answer: a form POST (we ask for response_mode=form_post), or a query string
+    from error paths that ignore the response mode."""
+    from shared.connect import flow
+    from shared.connect.outcomes import ErrorPage
+    from shared.errors import BadRequest
+
+    try:
+        if req.method.upper() == "POST":
+            try:
+                params = read_form(req)
+            except BadRequest:
+                return render_error(services, ErrorPage("sign_in_failed", _locale(services, req), status=400))
+        else:
+            params = dict(req.params)
+        outcome = await flow.callback(services, params, accept_language=req.headers.get("Accept-Language"))
+        return _render(services, outcome)
+    except Exception:
+        return _internal_error(services, req)
+
+
+async def handle_admin_callback(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    from shared.connect import flow
+
+    try:
+        outcome = await flow.admin_callback(services, dict(req.params),
+                                            accept_language=req.headers.get("Accept-Language"))
+        return _render(services, outcome)
+    except Exception:
+        return _internal_error(services, req)
+
+
+async def handle_calendars(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    from shared.connect import chooser
+    from shared.connect.outcomes import ErrorPage
+    from shared.errors import BadRequest
+
+    session_id = cookie_value(req, session_cookie_name(services))
+    locale = _locale(services, req)
+    try:
+        if req.method.upper() == "POST":
+            try:
+                form = read_form(req)
+            except BadRequest:
+                return render_error(services, ErrorPage("csrf", locale, status=400))
+            return _render(services, await chooser.submit(services, session_id, form, locale=locale))
+        return _render(services, await chooser.view(services, session_id, locale=locale))
+    except Exception:
+        return _internal_error(services, req)
+
+
+@bp.route(route="connect", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def connect_start(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_connect_start(_services(), req)
+
+
+@bp.route(route="oauth/callback", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def oauth_callback(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_oauth_callback(_services(), req)
+
+
+@bp.route(route="oauth/admin-callback", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def oauth_admin_callback(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_admin_callback(_services(), req)
+
+
+@bp.route(route="connect/calendars", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def connect_calendars(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_calendars(_services(), req)
+
+
+# --- link management API (timum) -------------------------------------------------------------
+
+async def handle_links_api(services: Services, req: func.HttpRequest, operation: str) -> func.HttpResponse:
+    """Check the provider scope, then run ``operation`` (list | delete | resync | get_settings |
+    put_settings). Errors become problem JSON with one status per exception class."""
+    from shared.connect import links_api
+    from shared.errors import SyncError
+
+    try:
+        body = read_body(req)
+        provider = req.route_params.get("provider") or ""
+        try:
+            links_api.check_provider_scope(method=req.method, url=req.url, headers=req.headers, body=body,
+                                           route_provider=provider, secrets=services.settings.timum_webhook_secrets,
+                                           now=services.clock().timestamp())
+        except links_api.ProviderScopeError as exc:
+            return error_response(exc, status=403)
+        resource = req.route_params.get("resource") or ""
+        if operation == "list":
+            return json_response(await links_api.list_links(services, provider))
+        if operation == "delete":
+            purge = links_api.parse_bool_param(req.params.get("deleteOutlookEvents"), "deleteOutlookEvents")
+            await links_api.delete_link(services, provider, resource, delete_outlook_events=purge)
+            return func.HttpResponse(status_code=204, headers={"Cache-Control": "no-store"})
+        if operation == "resync":
+            await links_api.resync(services, provider, resource)
+            return json_response({"status": "queued"}, status=202)
+        if operation == "get_settings":
+            return json_response(await links_api.get_settings(services, provider))
+        if req.method.upper() != "PUT":  # pragma: no cover - the routes admit no other method
+            raise SyncError("unsupported method")
+        from shared.http.responses import read_json
+
+        data = read_json(req)
+        return json_response(await links_api.put_settings(services, provider, data))
+    except SyncError as exc:
+        if not isinstance(exc, links_api.ProviderScopeError):
+            log.info("links API refused %s: %s", operation, exc.code)
+        return error_response(exc)
+    except Exception as exc:
+        log.exception("links API failed")
+        return error_response(exc)
+
+
+@bp.route(route="providers/{provider}/links", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def provider_links(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req, "list")
+
+
+@bp.route(route="providers/{provider}/links/{resource}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+async def provider_link_delete(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req, "delete")
+
+
+@bp.route(route="providers/{provider}/links/{resource}/resync", methods=["POST"],
+          auth_level=func.AuthLevel.FUNCTION)
+async def provider_link_resync(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req, "resync")
+
+
+@bp.route(route="providers/{provider}/settings", methods=["GET", "PUT"], auth_level=func.AuthLevel.FUNCTION)
+async def provider_settings(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req,
+                                  "get_settings" if req.method.upper() == "GET" else "put_settings")

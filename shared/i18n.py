@@ -1,0 +1,305 @@
+"""Texts of every user-facing page and message, German first, English second.
+
+A plain dict catalogue rather than gettext: two languages, a few hundred strings, and a
+test can check that both languages have exactly the same keys and placeholders. Pages
+ask for ``translator(locale)`` and call it with a key; a missing key is a programming
+error and raises, so a typo never ships as an empty label.
+
+Placeholders use ``str.format`` names. Values passed in are plain text; templates
+autoescape them, so a calendar called ``<script>`` stays text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+LOCALES = ("de", "en")
+DEFAULT_LOCALE = "de"
+
+Translator = Callable[..., str]
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "de": {
+        # layout
+        "brand": "timum Outlook-Verbindung",
+        "skip_to_content": "Zum Inhalt springen",
+        "footer": "Ihre Microsoft-Anmeldung wird verschlüsselt gespeichert und nur für den Kalenderabgleich "
+                  "mit timum verwendet.",
+        "back_to_timum": "Zurück zu timum",
+        "start_again": "Bitte starten Sie die Verbindung in timum erneut über „Verbinden“.",
+        # error pages
+        "error.title": "Das hat nicht geklappt",
+        "error.link_malformed": "Der Verbindungslink ist unvollständig oder beschädigt.",
+        "error.link_tampered": "Der Verbindungslink ist ungültig. Er wurde verändert oder stammt nicht von timum.",
+        "error.link_expired": "Der Verbindungslink ist abgelaufen. Links gelten nur wenige Minuten.",
+        "error.link_reused": "Dieser Verbindungslink wurde bereits verwendet. Jeder Link funktioniert nur einmal.",
+        "error.link_return_url": "Der Verbindungslink führt zu einer Adresse, die nicht erlaubt ist.",
+        "error.flow_unknown": "Die Anmeldung ist abgelaufen oder wurde bereits abgeschlossen.",
+        "error.state_mismatch": "Die Antwort von Microsoft passt nicht zu dieser Anmeldung. Aus Sicherheitsgründen "
+                                "wurde sie verworfen.",
+        "error.sign_in_failed": "Die Anmeldung bei Microsoft ist fehlgeschlagen.",
+        "error.session_expired": "Ihre Sitzung ist abgelaufen. Aus Sicherheitsgründen gilt sie nur kurze Zeit.",
+        "error.csrf": "Das Formular ist abgelaufen oder stammt nicht von dieser Seite. Bitte laden Sie die Seite "
+                      "neu und versuchen Sie es noch einmal.",
+        "error.busy": "Diese Auswahl wird gerade schon gespeichert. Bitte warten Sie einen Moment.",
+        "error.unavailable": "Ein Dienst ist gerade nicht erreichbar. Bitte versuchen Sie es in einigen Minuten "
+                             "noch einmal.",
+        "error.needs_reconnect": "Die Microsoft-Anmeldung ist nicht mehr gültig.",
+        "error.not_found": "Diese Seite gibt es nicht.",
+        "error.internal": "Ein unerwarteter Fehler ist aufgetreten. Bitte versuchen Sie es später noch einmal.",
+        "error.reference": "Fehlercode: {code}",
+        # admin consent needed
+        "consent.title": "Ihr Microsoft-365-Administrator muss zustimmen",
+        "consent.lead": "Ihre Organisation erlaubt nicht, dass Mitarbeitende Apps selbst Zugriff auf ihren "
+                        "Kalender geben. Deshalb muss einmalig Ihr Microsoft-365-Administrator zustimmen, dass "
+                        "„timum Outlook Sync“ Kalender lesen und Termine eintragen darf.",
+        "consent.steps": "So geht es weiter",
+        "consent.step_forward": "Senden Sie den folgenden Link an Ihren Administrator.",
+        "consent.step_admin": "Ihr Administrator öffnet ihn, meldet sich an und bestätigt den Zugriff für die "
+                              "ganze Organisation.",
+        "consent.step_retry": "Danach verbinden Sie Ihren Kalender in timum einfach noch einmal.",
+        "consent.link_label": "Link für Ihren Administrator",
+        "consent.copy": "Link kopieren",
+        "consent.copied": "Kopiert",
+        "consent.copy_hint": "Klicken Sie in das Feld, markieren Sie den Link und kopieren Sie ihn.",
+        "consent.mail": "Per E-Mail weiterleiten",
+        "consent.mail_subject": "Bitte Zugriff für timum Outlook Sync freigeben",
+        "consent.mail_body": "Hallo,\n\nbitte erlauben Sie der App „timum Outlook Sync“ den Zugriff auf unsere "
+                             "Outlook-Kalender, damit Buchungen aus timum im Kalender erscheinen und belegte Zeiten "
+                             "in timum blockiert werden. Dafür diesen Link öffnen und als Administrator "
+                             "zustimmen:\n\n{url}\n\nVielen Dank!",
+        "consent.i_am_admin": "Ich bin Administrator: jetzt zustimmen",
+        "consent.why": "Warum? Die App bittet nur um Zugriff auf Kalender und Ihr Profil. Ohne Zustimmung Ihres "
+                       "Administrators kann Microsoft die Verbindung nicht herstellen.",
+        "consent.declined": "Die Zustimmung wurde abgelehnt.",
+        # admin consent result
+        "consent_done.title": "Zugriff freigegeben",
+        "consent_done.lead": "Vielen Dank! Die App „timum Outlook Sync“ darf jetzt in Ihrer Organisation auf "
+                             "Kalender zugreifen.",
+        "consent_done.next": "Mitarbeitende können ihren Outlook-Kalender jetzt in timum verbinden. Auch für "
+                             "andere freigegebene Kalender (z. B. Raumkalender) ist der Abgleich nun möglich.",
+        "consent_failed.title": "Zustimmung nicht erteilt",
+        "consent_failed.lead": "Microsoft hat die Zustimmung nicht bestätigt.",
+        "consent_failed.access_denied": "Die Zustimmung wurde abgebrochen oder abgelehnt.",
+        "consent_failed.not_admin": "Nur ein Administrator der Organisation kann diese Zustimmung erteilen.",
+        "consent_failed.unverified": "Wir konnten die Zustimmung bei Microsoft nicht bestätigen. Bitte versuchen "
+                                     "Sie es in einigen Minuten noch einmal.",
+        "consent_failed.retry": "Sie können den Link jederzeit erneut öffnen.",
+        # chooser
+        "chooser.title": "Outlook-Kalender auswählen",
+        "chooser.lead_resource": "Wählen Sie den Outlook-Kalender für „{resource}“. Buchungen aus timum erscheinen "
+                                 "dort, und belegte Zeiten aus Outlook werden in timum blockiert.",
+        "chooser.lead_new": "Wählen Sie einen Outlook-Kalender. Buchungen aus timum erscheinen dort, und belegte "
+                            "Zeiten aus Outlook werden in timum blockiert.",
+        "chooser.signed_in_as": "Angemeldet bei Microsoft als {name}",
+        "chooser.calendar_legend": "Kalender",
+        "chooser.own": "Meine Kalender",
+        "chooser.shared": "Für Sie freigegebene Kalender",
+        "chooser.none_shared": "Keine freigegebenen Kalender gefunden.",
+        "chooser.none": "In diesem Microsoft-Konto wurden keine Kalender gefunden.",
+        "chooser.owner": "von {owner}",
+        "chooser.default": "Standardkalender",
+        "chooser.read_only": "Nur Lesezugriff – kann nicht verbunden werden, weil timum Termine eintragen muss.",
+        "chooser.linked_elsewhere": "Bereits mit einer anderen timum-Ressource verbunden.",
+        "chooser.linked_here": "Aktuell mit dieser Ressource verbunden.",
+        "chooser.linked_here_resource": "Aktuell mit „{resource}“ verbunden.",
+        "chooser.action_legend": "Was soll passieren?",
+        "chooser.action_link": "Mit „{resource}“ verbinden",
+        "chooser.action_link_hint": "Der Kalender wird mit dieser Ressource abgeglichen. Eine bisherige "
+                                    "Verbindung der Ressource wird sauber getrennt.",
+        "chooser.action_create": "Neue Ressource aus dem Kalender anlegen",
+        "chooser.action_create_hint": "timum legt eine neue buchbare Ressource mit dem Namen des Kalenders an und "
+                                      "verbindet sie.",
+        "chooser.cancel": "Abbrechen und zurück zu timum",
+        "chooser.missing_title": "Ein Kalender fehlt?",
+        "chooser.missing": "Kalender anderer Personen (z. B. eines Raums oder einer Kollegin) erscheinen hier nur, "
+                           "wenn sie für Ihr Konto freigegeben sind und Sie die Freigabe in Outlook angenommen "
+                           "haben. Erst dann kann timum über Microsoft darauf zugreifen.",
+        "chooser.choose_first": "Bitte wählen Sie zuerst einen Kalender.",
+        "chooser.calendar_gone": "Dieser Kalender ist nicht mehr verfügbar. Bitte wählen Sie einen anderen.",
+        "chooser.calendar_taken": "Dieser Kalender ist bereits mit einer anderen timum-Ressource verbunden. Jeder "
+                                  "Kalender kann nur mit einer Ressource verbunden werden.",
+        "chooser.calendar_read_only": "Dieser Kalender ist schreibgeschützt und kann nicht verbunden werden.",
+        "chooser.no_resource": "Der Link aus timum nennt keine Ressource. Bitte legen Sie eine neue an.",
+        "chooser.resource_gone": "Die Ressource gibt es in timum nicht mehr.",
+        "chooser.invalid_action": "Bitte wählen Sie eine der angebotenen Aktionen.",
+        "chooser.problem": "Bitte prüfen Sie Ihre Auswahl",
+        "chooser.app_only_note": "Freigegebener Kalender: Dank der Zustimmung Ihres Administrators werden "
+                                 "Änderungen sofort abgeglichen.",
+        "chooser.polling_note": "Freigegebener Kalender: Änderungen in Outlook werden alle paar Minuten "
+                                "abgeglichen.",
+        # link status reasons (sent to timum, shown to the provider)
+        "status.ok": "",
+        "status.needs_reconnect": "Die Anmeldung bei Microsoft ist abgelaufen oder wurde widerrufen. Bitte "
+                                  "verbinden Sie den Kalender erneut.",
+        "status.consent_required": "Microsoft verlangt eine neue Zustimmung. Bitte verbinden Sie den Kalender "
+                                   "erneut.",
+        "status.remote_gone": "Der Outlook-Kalender ist nicht mehr erreichbar (gelöscht oder Freigabe entzogen).",
+        "status.throttled": "Microsoft bremst die Anfragen gerade. Der Abgleich wird automatisch fortgesetzt.",
+        "status.transient": "Microsoft oder timum war vorübergehend nicht erreichbar. Der Abgleich wird "
+                            "automatisch fortgesetzt.",
+        "status.gave_up": "Der Abgleich ist mehrfach fehlgeschlagen. Ein neuer Versuch läuft automatisch.",
+        "status.error": "Der Abgleich ist fehlgeschlagen ({code}). Wir versuchen es weiter.",
+    },
+    "en": {
+        "brand": "timum Outlook connection",
+        "skip_to_content": "Skip to content",
+        "footer": "Your Microsoft sign-in is stored encrypted and used only to sync your calendar with timum.",
+        "back_to_timum": "Back to timum",
+        "start_again": "Please start the connection again in timum with “Connect”.",
+        "error.title": "That did not work",
+        "error.link_malformed": "The connection link is incomplete or damaged.",
+        "error.link_tampered": "The connection link is not valid. It was changed or did not come from timum.",
+        "error.link_expired": "The connection link has expired. Links are valid for a few minutes only.",
+        "error.link_reused": "This connection link has already been used. Each link works only once.",
+        "error.link_return_url": "The connection link points to an address that is not allowed.",
+        "error.flow_unknown": "The sign-in has expired or was already completed.",
+        "error.state_mismatch": "Microsoft's answer does not belong to this sign-in. For your safety it was "
+                                "discarded.",
+        "error.sign_in_failed": "Signing in with Microsoft failed.",
+        "error.session_expired": "Your session has expired. For your safety it is valid for a short time only.",
+        "error.csrf": "The form has expired or did not come from this page. Please reload the page and try again.",
+        "error.busy": "This choice is being saved already. Please wait a moment.",
+        "error.unavailable": "A service is unavailable right now. Please try again in a few minutes.",
+        "error.needs_reconnect": "The Microsoft sign-in is no longer valid.",
+        "error.not_found": "This page does not exist.",
+        "error.internal": "An unexpected error occurred. Please try again later.",
+        "error.reference": "Error code: {code}",
+        "consent.title": "Your Microsoft 365 administrator needs to approve",
+        "consent.lead": "Your organisation does not let staff give apps access to their calendar themselves. "
+                        "Your Microsoft 365 administrator needs to allow “timum Outlook Sync” once to read "
+                        "calendars and add appointments.",
+        "consent.steps": "What happens next",
+        "consent.step_forward": "Send the following link to your administrator.",
+        "consent.step_admin": "Your administrator opens it, signs in and approves access for the whole "
+                              "organisation.",
+        "consent.step_retry": "Then simply connect your calendar in timum again.",
+        "consent.link_label": "Link for your administrator",
+        "consent.copy": "Copy link",
+        "consent.copied": "Copied",
+        "consent.copy_hint": "Click into the field, select the link and copy it.",
+        "consent.mail": "Forward by e-mail",
+        "consent.mail_subject": "Please approve access for timum Outlook Sync",
+        "consent.mail_body": "Hello,\n\nplease allow the app “timum Outlook Sync” to access our Outlook calendars, "
+                             "so that bookings from timum appear in the calendar and busy times are blocked in "
+                             "timum. Open this link and approve as an administrator:\n\n{url}\n\nThank you!",
+        "consent.i_am_admin": "I am an administrator: approve now",
+        "consent.why": "Why? The app asks only for access to calendars and your profile. Without your "
+                       "administrator's approval Microsoft cannot set up the connection.",
+        "consent.declined": "The approval was declined.",
+        "consent_done.title": "Access approved",
+        "consent_done.lead": "Thank you! The app “timum Outlook Sync” may now access calendars in your "
+                             "organisation.",
+        "consent_done.next": "Staff can now connect their Outlook calendar in timum. Syncing shared calendars "
+                             "(for example room calendars) is possible now as well.",
+        "consent_failed.title": "Approval not granted",
+        "consent_failed.lead": "Microsoft did not confirm the approval.",
+        "consent_failed.access_denied": "The approval was cancelled or declined.",
+        "consent_failed.not_admin": "Only an administrator of the organisation can give this approval.",
+        "consent_failed.unverified": "We could not confirm the approval with Microsoft. Please try again in a few "
+                                     "minutes.",
+        "consent_failed.retry": "You can open the link again at any time.",
+        "chooser.title": "Choose an Outlook calendar",
+        "chooser.lead_resource": "Choose the Outlook calendar for “{resource}”. Bookings from timum appear there, "
+                                 "and busy times from Outlook are blocked in timum.",
+        "chooser.lead_new": "Choose an Outlook calendar. Bookings from timum appear there, and busy times from "
+                            "Outlook are blocked in timum.",
+        "chooser.signed_in_as": "Signed in with Microsoft as {name}",
+        "chooser.calendar_legend": "Calendar",
+        "chooser.own": "My calendars",
+        "chooser.shared": "Calendars shared with you",
+        "chooser.none_shared": "No shared calendars found.",
+        "chooser.none": "No calendars were found in this Microsoft account.",
+        "chooser.owner": "by {owner}",
+        "chooser.default": "Default calendar",
+        "chooser.read_only": "Read-only – cannot be connected, because timum needs to add appointments.",
+        "chooser.linked_elsewhere": "Already connected to another timum resource.",
+        "chooser.linked_here": "Currently connected to this resource.",
+        "chooser.linked_here_resource": "Currently connected to “{resource}”.",
+        "chooser.action_legend": "What should happen?",
+        "chooser.action_link": "Connect to “{resource}”",
+        "chooser.action_link_hint": "The calendar is synced with this resource. An earlier connection of the "
+                                    "resource is ended cleanly.",
+        "chooser.action_create": "Create a new resource from the calendar",
+        "chooser.action_create_hint": "timum creates a new bookable resource named after the calendar and connects "
+                                      "it.",
+        "chooser.cancel": "Cancel and return to timum",
+        "chooser.missing_title": "A calendar is missing?",
+        "chooser.missing": "Other people's calendars (for example a room's or a colleague's) appear here only when "
+                           "they are shared with your account and you have accepted the invitation in Outlook. "
+                           "Only then can timum reach them through Microsoft.",
+        "chooser.choose_first": "Please choose a calendar first.",
+        "chooser.calendar_gone": "This calendar is no longer available. Please choose another one.",
+        "chooser.calendar_taken": "This calendar is already connected to another timum resource. Each calendar can "
+                                  "be connected to one resource only.",
+        "chooser.calendar_read_only": "This calendar is read-only and cannot be connected.",
+        "chooser.no_resource": "The link from timum names no resource. Please create a new one.",
+        "chooser.resource_gone": "The resource no longer exists in timum.",
+        "chooser.invalid_action": "Please choose one of the offered actions.",
+        "chooser.problem": "Please check your choice",
+        "chooser.app_only_note": "Shared calendar: thanks to your administrator's approval changes sync "
+                                 "immediately.",
+        "chooser.polling_note": "Shared calendar: changes in Outlook sync every few minutes.",
+        "status.ok": "",
+        "status.needs_reconnect": "The Microsoft sign-in has expired or was revoked. Please connect the calendar "
+                                  "again.",
+        "status.consent_required": "Microsoft asks for consent again. Please connect the calendar again.",
+        "status.remote_gone": "The Outlook calendar can no longer be reached (deleted or no longer shared).",
+        "status.throttled": "Microsoft is slowing requests down right now. Syncing continues automatically.",
+        "status.transient": "Microsoft or timum was unavailable for a moment. Syncing continues automatically.",
+        "status.gave_up": "Syncing failed several times. Another attempt runs automatically.",
+        "status.error": "Syncing failed ({code}). We keep trying.",
+    },
+}
+
+
+def normalize(locale: str | None, default: str = DEFAULT_LOCALE) -> str:
+    """``de``/``en`` from anything like ``en-GB`` or ``DE``; unknown or empty → ``default``."""
+    base = (locale or "").strip().lower().replace("_", "-").split("-", 1)[0]
+    if base in LOCALES:
+        return base
+    return default if default in LOCALES else DEFAULT_LOCALE
+
+
+def negotiate(accept_language: str | None, default: str = DEFAULT_LOCALE) -> str:
+    """Best of our locales for an ``Accept-Language`` header (q-values honoured), else ``default``."""
+    best: tuple[float, int, str] | None = None
+    for index, part in enumerate((accept_language or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        lang = tag.strip().lower().split("-", 1)[0]
+        if lang not in LOCALES or quality <= 0:
+            continue
+        # higher quality wins; among equals the earlier entry
+        candidate = (quality, -index, lang)
+        if best is None or candidate > best:
+            best = candidate
+    return best[2] if best else normalize(default)
+
+
+def message(locale: str, key: str, **values: object) -> str:
+    text = MESSAGES[normalize(locale)][key]
+    return text.format(**values) if values else text
+
+
+def has(key: str) -> bool:
+    return key in MESSAGES[DEFAULT_LOCALE]
+
+
+def translator(locale: str) -> Translator:
+    """A ``_(key, **values)`` function for one locale, for templates and services."""
+    lang = normalize(locale)
+    catalogue: Mapping[str, str] = MESSAGES[lang]
+
+    def _(key: str, **values: object) -> str:
+        text = catalogue[key]
+        return text.format(**values) if values else text
+
+    return _
