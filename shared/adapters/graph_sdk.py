@@ -28,6 +28,7 @@ import asyncio
 import email.utils
 import logging
 import os
+import re
 import ssl
 import time
 import warnings
@@ -300,8 +301,12 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+_URL = re.compile(r"\b(?:https?|wss?)://\S+", re.IGNORECASE)
+
+
 def _clip(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
+    """Graph's message, one line, without URLs (a notification URL may carry a function key)."""
+    text = _URL.sub("<url>", " ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -511,6 +516,7 @@ class GraphSdkAdapter(GraphCalendarPort):
         request_adapter.base_url = self._base_url
         self._client = sdk.GraphServiceClient(request_adapter=request_adapter)
         _touch_builders(self._client)
+        # Per adapter (one per run): a zone the user changes is picked up by the next run.
         self._zones: dict[str, str] = {}
 
     # --- plumbing ----------------------------------------------------------------------------

@@ -281,6 +281,16 @@ async def test_error_text_never_contains_the_token_or_links(adapter: GraphSdkAda
         assert "SECRET-DELTA-TOKEN" not in str(caught.value)
 
 
+async def test_urls_in_graph_messages_are_not_repeated(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
+    notify = "https://svc.example/api/graph/notify?code=FUNCTION-KEY"
+    stub.on("POST", r"/subscriptions$", error(400, "InvalidRequest", f"Validation of {notify} failed."))
+    with pytest.raises(BadRequest) as caught:
+        await adapter.create_subscription(MAILBOX, CAL, notification_url=notify, lifecycle_url="https://svc.example/l",
+                                          client_state="cs", expires_at=END)
+    assert "FUNCTION-KEY" not in str(caught.value)
+    assert "Validation of <url> failed." in str(caught.value)
+
+
 async def test_needs_reconnect_from_the_credential_propagates_unchanged(stub: GraphStub) -> None:
     revoked = NeedsReconnect("refresh token revoked (AADSTS700082)")
     graph = GraphSdkAdapter(StaticCredential(error=revoked), base_url=BASE_URL, verify=True,
