@@ -724,7 +724,7 @@ class IdentityPlatform:
             with self._lock:
                 self._sessions.pop(sid, None)
         target = request.query_params.get("post_logout_redirect_uri")
-        registered = {uri for app in self.directory.apps.values() for uri in app.redirect_uris}
+        registered = {uri for app in list(self.directory.apps.values()) for uri in list(app.redirect_uris)}
         response: Response
         if target and target in registered:
             response = RedirectResponse(target, status_code=302)

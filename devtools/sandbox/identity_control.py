@@ -83,11 +83,12 @@ class _Control:
         live = list(directory.access_tokens.values())
         return {
             "authority_base": self.identity.base,
-            "tenants": [tenant_json(self.identity, t) for t in directory.tenants.values()],
-            "users": [user_json(u) for u in directory.users.values()],
+            # list() copies in one step, so a tenant added meanwhile cannot break the iteration
+            "tenants": [tenant_json(self.identity, t) for t in list(directory.tenants.values())],
+            "users": [user_json(u) for u in list(directory.users.values())],
             # registered redirect URIs are public configuration; the client secret is not shown
             "apps": [{"client_id": a.client_id, "name": a.name, "redirect_uris": list(a.redirect_uris)}
-                     for a in directory.apps.values()],
+                     for a in list(directory.apps.values())],
             "access_tokens": {"total": len(live), "app_only": sum(1 for c in live if c.app_only)},
             "refresh_tokens": {"total": len(directory.refresh_tokens),
                                "revoked": sum(1 for g in list(directory.refresh_tokens.values()) if g.revoked)},

@@ -149,7 +149,7 @@ class Sandbox:
     async def _landing(self, request: Request) -> Response:
         lang = ui.pick_language(request)
         tenants = []
-        for tenant in self.directory.tenants.values():
+        for tenant in list(self.directory.tenants.values()):
             tenants.append({
                 "name": tenant.name, "domain": tenant.domain, "id": tenant.id,
                 "user_consent_allowed": tenant.user_consent_allowed,
