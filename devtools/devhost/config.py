@@ -16,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from devtools import jsonc
+
 
 class DevHostError(Exception):
     """Base of every error the local host raises on purpose."""
@@ -187,7 +189,8 @@ def read_local_settings(path: str | os.PathLike[str]) -> LocalSettings:
     if not file.exists():
         return LocalSettings(values={})
     try:
-        data = json.loads(file.read_text(encoding="utf-8-sig"))
+        # Core Tools reads this file with a lenient parser that allows // and /* */ comments.
+        data = jsonc.loads(file.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{file} is not valid JSON: {exc}") from None
     if not isinstance(data, Mapping):
