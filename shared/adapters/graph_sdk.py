@@ -6,7 +6,7 @@ domain objects, and how every failure becomes one class of ``shared.errors``:
 * ``Prefer: IdType="ImmutableId"`` on every request, so event ids survive moves between folders;
   delta also asks for UTC times and a page size.
 * All-day events come back as midnight dates; they are returned as midnight in the mailbox's
-  time zone (looked up once per mailbox), as ``OutlookEvent`` promises.
+  time zone (looked up once per adapter and mailbox), as ``OutlookEvent`` promises.
 * At most ``max_concurrency`` requests per mailbox are in flight in this process (Graph allows 4
   per app and mailbox), shared by every adapter on the same event loop.
 * Throttling is not waited out here: the SDK's retry handler is switched off and a 429/503
