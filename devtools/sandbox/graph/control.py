@@ -149,8 +149,9 @@ def control_routes(state: GraphState) -> list[BaseRoute]:
         kw = _event_kwargs(body, creating=True)
         if "start" not in kw or "end" not in kw:
             raise BadInput("start and end are required")
-        ids = state.create_event(request.path_params["user"], str(body.get("subject", "")), kw.pop("start"),
-                                 kw.pop("end"), calendar_id=body.get("calendarId"), **kw)
+        subject = str(kw.pop("subject", ""))
+        ids = state.create_event(request.path_params["user"], subject, kw.pop("start"), kw.pop("end"),
+                                 calendar_id=body.get("calendarId"), **kw)
         return JSONResponse(ids_json(ids), 201)
 
     async def event_item(request: Request) -> Any:
