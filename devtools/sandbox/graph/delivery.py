@@ -56,7 +56,10 @@ class Dispatcher:
             loop.call_soon_threadsafe(wake.set)
 
         self.state.wake = wake_up
-        self.state.release_hook = lambda: loop.call_soon_threadsafe(self._release_now)
+        def release() -> None:
+            loop.call_soon_threadsafe(self._release_now)
+
+        self.state.release_hook = release
         self._spawn(self._dispatch_loop())
         self._spawn(self._housekeeping_loop())
         if self.state.outbox:

@@ -166,7 +166,7 @@ class IcsRenderer:
                 vex.add("last-modified", _stamp(override.last_modified))
                 vex.add("sequence", override.version)
                 out.add_component(vex)
-        return out.to_ical()
+        return bytes(out.to_ical())
 
 
 HTML_INSTEAD = """<!DOCTYPE html>

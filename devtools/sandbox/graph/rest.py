@@ -800,8 +800,8 @@ class GraphApi:
         except GraphError as err:
             return graph_json(_error_body(err, request_id, client_request_id), err.status, err.headers)
         except json.JSONDecodeError:
-            err = GraphError(400, "BadRequest", "Invalid batch payload format.")
-            return graph_json(_error_body(err, request_id, client_request_id), 400)
+            bad = GraphError(400, "BadRequest", "Invalid batch payload format.")
+            return graph_json(_error_body(bad, request_id, client_request_id), 400)
         assert self._inner is not None
         outer_auth = request.headers.get("authorization", "")
         done: dict[str, asyncio.Event] = {r["id"].lower(): asyncio.Event() for r in requests}
@@ -836,7 +836,7 @@ class GraphApi:
     def _batch_requests(self, payload: Any) -> list[dict[str, Any]]:
         if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
             raise GraphError(400, "BadRequest", "Invalid batch payload format.")
-        requests = payload["requests"]
+        requests: list[dict[str, Any]] = payload["requests"]
         if len(requests) > 20:
             raise GraphError(400, "BadRequest", "Exceeded maximum number of requests in a JSON batch (20).")
         seen: set[str] = set()

@@ -671,7 +671,8 @@ class GraphState:
                 twin = dict(item)
                 if change_type == "created" and "updated" in sub.change_type.split(","):
                     twin["changeType"] = "updated"
-                self.outbox.append(OutboxItem(sub.notification_url, twin, "change", sub.id, twin["changeType"]))
+                self.outbox.append(OutboxItem(sub.notification_url, twin, "change", sub.id,
+                                              str(twin["changeType"])))
             queued = True
         if queued and self.wake is not None:
             self.wake()

@@ -160,7 +160,7 @@ def graph_client(base_url: str, ca_path: Path, token: str, *, host: str = "127.0
     from msgraph.graph_request_adapter import options as sdk_options
     from msgraph_core import GraphClientFactory
 
-    auth = AzureIdentityAuthenticationProvider(StaticTokenCredential(token),  # type: ignore[arg-type]
+    auth = AzureIdentityAuthenticationProvider(StaticTokenCredential(token),
                                                scopes=["https://graph.microsoft.com/.default"],
                                                allowed_hosts=[host])
     http = GraphClientFactory.create_with_default_middleware(client=httpx.AsyncClient(verify=tls_context(ca_path)),
@@ -264,7 +264,7 @@ class World:
         token, _ = self.env.directory.issue_access_token(
             tenant_id=tenant_id or self.tenant_id, client_id=self.client_id, user_id=user.id if user else None,
             scopes=frozenset(scopes), roles=frozenset(roles), lifetime=lifetime)
-        return token
+        return str(token)
 
     def client(self, token: str) -> tuple[Any, Any]:
         return graph_client(self.env.base_url, self.env.ca_path, token)

@@ -161,9 +161,9 @@ class OutlookUi:
             except (KeyError, ValueError) as exc:
                 if request.method == "GET":
                     return HTMLResponse("<p>Not found</p>", status_code=404)
-                referer = urlsplit(request.headers.get("referer", ""))
-                path = referer.path if referer.netloc == request.url.netloc and referer.path else "/outlook/"
-                return _back(request, path, error=str(exc.args[0]) if exc.args else "error")
+                ref = urlsplit(request.headers.get("referer", ""))
+                back = ref.path if ref.netloc == request.url.netloc and ref.path else "/outlook/"
+                return _back(request, back, error=str(exc.args[0]) if exc.args else "error")
         return run
 
     # --- pages -----------------------------------------------------------------------------
