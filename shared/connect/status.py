@@ -75,6 +75,7 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
         except NotFound:
             current = None
         if current is None:
+            await outbox.delete(pk, "")
             return link  # unlinked meanwhile: nobody to tell
     else:
         raise Conflict("the link kept changing while its health was being set")
