@@ -122,6 +122,10 @@ async def test_validation_failures_and_limits(world: World, receiver: WebhookRec
             await client.subscriptions.post(subscription(receiver, resource, client_state="x" * 129))
         short = await client.subscriptions.post(subscription(receiver, resource, minutes=10))
         assert short.expiration_date_time - datetime.now(UTC) > timedelta(minutes=44)
+        state.behaviour.max_subscriptions_per_mailbox = 1
+        with pytest.raises(ODataError) as err:
+            await client.subscriptions.post(subscription(receiver, resource))
+        assert err.value.response_status_code == 403, "a full mailbox takes no more subscriptions"
     assert not [s for s in state.list_subscriptions() if s.mailbox_id == world.anna.id and s.id != short.id]
 
 

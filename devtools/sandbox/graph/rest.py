@@ -774,11 +774,10 @@ class GraphApi:
         if "notificationUrl" in body and body["notificationUrl"] != sub.notification_url:
             new_url = self._url(body["notificationUrl"], "notificationUrl")
             await self.dispatcher.validate(new_url)
-        if expiration is not None:
-            sub.expiration = expiration
-            sub.reauthorization_sent = False
-        if new_url is not None:
-            sub.notification_url = new_url
+        try:
+            sub = self.state.change_subscription(sub.id, expiration=expiration, notification_url=new_url)
+        except KeyError:
+            raise GraphError(404, "ResourceNotFound", "The object was not found.") from None
         return graph_json(self._sub_body(ctx, sub))
 
     async def reauthorize(self, ctx: Ctx) -> Response:
@@ -786,7 +785,10 @@ class GraphApi:
         granted = ctx.claims.roles if ctx.claims.app_only else ctx.claims.scopes
         if not granted & (APP_READ if ctx.claims.app_only else READ_OWN):
             raise _denied()
-        sub.reauthorization_sent = False
+        try:
+            self.state.change_subscription(sub.id, reauthorized=True)
+        except KeyError:
+            raise GraphError(404, "ResourceNotFound", "The object was not found.") from None
         return Response(status_code=204)
 
     # --- $batch -----------------------------------------------------------------------------------------

@@ -644,6 +644,21 @@ class GraphState:
         with self._lock:
             return self.subscriptions.pop(sub_id, None)
 
+    def change_subscription(self, sub_id: str, *, expiration: datetime | None = None,
+                            notification_url: str | None = None, reauthorized: bool = False) -> Subscription:
+        """Renew (which also reauthorizes), re-point or reauthorize a subscription."""
+        with self._lock:
+            sub = self.subscriptions.get(sub_id)
+            if sub is None:
+                raise KeyError(sub_id)
+            if expiration is not None:
+                sub.expiration = expiration
+            if notification_url is not None:
+                sub.notification_url = notification_url
+            if expiration is not None or reauthorized:
+                sub.reauthorization_sent = False
+            return sub
+
     def list_subscriptions(self) -> list[Subscription]:
         with self._lock:
             return sorted(self.subscriptions.values(), key=lambda s: s.created)
