@@ -286,7 +286,7 @@ async def _sync_link(services: Services, graph: GraphCalendarPort, link: Link, *
     eventmap = EventMapRepository(services.storage)
     status: dict[str, StatusRow] = await eventmap.load(key) if fresh else {}
     seen: set[str] = set()
-    page_link = link.delta_link
+    page_link = "" if fresh else link.delta_link
     if fresh:
         outcome.full_rounds += 1
     while True:

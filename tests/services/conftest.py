@@ -130,6 +130,11 @@ class CrashingTimum(MemoryTimum):
         await super().delete_blocked_slot(provider_id, resource_id, external_id)
         self._maybe_crash()
 
+    def clear_failures(self) -> None:
+        """Drop injected failures that no call consumed."""
+        self._failures.clear()
+        self.crash_after = None
+
 
 @dataclass
 class World:

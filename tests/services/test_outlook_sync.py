@@ -202,6 +202,39 @@ async def test_crash_after_timum_write_replays_without_duplicates(any_world: Wor
     assert set(await w.status_rows()) == {keep}
 
 
+@pytest.mark.parametrize(("where", "after"), [("timum", 0), ("eventmap", 1), ("links", 0)])
+async def test_crash_in_an_incremental_round_then_delete_leaves_no_orphan(world: World, where: str,
+                                                                         after: int) -> None:
+    first = world.add(start=T, end=T + H)
+    await world.sync()
+    assert (await world.link()).delta_link
+    doomed = world.add(start=T + H, end=T + 2 * H)
+    if where == "timum":
+        world.timum.crash_after = after  # after the PUT, before its status row
+    else:
+        world.storage.arm(where, after=after)  # type: ignore[attr-defined]
+    with pytest.raises(SimulatedCrash):
+        await world.sync()
+    world.graph.user_delete(doomed)
+    out = await world.sync()
+    assert out.full_rounds == 0  # the incremental replay, not a resync, cleans up
+    assert set(world.slots()) == {ext(first)}
+    assert set(await world.status_rows()) == {first}
+
+
+async def test_crashed_full_round_is_not_continued_incrementally(world: World) -> None:
+    await world.sync()
+    doomed = world.add(start=T, end=T + H)
+    world.timum.crash_after = 0
+    with pytest.raises(SimulatedCrash):
+        await world.sync(full=True)
+    world.graph.user_delete(doomed)
+    # A plain notification follows: it must not pick up the old delta link the full round replaced.
+    out = await world.sync()
+    assert out.full_rounds == 1
+    assert world.slots() == {} and await world.status_rows() == {}
+
+
 async def test_crash_before_the_delta_link_commit_then_delete_leaves_no_orphan(world: World) -> None:
     storage = world.storage
     assert hasattr(storage, "arm")
