@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.bookings.payload import booking_from_json
 from shared.bookings.plan import (
+    BookingAction,
     CreateEvent,
     DeleteEvent,
     MapState,
@@ -84,6 +85,16 @@ async def write_booking(services: Services, link: Link, booking: Booking) -> Wri
         return WriteOutcome(action.reason.replace(" ", "_"), row.event_id if row else "")
 
     graph = await services.graph.for_link(link)
+    try:
+        return await _apply(graph, maps, link, booking, row, action, draft, digest)
+    finally:
+        # Each port holds an HTTP client (and app-only credentials a session of their own):
+        # an invocation that leaves them open leaks sockets for the life of the worker.
+        await graph.close()
+
+
+async def _apply(graph: GraphCalendarPort, maps: BookingMapRepository, link: Link, booking: Booking,
+                 row: BookingMapRow | None, action: BookingAction, draft: EventDraft, digest: str) -> WriteOutcome:
     if isinstance(action, CreateEvent):
         transaction_id = row.transaction_id if row is not None and row.state is BookingEventState.PENDING \
             and row.transaction_id else action.transaction_id
