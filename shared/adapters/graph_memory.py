@@ -222,6 +222,8 @@ class MemoryGraph(GraphCalendarPort):
         self.lifecycle_notifications: list[dict[str, Any]] = []
         self.requests: Counter[str] = Counter()
         self.max_in_flight = 0
+        #: ``close()`` calls: every port handed out must be closed by its user
+        self.closed = 0
         self.rates = FailureRates()
         #: chance that an incremental round reports an unchanged item again (Graph replays)
         self.replay_rate = 0.0
@@ -505,6 +507,9 @@ class MemoryGraph(GraphCalendarPort):
             return
         self._check_write(self.calendars[event.calendar_id], mailbox_id)
         self._delete(event_id)
+
+    async def close(self) -> None:
+        self.closed += 1
 
     async def find_event_by_booking(self, mailbox_id: str, calendar_id: str, booking_id: str) -> str | None:
         if not booking_id:

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -163,6 +163,17 @@ def _with_retry_after(exc: TransientError) -> TransientError:
     return cls(exc.message, retry_after=DEFAULT_RETRY_AFTER_SECONDS, code=exc.code)
 
 
+@contextlib.asynccontextmanager
+async def graph_session(services: Services, link: Link) -> AsyncIterator[GraphCalendarPort]:
+    """A Graph port for ``link``, closed afterwards: real ports hold an HTTP client (and app-only
+    credentials a session) that would otherwise leak for the life of the worker."""
+    graph = await services.graph.for_link(link)
+    try:
+        yield graph
+    finally:
+        await graph.close()
+
+
 async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) -> SyncOutcome:
     """Bring the link's blocked slots in line with its Outlook calendar. Idempotent; safe to replay."""
     key = message.key
@@ -229,19 +240,10 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
             if stop is not None:
                 raise stop from exc
             raise
-        for _ in range(MAX_ROUNDS_PER_RUN):
-            try:
-                link = await _sync_link(services, graph, link, full=full, outcome=outcome)
-                break
-            except SyncStateExpired:
-                # Graph forgot our delta state (410): start over; reconciliation removes what we
-                # cannot hear about any more.
-                log.warning("delta state expired for link %s; full resync", key)
-                outcome.resynced = True
-                full = True
-        else:
-            raise TransientError("Graph expired the delta state of a fresh round", code="sync_state_loop",
-                                 retry_after=DEFAULT_RETRY_AFTER_SECONDS)
+        try:
+            link = await _rounds(services, graph, link, full=full, outcome=outcome)
+        finally:
+            await graph.close()  # see graph_session
     except _Stop as stop:
         await _record_health(services, link, stop.health, stop.reason, outcome)
         outcome.status = "needs_reconnect" if stop.health is LinkHealth.NEEDS_RECONNECT else "error"
@@ -253,6 +255,21 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
     if link.health is not LinkHealth.OK:
         await _record_health(services, link, LinkHealth.OK, "", outcome)
     return True
+
+
+async def _rounds(services: Services, graph: GraphCalendarPort, link: Link, *, full: bool,
+                  outcome: SyncOutcome) -> Link:
+    for _ in range(MAX_ROUNDS_PER_RUN):
+        try:
+            return await _sync_link(services, graph, link, full=full, outcome=outcome)
+        except SyncStateExpired:
+            # Graph forgot our delta state (410): start over; reconciliation removes what we
+            # cannot hear about any more.
+            log.warning("delta state expired for link %s; full resync", link.key)
+            outcome.resynced = True
+            full = True
+    raise TransientError("Graph expired the delta state of a fresh round", code="sync_state_loop",
+                         retry_after=DEFAULT_RETRY_AFTER_SECONDS)
 
 
 async def _record_health(services: Services, link: Link, health: LinkHealth, reason: str,

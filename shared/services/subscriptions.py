@@ -16,11 +16,12 @@ Everything here is idempotent: admin messages may be delivered twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.context import Services
@@ -41,8 +42,8 @@ from shared.errors import (
 from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
-from shared.repos.sync_state import BookingMapRepository, EventMapRepository, for_each
-from shared.services.outlook_sync import HealthChange
+from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
+from shared.services.outlook_sync import HealthChange, graph_session
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,18 @@ async def _drop(graph: GraphCalendarPort | None, index: SubscriptionIndex, subsc
         log.warning("could not delete old subscription: %s", exc.code)
 
 
-async def ensure_subscription(services: Services, link: Link, *, force: bool = False) -> Link:
+@contextlib.asynccontextmanager
+async def _session(services: Services, link: Link, graph: GraphCalendarPort | None) -> AsyncIterator[GraphCalendarPort]:
+    """The caller's port if it has one, else a new one closed afterwards."""
+    if graph is not None:
+        yield graph
+        return
+    async with graph_session(services, link) as opened:
+        yield opened
+
+
+async def ensure_subscription(services: Services, link: Link, *, force: bool = False,
+                              graph: GraphCalendarPort | None = None) -> Link:
     """Give ``link`` a live subscription, or switch it to polling if Graph refuses one.
 
     ``force`` replaces an existing subscription (it was removed, or its renewal failed).
@@ -117,7 +129,11 @@ async def ensure_subscription(services: Services, link: Link, *, force: bool = F
     if (not force and link.sync_mode is SyncMode.PUSH and link.subscription_id
             and link.subscription_expires_at is not None and link.subscription_expires_at > now + KEEP_MARGIN):
         return link
-    graph = await services.graph.for_link(link)
+    async with _session(services, link, graph) as port:
+        return await _subscribe(services, port, link, now)
+
+
+async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, now: datetime) -> Link:
     index = SubscriptionIndex(services.storage)
     client_state = secrets.token_urlsafe(32)
     try:
@@ -210,8 +226,12 @@ async def renew_expiring(services: Services, within: timedelta = timedelta(hours
 
 
 async def _renew_one(services: Services, link: Link, report: RenewReport) -> None:
+    async with graph_session(services, link) as graph:
+        await _renew_with(services, graph, link, report)
+
+
+async def _renew_with(services: Services, graph: GraphCalendarPort, link: Link, report: RenewReport) -> None:
     if link.subscription_id:
-        graph = await services.graph.for_link(link)
         try:
             info = await graph.renew_subscription(link.subscription_id, services.clock() + _lifetime(services))
         except (RemoteGone, NotFound, BadRequest, AuthError) as exc:
@@ -230,13 +250,13 @@ async def _renew_one(services: Services, link: Link, report: RenewReport) -> Non
             await _save(services, link, extend)
             report.renewed += 1
             return
-    await resubscribe(services, link)
+    await resubscribe(services, link, graph=graph)
     report.recreated += 1
 
 
-async def resubscribe(services: Services, link: Link) -> Link:
+async def resubscribe(services: Services, link: Link, *, graph: GraphCalendarPort | None = None) -> Link:
     """Replace the subscription and resync fully: notifications may have been lost meanwhile."""
-    saved = await ensure_subscription(services, link, force=True)
+    saved = await ensure_subscription(services, link, force=True, graph=graph)
     await _enqueue_sync(services, saved.key, SyncReason.RESYNC, full=True)
     return saved
 
@@ -247,7 +267,11 @@ async def reauthorize(services: Services, link: Link, subscription_id: str) -> L
         return link  # a stale subscription's lifecycle event; the current one is fine
     if not link.subscription_id:
         return await resubscribe(services, link)
-    graph = await services.graph.for_link(link)
+    async with graph_session(services, link) as graph:
+        return await _reauthorize_with(services, graph, link)
+
+
+async def _reauthorize_with(services: Services, graph: GraphCalendarPort, link: Link) -> Link:
     try:
         await graph.reauthorize_subscription(link.subscription_id)
         return link
@@ -257,7 +281,7 @@ async def reauthorize(services: Services, link: Link, subscription_id: str) -> L
         info = await graph.renew_subscription(link.subscription_id, services.clock() + _lifetime(services))
     except (RemoteGone, NotFound, BadRequest) as exc:
         log.info("renewal failed (%s); recreating", exc.code)
-        return await resubscribe(services, link)
+        return await resubscribe(services, link, graph=graph)
     sub_id = link.subscription_id
 
     def extend(current: Link) -> bool:
@@ -363,16 +387,27 @@ async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "
     Graph steps use the snapshot the unlink kept (``TeardownStore``); without one, or without
     a usable token, they are skipped (the subscription expires by itself within 3 days).
     """
-    from shared.connect.teardown import TeardownStore, finish
+    from shared.connect.teardown import TeardownStore
 
     snapshot = await TeardownStore(services.storage).get(key, subscription_id)
-    current = await LinkRepository(services.storage).get(key)
     graph: GraphCalendarPort | None = None
     if snapshot is not None and snapshot.mode is not LinkMode.ICS:
         try:
             graph = await services.graph.for_link(snapshot)
         except (AuthError, RemoteGone, NotFound) as exc:
             log.warning("teardown of %s without Graph access: %s", key, exc.code)
+    try:
+        return await _teardown_with(services, graph, snapshot, key, subscription_id, delete_outlook_events)
+    finally:
+        if graph is not None:
+            await graph.close()
+
+
+async def _teardown_with(services: Services, graph: GraphCalendarPort | None, snapshot: Link | None, key: LinkKey,
+                         subscription_id: str, delete_outlook_events: bool) -> str:
+    from shared.connect.teardown import finish
+
+    current = await LinkRepository(services.storage).get(key)
     index = SubscriptionIndex(services.storage)
     sub_id = subscription_id or (snapshot.subscription_id if snapshot is not None else "")
     if current is not None and sub_id and sub_id == current.subscription_id:
@@ -388,25 +423,33 @@ async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "
                              retry_after=LEASE_RETRY_SECONDS)
     try:
         removed = await _remove_slots(services, key)
-        deleted_events = 0
         bookings = BookingMapRepository(services.storage)
+        deleted_events = 0
         if delete_outlook_events and graph is not None and snapshot is not None:
-            rows = [row for row in await bookings.list(key) if row.event_id]
-            mailbox = snapshot.mailbox_id
-
-            async def delete_event(event_id: str) -> None:
-                assert graph is not None
-                await graph.delete_event(mailbox, event_id)
-
-            await for_each(delete_event, [row.event_id for row in rows])
-            deleted_events = len(rows)
+            deleted_events = await _delete_our_events(graph, snapshot.mailbox_id, await bookings.list(key))
         await EventMapRepository(services.storage).clear(key)
         await bookings.clear(key)
     finally:
-        while await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
-            pass
+        for _ in range(3):  # a dirty mark keeps the lease once; the next release lets go
+            if not await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
+                break
     await finish(services, key, subscription_id)
     return f"removed {removed} slots, {deleted_events} events"
+
+
+async def _delete_our_events(graph: GraphCalendarPort, mailbox_id: str, rows: list[BookingMapRow]) -> int:
+    event_ids = [row.event_id for row in rows if row.event_id]
+
+    async def delete(event_id: str) -> None:
+        await graph.delete_event(mailbox_id, event_id)
+
+    try:
+        await for_each(delete, event_ids)
+    except AuthError as exc:
+        # The token went away meanwhile: the events stay in Outlook; slots and state still go.
+        log.warning("could not delete our Outlook events: %s", exc.code)
+        return 0
+    return len(event_ids)
 
 
 async def _remove_slots(services: Services, key: LinkKey) -> int:

@@ -330,6 +330,7 @@ async def test_throttling_surfaces_retry_after_and_changes_nothing(world: World)
     assert not link.delta_link and link.health is LinkHealth.OK
     # The lease was let go: the retry runs at once.
     assert (await world.sync()).status == "ok" and len(world.slots()) == 1
+    assert world.graph.closed == world.provider.handed_out == 3  # closed after failures too
 
 
 async def test_timum_throttling_mid_page_keeps_the_delta_link(world: World) -> None:

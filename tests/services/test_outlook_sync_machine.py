@@ -279,6 +279,7 @@ class OutlookSyncMachine(RuleBasedStateMachine):
         assert (again.status, again.upserts, again.deletes) == ("ok", 0, 0)
         assert self.w.timum.writes() == writes, "a sync without changes wrote to timum"
         self._check_converged()
+        assert self.w.graph.closed == self.w.provider.handed_out, "a Graph port was left open"
 
     def _check_converged(self) -> None:
         window = sync_window(self.w.clock(), past_days=1, future_days=365)

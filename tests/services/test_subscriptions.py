@@ -139,6 +139,7 @@ async def test_renewal_failures_are_deferred_or_reported(world: World) -> None:
     # Links that need a reconnect are left alone until they are reconnected.
     report = await renew_expiring(world.services)
     assert (report.renewed, report.deferred, report.health_changes) == (0, 0, [])
+    assert world.graph.closed == world.provider.handed_out
 
 
 async def test_lifecycle_events(world: World) -> None:
@@ -160,6 +161,7 @@ async def test_lifecycle_events(world: World) -> None:
     fresh = await world.link()
     assert fresh.subscription_id != link.subscription_id and fresh.subscription_id in world.graph.subscriptions
     assert await index.get(link.subscription_id) is None
+    assert world.graph.closed == world.provider.handed_out
     assert [SyncMessage.parse(m).full for m in queued(world, SYNC_QUEUE)] == [True]
     # The old subscription's late events change nothing.
     assert await handle_lifecycle(world.services, "subscriptionRemoved", record) == "ignored"
@@ -225,6 +227,7 @@ async def test_teardown_after_unlink_removes_every_trace(world: World) -> None:
     # Delivered twice: nothing left to do, nothing fails.
     again = await handle_admin_message(world.services, messages[0])
     assert again.result.startswith("removed 0 slots")
+    assert world.graph.closed == world.provider.handed_out
 
 
 async def test_teardown_keeps_outlook_events_unless_asked(world: World) -> None:
