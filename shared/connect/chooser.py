@@ -228,11 +228,14 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
     await repo.claim_calendar(fresh)
     existing = await repo.get(fresh.key)
     link = fresh
+    tell_timum = True
     if existing is not None:
         same_calendar = (existing.tenant_id, existing.mailbox_id.lower(), existing.calendar_id) == (
             fresh.tenant_id, fresh.mailbox_id.lower(), fresh.calendar_id)
         if same_calendar and existing.mode is fresh.mode and existing.account_id == fresh.account_id:
             # A reconnect: keep subscription and delta state, refresh what the user may have renamed.
+            # timum already knows a healthy link (the sign-in revived it), so only news is sent.
+            tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
             link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
                            time_zone=fresh.time_zone, health=LinkHealth.OK)
         else:
@@ -241,6 +244,8 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
     link = await repo.save(link)
     await services.storage.queue(LINK_ADMIN_QUEUE).send(
         AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
+    if not tell_timum:
+        return link
     from shared.connect.status import announce
 
     try:

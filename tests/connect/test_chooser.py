@@ -252,3 +252,22 @@ async def test_missing_session_or_revoked_sign_in(world: MemoryWorld) -> None:
     world.graph.fail_next(NeedsReconnect("revoked"))
     response = await handle_calendars(world.services, _get(sid))
     assert response.status_code == 400
+
+
+async def test_reconnecting_the_same_calendar_keeps_the_sync_state(world: MemoryWorld) -> None:
+    sid = await open_session(world.services)
+    form = {"csrf": _csrf(world, sid), "calendar": _key(world, "cal-room1"), "action": "link"}
+    assert (await handle_calendars(world.services, _post(sid, form))).status_code == 303
+    repo = LinkRepository(world.storage)
+    link = await repo.require(LinkKey("prov-1", "res-1"))
+    link.subscription_id, link.delta_link = "sub-1", "https://graph/delta?token=1"
+    link = await repo.save(link)
+    _admin_messages(world)
+
+    again = await open_session(world.services)
+    form = {"csrf": _csrf(world, again), "calendar": _key(world, "cal-room1"), "action": "link"}
+    assert (await handle_calendars(world.services, _post(again, form))).status_code == 303
+    kept = await repo.require(LinkKey("prov-1", "res-1"))
+    assert (kept.subscription_id, kept.delta_link, kept.calendar_id) == ("sub-1", link.delta_link, "cal-room1")
+    assert _admin_messages(world) == [AdminMessage(link="prov-1|res-1", action=AdminAction.SETUP)]
+    assert len(world.timum.status_webhooks) == 1     # nothing new to tell timum
