@@ -140,29 +140,29 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(a
   }
 }
 
-resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for def in alertDefs: {
-  name: 'alert-${def.name}-${resourceToken}'
+resource rules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for alert in alertDefs: {
+  name: 'alert-${alert.name}-${resourceToken}'
   location: location
   tags: tags
   properties: {
-    displayName: 'timum sync: ${def.name}'
-    description: def.description
-    severity: def.severity
+    displayName: 'timum sync: ${alert.name}'
+    description: alert.description
+    severity: alert.severity
     enabled: true
     scopes: [
       appInsightsId
     ]
-    evaluationFrequency: def.frequency
-    windowSize: def.window
+    evaluationFrequency: alert.frequency
+    windowSize: alert.window
     autoMitigate: true
     criteria: {
       allOf: [
         {
-          query: def.query
-          timeAggregation: def.aggregation
-          metricMeasureColumn: def.column
+          query: alert.query
+          timeAggregation: alert.aggregation
+          metricMeasureColumn: alert.column
           operator: 'GreaterThan'
-          threshold: def.threshold
+          threshold: alert.threshold
           failingPeriods: {
             numberOfEvaluationPeriods: 1
             minFailingPeriodsToAlert: 1

@@ -320,3 +320,13 @@ def test_deploy_guide_names_every_key_vault_secret() -> None:
     guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     for name in SECRET_SETTING_NAMES - {"AzureWebJobsStorage"}:
         assert secret_name(name) in guide, f"docs/deploy.md does not say how to set {secret_name(name)}"
+
+
+def test_scaling_guide_states_the_template_defaults() -> None:
+    guide = (ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    params = template("main")["parameters"]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([\d,]+) \|", guide, re.MULTILINE))
+    knobs = ("maximumInstanceCount", "instanceMemoryMB", "httpPerInstanceConcurrency", "alwaysReadyHttpInstances")
+    for knob in knobs:
+        assert knob in rows, f"docs/scaling.md does not list {knob}"
+        assert int(rows[knob].replace(",", "")) == params[knob]["default"], knob
