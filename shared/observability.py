@@ -143,7 +143,8 @@ def _build_rules() -> tuple[_Rule, ...]:
         rule(r"(/api/ics/)[^/?#\s\"'<>]+", r"\1" + REDACTED),
         rule(r"\b((?:https?|webcal)://[^/\s\"'<>]+)/owa/calendar/" + _URL_END, r"\1/owa/calendar/" + REDACTED),
         rule(r"\b((?:https?|webcal)://[^/\s\"'<>]+)/calendar/ical/" + _URL_END, r"\1/calendar/ical/" + REDACTED),
-        rule(r"\b((?:https?|webcal)://[^/\s\"'<>]+)/[^\s\"'<>]*?\.ics\b" + _URL_END, r"\1/" + REDACTED),
+        # Bounded, so that a long run of URL-like text cannot make this scan quadratic.
+        rule(r"\b((?:https?|webcal)://[^/\s\"'<>]{1,255})/[^\s\"'<>]{0,512}?\.ics\b" + _URL_END, r"\1/" + REDACTED),
         rule(r"([?&;](?:" + _QUERY_KEYS + r")=)" + _FRESH + r"[^&#\s\"'<>]+", r"\1" + REDACTED),
         # Headers.
         rule(r"(\bauthorization[\"']?\s*[:=]\s*[\"']?)" + _FRESH + r"[^\"'\s,}][^\"'\r\n,}]*", r"\1" + REDACTED),
