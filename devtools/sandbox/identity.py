@@ -62,9 +62,9 @@ KNOWN_DELEGATED = (
     "User.ReadBasic.All", "Place.Read.All",
 )
 #: what the app registration lists as required: ``/.default`` means these
-CONFIGURED_DELEGATED = ("Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "User.Read")
+CONFIGURED_DELEGATED = ("Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "MailboxSettings.Read", "User.Read")
 #: application permissions (roles) an admin grants with admin consent
-APPLICATION_ROLES = frozenset({"Calendars.ReadWrite"})
+APPLICATION_ROLES = frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 TENANT_ALIASES = ("common", "organizations")
 PROMPTS = ("login", "none", "consent", "select_account", "create")

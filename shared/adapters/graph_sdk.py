@@ -73,6 +73,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Time zone assumed when a mailbox's settings cannot be read (timum's home market).
+FALLBACK_TIME_ZONE = "Europe/Berlin"
+
 T = TypeVar("T")
 
 #: A Retry-After up to this many seconds is waited out once inside the call; longer ones surface
@@ -604,8 +607,17 @@ class GraphSdkAdapter(GraphCalendarPort):
         cached = self._zones.get(mailbox_id.lower())
         if cached is not None:
             return cached
-        settings = await self._call(mailbox_id, "read mailbox settings",
-                                    lambda: self._user(mailbox_id).mailbox_settings.get(self._config()))
+        try:
+            settings = await self._call(mailbox_id, "read mailbox settings",
+                                        lambda: self._user(mailbox_id).mailbox_settings.get(self._config()))
+        except AuthError as exc:
+            if exc.code != "graph_forbidden":
+                raise  # 401: the token itself is bad, which a fallback would only hide
+            # A delegated token may not read *another* user's settings (shared calendars), and an
+            # older consent may lack MailboxSettings.Read: fall back rather than fail the link.
+            log.warning("mailbox settings not readable; assuming %s", FALLBACK_TIME_ZONE)
+            self._zones[mailbox_id.lower()] = FALLBACK_TIME_ZONE
+            return FALLBACK_TIME_ZONE
         reported = str(getattr(settings, "time_zone", "") or "")
         zone = timezones.to_iana(reported) if reported else None
         if zone is None:

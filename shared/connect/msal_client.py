@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 #: Delegated permissions we ask for. MSAL adds openid, profile and offline_access itself and
 #: refuses them when passed explicitly.
-DELEGATED_SCOPES: tuple[str, ...] = ("User.Read", "Calendars.ReadWrite", "Calendars.ReadWrite.Shared")
+# MailboxSettings.Read (user-consentable, read-only) gives the mailbox time zone, which all-day
+# events and booking times need; without it /mailboxSettings answers 403.
+DELEGATED_SCOPES: tuple[str, ...] = ("User.Read", "Calendars.ReadWrite", "Calendars.ReadWrite.Shared",
+                                     "MailboxSettings.Read")
 #: Application permissions come from the app registration; client credentials ask for .default.
 GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 

@@ -45,7 +45,8 @@ async def booking_poison(msg: func.QueueMessage) -> None:
     except BadRequest:
         log.error("unreadable poison message on %s", BOOKING_QUEUE)
         return
-    booking = data.get("booking") if isinstance(data.get("booking"), dict) else {}
+    raw = data.get("booking")
+    booking: dict[str, object] = raw if isinstance(raw, dict) else {}
     link = data.get("replay_link") or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}"
     if isinstance(link, str) and link.count("|") == 1 and not link.startswith("|") and not link.endswith("|"):
         await record_link_error(link, "gave_up", f"{BOOKING_QUEUE}: a booking change failed repeatedly; "

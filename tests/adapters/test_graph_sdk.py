@@ -242,12 +242,19 @@ async def test_a_second_short_throttle_is_not_retried_again(adapter: GraphSdkAda
 async def test_status_codes_map_to_the_error_tree(adapter: GraphSdkAdapter, stub: GraphStub,
                                                   response: httpx.Response, expected: type[SyncError],
                                                   code: str) -> None:
-    stub.on("GET", r"/mailboxSettings$", response)
+    stub.on("GET", r"/me$", response)
     with pytest.raises(expected) as caught:
-        await adapter.mailbox_time_zone(MAILBOX)
+        await adapter.me()
     assert caught.value.code == code
     assert not isinstance(caught.value, Throttled) or expected is Throttled
     assert len(stub.requests) == 1
+
+
+async def test_unreadable_mailbox_settings_fall_back_to_berlin(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
+    stub.on("GET", r"/mailboxSettings$", error(403, "ErrorAccessDenied"))
+    assert await adapter.mailbox_time_zone(MAILBOX) == "Europe/Berlin"
+    assert await adapter.mailbox_time_zone(MAILBOX) == "Europe/Berlin"
+    assert len(stub.requests) == 1  # remembered for the run
 
 
 @pytest.mark.parametrize(("failure", "code"), [

@@ -456,7 +456,7 @@ def test_admin_consent_enables_app_tokens_sync_and_aio(sandbox: RunningSandbox, 
     sync_credential.close()
     claims = sandbox.directory.verify_access_token(token.token)
     assert claims.app_only and claims.tenant_id == tenant.id
-    assert claims.roles == frozenset({"Calendars.ReadWrite"})
+    assert claims.roles == frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
 
 
 async def test_app_token_with_azure_identity_aio(sandbox: RunningSandbox, tenant_factory: TenantFactory) -> None:
@@ -478,7 +478,7 @@ async def test_app_token_with_azure_identity_aio(sandbox: RunningSandbox, tenant
     async with credential() as after:
         token = await after.get_token(GRAPH_DEFAULT)
     claims = sandbox.directory.verify_access_token(token.token)
-    assert claims.app_only and claims.roles == frozenset({"Calendars.ReadWrite"})
+    assert claims.app_only and claims.roles == frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
     assert token.expires_on > 0
 
     sandbox.identity.set_admin_consent(tenant.id, False)
