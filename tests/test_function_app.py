@@ -27,6 +27,8 @@ EXPECTED_HTTP = {
     "provider_link_delete": ("providers/{provider}/links/{resource}", {"DELETE"}, "function"),
     "provider_link_resync": ("providers/{provider}/links/{resource}/resync", {"POST"}, "function"),
     "provider_settings": ("providers/{provider}/settings", {"GET", "PUT"}, "function"),
+    "provider_ics_feed": ("providers/{provider}/links/{resource}/ics-feed", {"POST", "DELETE"}, "function"),
+    "provider_ics_import": ("providers/{provider}/links/{resource}/ics-import", {"POST"}, "function"),
 }
 EXPECTED_QUEUES = {
     "sync_worker": "link-sync",

@@ -23,6 +23,7 @@ from shared.http.responses import (
     json_response,
     read_body,
     read_form,
+    read_json,
     redirect,
     render_page,
 )
@@ -237,12 +238,23 @@ async def handle_links_api(services: Services, req: func.HttpRequest, operation:
         if operation == "resync":
             await links_api.resync(services, provider, resource)
             return json_response({"status": "queued"}, status=202)
+        if operation in ("issue_feed", "revoke_feed", "ics_import"):
+            from shared.ics import api as ics_api
+
+            if operation == "issue_feed":
+                data = read_json(req) if body.strip() else None
+                return json_response(await ics_api.issue_feed(services, provider, resource, data), status=201)
+            if operation == "revoke_feed":
+                found = await ics_api.revoke_feed(services, provider, resource)
+                if not found:
+                    return json_response({"status": "none"}, status=404)
+                return func.HttpResponse(status_code=204, headers={"Cache-Control": "no-store"})
+            link = await ics_api.set_ics_import(services, provider, resource, read_json(req))
+            return json_response(links_api.link_json(link), status=201)
         if operation == "get_settings":
             return json_response(await links_api.get_settings(services, provider))
         if req.method.upper() != "PUT":  # pragma: no cover - the routes admit no other method
             raise SyncError("unsupported method")
-        from shared.http.responses import read_json
-
         data = read_json(req)
         return json_response(await links_api.put_settings(services, provider, data))
     except SyncError as exc:
@@ -274,3 +286,15 @@ async def provider_link_resync(req: func.HttpRequest) -> func.HttpResponse:
 async def provider_settings(req: func.HttpRequest) -> func.HttpResponse:
     return await handle_links_api(_services(), req,
                                   "get_settings" if req.method.upper() == "GET" else "put_settings")
+
+
+@bp.route(route="providers/{provider}/links/{resource}/ics-feed", methods=["POST", "DELETE"],
+          auth_level=func.AuthLevel.FUNCTION)
+async def provider_ics_feed(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req, "issue_feed" if req.method.upper() == "POST" else "revoke_feed")
+
+
+@bp.route(route="providers/{provider}/links/{resource}/ics-import", methods=["POST"],
+          auth_level=func.AuthLevel.FUNCTION)
+async def provider_ics_import(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_links_api(_services(), req, "ics_import")
