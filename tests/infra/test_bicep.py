@@ -330,3 +330,12 @@ def test_scaling_guide_states_the_template_defaults() -> None:
     for knob in knobs:
         assert knob in rows, f"docs/scaling.md does not list {knob}"
         assert int(rows[knob].replace(",", "")) == params[knob]["default"], knob
+
+
+def test_deploy_guide_lists_every_delegated_permission_the_app_requests() -> None:
+    from shared.connect.msal_client import DELEGATED_SCOPES
+
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    delegated = guide.split("**Delegated**", 1)[1].split("**Application**", 1)[0]
+    for scope in ("offline_access", *DELEGATED_SCOPES):
+        assert f"`{scope}`" in delegated, f"docs/deploy.md does not tell operators to add {scope}"
