@@ -211,6 +211,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 problems.append(f"{spec.name}: missing — {spec.help}")
                 continue
             raw = spec.default or ""
+        if raw.strip().startswith("@Microsoft.KeyVault("):
+            # App Service hands the reference through verbatim when it cannot resolve it (missing
+            # role, wrong secret name): treating that text as the secret would fail much later.
+            problems.append(f"{spec.name}: the Key Vault reference was not resolved — check the app's identity "
+                            "has 'Key Vault Secrets User' and the secret exists")
+            continue
         try:
             values[spec.name.lower()] = _PARSERS[spec.kind](raw.strip())
         except ValueError as exc:

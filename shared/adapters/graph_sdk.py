@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
+from shared import observability as _observability
 from shared.adapters import timezones
 from shared.adapters.graph_constants import (
     BOOKING_PROPERTY_ID,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 log = logging.getLogger(__name__)
+metrics = _observability.metrics
 
 #: Time zone assumed when a mailbox's settings cannot be read (timum's home market).
 FALLBACK_TIME_ZONE = "Europe/Berlin"
@@ -540,12 +542,18 @@ class GraphSdkAdapter(GraphCalendarPort):
             cause: BaseException | None = None
             async with gate:
                 try:
-                    return await op()
+                    result = await op()
                 except BaseException as exc:  # noqa: BLE001 - translated or re-raised below
                     failure = translate_error(exc, action)
                     if failure is None:
                         raise
                     cause = exc
+                else:
+                    metrics.increment("graph_requests", operation=action, outcome="ok")
+                    return result
+            metrics.increment("graph_requests", operation=action, outcome=failure.code)
+            if isinstance(failure, Throttled):
+                metrics.increment("graph_throttled", operation=action)
             short = (isinstance(failure, Throttled) and failure.retry_after is not None
                      and failure.retry_after <= SHORT_RETRY_SECONDS)
             if attempt == 0 and short:

@@ -148,8 +148,12 @@ def admin_consent_url(settings: Settings, tenant: str, state: str) -> str:
 
 async def _consent_page(services: Services, context: ConnectContext, *, description: str,
                         declined: bool) -> ConsentPage:
+    from shared.observability import metrics
+
     settings = services.settings
     tenant = consent_tenant(settings, description)
+    # Operators watch this: a tenant that keeps refusing needs its admin to act.
+    metrics.increment("consent_errors", declined=declined)
     state = secrets.token_urlsafe(24)
     await AuthFlowStore(services.storage, cipher_for(settings)).put(
         state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),

@@ -17,12 +17,17 @@ async def booking_worker(msg: func.QueueMessage) -> None:
     from shared.bookings.service import apply_booking_message
     from shared.errors import BadRequest, Throttled
     from shared.jobs.common import message_json, requeue_delay
+    from shared.observability import bind, metrics
     from shared.wiring import get_services
 
     try:
         data = message_json(msg)
         services = get_services()
-        outcome = await apply_booking_message(services, data)
+        raw = data.get("booking")
+        booking: dict[str, object] = raw if isinstance(raw, dict) else {}
+        link = str(data.get("replay_link") or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}")
+        with bind(link=link, booking=str(booking.get("id", "")), dequeue=msg.dequeue_count or 1):
+            outcome = await apply_booking_message(services, data)
     except BadRequest as exc:
         log.error("dropped a malformed booking message: %s", exc.message)
         return
@@ -32,6 +37,9 @@ async def booking_worker(msg: func.QueueMessage) -> None:
         log.warning("throttled; booking change re-queued in %.1f s", delay)
         return
     log.info("booking change applied: %s", outcome.result)
+    received = data.get("received_at")
+    if isinstance(received, int | float) and outcome.result in ("created", "updated", "recreated", "deleted"):
+        metrics.record("booking_to_event_lag_ms", (services.clock().timestamp() - received) * 1000)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=f"{BOOKING_QUEUE}-poison", connection="AzureWebJobsStorage")
@@ -45,6 +53,9 @@ async def booking_poison(msg: func.QueueMessage) -> None:
     except BadRequest:
         log.error("unreadable poison message on %s", BOOKING_QUEUE)
         return
+    from shared.observability import metrics
+
+    metrics.increment("poison_messages", queue=BOOKING_QUEUE)
     raw = data.get("booking")
     booking: dict[str, object] = raw if isinstance(raw, dict) else {}
     link = data.get("replay_link") or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}"

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkMode, SyncMode
-from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
+from shared.messages import ALL_QUEUES, SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 
 
@@ -27,13 +27,22 @@ def due_reason(link: Link, now: datetime, polling_interval: timedelta) -> SyncRe
 
 
 async def enqueue_due_syncs(services: Services) -> int:
+    """Enqueue the links that are due; also report the gauges operators alert on."""
+    from shared.observability import metrics
+
     now = services.clock()
     interval = timedelta(minutes=services.settings.polling_interval_minutes)
     queue = services.storage.queue(SYNC_QUEUE)
     sent = 0
+    reconnect = 0
     for link in await LinkRepository(services.storage).list_all():
+        reconnect += link.health is LinkHealth.NEEDS_RECONNECT
         reason = due_reason(link, now, interval)
         if reason is not None:
             await queue.send(SyncMessage(str(link.key), reason, observed_at=now.timestamp()).to_json())
             sent += 1
+    metrics.record("links_needing_reconnect", reconnect)
+    for name in ALL_QUEUES:
+        for full in (name, f"{name}-poison"):
+            metrics.record("queue_depth", await services.storage.queue(full).peek_count(), queue=full)
     return sent

@@ -25,19 +25,28 @@ async def _handle(msg: func.QueueMessage, queue: str, run: str) -> None:
     except BadRequest:
         log.error("dropped a malformed message from %s", queue)
         return
+    from shared.observability import bind, metrics
+
     services = get_services()
     try:
-        if run == "sync":
-            from shared.messages import SyncMessage
-            from shared.services.outlook_sync import run_sync
+        with bind(link=str(data.get("link", "")), queue=queue, dequeue=msg.dequeue_count or 1):
+            if run == "sync":
+                from shared.messages import SyncMessage, SyncReason
+                from shared.services.outlook_sync import run_sync
 
-            outcome = await run_sync(services, SyncMessage.parse(data), worker_id=_WORKER_ID)
-            log.info("sync done: %s", outcome)
-        else:
-            from shared.messages import AdminMessage
-            from shared.services.subscriptions import handle_admin_message
+                message = SyncMessage.parse(data)
+                outcome = await run_sync(services, message, worker_id=_WORKER_ID)
+                log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,
+                         outcome.pages, outcome.upserts, outcome.deletes, outcome.graph_requests)
+                if (message.reason is SyncReason.NOTIFICATION and message.observed_at
+                        and outcome.upserts + outcome.deletes > 0):
+                    lag_ms = (services.clock().timestamp() - message.observed_at) * 1000
+                    metrics.record("notification_to_block_lag_ms", lag_ms)
+            else:
+                from shared.messages import AdminMessage
+                from shared.services.subscriptions import handle_admin_message
 
-            await handle_admin_message(services, AdminMessage.parse(data))
+                await handle_admin_message(services, AdminMessage.parse(data))
     except BadRequest as exc:
         log.error("dropped a message from %s: %s", queue, exc.message)
     except Throttled as exc:
@@ -65,6 +74,9 @@ async def _poisoned(msg: func.QueueMessage, queue: str) -> None:
     except BadRequest:
         log.error("unreadable poison message on %s", queue)
         return
+    from shared.observability import metrics
+
+    metrics.increment("poison_messages", queue=queue)
     link = str(data.get("link", ""))
     if "|" in link:
         await record_link_error(link, "gave_up", f"{queue}: failed {msg.dequeue_count or 5} times; a resync retries")
@@ -84,10 +96,15 @@ async def link_admin_poison(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(schedule="0 */30 * * * *", arg_name="timer", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
     """Renew subscriptions expiring within 24 h (they live ≤ 4,230 min, so each renews ~daily)."""
+    from shared.observability import metrics
     from shared.services.subscriptions import renew_expiring
     from shared.wiring import get_services
 
-    await renew_expiring(get_services())
+    report = await renew_expiring(get_services())
+    if report.failed:
+        metrics.increment("subscription_renewal_failures", report.failed, reason="renewal")
+    log.info("subscriptions: renewed=%d recreated=%d deferred=%d failed=%d", report.renewed, report.recreated,
+             report.deferred, report.failed)
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)

@@ -47,6 +47,8 @@ def test_blueprint_routes_and_auth_levels() -> None:
         "provider_link_delete": ("providers/{provider}/links/{resource}", ["DELETE"], "function"),
         "provider_link_resync": ("providers/{provider}/links/{resource}/resync", ["POST"], "function"),
         "provider_settings": ("providers/{provider}/settings", ["GET", "PUT"], "function"),
+        "provider_ics_feed": ("providers/{provider}/links/{resource}/ics-feed", ["DELETE", "POST"], "function"),
+        "provider_ics_import": ("providers/{provider}/links/{resource}/ics-import", ["POST"], "function"),
     }
 
 
