@@ -73,12 +73,6 @@ async def set_ics_import(services: Services, provider_id: str, resource_id: str,
     link.ics_etag = ""
     link.ics_last_modified = ""
     link = await repo.save(link)
-    await services.storage.queue(ICS_QUEUE).send(SyncMessage(str(key), SyncReason.SETUP, full=True).to_json())
+    # The delta worker runs ICS links too (same lease, planner and writes); see outlook_sync.
+    await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), SyncReason.SETUP, full=True).to_json())
     return link
-
-
-#: ICS imports run on their own queue: they fetch from the internet, not from Graph, and must not
-#: hold up (or be held up by) Graph delta runs.
-ICS_QUEUE = "ics-import"
-
-__all__ = ["ICS_QUEUE", "SYNC_QUEUE", "issue_feed", "revoke_feed", "set_ics_import"]

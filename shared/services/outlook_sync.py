@@ -32,7 +32,8 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from datetime import datetime
+from typing import Protocol, TypeVar
 
 from shared.context import Services
 from shared.core.outlook_plan import (
@@ -51,7 +52,7 @@ from shared.core.outlook_plan import (
     settle_pending,
 )
 from shared.core.window import SyncWindow, sync_window, window_changed
-from shared.domain import Link, LinkHealth, LinkKey, LinkMode
+from shared.domain import DeltaPage, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -225,8 +226,7 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
         outcome.status = "no_link"
         return False
     if link.mode is LinkMode.ICS:
-        outcome.status = "ics"
-        return False
+        return await _run_ics_once(services, link, outcome=outcome)
     if link.health is LinkHealth.NEEDS_RECONNECT and not full:
         # Without a usable token every run would fail the same way; the reconnect flow sets the
         # health back to OK and asks for a full sync.
@@ -257,6 +257,62 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
     return True
 
 
+async def _run_ics_once(services: Services, link: Link, *, outcome: SyncOutcome) -> bool:
+    """An ICS-import link: fetch the published calendar (conditional GET) and, when it changed or
+    the window slid, run a fresh round over the snapshot — same planner, writes, reconciliation."""
+    from shared.ics.source import ICS_ROUND, IcsSnapshotSource
+
+    settings = services.settings
+    window = sync_window(services.clock(), past_days=settings.sync_window_past_days,
+                         future_days=settings.sync_window_future_days)
+    source = IcsSnapshotSource(link, settings)
+    try:
+        try:
+            settled = link.delta_link == ICS_ROUND and not window_changed(link.window_start, link.window_end, window)
+            await source.fetch(conditional=settled)
+            if not source.not_modified:
+                link = await _sync_link(services, source, link, full=True, outcome=outcome)
+        except (RemoteGone, NotFound) as exc:
+            raise _Stop(LinkHealth.ERROR, _reason(exc, "ics_gone")) from exc
+        except BadRequest as exc:
+            # Unsafe address, not a calendar, too large: the provider must fix the link.
+            raise _Stop(LinkHealth.ERROR, _reason(exc)) from exc
+    except _Stop as stop:
+        await _record_health(services, link, stop.health, stop.reason, outcome)
+        outcome.status = "error"
+        return False
+    except TransientError as exc:
+        if exc.retry_after is None:
+            raise _with_retry_after(exc) from exc
+        raise
+    link = await _save_ics_state(services, link, source)
+    if link.health is not LinkHealth.OK:
+        await _record_health(services, link, LinkHealth.OK, "", outcome)
+    outcome.status = "ok"
+    return True
+
+
+async def _save_ics_state(services: Services, link: Link, source: object) -> Link:
+    """Remember the validators and the skipped count of this fetch (ETag-checked)."""
+    from shared.ics.source import IcsSnapshotSource
+
+    assert isinstance(source, IcsSnapshotSource) and source.fetched is not None
+    repo = LinkRepository(services.storage)
+    current: Link | None = link
+    for _ in range(_LINK_SAVE_ATTEMPTS):
+        if current is None:
+            return link
+        if source.fetched.status == 200:
+            current.ics_etag, current.ics_last_modified = source.fetched.etag, source.fetched.last_modified
+            current.ics_skipped = source.skipped
+        current.last_sync_at = services.clock()
+        try:
+            return await repo.save(current)
+        except Conflict:
+            current = await repo.get(link.key)
+    raise Conflict("the link kept changing while its ICS state was being saved")
+
+
 async def _rounds(services: Services, graph: GraphCalendarPort, link: Link, *, full: bool,
                   outcome: SyncOutcome) -> Link:
     for _ in range(MAX_ROUNDS_PER_RUN):
@@ -284,7 +340,14 @@ async def _record_health(services: Services, link: Link, health: LinkHealth, rea
         outcome.reasons.append(reason)
 
 
-async def _sync_link(services: Services, graph: GraphCalendarPort, link: Link, *, full: bool,
+class DeltaSource(Protocol):
+    """What a round reads pages from: a Graph port, or a published calendar (``IcsSnapshotSource``)."""
+
+    async def delta(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime,
+                    link: str = "", page_size: int = 100) -> DeltaPage: ...
+
+
+async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full: bool,
                      outcome: SyncOutcome) -> Link:
     """One delta round and its commit; returns the saved link."""
     settings = services.settings

@@ -15,6 +15,7 @@ from shared.domain import Link, LinkKey, LinkMode
 from shared.errors import BadRequest, Conflict
 from shared.ics import api
 from shared.ics.tokens import FeedTokens
+from shared.messages import SYNC_QUEUE
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryStorage
 from tests.bookings.test_webhook import settings as make_settings
@@ -61,7 +62,7 @@ async def test_ics_import_link_stores_the_url_encrypted() -> None:
     assert "s3cr3tPart" not in stored.ics_url_encrypted
     cipher = Cipher(svc.settings.token_encryption_keys)
     assert cipher.decrypt_str(stored.ics_url_encrypted, aad="p|r") == url
-    queued = svc.storage.queue(api.ICS_QUEUE).drain()  # type: ignore[attr-defined]
+    queued = svc.storage.queue(SYNC_QUEUE).drain()  # type: ignore[attr-defined]
     assert [json.loads(m)["link"] for m in queued] == ["p|r"]
 
 
