@@ -395,7 +395,9 @@ async def test_links_that_do_not_sync(world: World) -> None:
     link = await world.link()
     link.mode = LinkMode.ICS
     await repo.save(link)
-    assert (await world.sync()).status == "ics"
+    # An ICS link runs through the ICS source, never Graph; without an address it is an error.
+    assert (await world.sync()).status == "error"
+    assert (await repo.require(KEY)).last_error.startswith("ics_missing")
     assert world.graph.request_count == 0
 
 
