@@ -1,7 +1,12 @@
 """The event writer: apply the newest known state of a booking to the linked Outlook calendar.
 
-Always applies the *stored* newest version (not the message's), so two messages for one
-booking racing in one batch both converge on the same result. Every Graph write is
+Always applies the *stored* newest version (not the message's), and one invocation at a time
+per booking: messages of one booking arrive in the same batch (duplicates, reordered
+webhooks) and would otherwise race — a create deduplicated by its transactionId keeps the
+content of whichever POST came first, and a PATCH with older content can land last while the
+booking map records the newer one. An invocation that finds the booking's lease held only
+marks it dirty; the holder then applies the stored newest version once more (the same scheme
+as the delta worker's link lease). Every Graph write is
 idempotent: creates carry a transactionId (a retried POST yields the same event), and the
 booking-map row is written PENDING before the create, ACTIVE after — a crash in between
 replays into the same event. Events written here are in the booking map, which the
@@ -13,11 +18,14 @@ If the user deleted our event in Outlook, the next change of that booking re-cre
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from shared.bookings.payload import booking_from_json
+from shared.bookings.payload import booking_from_json, booking_to_json
 from shared.bookings.plan import (
     BookingAction,
     CreateEvent,
@@ -33,11 +41,17 @@ from shared.bookings.store import BookingStore
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone
+from shared.messages import BOOKING_QUEUE
 from shared.ports import GraphCalendarPort
-from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
 
 log = logging.getLogger(__name__)
+
+#: Runs of one invocation while other messages of the booking keep marking its lease dirty.
+MAX_RUNS_PER_INVOCATION = 5
+#: A writer that died holding a booking's lease blocks it this long; its retry comes later anyway.
+LEASE_TTL = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -158,18 +172,19 @@ async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOut
     return outcome
 
 
-async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
-    """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
-    if "replay_link" in data:
-        return await replay_link_bookings(services, LinkKey.parse(str(data["replay_link"])))
-    try:
-        incoming = booking_from_json(data["booking"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc
-    store = BookingStore(services.storage)
-    await store.upsert_if_newer(incoming)
-    stored = await store.get(incoming.provider_id, incoming.resource_id, incoming.id)
-    booking = stored.booking if stored is not None else incoming
+def _lease_key(provider_id: str, booking_id: str) -> LinkKey:
+    # In the leases table next to the links' own ("provider|resource"); a booking's key has a
+    # third part, so the two never meet. By booking, not resource: a booking may change resource.
+    return LinkKey(provider_id, f"booking|{booking_id}")
+
+
+async def _apply_stored(services: Services, provider_id: str, resource_id: str, booking_id: str,
+                        fallback: Booking | None = None) -> WriteOutcome:
+    """Write the newest stored version of one booking to its link's calendar."""
+    stored = await BookingStore(services.storage).get(provider_id, resource_id, booking_id)
+    booking = stored.booking if stored is not None else fallback
+    if booking is None:
+        return WriteOutcome("unknown_booking")
     link = await _usable_link(services, LinkKey(booking.provider_id, booking.resource_id))
     if link is None:
         # Recorded in the store (the ICS feed serves it); nothing to write to Outlook.
@@ -179,17 +194,64 @@ async def apply_booking_message(services: Services, data: dict[str, Any]) -> Wri
     return await _guarded(services, link, booking)
 
 
+async def _serialized(services: Services, provider_id: str, resource_id: str, booking_id: str,
+                      fallback: Booking | None = None) -> WriteOutcome:
+    """``_apply_stored`` under the booking's lease; ``coalesced`` when another invocation holds it
+    (that one runs again and applies what was stored meanwhile)."""
+    leases = LeaseRepository(services.storage, ttl=LEASE_TTL)
+    key = _lease_key(provider_id, booking_id)
+    owner = uuid.uuid4().hex  # per invocation: two invocations of one process must exclude each other
+    if not await leases.acquire(key, owner, now=services.clock()):
+        return WriteOutcome("coalesced")
+    try:
+        for _ in range(MAX_RUNS_PER_INVOCATION):
+            outcome = await _apply_stored(services, provider_id, resource_id, booking_id, fallback)
+            if not await leases.release(key, owner, now=services.clock()):
+                return outcome
+        # Still dirty after the cap: hand the rest to a fresh message rather than run on.
+        stored = await BookingStore(services.storage).get(provider_id, resource_id, booking_id)
+        if stored is not None:
+            await services.storage.queue(BOOKING_QUEUE).send({"booking": booking_to_json(stored.booking)})
+        await _let_go(services, leases, key, owner)
+        return outcome
+    except BaseException:
+        # The host retries this message, and that run applies the stored newest version, which
+        # covers the invocations that gave way to this one; it must not wait for the lease's TTL.
+        with contextlib.suppress(Exception):
+            await _let_go(services, leases, key, owner)
+        raise
+
+
+async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, owner: str) -> None:
+    # release() keeps a dirty lease once; the second call lets go.
+    for _ in range(3):
+        if not await leases.release(key, owner, now=services.clock()):
+            return
+
+
+async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
+    """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
+    if "replay_link" in data:
+        return await replay_link_bookings(services, LinkKey.parse(str(data["replay_link"])))
+    try:
+        incoming = booking_from_json(data["booking"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc
+    # Stored before the lease is tried: a holder that sees our dirty mark finds this version.
+    await BookingStore(services.storage).upsert_if_newer(incoming)
+    return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
+
+
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
     """Write every stored booking of a resource (after linking or reconnecting). Idempotent."""
-    link = await _usable_link(services, key)
-    if link is None:
+    if await _usable_link(services, key) is None:
         return WriteOutcome("no_link")
     written = 0
     for stored in await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id):
-        outcome = await _guarded(services, link, stored.booking)
+        # Each booking under its lease, like its webhook messages: they may arrive meanwhile.
+        outcome = await _serialized(services, key.provider_id, key.resource_id, stored.booking.id)
         if outcome.result in ("needs_reconnect", "link_error"):
             return outcome
         written += outcome.result in ("created", "updated", "recreated", "deleted")
-        link = await _usable_link(services, key) or link
     return WriteOutcome(f"replayed:{written}")
 
