@@ -75,6 +75,9 @@ class Reply:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    #: Content-Length the function declared; honoured only for HEAD with an empty body, where it
+    #: states the size a GET would send (RFC 9110 9.3.2), as the real host passes it on
+    declared_length: int | None = None
 
 
 def _plain(status: int, text: str = "", headers: Iterable[tuple[str, str]] = ()) -> Reply:
@@ -91,8 +94,11 @@ def to_reply(value: Any) -> Reply:
         raise TypeError(f"an HTTP function must return func.HttpResponse or str, not {type(value).__name__}")
     headers: list[tuple[str, str]] = []
     has_type = False
+    declared: int | None = None
     for name, header_value in value.headers.items():
         lowered = name.lower()
+        if lowered == "content-length" and str(header_value).strip().isdigit():
+            declared = int(str(header_value).strip())
         if lowered in ("content-length", "transfer-encoding"):
             continue  # framing is the server's business; a wrong value would corrupt the reply
         has_type = has_type or lowered == "content-type"
@@ -101,7 +107,7 @@ def to_reply(value: Any) -> Reply:
         mimetype = value.mimetype
         headers.append(("content-type", f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/")
                         else mimetype))
-    return Reply(int(value.status_code), headers, value.get_body() or b"")
+    return Reply(int(value.status_code), headers, value.get_body() or b"", declared)
 
 
 def _header_bytes(value: str) -> bytes:
@@ -270,8 +276,12 @@ class HttpFrontend:
         return _plain(404, "Not Found")
 
     async def _send(self, send: Send, scope: Scope, reply: Reply) -> None:
-        body = b"" if scope.get("method") == "HEAD" else reply.body
+        head = scope.get("method") == "HEAD"
+        body = b"" if head else reply.body
+        length = len(reply.body)
+        if head and not reply.body and reply.declared_length is not None:
+            length = reply.declared_length
         headers = [(k.lower().encode("latin-1"), _header_bytes(v)) for k, v in reply.headers]
-        headers.append((b"content-length", str(len(reply.body)).encode()))
+        headers.append((b"content-length", str(length).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
