@@ -394,7 +394,8 @@ class Stack:
             return
         self._stopped = True
         errors: list[BaseException] = []
-        for step in (self.host.stop, self._close_harness, self.sandbox.stop, self.azurite.stop):
+        for step in (self._close_app_clients, self.host.stop, self._close_harness, self.sandbox.stop,
+                     self.azurite.stop):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest, report the first
@@ -405,6 +406,21 @@ class Stack:
         _one_stack.release()
         if errors:
             raise StackError("the stack did not stop cleanly") from errors[0]
+
+    def _close_app_clients(self) -> None:
+        """Close the clients the functions cached (``shared.wiring``) on the host's loop, while it
+        still runs: dropped unclosed, they would report themselves whenever the garbage collector
+        meets them — in the middle of whatever runs in this process next."""
+        from shared import wiring
+
+        async def close() -> None:
+            services = wiring.get_services()
+            closer = getattr(services.timum, "close", None)
+            if closer is not None:
+                await closer()
+            await services.storage.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self.host.loop).result(15)
 
     def _close_harness(self) -> None:
         async def close() -> None:
