@@ -394,8 +394,7 @@ class Stack:
             return
         self._stopped = True
         errors: list[BaseException] = []
-        for step in (self._close_app_clients, self.host.stop, self._close_harness, self.sandbox.stop,
-                     self.azurite.stop):
+        for step in (self.host.stop, self._close_harness, self.sandbox.stop, self.azurite.stop):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest, report the first
@@ -406,21 +405,6 @@ class Stack:
         _one_stack.release()
         if errors:
             raise StackError("the stack did not stop cleanly") from errors[0]
-
-    def _close_app_clients(self) -> None:
-        """Close the clients the functions cached (``shared.wiring``) on the host's loop, while it
-        still runs: dropped unclosed, they would report themselves whenever the garbage collector
-        meets them — in the middle of whatever runs in this process next."""
-        from shared import wiring
-
-        async def close() -> None:
-            services = wiring.get_services()
-            closer = getattr(services.timum, "close", None)
-            if closer is not None:
-                await closer()
-            await services.storage.close()
-
-        asyncio.run_coroutine_threadsafe(close(), self.host.loop).result(15)
 
     def _close_harness(self) -> None:
         async def close() -> None:
@@ -449,6 +433,19 @@ def _restore_env(saved: Mapping[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+async def _close_app_clients() -> None:
+    """Close the clients the functions cached (``shared.wiring``), on the host's loop after it
+    drained: dropped unclosed, they would report themselves whenever the garbage collector meets
+    them — in the middle of whatever runs in this process next."""
+    from shared import wiring
+
+    services = wiring.get_services()
+    closer = getattr(services.timum, "close", None)
+    if closer is not None:
+        await closer()
+    await services.storage.close()
 
 
 def _reset_app_caches() -> None:
@@ -523,7 +520,7 @@ def start_stack(*, seed_demo: bool = True, extra_env: Mapping[str, str] | None =
         from devtools.devhost import run_in_thread
 
         host = run_in_thread(app, port=port, host_json=str(host_json or ROOT / "host.json"),
-                             function_directory=str(ROOT))
+                             function_directory=str(ROOT), after_stop=_close_app_clients)
         started.append(host.stop)
 
         from shared.storage.azure import AzureStorage

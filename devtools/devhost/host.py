@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Coroutine, Generator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -337,10 +337,13 @@ class HostHandle:
         self.stop()
 
 
-def run_in_thread(app: func.FunctionApp | str, *, start_timeout: float = 30.0, **kwargs: Any) -> HostHandle:
+def run_in_thread(app: func.FunctionApp | str, *, start_timeout: float = 30.0,
+                  after_stop: Callable[[], Awaitable[None]] | None = None, **kwargs: Any) -> HostHandle:
     """Start a DevHost in a new thread with its own event loop; returns once it serves.
 
-    Configuration errors are raised here, in the caller's thread.
+    Configuration errors are raised here, in the caller's thread. ``after_stop`` runs on the host's
+    loop once the host has stopped and drained its invocations, before the loop ends — the place
+    to close clients the functions cached on that loop.
     """
     host = DevHost(app, **kwargs)
     ready = threading.Event()
@@ -358,7 +361,11 @@ def run_in_thread(app: func.FunctionApp | str, *, start_timeout: float = 30.0, *
             return
         ready.set()
         await stop_event.wait()
-        await host.stop()
+        try:
+            await host.stop()
+        finally:
+            if after_stop is not None:
+                await after_stop()
 
     def target() -> None:
         try:

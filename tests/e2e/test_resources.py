@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,7 +24,7 @@ class _Collect(logging.Handler):
 
 
 @pytest.fixture
-def asyncio_errors() -> list[str]:
+def asyncio_errors() -> Iterator[list[str]]:
     handler = _Collect()
     logger = logging.getLogger("asyncio")
     gc.collect()  # what earlier tests left behind is not this test's business
