@@ -15,6 +15,7 @@ import httpx
 
 from devtools.sandbox.timum.state import Slot
 from devtools.stack import Stack
+from shared.adapters.graph_constants import BOOKING_PROPERTY_ID
 from shared.domain import ProviderSettings, TitlePrivacy, slot_external_id
 from shared.repos.links import ProviderSettingsRepository
 from tests.e2e.conftest import (
@@ -189,42 +190,57 @@ def test_duplicated_and_reordered_notifications_give_one_slot_each(stack: Stack,
     assert set(by_id(slots(stack, names))) == set(wanted)
 
 
+def _booking_event_in(stack: Stack, calendar_id: str, booking_id: str) -> bool:
+    tag = BOOKING_PROPERTY_ID.lower()
+    return any(e.ext_props.get(tag, ("", ""))[1] == booking_id for e in stack.graph.calendar_events(calendar_id))
+
+
 def _has_exactly(wanted: set[str], found: list[Slot]) -> bool:
     return set(by_id(found)) == wanted
 
 
 def test_throttling_storm_and_mailbox_concurrency(stack: Stack, names: Names) -> None:
-    """Three calendars of one mailbox change at once while Graph and timum answer 429 now and
-    then; Graph also allows only four concurrent requests per mailbox. Everything arrives."""
+    """Four calendars of one mailbox change at once and bookings of their resources arrive, while
+    Graph and timum answer 429 now and then and Graph answers slowly: more work than Graph's four
+    concurrent requests per mailbox allow. Everything arrives, and the service keeps to the four."""
     owner = fresh_user(stack, name="Storm")
+    count = 4
     links = [stack.link_app_only(owner.mail, f"{names.calendar} {i}", names.provider, f"{names.resource}-{i}")
-             for i in range(3)]
-    graph_429 = stack.graph.add_fault("429", path=re.escape(owner.mail) + ".*/delta", rate=0.5, count=6,
-                                      retry_after=1.0)
+             for i in range(count)]
+    mailbox = re.escape(owner.mail)
+    graph_429 = stack.graph.add_fault("429", path=mailbox + ".*/delta", rate=0.5, count=6, retry_after=1.0)
+    # Slow answers keep requests in flight long enough to overlap.
+    stack.graph.add_fault("slow", path=mailbox, delay=0.3)
     timum_api_before = len(stack.timum.api_calls())
     stack.timum.inject_fault(429, rate=0.4, count=6, retry_after=1, path_contains="/blocked-slots/")
     seq = stack.request_seq()
     began = time.monotonic()
     expected: dict[str, set[str]] = {}
+    bookings: list[tuple[str, str]] = []
     for i, linked in enumerate(links):
         key = Names(names.provider, f"{names.resource}-{i}", "").key
         expected[key.resource_id] = set()
-        for n in range(8):
+        for n in range(6):
             ids = stack.graph.create_event(owner.id, f"Termin {i}/{n}", berlin(8 + n, 8 + i), berlin(8 + n, 9 + i),
                                            calendar_id=linked.calendar_id)
             expected[key.resource_id].add(slot_external_id(key, ids.immutable_id))
+        booking = stack.timum.make_booking(names.provider, key.resource_id, berlin(20, 8 + i), force=True)
+        bookings.append((linked.calendar_id, booking.id))
 
     for resource, wanted in expected.items():
         target = Names(names.provider, resource, "")
         wait_slots(stack, target, functools.partial(_has_exactly, wanted), what=f"storm {resource[-2:]}",
                    started=began, timeout=90)
+    for calendar_id, booking_id in bookings:
+        stack.wait_for(functools.partial(_booking_event_in, stack, calendar_id, booking_id), 60,
+                       what="storm booking event")
     graph_throttled = [e for e in stack.graph_requests(since_seq=seq, mailbox=owner.mail) if e.status == 429]
     timum_throttled = [c for c in stack.timum.api_calls()[timum_api_before:] if c[2] == 429]
     over_limit = len(graph_throttled) - graph_429.hits
     LOG.info("storm: %d Graph 429s (%d injected, %d over the mailbox's concurrency), %d timum 429s",
              len(graph_throttled), graph_429.hits, over_limit, len(timum_throttled))
     assert graph_429.hits > 0 and timum_throttled, "the storm did not happen"
-    # Three links of one mailbox syncing at once still keep to Graph's four concurrent requests.
+    # However much work is queued for one mailbox, the service keeps to Graph's four at a time.
     assert over_limit == 0
 
 
