@@ -51,10 +51,10 @@ def _assert_needs_reconnect_without_hot_loop(stack: Stack, names: Names, linked:
 
     mailbox = owner.mail
     graph_calls = [e for e in stack.graph_requests(since_seq=seq) if (e.mailbox or "").lower() == mailbox.lower()]
-    # App-only token requests name the tenant in their path (delegated ones go to the sign-in
-    # authority and cannot be told apart; the Graph calls above cover those links).
+    # App-only token requests name the tenant in their path; delegated ones go to the sign-in
+    # authority ("organizations"), which only this module's delegated link uses.
     token_calls = [e for e in stack.sandbox.requests.entries(service="identity", since_seq=seq)
-                   if "/token" in e.path and owner.tenant_id in e.path]
+                   if "/token" in e.path and (owner.tenant_id in e.path or "/organizations/" in e.path)]
     LOG.info("after needs_reconnect: %d Graph and %d token requests in %.0f s", len(graph_calls), len(token_calls),
              OBSERVATION_SECONDS)
     assert graph_calls == []
