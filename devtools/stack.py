@@ -16,6 +16,11 @@ synchronous callers — pytest tests, benchmark scripts — can read and write s
 app's own repositories with ``stack.run(coro)``. Helpers link resources the way the connect flow
 does (``link_app_only``) or by walking the connect flow itself (``link_delegated``), and wait for
 conditions with a deadline (``wait_for``), re-checking whenever a function invocation finished.
+
+    with running_stack(seed_demo=False) as stack:
+        linked = stack.link_app_only(user_mail, "Raum 1", "prov-1", "res-1")
+        stack.graph.create_event(linked.user.id, "Termin", start, end, calendar_id=linked.calendar_id)
+        stack.wait_timum(lambda s: len(s.list_slots("prov-1", "res-1")) == 1)
 """
 
 from __future__ import annotations
