@@ -1,0 +1,169 @@
+"""Scenario 4: how fast the Graph notification webhook answers at 100, 500 and 1,000 notifications/s.
+
+The webhook runs in its own host process (``bench.webhook_app``: the Graph blueprint alone, as
+Flex Consumption runs HTTP triggers on their own instances, apart from the workers), on Azurite.
+The load comes from another process (``bench.loadgen``): one notification per POST, each for one
+of 50 valid subscriptions with its right clientState, at a fixed rate (open loop; latency counted
+from when each request was due). Every accepted POST enqueues a ``link-sync`` message; the queue
+is emptied between levels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.report import ROOT, Figure, Target
+from bench.scenarios import Context, Output
+from bench.subhost import SubprocessHost, cpu_seconds
+from bench.world import bench_stack, gather_bounded
+
+if TYPE_CHECKING:
+    from devtools.stack import Stack
+
+RATES = (100, 500, 1000)
+P99_TARGET_MS = 50.0
+TARGET_RATE = 500
+SUBSCRIPTIONS = 50
+
+
+def _bodies(stack: Stack, count: int) -> list[str]:
+    from shared.domain import LinkKey
+    from shared.repos.links import SubscriptionIndex
+
+    index = SubscriptionIndex(stack.storage)
+    subs = [(str(uuid.uuid4()), secrets.token_urlsafe(32), LinkKey("load", f"r{i:03d}")) for i in range(count)]
+
+    async def put() -> None:
+        await gather_bounded([functools.partial(index.put, sub_id, key, state) for sub_id, state, key in subs])
+
+    stack.run(put())
+    bodies = []
+    for sub_id, state, _ in subs:
+        ext = "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A" + secrets.token_urlsafe(24)
+        bodies.append(json.dumps({"value": [{
+            "subscriptionId": sub_id, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+            "changeType": "updated", "resource": f"Users/load/Events/{ext}", "clientState": state,
+            "tenantId": str(uuid.uuid4()),
+            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": f"Users/load/Events/{ext}",
+                             "@odata.etag": 'W/"DwAAABYAAAA"', "id": ext}}]}))
+    return bodies
+
+
+def _clear_queue(stack: Stack) -> None:
+    from azure.storage.queue import QueueClient
+
+    from shared.messages import SYNC_QUEUE
+
+    client = QueueClient.from_connection_string(stack.azurite.connection_string, SYNC_QUEUE)
+    try:
+        client.clear_messages()
+    finally:
+        client.close()
+
+
+def _load(url: str, bodies_file: Path, rate: float, duration: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.loadgen", "--url", url, "--bodies", str(bodies_file),
+                          "--rate", str(rate), "--duration", str(duration)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=duration + 120, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+async def _raw_sends(stack: Stack, count: int = 1000, concurrency: int = 64) -> tuple[float, float]:
+    """(sends per second, CPU ms per send) of the storage SDK's queue send from one process."""
+    import asyncio
+
+    queue = stack.storage.queue("bench-raw-sends")
+    await queue.send({"warm": True})
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await queue.send({"link": "load|r000", "reason": "notification"})
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return count / (time.perf_counter() - wall), (time.process_time() - cpu) / count * 1000
+
+
+def run_scenario(ctx: Context) -> Output:
+    duration = 3.0 if ctx.quick else 10.0
+    p50s = {r: Figure("4", f"p50 ack at {r}/s", "ms") for r in RATES}
+    p99s = {r: Figure("4", f"p99 ack at {r}/s", "ms",
+                      target=Target("<=", P99_TARGET_MS) if r == TARGET_RATE else None) for r in RATES}
+    achieved = {r: Figure("4", f"achieved rate at {r}/s", "req/s") for r in RATES}
+    details: dict[int, list[dict[str, Any]]] = {r: [] for r in RATES}
+    stack = bench_stack()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
+    host: SubprocessHost | None = None
+    raw_rate = raw_cpu = float("nan")
+    try:
+        # The in-process host would also work the queue the load fills; the measured instance is alone.
+        stack.host.stop()
+        from devtools.azurite import free_port
+
+        host = SubprocessHost(app="bench.webhook_app", env=stack.env, port=free_port(), workdir=workdir).start()
+        bodies_file = workdir / "bodies.json"
+        bodies_file.write_text(json.dumps(_bodies(stack, SUBSCRIPTIONS)), encoding="utf-8")
+        url = f"{host.base_url}/api/graph/notifications"
+        _load(url, bodies_file, 50, 2.0)  # warm-up: imports, storage clients, subscription cache
+        _clear_queue(stack)
+        raw_rate, raw_cpu = stack.run(_raw_sends(stack, 300 if ctx.quick else 1000))
+        ctx.log(f"storage SDK alone: {raw_rate:.0f} queue sends/s, {raw_cpu:.2f} ms CPU each")
+        for run in range(ctx.runs):
+            for rate in RATES:
+                cpu_before, wall_before = cpu_seconds(host.pid), time.monotonic()
+                result = _load(url, bodies_file, rate, duration)
+                cpu = (cpu_seconds(host.pid) - cpu_before) / max(1e-9, time.monotonic() - wall_before)
+                result["host_cpu"] = cpu
+                accepted = result["statuses"].get("202", 0)
+                result["queued"] = stack.queue_depth("link-sync")
+                _clear_queue(stack)
+                details[rate].append(result)
+                p50s[rate].samples.append(result["p50_ms"])
+                p99s[rate].samples.append(result["p99_ms"])
+                achieved[rate].samples.append(result["achieved_rate"])
+                ctx.log(f"run {run + 1}, {rate}/s: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                        f"{accepted}/{result['requests']} accepted, errors {result['errors']}, "
+                        f"host CPU {cpu:.0%}")
+    finally:
+        if host is not None:
+            host.stop()
+        stack.stop()
+    figures: list[Figure] = []
+    for rate in RATES:
+        runs = details[rate]
+        statuses: dict[str, int] = {}
+        for r in runs:
+            for k, v in r["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        cpu = sum(r["host_cpu"] for r in runs) / max(1, len(runs))
+        method = (f"{duration:.0f} s at {rate} POST/s per run, one notification each; statuses over all runs "
+                  f"{statuses}, connection errors {sum(r['errors'] for r in runs)}; the host process used "
+                  f"{cpu:.0%} of a core on average")
+        p50s[rate].method = method
+        p99s[rate].method = method
+        p99s[rate].miss_reason = (
+            f"One webhook process accepted at most {max(r['achieved_rate'] for r in runs):.0f} POST/s here, so "
+            f"at {rate}/s requests queue up (host CPU {cpu:.0%} of a core). Each accepted POST makes one queue "
+            f"send; the storage SDK alone, from one process against the same Azurite, manages {raw_rate:.0f} "
+            f"sends/s at {raw_cpu:.1f} ms CPU each — the same order as the ceiling. Closing it: more webhook "
+            "instances (Flex Consumption scales HTTP triggers out by itself), or fewer sends per notification "
+            "(e.g. a leaner REST call than the SDK's pipeline for this one hot path).")
+        figures += [p50s[rate], p99s[rate], achieved[rate]]
+    figures.append(Figure("4", "storage SDK queue sends from one process", "sends/s", [raw_rate],
+                          method=f"1,000 sends, 64 at a time, from the benchmark process to the same Azurite "
+                                 f"({raw_cpu:.2f} ms CPU per send): the ceiling one instance's enqueue can reach"))
+    notes = ["The load generator and the webhook host are separate processes; Azurite is a third. Each level "
+             "runs after a 2 s warm-up at 50/s. Latency counts from when a request was due, so a server that "
+             "falls behind is charged for its backlog."]
+    return Output(figures, notes)

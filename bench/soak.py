@@ -1,0 +1,628 @@
+"""Fault-injection soak over the whole local stack: ``python -m bench.soak [--steps N] [--seed S]``.
+
+A seeded plan of random steps runs against the real app on the local host, Azurite and the
+sandbox, while the sandbox injects 429 / 503 / timeouts into a share of Graph and timum calls:
+
+* Outlook: events created (busy, tentative, out of office, free; some all-day, some weekly
+  series), moved, deleted, switched between busy and free;
+* timum: bookings made, moved and cancelled on linked resources;
+* duplicate, delayed and reordered deliveries: Graph notifications replayed to the webhook long
+  after the change, booking webhooks resent, held back and released newest first;
+* a restart of the worker: the host stops and a fresh one starts on the same port, with the app's
+  per-process caches gone; webhooks that arrive meanwhile fail and are retried by their senders
+  (see ``restart_host``; ``--abrupt-crashes`` cuts running invocations off instead);
+* token revocation of the delegated link's account, followed later by a reconnect through the
+  connect flow; a subscription removed by Graph (``subscriptionRemoved``), ``missed``
+  notifications; delta state lost by Graph (410 on the next round).
+
+Then, at quiescence — faults off, held deliveries released, queues empty, nothing running, and
+a final resync of every link through timum's links API — it checks: the blocked slots of each
+resource are exactly the blocking Outlook events in the sync window (by id, with their times),
+the Outlook events we wrote are exactly the confirmed bookings (one each, at the booking's
+times), nothing is left in a queue, and every message that went to a poison queue is listed.
+
+The plan is a pure function of the seed and the sizes (``make_plan``); timing inside the stack
+is not, so two runs of one seed make the same changes but may interleave them differently.
+
+Why restarts are graceful by default: a host that dies (``kill -9``, or an abrupt stop that cuts
+off the host's own bookkeeping) leaves the messages it had fetched invisible for the queue
+trigger's fetch lease — 10 minutes, as in Azure. That is correct, eventually consistent
+behaviour, but a soak with a hundred crashes cannot wait it out each time. The crash windows
+inside one invocation (a write done, its record not yet) are covered by the engine's crash tests
+on the twins; ``--abrupt-crashes`` runs this soak with them and waits for the fetch leases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from bench.report import ROOT, Figure, Target
+from bench.world import APP_QUEUES, add_tenant, queue_depths, wait_quiet
+
+if TYPE_CHECKING:
+    from devtools.sandbox.directory import SandboxUser
+    from devtools.stack import Stack
+    from shared.domain import LinkKey
+
+#: (kind, weight) of the plan's steps
+WEIGHTS: tuple[tuple[str, float], ...] = (
+    ("ol_create", 22), ("ol_move", 12), ("ol_delete", 7), ("ol_showas", 5),
+    ("bk_create", 12), ("bk_move", 7), ("bk_cancel", 5),
+    ("replay_notification", 5), ("replay_booking", 3), ("hold_bookings", 1.5), ("release_bookings", 2),
+    ("pause", 8), ("crash", 1.2), ("revoke", 0.4), ("reconnect", 1.0), ("subscription_removed", 0.5),
+    ("missed", 0.4), ("delta_lost", 0.6),
+)
+MAX_EVENTS_PER_LINK = 25
+MAX_BOOKINGS_PER_LINK = 15
+SHOW_AS = ("busy", "busy", "busy", "tentative", "oof", "free")
+
+
+@dataclass(frozen=True)
+class Step:
+    n: int
+    kind: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "kind": self.kind, **self.args}
+
+
+@dataclass
+class SoakConfig:
+    steps: int = 10_000
+    seed: int = 1
+    #: app-only push links, plus one delegated link (token revocation needs a signed-in account)
+    app_links: int = 3
+    delegated: bool = True
+    fault_rate: float = 0.10
+    #: seconds between steps (the stack works while the plan waits)
+    pace: float = 0.01
+    #: what a stopping host gives running invocations: long enough to finish (a restart), or a
+    #: fraction of a second (a crash that cuts them off; see the module docstring)
+    crash_grace: float = 30.0
+    quiet_timeout: float = 900.0
+
+
+def make_plan(seed: int, steps: int, links: int, *, delegated: bool = True) -> list[Step]:
+    """The soak's steps for ``seed``: the same seed and sizes give the same list."""
+    rng = random.Random(seed)
+    kinds = [k for k, _ in WEIGHTS]
+    weights = [w for _, w in WEIGHTS]
+    events: list[list[tuple[int, bool]]] = [[] for _ in range(links)]   # (event no, is series) per link
+    bookings: list[list[int]] = [[] for _ in range(links)]
+    next_event = next_booking = 0
+    held = revoked = False
+    plan: list[Step] = []
+    for n in range(steps):
+        kind = rng.choices(kinds, weights)[0]
+        link = rng.randrange(links)
+        args: dict[str, Any] = {"link": link}
+        day, slot = rng.randrange(1, 29), rng.randrange(0, 20)
+        if kind == "ol_create" and len(events[link]) >= MAX_EVENTS_PER_LINK:
+            kind = "ol_delete"
+        if kind == "bk_create" and len(bookings[link]) >= MAX_BOOKINGS_PER_LINK:
+            kind = "bk_cancel"
+        if kind in ("ol_move", "ol_delete", "ol_showas") and not events[link]:
+            kind = "ol_create"
+        if kind in ("bk_move", "bk_cancel") and not bookings[link]:
+            kind = "bk_create"
+        if kind == "ol_move" and all(series for _, series in events[link]):
+            kind = "ol_showas"
+        if kind in ("revoke", "reconnect") and not delegated:
+            kind = "pause"
+        if kind == "reconnect" and not revoked:
+            kind = "pause"
+        if kind == "revoke" and revoked:
+            kind = "pause"
+        if kind == "release_bookings" and not held:
+            kind = "pause"
+        if kind == "hold_bookings" and held:
+            kind = "pause"
+        if kind == "ol_create":
+            series = rng.random() < 0.08
+            args.update(event=next_event, day=day, slot=slot, show_as=rng.choice(SHOW_AS),
+                        all_day=not series and rng.random() < 0.1, series=series)
+            events[link].append((next_event, series))
+            next_event += 1
+        elif kind == "ol_move":
+            singles = [e for e, series in events[link] if not series]
+            args.update(event=rng.choice(singles), day=day, slot=slot)
+        elif kind == "ol_delete":
+            chosen = rng.randrange(len(events[link]))
+            args.update(event=events[link].pop(chosen)[0])
+        elif kind == "ol_showas":
+            args.update(event=rng.choice(events[link])[0], show_as=rng.choice(SHOW_AS))
+        elif kind == "bk_create":
+            args.update(booking=next_booking, day=day, slot=slot)
+            bookings[link].append(next_booking)
+            next_booking += 1
+        elif kind == "bk_move":
+            args.update(booking=rng.choice(bookings[link]), day=day, slot=slot)
+        elif kind == "bk_cancel":
+            args.update(booking=bookings[link].pop(rng.randrange(len(bookings[link]))))
+        elif kind == "replay_booking":
+            args.update(pick=rng.random())
+        elif kind == "pause":
+            args.update(seconds=round(rng.uniform(0.05, 0.5), 2))
+        elif kind == "hold_bookings":
+            held = True
+        elif kind == "release_bookings":
+            held = False
+        elif kind == "revoke":
+            revoked = True
+        elif kind == "reconnect":
+            revoked = False
+        plan.append(Step(n, kind, args))
+    return plan
+
+
+@dataclass
+class SoakLink:
+    key: LinkKey
+    user: SandboxUser
+    calendar_id: str
+    delegated: bool = False
+
+
+@dataclass
+class SoakReport:
+    seed: int
+    steps: int
+    seconds: float = 0.0
+    quiesce_seconds: float = 0.0
+    step_counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    crashes: int = 0
+    graph_faults: int = 0
+    timum_faults: int = 0
+    invocations: dict[str, int] = field(default_factory=dict)
+    poison: list[str] = field(default_factory=list)
+    expected_slots: int = 0
+    actual_slots: int = 0
+    active_bookings: int = 0
+    booking_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"soak seed {self.seed}: {self.steps} steps in {self.seconds:.0f} s, quiescence "
+               f"{self.quiesce_seconds:.0f} s",
+               f"  steps: {dict(sorted(self.step_counts.items()))}",
+               f"  skipped (nothing to act on at that moment): {self.skipped or 'none'}",
+               f"  crashes {self.crashes}, injected faults: Graph {self.graph_faults}, timum {self.timum_faults}",
+               f"  invocations: {dict(sorted(self.invocations.items()))}",
+               f"  poison messages consumed: {len(self.poison)}" + (f" {self.poison}" if self.poison else ""),
+               f"  blocked slots: expected {self.expected_slots}, found {self.actual_slots}",
+               f"  bookings: confirmed {self.active_bookings}, Outlook events {self.booking_events}",
+               f"  problems: {len(self.problems)}"]
+        out += [f"    - {p}" for p in self.problems[:50]]
+        return out
+
+
+class Soak:
+    """Runs a plan against a stack and checks the end state."""
+
+    def __init__(self, stack: Stack, config: SoakConfig, log: Callable[[str], None] = print) -> None:
+        self.stack = stack
+        self.config = config
+        self.log = log
+        self.links: list[SoakLink] = []
+        self.events: dict[int, str] = {}          # plan event no → sandbox id (immutable)
+        self.bookings: dict[int, str] = {}        # plan booking no → timum booking id
+        self.report = SoakReport(config.seed, config.steps)
+        self.revoked = False
+        self.held = False
+        self._invocations_before = 0
+
+    # --- set-up --------------------------------------------------------------------------------
+    def setup(self) -> None:
+        stack = self.stack
+        _, people = add_tenant(stack, "Soak Praxis", self.config.app_links)
+        for i, person in enumerate(people):
+            linked = stack.link_app_only(person.mail, f"Behandlungsraum {i}", "soak", f"raum-{i}", timeout=120)
+            self.links.append(SoakLink(linked.link.key, person, linked.calendar_id))
+        if self.config.delegated:
+            _, (person,) = add_tenant(stack, "Soak Einzelpraxis", 1, admin_consent=False)
+            linked = stack.link_delegated(person.mail, "Sprechzimmer", "soak", "zimmer-1", timeout=120)
+            self.links.append(SoakLink(linked.link.key, person, linked.calendar_id, delegated=True))
+        wait_quiet(stack, timeout=120)
+        # From here on the host stops with the configured grace (see ``restart_host``).
+        restart_host(stack, grace=self.config.crash_grace)
+
+    def faults(self, on: bool) -> None:
+        graph, timum = self.stack.graph, self.stack.timum
+        if not on:
+            self.report.graph_faults += sum(rule.hits for rule in graph.faults)
+            self.report.timum_faults += sum(rule.hits for rule in timum.faults)
+            graph.clear_faults()
+            timum.clear_faults()
+            return
+        share = self.config.fault_rate / 3
+        graph.add_fault("429", rate=share, retry_after=0.2)
+        graph.add_fault("503", rate=share, retry_after=0.2)
+        graph.add_fault("timeout", rate=share, delay=0.5)
+        timum.seed_random(self.config.seed)
+        timum.inject_fault(429, rate=share, retry_after=0.2)
+        timum.inject_fault(503, rate=share)
+        timum.inject_fault(504, rate=share, delay=0.5)
+
+    # --- steps ---------------------------------------------------------------------------------
+    def run(self) -> SoakReport:
+        plan = make_plan(self.config.seed, self.config.steps, len(self.links), delegated=self.config.delegated)
+        began = time.monotonic()
+        self._invocations_before = len(self.stack.host.records())
+        self.faults(True)
+        counts: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
+        last_report = time.monotonic()
+        try:
+            for step in plan:
+                counts[step.kind] += 1
+                if not self.do(step):
+                    skipped[step.kind] += 1
+                time.sleep(self.config.pace)
+                if time.monotonic() - last_report > 30:
+                    last_report = time.monotonic()
+                    self.log(f"step {step.n + 1}/{len(plan)}, queues {queue_depths(self.stack)}")
+        finally:
+            self.faults(False)
+        self.report.seconds = time.monotonic() - began
+        self.report.step_counts = dict(counts)
+        self.report.skipped = dict(skipped)
+        begun = time.monotonic()
+        self.quiesce()
+        self.report.quiesce_seconds = time.monotonic() - begun
+        self.check()
+        return self.report
+
+    def _times(self, day: int, slot: int) -> tuple[datetime, datetime]:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = today + timedelta(days=day, hours=6, minutes=30 * slot)
+        return start, start + timedelta(minutes=30)
+
+    def do(self, step: Step) -> bool:
+        """Perform one step; False if it found nothing to act on (e.g. no live subscription)."""
+        stack, a = self.stack, step.args
+        link = self.links[a.get("link", 0) % len(self.links)]
+        graph, timum = stack.graph, stack.timum
+        kind = step.kind
+        from devtools.sandbox.timum.state import SandboxError
+
+        try:
+            if kind == "ol_create":
+                start, end = self._times(a["day"], a["slot"])
+                extra: dict[str, Any] = {}
+                if a["series"]:
+                    extra["recurrence"] = {
+                        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [start.strftime("%A").lower()]},
+                        "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                                  "numberOfOccurrences": 3}}
+                if a["all_day"]:
+                    ids = graph.create_event(link.user.id, f"Ganztägig {a['event']}", start.date(),
+                                             start.date() + timedelta(days=1), calendar_id=link.calendar_id,
+                                             all_day=True, show_as=a["show_as"])
+                else:
+                    ids = graph.create_event(link.user.id, f"Termin {a['event']}", start, end,
+                                             calendar_id=link.calendar_id, show_as=a["show_as"], **extra)
+                self.events[a["event"]] = ids.immutable_id
+            elif kind == "ol_move":
+                event = graph.event(self.events[a["event"]])
+                start, end = self._times(a["day"], a["slot"])
+                if event.is_all_day:
+                    graph.move_event(self.events[a["event"]], start.date(), start.date() + timedelta(days=1))
+                else:
+                    graph.move_event(self.events[a["event"]], start, end)
+            elif kind == "ol_delete":
+                graph.delete_event(self.events.pop(a["event"]))
+            elif kind == "ol_showas":
+                graph.update_event(self.events[a["event"]], show_as=a["show_as"])
+            elif kind == "bk_create":
+                start, _ = self._times(a["day"], a["slot"])
+                booking = timum.make_booking(link.key.provider_id, link.key.resource_id, start,
+                                             duration=timedelta(minutes=30), force=True)
+                self.bookings[a["booking"]] = booking.id
+            elif kind == "bk_move":
+                start, _ = self._times(a["day"], a["slot"])
+                timum.reschedule_booking(self.bookings[a["booking"]], start, force=True)
+            elif kind == "bk_cancel":
+                timum.cancel_booking(self.bookings.pop(a["booking"]))
+            elif kind == "replay_notification":
+                return self.replay_notification(link)
+            elif kind == "replay_booking":
+                deliveries = timum.list_deliveries()
+                if not deliveries:
+                    return False
+                timum.resend_delivery(deliveries[int(a["pick"] * len(deliveries))].seq)
+            elif kind == "hold_bookings":
+                timum.pause_deliveries()
+                self.held = True
+            elif kind == "release_bookings":
+                timum.resume_deliveries(reverse=True)
+                self.held = False
+            elif kind == "pause":
+                time.sleep(a["seconds"])
+            elif kind == "crash":
+                restart_host(stack, grace=self.config.crash_grace)
+                self.report.crashes += 1
+            elif kind == "revoke":
+                delegated = next(lk for lk in self.links if lk.delegated)
+                stack.sandbox.identity.revoke_refresh_tokens(delegated.user.id, reason="revoked")
+                stack.sandbox.identity.expire_access_tokens(delegated.user.id)
+                self.revoked = True
+            elif kind == "reconnect":
+                self.reconnect()
+            elif kind in ("subscription_removed", "missed"):
+                subs = [s for s in graph.list_subscriptions() if s.calendar_id == link.calendar_id]
+                if not subs:
+                    return False
+                graph.trigger_lifecycle(subs[-1].id, "subscriptionRemoved" if kind == "subscription_removed"
+                                        else "missed")
+            elif kind == "delta_lost":
+                graph.lose_delta_state(link.user.id)
+            else:  # pragma: no cover - make_plan emits only the kinds above
+                raise ValueError(f"unknown step {kind}")
+        except (KeyError, ValueError, SandboxError) as exc:
+            # The sandbox refused (an event already gone, say): count it as skipped and go on.
+            if isinstance(exc, ValueError) and "unknown step" in str(exc):
+                raise
+            return False
+        return True
+
+    def replay_notification(self, link: SoakLink) -> bool:
+        """POST a notification Graph already sent (or could have), long after the change."""
+        import httpx
+
+        subs = [s for s in self.stack.graph.list_subscriptions() if s.calendar_id == link.calendar_id]
+        if not subs:
+            return False
+        sub = subs[-1]
+        event = next(iter(self.events.values()), "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A")
+        body = {"value": [{"subscriptionId": sub.id, "clientState": sub.client_state, "changeType": "updated",
+                           "resource": f"Users/{sub.mailbox_id}/Events/{event}", "tenantId": sub.tenant_id,
+                           "subscriptionExpirationDateTime": sub.expiration.isoformat()}]}
+        try:
+            with httpx.Client(timeout=10.0) as client:
+                client.post(self.stack.api_url("graph/notifications"), json=body)
+        except httpx.HTTPError:
+            return False  # the host is restarting: Graph would retry, the replay is simply lost
+        return True
+
+    def reconnect(self) -> None:
+        delegated = next(lk for lk in self.links if lk.delegated)
+        last: Exception | None = None
+        for _ in range(3):
+            try:
+                self.stack.link_delegated(delegated.user.mail, "Sprechzimmer", delegated.key.provider_id,
+                                          delegated.key.resource_id, timeout=120)
+                self.revoked = False
+                return
+            except Exception as exc:  # noqa: BLE001 - the user sees an error page and tries again
+                last = exc
+                time.sleep(1.0)
+        raise RuntimeError(f"reconnecting the delegated link failed three times: {last}")
+
+    # --- quiescence and the checks ---------------------------------------------------------------
+    def quiesce(self) -> None:
+        stack = self.stack
+        stack.graph.release_held()
+        if self.held:
+            stack.timum.resume_deliveries(reverse=True)
+            self.held = False
+        if self.revoked:
+            self.reconnect()
+        wait_quiet(stack, timeout=self.config.quiet_timeout, settle=2.0, log=self.log)
+        self.resync_all()
+        wait_quiet(stack, timeout=self.config.quiet_timeout, settle=2.0, log=self.log)
+
+    def resync_all(self) -> None:
+        """A full resync of every link through timum's links API, as timum's button would ask."""
+        import httpx
+
+        from shared.connect.links_api import sign_api_request
+
+        with httpx.Client(timeout=30.0) as client:
+            for link in self.links:
+                path = f"/api/providers/{link.key.provider_id}/links/{link.key.resource_id}/resync"
+                headers = sign_api_request("POST", path, link.key.provider_id, b"",
+                                           self.stack.settings.timum_webhook_secrets, timestamp=int(time.time()))
+                headers["x-functions-key"] = self.stack.env["FUNCTION_KEY"]
+                response = client.post(self.stack.base_url + path, headers=headers, content=b"")
+                if response.status_code != 202:
+                    self.report.problems.append(f"resync of {link.key} answered {response.status_code}")
+
+    def check(self) -> None:
+        report, stack = self.report, self.stack
+        depths = queue_depths(stack, [*APP_QUEUES, *(f"{q}-poison" for q in APP_QUEUES)])
+        for queue, depth in depths.items():
+            if depth:
+                report.problems.append(f"{depth} message(s) left in {queue}")
+        records = stack.host.records()[self._invocations_before:]
+        report.invocations = dict(Counter(f"{r.function}:{r.outcome}" for r in records))
+        report.poison = [f"{r.function} ({r.outcome})" for r in records if r.function.endswith("_poison")]
+        for link in self.links:
+            self.check_slots(link)
+            self.check_bookings(link)
+            stored = stack.link(link.key.provider_id, link.key.resource_id)
+            if stored is None:
+                report.problems.append(f"{link.key}: the link is gone")
+            elif stored.health.value != "ok":
+                report.problems.append(f"{link.key}: health {stored.health.value} ({stored.last_error})")
+
+    def expected_slots(self, link: SoakLink) -> dict[str, tuple[datetime, datetime, str, str]]:
+        """external id → (start, end, event id, what it is) of every Outlook instance in the window
+        that must block."""
+        from shared.core.window import sync_window
+        from shared.domain import slot_external_id
+
+        settings = self.stack.settings
+        window = sync_window(datetime.now(UTC), past_days=settings.sync_window_past_days,
+                             future_days=settings.sync_window_future_days)
+        graph = self.stack.graph
+        out: dict[str, tuple[datetime, datetime, str, str]] = {}
+        for inst in graph.view(link.calendar_id, window.start, window.end):
+            ev = inst.event
+            show_as = str(inst.data.get("show_as", "busy")).lower()
+            own = ev.transaction_id is not None and ev.transaction_id.startswith("timum-") or bool(ev.ext_props)
+            if (inst.type == "seriesMaster" or own or inst.data.get("is_cancelled")
+                    or show_as in ("free", "workingelsewhere") or inst.end_utc <= inst.start_utc):
+                continue
+            event_id = graph.ids(ev, inst.occurrence).immutable_id
+            what = f"{inst.type}, {show_as}, {ev.subject!r}, version {ev.version}"
+            out[slot_external_id(link.key, event_id)] = (inst.start_utc, inst.end_utc, event_id, what)
+        return out
+
+    def check_slots(self, link: SoakLink) -> None:
+        report = self.report
+        expected = self.expected_slots(link)
+        slots = {s.external_id: s for s in self.stack.timum.list_slots(link.key.provider_id, link.key.resource_id,
+                                                                       source="outlook")}
+        report.expected_slots += len(expected)
+        report.actual_slots += len(slots)
+        for ext, (start, end, event_id, what) in sorted(expected.items()):
+            slot = slots.get(ext)
+            if slot is None:
+                report.problems.append(f"{link.key}: missing blocked slot {ext} ({start:%m-%d %H:%M}) for "
+                                       f"{what}; our status row: {self.status_row(link, event_id)}")
+            elif (slot.start, slot.end) != (start, end):
+                report.problems.append(f"{link.key}: slot {ext} at {slot.start:%m-%d %H:%M}–{slot.end:%H:%M}, "
+                                       f"event at {start:%m-%d %H:%M}–{end:%H:%M}")
+        for ext in sorted(set(slots) - set(expected)):
+            report.problems.append(f"{link.key}: blocked slot {ext} has no blocking event "
+                                   f"({slots[ext].start:%m-%d %H:%M})")
+
+    def status_row(self, link: SoakLink, event_id: str) -> str:
+        from shared.repos.sync_state import EventMapRepository
+
+        row = self.stack.run(EventMapRepository(self.stack.storage).get(link.key, event_id))
+        if row is None:
+            return "none"
+        return (f"hash {row.content_hash[:8] or 'pending'}, pending round {row.pending_round or '-'}, "
+                f"{row.slot_start:%m-%d %H:%M}")
+
+    def check_bookings(self, link: SoakLink) -> None:
+        report, stack = self.report, self.stack
+        confirmed = {b.id: b for b in stack.timum.list_bookings(link.key.provider_id, link.key.resource_id)
+                     if b.status == "confirmed"}
+        ours: dict[str, list[Any]] = {}
+        for event in stack.graph.calendar_events(link.calendar_id):
+            for _, value in event.ext_props.values():
+                ours.setdefault(value, []).append(event)
+        report.active_bookings += len(confirmed)
+        report.booking_events += sum(len(v) for v in ours.values())
+        for booking_id, booking in sorted(confirmed.items()):
+            events = ours.get(booking_id, [])
+            if not events:
+                report.problems.append(f"{link.key}: booking {booking_id} has no Outlook event")
+                continue
+            if len(events) > 1:
+                report.problems.append(f"{link.key}: booking {booking_id} has {len(events)} Outlook events")
+            inst = stack.graph.instance(events[0], None)
+            if (inst.start_utc, inst.end_utc) != (booking.start.astimezone(UTC), booking.end.astimezone(UTC)):
+                report.problems.append(f"{link.key}: event of booking {booking_id} at {inst.start_utc:%m-%d %H:%M}, "
+                                       f"booking at {booking.start.astimezone(UTC):%m-%d %H:%M}")
+        for booking_id in sorted(set(ours) - set(confirmed)):
+            report.problems.append(f"{link.key}: Outlook event(s) for booking {booking_id}, which is not confirmed")
+
+
+#: Grace of an abrupt crash: running invocations are cut off wherever they are.
+ABRUPT_GRACE_SECONDS = 1.0
+
+
+def restart_host(stack: Stack, *, grace: float) -> None:
+    """Stop the stack's host and start a new one on the same port, as a new worker process would:
+    the app's per-process caches are dropped. ``grace`` is what the *new* host gives running
+    invocations when it is stopped in turn — the next crash."""
+    from devtools.devhost import run_in_thread
+    from shared import wiring
+
+    old = stack.host
+    port = urlsplit(old.base_url).port
+    old.stop(timeout=60)
+    wiring.reset()
+    stack.host = run_in_thread("function_app", port=port, host_json=str(ROOT / "host.json"),
+                               function_directory=str(ROOT), shutdown_timeout=max(grace, 0.01),
+                               after_stop=close_app_clients)
+
+
+async def close_app_clients() -> None:
+    """What the end of a worker process does to the clients the functions cached: without it they
+    report themselves as unclosed whenever the garbage collector meets them later."""
+    from shared import wiring
+
+    services = wiring.get_services()
+    closer = getattr(services.timum, "close", None)
+    if closer is not None:
+        await closer()
+    await services.storage.close()
+
+
+def run_soak(config: SoakConfig, log: Callable[[str], None] = print) -> SoakReport:
+    from devtools.stack import start_stack
+
+    stack = start_stack(seed_demo=False, graph_seed=config.seed)
+    try:
+        soak = Soak(stack, config, log)
+        soak.setup()
+        log(f"{len(soak.links)} links ready; running {config.steps} steps (seed {config.seed})")
+        return soak.run()
+    finally:
+        stack.stop()
+
+
+def run_scenario(ctx: Any) -> Any:
+    """The soak as a benchmark scenario (``python -m bench --only soak``)."""
+    from bench.scenarios import Output
+
+    steps = 300 if ctx.quick else 10_000
+    report = run_soak(SoakConfig(steps=steps, seed=1), log=ctx.log)
+    for line in report.lines():
+        ctx.log(line)
+    problems = Figure("8", f"soak: problems after {steps:,} steps", "problems", [float(len(report.problems))],
+                      target=Target("<=", 0))
+    problems.method = "; ".join(line.strip() for line in report.lines()[:9])
+    problems.miss_reason = "See the problems listed in the notes; each names the link and the item."
+    duration = Figure("8", "soak: time to quiescence after the last step", "s", [report.quiesce_seconds])
+    notes = ["```", *report.lines(), "```"]
+    return Output([problems, duration], notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fault-rate", type=float, default=0.10)
+    parser.add_argument("--abrupt-crashes", action="store_true",
+                        help="cut running invocations off at a crash (waits out the queue's fetch leases)")
+    parser.add_argument("--plan", action="store_true", help="print the plan as JSON lines and exit")
+    args = parser.parse_args(argv)
+    if args.plan:
+        for step in make_plan(args.seed, args.steps, 4):
+            print(json.dumps(step.to_json()))
+        return 0
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    config = SoakConfig(steps=args.steps, seed=args.seed, fault_rate=args.fault_rate)
+    if args.abrupt_crashes:
+        config.crash_grace, config.quiet_timeout = ABRUPT_GRACE_SECONDS, 1800.0
+    report = run_soak(config)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
