@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     parser.add_argument("--only", help="comma-separated scenario numbers or names (see --list)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3, quick 2)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3, quick 1)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--output", default=str(RESULTS), help="where to write the markdown report")
     parser.add_argument("--verbose", action="store_true", help="log the stack's own messages too")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # The app logs one line per invocation; a benchmark produces hundreds of thousands.
         logging.disable(logging.CRITICAL)
-    runs = args.runs or (2 if args.quick else 3)
+    runs = args.runs or (1 if args.quick else 3)
     chosen = _select(args.only)
     started = datetime.now(UTC)
     t0 = time.monotonic()
@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                                           output.notes))
         except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, the rest still run
             traceback.print_exc()
+            last = (str(exc).strip().splitlines() or [""])[-1][:300]
             results.append(ScenarioResult(entry.key, entry.title, [], time.monotonic() - begun,
-                                          error=f"{type(exc).__name__}: {exc}"))
+                                          error=f"{type(exc).__name__}: {last}"))
     elapsed = time.monotonic() - t0
     print()
     print(console_table(results))

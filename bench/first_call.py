@@ -48,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                                    params={}, route_params={}, body=args.body.encode())
             return graph_notifications(req)
     elif args.kind == "queue":
+        from azure.functions.queue import QueueMessage
+
         from shared.jobs.sync_bp import sync_worker
 
         def call() -> Any:
-            return sync_worker(func.QueueMessage(body=args.body.encode(), dequeue_count=1))
+            # The worker's own message type, as the host builds it (with the dequeue count).
+            return sync_worker(QueueMessage(id="bench", body=args.body.encode(), dequeue_count=1))
     else:
         from shared.jobs.sync_bp import poll_links
 

@@ -493,7 +493,7 @@ def run_scenario(ctx: Any) -> Any:
     """The long fuzz run as a benchmark scenario (``python -m bench --only fuzz``)."""
     from bench.scenarios import Output
 
-    examples = 25 if ctx.quick else 120
+    examples = 10 if ctx.quick else 60
     started = time.monotonic()
     results = run_fuzz(examples, log=ctx.log)
     failures = [f"{r.operation}: {f}" for r in results for f in r.failures]

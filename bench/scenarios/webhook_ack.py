@@ -96,7 +96,7 @@ async def _raw_sends(stack: Stack, count: int = 1000, concurrency: int = 64) -> 
 
 
 def run_scenario(ctx: Context) -> Output:
-    duration = 3.0 if ctx.quick else 10.0
+    duration = 2.0 if ctx.quick else 8.0
     p50s = {r: Figure("4", f"p50 ack at {r}/s", "ms") for r in RATES}
     p99s = {r: Figure("4", f"p99 ack at {r}/s", "ms",
                       target=Target("<=", P99_TARGET_MS) if r == TARGET_RATE else None) for r in RATES}
