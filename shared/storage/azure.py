@@ -203,6 +203,14 @@ class _LoopClients:
         self.credential = credential
         self.table_clients: dict[str, TableClient] = {}
         self.queue_clients: dict[str, QueueClient] = {}
+        self._creation_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def creating(self, key: tuple[str, str]) -> asyncio.Lock:
+        """The lock that serialises creating one table or queue (clients are per loop already)."""
+        lock = self._creation_locks.get(key)
+        if lock is None:
+            lock = self._creation_locks[key] = asyncio.Lock()
+        return lock
 
 
 class AzureStorage(StoragePort):
@@ -220,7 +228,6 @@ class AzureStorage(StoragePort):
         self.prefix = table_prefix
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
             weakref.WeakKeyDictionary())
-        self._created: set[tuple[int, str]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, table_prefix: str = "") -> AzureStorage:
@@ -254,28 +261,42 @@ class AzureStorage(StoragePort):
         clients = self._clients()
         full = self.prefix + name
         client = clients.table_clients.get(full)
-        if client is None:
-            client = clients.tables.get_table_client(full)
-            clients.table_clients[full] = client
+        if client is not None:
+            return client
+        # One creation per name and loop; a client is cached only once its table exists, so a
+        # concurrent caller never writes to a table that is not there yet, and a failed creation
+        # (storage briefly unreachable) is tried again by the next call instead of never.
+        async with clients.creating(("table", full)):
+            client = clients.table_clients.get(full)
+            if client is not None:
+                return client
             try:
                 await clients.tables.create_table_if_not_exists(full)
             except AzureError as exc:
                 raise StorageError(f"creating table {full} failed: {type(exc).__name__}") from exc
-        return client
+            client = clients.tables.get_table_client(full)
+            clients.table_clients[full] = client
+            return client
 
     async def _queue_client(self, name: str) -> QueueClient:
         clients = self._clients()
         client = clients.queue_clients.get(name)
-        if client is None:
+        if client is not None:
+            return client
+        async with clients.creating(("queue", name)):
+            client = clients.queue_clients.get(name)
+            if client is not None:
+                return client
             client = clients.queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
-            clients.queue_clients[name] = client
             try:
                 await client.create_queue()
             except ResourceExistsError:
                 pass
             except AzureError as exc:
+                await client.close()
                 raise StorageError(f"creating queue {name} failed: {type(exc).__name__}") from exc
-        return client
+            clients.queue_clients[name] = client
+            return client
 
     def table(self, name: str) -> AzureTable:
         return AzureTable(self, name)
