@@ -15,6 +15,14 @@ log = logging.getLogger(__name__)
 _WORKER_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def invocation_owner() -> str:
+    """The link-lease owner for one invocation. Per invocation, not per process: the host runs up
+    to ``batchSize`` messages of one process at once, and the lease lets an owner back in, so a
+    per-process owner would admit side-by-side delta rounds of one link (they write pending rows
+    under one round tag, and one round's settling deletes slots the other just confirmed)."""
+    return f"{_WORKER_ID}-{uuid.uuid4().hex[:8]}"
+
+
 async def _handle(msg: func.QueueMessage, queue: str, run: str) -> None:
     from shared.errors import BadRequest, Throttled
     from shared.jobs.common import message_json, requeue_delay
@@ -35,7 +43,7 @@ async def _handle(msg: func.QueueMessage, queue: str, run: str) -> None:
                 from shared.services.outlook_sync import run_sync
 
                 message = SyncMessage.parse(data)
-                outcome = await run_sync(services, message, worker_id=_WORKER_ID)
+                outcome = await run_sync(services, message, worker_id=invocation_owner())
                 log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,
                          outcome.pages, outcome.upserts, outcome.deletes, outcome.graph_requests)
                 if (message.reason is SyncReason.NOTIFICATION and message.observed_at

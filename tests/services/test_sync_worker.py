@@ -1,0 +1,58 @@
+"""The queue-triggered sync worker as the host runs it: several messages of one process at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+import pytest
+
+from shared.domain import slot_external_id
+from shared.messages import SyncMessage, SyncReason
+from shared.services import outlook_sync
+from shared.services.outlook_sync import SyncOutcome
+
+from .conftest import KEY, World
+
+H = timedelta(hours=1)
+T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+
+async def test_two_invocations_in_one_process_never_run_one_link_at_once(world: World,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.wiring as wiring
+    from shared.jobs import sync_bp
+
+    monkeypatch.setattr(wiring, "get_services", lambda: world.services)
+    ids = [world.add(start=T + i * H, end=T + (i + 1) * H) for i in range(3)]
+
+    # A slow timum keeps the first invocation inside its delta round while the second one starts.
+    real_put = world.timum.put_blocked_slot
+
+    async def slow_put(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(0.02)
+        await real_put(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(world.timum, "put_blocked_slot", slow_put)
+    outcomes: list[SyncOutcome] = []
+    real_run = outlook_sync.run_sync
+
+    async def recording(*args: object, **kwargs: object) -> SyncOutcome:
+        outcome = await real_run(*args, **kwargs)  # type: ignore[arg-type]
+        outcomes.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(outlook_sync, "run_sync", recording)
+    body = json.dumps(SyncMessage(str(KEY), SyncReason.NOTIFICATION).to_json()).encode()
+    await asyncio.gather(*(sync_bp.sync_worker(func.QueueMessage(body=body)) for _ in range(2)))
+
+    assert sorted(o.status for o in outcomes) == ["coalesced", "ok"]
+    assert set(world.slots()) == {slot_external_id(KEY, i) for i in ids}
+
+
+def test_each_invocation_gets_its_own_lease_owner() -> None:
+    from shared.jobs.sync_bp import invocation_owner
+
+    assert len({invocation_owner() for _ in range(100)}) == 100
