@@ -83,7 +83,8 @@ def test_parse_scopes() -> None:
     assert scopes.written == ("https://graph.microsoft.com/Calendars.ReadWrite", "User.Read")
     assert scopes.oidc == {"openid", "offline_access"}
     default = parse_scopes("https://graph.microsoft.com/.default")
-    assert default.permissions == ("Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "MailboxSettings.Read", "User.Read")
+    assert default.permissions == ("Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "MailboxSettings.Read",
+                                   "User.Read")
     with pytest.raises(OAuthError) as mixed:
         parse_scopes("https://graph.microsoft.com/.default User.Read")
     assert mixed.value.code == 70011
