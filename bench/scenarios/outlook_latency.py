@@ -69,7 +69,7 @@ def measure_changes(stack: Stack, links: list[BenchLink], samples: int, rng: ran
 
 def run_scenario(ctx: Context) -> Output:
     sizes = (1, 20) if ctx.quick else (1, 100, 1000)
-    samples = 5 if ctx.quick else 20
+    samples = 5 if ctx.quick else 15
     figures: list[Figure] = []
     notes = [
         f"Per run {samples} changes, one after another, each in a calendar drawn at random among the linked "
