@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+import httpx
 from openapi_spec_validator import validate
 
 from bench.fuzz import (
@@ -16,6 +17,7 @@ from bench.fuzz import (
     check_response,
     described_routes,
     diff,
+    fit_query,
     fuzz_operation,
     operations,
     snapshot,
@@ -74,3 +76,15 @@ def test_a_server_error_or_an_undocumented_answer_counts_as_a_failure() -> None:
     assert check_response(op, request, Answer(401)) is None  # type: ignore[arg-type]
     assert check_response(op, request, Answer(500)) is not None  # type: ignore[arg-type]
     assert check_response(op, request, Answer(418)) is not None  # type: ignore[arg-type]
+
+
+def test_generated_queries_stay_sendable_and_long() -> None:
+    """The longest values the generator makes (thousands of four-byte characters, twelve encoded
+    characters each) would overflow the client's URL limit together; fitted, they are still long."""
+    query = [("token", "😀" * 3000), ("😀" * 3000, "%" * 3000), ("state", "ä" * 3000)]
+    with pytest.raises(httpx.InvalidURL):
+        httpx.URL("http://127.0.0.1/", params=query)
+    fitted = fit_query(query)
+    url = httpx.URL("http://127.0.0.1/api/oauth/admin-callback", params=fitted)
+    assert 16_000 < len(url.query) <= 65_536
+    assert [k for k, _ in fitted][0] == "token"
