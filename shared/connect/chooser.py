@@ -8,15 +8,18 @@ either links the resource from the connect link or creates a new timum resource 
 the calendar. One calendar ↔ one resource is enforced by ``LinkRepository.claim_calendar``;
 a resource that was linked elsewhere is unlinked cleanly (its subscription torn down by the
 TEARDOWN worker). The new link gets a SETUP message, then the browser goes back to timum.
+
+Both pages read Graph and timum while a person waits: a transient failure of one of those reads
+is tried twice more within about a second (``_patiently``) before the "try again later" page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.connect.flow import session_store
 from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_params
@@ -24,7 +27,7 @@ from shared.connect.store import ChooserSession
 from shared.connect.teardown import unlink
 from shared.context import Services
 from shared.domain import CalendarInfo, Link, LinkHealth, LinkKey, LinkMode, SyncMode
-from shared.errors import AuthError, Conflict, NeedsReconnect, NotFound, SyncError
+from shared.errors import AuthError, Conflict, NeedsReconnect, NotFound, SyncError, TransientError
 from shared.i18n import translator
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.ports import GraphCalendarPort
@@ -36,6 +39,32 @@ log = logging.getLogger(__name__)
 DEFAULT_TIME_ZONE = "Europe/Berlin"
 #: stands in for a resource while only the account matters (listing calendars)
 _PROBE_RESOURCE = "~chooser"
+#: pauses before the second and third attempt at a read that failed transiently (429, 503, timeout)
+TRANSIENT_RETRY_DELAYS: tuple[float, ...] = (0.3, 1.0)
+#: a Retry-After above this is not waited out while a person watches the page load
+MAX_PAGE_WAIT_SECONDS = 2.0
+
+T = TypeVar("T")
+
+
+async def _patiently(read: Callable[[], Awaitable[T]], what: str) -> T:
+    """``read()``, tried again after a short pause when Graph or timum fails transiently.
+
+    A person is waiting for this page, and one 429 or 503 from a busy service is common; two
+    more tries within about a second spare them the "try again later" page and a new sign-in.
+    Only reads go through here: they are safe to repeat. (The Graph adapter itself waits out a
+    Retry-After of up to a second once; the SDK's retry handler is off, see ``graph_sdk``.)
+    """
+    for delay in TRANSIENT_RETRY_DELAYS:
+        try:
+            return await read()
+        except TransientError as exc:
+            wait = max(delay, exc.retry_after or 0.0)
+            if wait > MAX_PAGE_WAIT_SECONDS:
+                raise
+            log.info("chooser: %s failed (%s); trying again in %.1f s", what, exc.code, wait)
+            await asyncio.sleep(wait)
+    return await read()
 
 
 @dataclass(frozen=True)
@@ -61,8 +90,8 @@ async def _owner_of(repo: LinkRepository, tenant_id: str, cal: CalendarInfo) -> 
 
 
 async def _calendars(services: Services, graph: GraphCalendarPort, session: ChooserSession) -> list[Choice]:
-    me = await graph.me()
-    calendars = await graph.list_calendars(me["id"])
+    me = await _patiently(graph.me, "reading the account")
+    calendars = await _patiently(lambda: graph.list_calendars(me["id"]), "listing calendars")
     repo = LinkRepository(services.storage)
     owners = await asyncio.gather(*(_owner_of(repo, session.tenant_id, c) for c in calendars))
     return [Choice(calendar_key(session.tenant_id, c.mailbox_id, c.id), c, o)
@@ -79,7 +108,8 @@ async def _resource_name(services: Services, session: ChooserSession) -> str | N
     rid = session.context.resource_id
     if not rid:
         return None
-    resource = await services.timum.get_resource(session.context.provider_id, rid)
+    resource = await _patiently(lambda: services.timum.get_resource(session.context.provider_id, rid),
+                                "reading the resource")
     return None if resource is None else str(resource.get("name") or rid)
 
 

@@ -3,16 +3,18 @@ choice changes (link, calendar claim, teardown of an old link, SETUP, status web
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from urllib.parse import urlencode
 
 import azure.functions as func
+import pytest
 
 from shared.connect.flow import session_store
 from shared.connect.teardown import TeardownStore
 from shared.domain import Link, LinkKey, LinkMode, SyncMode
-from shared.errors import NeedsReconnect
+from shared.errors import NeedsReconnect, Throttled, TransientError
 from shared.http.connect_bp import handle_calendars
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import TenantRepository
@@ -271,3 +273,47 @@ async def test_reconnecting_the_same_calendar_keeps_the_sync_state(world: Memory
     assert (kept.subscription_id, kept.delta_link, kept.calendar_id) == ("sub-1", link.delta_link, "cal-room1")
     assert _admin_messages(world) == [AdminMessage(link="prov-1|res-1", action=AdminAction.SETUP)]
     assert len(world.timum.status_webhooks) == 1     # nothing new to tell timum
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The chooser's pauses, recorded instead of slept (the twins' own zero sleeps still yield)."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        if seconds:
+            slept.append(seconds)
+        else:
+            await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return slept
+
+
+async def test_a_transient_failure_is_tried_again_before_the_error_page(world: MemoryWorld,
+                                                                         quick_retries: list[float]) -> None:
+    sid = await open_session(world.services)
+    world.graph.fail_next(Throttled("429", retry_after=0.2), op="list_calendars")
+    world.graph.fail_next(TransientError("504", code="timeout"), op="list_calendars")
+    world.timum.fail_next(TransientError("503", code="timum_unavailable"), op="get_resource")
+    response = await handle_calendars(world.services, _get(sid))
+    assert response.status_code == 200 and "Behandlungsraum 1" in response.get_body().decode()
+    assert quick_retries == [0.3, 1.0, 0.3]
+
+
+async def test_a_lasting_failure_shows_try_again_later_after_three_tries(world: MemoryWorld,
+                                                                          quick_retries: list[float]) -> None:
+    sid = await open_session(world.services)
+    world.timum.fail_next(TransientError("503", code="timum_unavailable"), op="get_resource", times=3)
+    response = await handle_calendars(world.services, _get(sid))
+    assert response.status_code == 503
+    assert len(quick_retries) == 2
+
+
+async def test_a_long_retry_after_is_not_waited_out_on_the_page(world: MemoryWorld,
+                                                                quick_retries: list[float]) -> None:
+    sid = await open_session(world.services)
+    world.graph.fail_next(Throttled("429", retry_after=30.0), op="me")
+    response = await handle_calendars(world.services, _get(sid))
+    assert response.status_code == 503 and quick_retries == []
