@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import yaml
-import httpx
 from openapi_spec_validator import validate
 
 from bench.fuzz import (
