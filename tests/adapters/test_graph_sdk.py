@@ -177,6 +177,39 @@ async def test_all_day_events_become_midnights_in_the_mailbox_zone(adapter: Grap
     assert len(stub.calls("GET", r"/mailboxSettings$")) == 1, "the mailbox zone is looked up once"
 
 
+@pytest.mark.parametrize("item", [
+    {"id": "e1", "subject": "no times"},
+    {"id": "e1", "start": {"dateTime": "gestern", "timeZone": "UTC"}, "end": {"dateTime": "", "timeZone": "UTC"}},
+    {"subject": "no id", "start": {"dateTime": "2024-05-02T08:00:00", "timeZone": "UTC"},
+     "end": {"dateTime": "2024-05-02T09:00:00", "timeZone": "UTC"}},
+    {"@removed": {"reason": "deleted"}},
+    "not an object",
+])
+async def test_an_unreadable_delta_item_is_transient(adapter: GraphSdkAdapter, stub: GraphStub,
+                                                     item: object) -> None:
+    stub.on("GET", DELTA, {"value": [item], "@odata.deltaLink": link("?$deltatoken=d1")})
+    with pytest.raises(TransientError) as caught:
+        await adapter.delta(MAILBOX, CAL, start=START, end=END)
+    assert caught.value.code == "graph_unexpected"
+
+
+async def test_a_delta_body_that_is_not_json_is_transient(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
+    stub.on("GET", DELTA, httpx.Response(200, text="<html>proxy</html>", headers={"Content-Type": "text/html"}))
+    with pytest.raises(TransientError) as caught:
+        await adapter.delta(MAILBOX, CAL, start=START, end=END)
+    assert caught.value.code == "graph_unexpected"
+
+
+async def test_delta_fields_graph_may_add_later_pass_through(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
+    # A showAs value this code does not know must reach the planner (which blocks on it), not vanish.
+    stub.on("GET", DELTA, {"value": [graph_event("e1", "2024-05-02T08:00:00.0000000", "2024-05-02T09:00:00.0000000",
+                                                 showAs="somethingNew", isCancelled=None, newField={"x": 1})],
+                           "@odata.deltaLink": link("?$deltatoken=d1")})
+    (event,) = (await adapter.delta(MAILBOX, CAL, start=START, end=END)).events
+    assert event.show_as == "somethingNew" and not event.is_cancelled
+    assert (event.sensitivity, event.type) == ("normal", "singleInstance")
+
+
 async def test_expired_delta_state_is_sync_state_expired(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
     stub.on("GET", DELTA, error(410, "SyncStateNotFound", "gone"),
             error(400, "syncStateNotFound", "The sync state is missing"),
