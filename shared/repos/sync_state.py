@@ -102,17 +102,18 @@ class EventMapRepository:
         await self._table.upsert(self._entity(link, row))
 
     async def put_many(self, link: LinkKey, rows: Iterable[StatusRow]) -> None:
-        await for_each(lambda row: self.put(link, row), rows)
+        # A link's rows share a partition: one transaction per 100 rows, not one request per row.
+        await self._table.upsert_many([self._entity(link, row) for row in rows])
 
     async def delete(self, link: LinkKey, event_id: str) -> None:
         await self._table.delete(_pk(link), encode_key(event_id))
 
     async def delete_many(self, link: LinkKey, event_ids: Iterable[str]) -> None:
-        await for_each(lambda event_id: self.delete(link, event_id), dict.fromkeys(event_ids))
+        await self._table.delete_many(_pk(link), [encode_key(event_id) for event_id in event_ids])
 
     async def clear(self, link: LinkKey) -> int:
         rows = await self._table.query(_pk(link))
-        await for_each(lambda row: self._table.delete(row.pk, row.rk), rows)
+        await self._table.delete_many(_pk(link), [row.rk for row in rows])
         return len(rows)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,14 +21,14 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import EntityProperty, UpdateMode
+from azure.data.tables import EntityProperty, TableErrorCode, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, StorageError
-from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, dumps
+from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, chunks, dumps, one_partition
 
 _SYSTEM = {"Timestamp", "etag", "odata.etag", "odata.metadata"}
 
@@ -173,6 +173,47 @@ class AzureTable(TablePort):
         except AzureError as exc:
             raise StorageError(f"querying {self.name} failed: {type(exc).__name__}") from exc
         return out
+
+
+    async def upsert_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        rows = one_partition(entities)
+        if not rows:
+            return
+        client = await self._client()
+        for chunk in chunks(rows):
+            operations: list[Any] = [("upsert", _clean(row), {"mode": UpdateMode.REPLACE}) for row in chunk]
+            try:
+                await client.submit_transaction(operations)
+            except AzureError as exc:
+                raise StorageError(f"batch writing {self.name} failed: {_failure(exc)}") from exc
+
+    async def delete_many(self, pk: str, rks: Sequence[str]) -> None:
+        keys = list(dict.fromkeys(rks))
+        if not keys:
+            return
+        client = await self._client()
+        for chunk in chunks(keys):
+            operations: list[Any] = [("delete", {"PartitionKey": pk, "RowKey": rk}) for rk in chunk]
+            try:
+                await client.submit_transaction(operations)
+                continue
+            except TableTransactionError as exc:
+                if exc.status_code != 404 and exc.error_code != TableErrorCode.RESOURCE_NOT_FOUND:
+                    raise StorageError(f"batch deleting from {self.name} failed: {_failure(exc)}") from exc
+            except AzureError as exc:
+                raise StorageError(f"batch deleting from {self.name} failed: {_failure(exc)}") from exc
+            # A row of the chunk was gone already, which fails the whole transaction. Rare (a replay
+            # after a crash): delete one by one then, where a missing row is no error.
+            try:
+                for rk in chunk:
+                    await client.delete_entity(pk, rk)
+            except AzureError as exc:
+                raise StorageError(f"deleting from {self.name} failed: {_failure(exc)}") from exc
+
+
+def _failure(exc: AzureError) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
 
 
 class AzureQueue(QueuePort):

@@ -6,12 +6,14 @@ import base64
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Table keys may not contain / \ # ? or control characters and are limited to 1 KiB.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.@:=+-]{1,512}$")
 _ENCODED_PREFIX = "~"
+#: Most operations Azure Tables takes in one entity group transaction (all one partition).
+MAX_BATCH = 100
 
 
 def encode_key(value: str) -> str:
@@ -78,6 +80,22 @@ class TablePort(ABC):
                     limit: int | None = None) -> list[Entity]:
         """Rows of one partition (or all, pk=None) whose fields equal ``equals``."""
 
+    @abstractmethod
+    async def upsert_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        """Create or replace rows of one partition, ending as ``upsert`` of each in order would
+        (a later row with the same RowKey wins).
+
+        One request per ``MAX_BATCH`` rows instead of one per row: each chunk is an entity group
+        transaction, stored whole or not at all, and chunks go in order, so after a failure the
+        rows stored are exactly those of the chunks before it. ``BadRequest`` if the rows span
+        partitions (nothing is written then).
+        """
+
+    @abstractmethod
+    async def delete_many(self, pk: str, rks: Sequence[str]) -> None:
+        """Delete rows of partition ``pk`` unconditionally, in chunks of ``MAX_BATCH``; rows that
+        do not exist are no error. Chunks go in order, as in ``upsert_many``."""
+
 
 class QueuePort(ABC):
     """One queue. Messages are JSON objects; the adapter encodes them as the Functions host expects."""
@@ -107,6 +125,26 @@ class StoragePort(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""
+
+
+def one_partition(entities: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``entities`` as ``upsert_many`` stores them: one row per RowKey (the last wins, as sequential
+    upserts would leave it — a transaction may not name a row twice), in first-seen order.
+    ``BadRequest`` if they span partitions: a transaction cannot."""
+    from shared.errors import BadRequest
+
+    rows: dict[str, dict[str, Any]] = {}
+    partitions = set()
+    for entity in entities:
+        partitions.add(str(entity["PartitionKey"]))
+        rows[str(entity["RowKey"])] = dict(entity)
+    if len(partitions) > 1:
+        raise BadRequest("a batch write must stay within one partition", field="PartitionKey")
+    return list(rows.values())
+
+
+def chunks(items: Sequence[Any], size: int = MAX_BATCH) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def dumps(message: Mapping[str, Any]) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import Conflict, NotFound
-from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, dumps
+from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, chunks, dumps, one_partition
 
 _etags = itertools.count(1)
 
@@ -78,6 +78,18 @@ class MemoryTable(TablePort):
             if limit is not None and len(out) >= limit:
                 break
         return out
+
+
+    async def upsert_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        # No await between the rows of a chunk: a chunk is all or nothing, as a transaction is.
+        for chunk in chunks(one_partition(entities)):
+            for entity in chunk:
+                self._store(entity)
+
+    async def delete_many(self, pk: str, rks: Sequence[str]) -> None:
+        for chunk in chunks(list(dict.fromkeys(rks))):
+            for rk in chunk:
+                self.rows.pop((pk, rk), None)
 
 
 class MemoryQueue(QueuePort):

@@ -4,7 +4,7 @@ one link, and storage that can be made to fail at a chosen write (a crash betwee
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 from shared.repos.sync_state import EventMapRepository
 from shared.services.outlook_sync import SyncOutcome, run_sync
-from shared.storage.base import Entity, StoragePort
+from shared.storage.base import Entity, StoragePort, chunks, one_partition
 from shared.storage.memory import MemoryStorage, MemoryTable
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -78,6 +78,17 @@ class TripwireTable(MemoryTable):
     async def delete(self, pk: str, rk: str, *, etag: str | None = None) -> bool:
         self._owner.check(self.name)
         return await super().delete(pk, rk, etag=etag)
+
+    # A transaction is one write: the crash comes before a chunk, never inside one.
+    async def upsert_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        for chunk in chunks(one_partition(entities)):
+            self._owner.check(self.name)
+            await super().upsert_many(chunk)
+
+    async def delete_many(self, pk: str, rks: Sequence[str]) -> None:
+        for chunk in chunks(list(dict.fromkeys(rks))):
+            self._owner.check(self.name)
+            await super().delete_many(pk, chunk)
 
 
 class TripwireStorage(MemoryStorage):

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from shared.errors import Conflict, NotFound
+from shared.errors import BadRequest, Conflict, NotFound
 from shared.storage import StoragePort, decode_key, encode_key
+from shared.storage.base import MAX_BATCH
 
 
 def _name() -> str:
@@ -97,3 +98,39 @@ def test_key_encoding_roundtrips(value: str) -> None:
     key = encode_key(value)
     assert not any(c in key for c in "/\\#?")
     assert decode_key(key) == value
+
+
+async def test_upsert_many_writes_one_partition_in_batches(storage: StoragePort) -> None:
+    table = storage.table(_name())
+    await table.upsert({"PartitionKey": "p", "RowKey": "r0000", "v": -1, "old": True})
+    # More than one transaction's worth, a row named twice (the later wins, as with sequential
+    # upserts), and a row that exists already (replaced, not merged).
+    rows = [{"PartitionKey": "p", "RowKey": f"r{i:04d}", "v": i} for i in range(MAX_BATCH * 2 + 5)]
+    rows.append({"PartitionKey": "p", "RowKey": "r0003", "v": 333})
+    await table.upsert_many(rows)
+    stored = {r.rk: r for r in await table.query("p")}
+    assert len(stored) == MAX_BATCH * 2 + 5
+    assert stored["r0003"]["v"] == 333
+    assert stored["r0000"]["v"] == 0 and "old" not in stored["r0000"]
+    assert all(r.etag for r in stored.values())
+    await table.upsert_many([])
+
+
+async def test_upsert_many_refuses_rows_of_two_partitions_and_writes_nothing(storage: StoragePort) -> None:
+    table = storage.table(_name())
+    await table.upsert({"PartitionKey": "a", "RowKey": "seed"})
+    with pytest.raises(BadRequest):
+        await table.upsert_many([{"PartitionKey": "a", "RowKey": "1"}, {"PartitionKey": "b", "RowKey": "1"}])
+    assert [r.rk for r in await table.query()] == ["seed"]
+
+
+async def test_delete_many_removes_rows_and_ignores_absent_ones(storage: StoragePort) -> None:
+    table = storage.table(_name())
+    await table.upsert_many([{"PartitionKey": "p", "RowKey": f"r{i:04d}"} for i in range(MAX_BATCH + 10)])
+    await table.upsert({"PartitionKey": "q", "RowKey": "r0001"})
+    # Absent rows in the first chunk (a transaction naming one fails as a whole in Azure) and a repeat.
+    doomed = ["missing", *(f"r{i:04d}" for i in range(MAX_BATCH + 5)), "r0001", "also-missing"]
+    await table.delete_many("p", doomed)
+    assert [r.rk for r in await table.query("p")] == [f"r{i:04d}" for i in range(MAX_BATCH + 5, MAX_BATCH + 10)]
+    assert await table.get("q", "r0001") is not None, "another partition's row stays"
+    await table.delete_many("p", [])
