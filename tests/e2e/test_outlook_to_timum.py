@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
+from devtools.sandbox.graph.model import Delivery
 from devtools.sandbox.timum.state import Slot
 from devtools.stack import Stack
 from shared.adapters.graph_constants import BOOKING_PROPERTY_ID
@@ -21,6 +22,7 @@ from shared.repos.links import ProviderSettingsRepository
 from tests.e2e.conftest import (
     ANNA,
     BERLIN,
+    DEADLINE,
     LOG,
     Names,
     berlin,
@@ -154,7 +156,7 @@ def test_duplicated_and_reordered_notifications_give_one_slot_each(stack: Stack,
     behaviour = stack.graph.behaviour
     behaviour.duplicate_probability = 1.0   # every notification twice (created also as updated)
     behaviour.replay_probability = 1.0      # every incremental delta round repeats a known item
-    delivered_before = len(stack.graph.list_deliveries())
+    delivered_before = _last_delivery(stack)
     began = time.monotonic()
     first = stack.graph.create_event(ANNA, "Erster", berlin(6, 8), berlin(6, 9), calendar_id=linked.calendar_id)
     second = stack.graph.create_event(ANNA, "Zweiter", berlin(6, 10), berlin(6, 11), calendar_id=linked.calendar_id)
@@ -182,12 +184,21 @@ def test_duplicated_and_reordered_notifications_give_one_slot_each(stack: Stack,
         return current == {k: (utc(a), utc(b)) for k, (a, b) in wanted.items()}
 
     wait_slots(stack, names, converged, what="duplicates and reordering", started=began)
-    # The sandbox really did send duplicates: more notifications than changes reached the app.
-    sent = [d for d in stack.graph.list_deliveries()[delivered_before:]
-            if d.kind == "change" and sub_id in d.subscription_ids]
-    assert sum(d.count for d in sent) > 5
+    # The sandbox really did send duplicates: more notifications than changes reached the app
+    # (its own deliveries may still be under way when our reordered POST already converged).
+    def duplicated(deliveries: list[Delivery]) -> bool:
+        return sum(d.count for d in deliveries if d.id > delivered_before and d.kind == "change"
+                   and sub_id in d.subscription_ids) > 5
+
+    stack.graph.wait_for_deliveries(duplicated, timeout=DEADLINE)
     # Settled: later rounds (replays included) change nothing.
     assert set(by_id(slots(stack, names))) == set(wanted)
+
+
+def _last_delivery(stack: Stack) -> int:
+    """Id of the newest delivery so far. Deliveries are compared by id, never by list position:
+    the sandbox keeps only the newest 2,000, and the e2e tests share one sandbox."""
+    return max((d.id for d in stack.graph.list_deliveries()), default=0)
 
 
 def _booking_event_in(stack: Stack, calendar_id: str, booking_id: str) -> bool:
@@ -312,17 +323,18 @@ def test_lifecycle_missed_triggers_catch_up(stack: Stack, names: Names) -> None:
     sub = stack.graph.subscriptions[linked.link.subscription_id]
     url = sub.notification_url
     stack.graph.behaviour.max_delivery_attempts = 1
-    delivered = len(stack.graph.list_deliveries())
+    delivered = _last_delivery(stack)
     # Graph cannot reach us for a while: the change notification is lost.
     stack.graph.change_subscription(sub.id, notification_url="http://127.0.0.1:9/unreachable")
     try:
         ids = stack.graph.create_event(owner.id, "Verpasst", berlin(13, 9), berlin(13, 10),
                                        calendar_id=linked.calendar_id)
         stack.graph.wait_for_deliveries(lambda ds: any(d.kind == "change" and sub.id in d.subscription_ids
-                                                       for d in ds[delivered:]))
+                                                       for d in ds if d.id > delivered))
     finally:
         stack.graph.change_subscription(sub.id, notification_url=url)
-    lost = [d for d in stack.graph.list_deliveries()[delivered:] if d.kind == "change" and sub.id in d.subscription_ids]
+    lost = [d for d in stack.graph.list_deliveries()
+            if d.id > delivered and d.kind == "change" and sub.id in d.subscription_ids]
     assert lost and all(d.outcome != "ok" for d in lost)
     assert slots(stack, names) == []
 
