@@ -49,7 +49,7 @@ async def seed(stack: Stack, count: int) -> str:
     from shared.ics.tokens import FeedTokens
 
     class SeedingStore(BookingStore):
-        async def _bump(self, pk: str) -> None:
+        async def _bump(self, pk: str, booking_id: str, version: int) -> None:
             """Seeding writes thousands of rows at once; the revision rises once at the end instead."""
 
     seeding = SeedingStore(stack.storage)

@@ -2,7 +2,10 @@
 
 The ICS feed serves from here without calling timum. PK = provider|resource, RK = booking
 id; a ``~meta`` row per resource carries a revision number that rises on every change, so
-a cached feed is valid exactly while the revision is unchanged.
+a cached feed is valid exactly while the revision is unchanged. The same row keeps a short log
+of which booking (and version) each recent revision stands for, written in the same conditional
+update as the revision: a reader holding a feed of revision N re-reads only the bookings of
+revisions N+1.. instead of the whole partition (``Revision.changed_since``).
 
 ``sequence`` counts time changes (iCalendar SEQUENCE must rise when a booking moves).
 """
@@ -10,7 +13,9 @@ a cached feed is valid exactly while the revision is unchanged.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from shared.bookings.payload import booking_from_json, booking_to_json
 from shared.domain import Booking, LinkKey
@@ -19,12 +24,58 @@ from shared.storage.base import StoragePort, encode_key
 
 BOOKINGS = "bookings"
 META_RK = "~meta"
+# Entries kept in the revision log, and the cap on its JSON text (a string property holds at most
+# 32 Ki UTF-16 characters). A reader further behind than the log reaches reads the whole partition.
+LOG_ENTRIES = 256
+LOG_MAX_CHARS = 30_000
 
 
 @dataclass(frozen=True)
 class StoredBooking:
     booking: Booking
     sequence: int
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A resource's booking revision and the log of its recent changes, oldest first."""
+
+    number: int
+    changes: tuple[tuple[int, str, int], ...] = ()  # (revision, booking id, version)
+
+    def changed_since(self, revision: int) -> list[str] | None:
+        """The ids of the bookings changed after ``revision`` up to this one, or None when the log
+        does not name every revision in between (too far behind, or raised by a writer that kept
+        no log) — the caller must then read everything."""
+        if revision > self.number:
+            return None
+        by_revision = {number: booking_id for number, booking_id, _ in self.changes}
+        wanted = range(revision + 1, self.number + 1)
+        if any(number not in by_revision for number in wanted):
+            return None
+        return list(dict.fromkeys(by_revision[number] for number in wanted))
+
+    def logged(self, booking_id: str, version: int) -> bool:
+        return any(b == booking_id and v == version for _, b, v in self.changes)
+
+
+def _revision_of(meta: Mapping[str, Any] | None) -> Revision:
+    if meta is None:
+        return Revision(0)
+    try:
+        changes = tuple((int(r), str(b), int(v)) for r, b, v in json.loads(str(meta.get("changes") or "[]")))
+    except (TypeError, ValueError):
+        changes = ()  # an unreadable log only costs readers a full read
+    return Revision(int(meta["revision"]), changes)
+
+
+def _log_text(changes: list[tuple[int, str, int]]) -> str:
+    changes = changes[-LOG_ENTRIES:]
+    text = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+    while len(text) > LOG_MAX_CHARS and changes:
+        changes = changes[len(changes) // 4 + 1:]
+        text = json.dumps(changes, ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 class BookingStore:
@@ -41,6 +92,12 @@ class BookingStore:
         for _ in range(5):
             current = await self._table.get(pk, rk)
             if current is not None and int(current["version"]) >= booking.version:
+                if int(current["version"]) == booking.version and not _revision_of(
+                        await self._table.get(pk, META_RK)).logged(booking.id, booking.version):
+                    # A delivery that stored this version and died before raising the revision:
+                    # its retry raises it now, or feeds kept per revision would never show it.
+                    # (When the entry has already left the log this costs one spare revision.)
+                    await self._bump(pk, booking.id, booking.version)
                 return False
             sequence = 0
             if current is not None:
@@ -57,26 +114,33 @@ class BookingStore:
                     await self._table.update(row, etag=current.etag)
             except (Conflict, NotFound):
                 continue  # a concurrent delivery wrote first; compare versions again
-            await self._bump(pk)
+            await self._bump(pk, booking.id, booking.version)
             return True
         raise Conflict("booking kept changing while being stored")
 
-    async def _bump(self, pk: str) -> None:
+    async def _bump(self, pk: str, booking_id: str, version: int) -> None:
+        """Raise the revision and log which booking it stands for, in one conditional write."""
         for _ in range(10):
             meta = await self._table.get(pk, META_RK)
+            current = _revision_of(meta)
+            number = current.number + 1
+            log = _log_text([*current.changes, (number, booking_id, version)])
             try:
                 if meta is None:
-                    await self._table.insert({"PartitionKey": pk, "RowKey": META_RK, "revision": 1})
+                    await self._table.insert({"PartitionKey": pk, "RowKey": META_RK, "revision": number,
+                                              "changes": log})
                 else:
-                    await self._table.update({**meta, "revision": int(meta["revision"]) + 1}, etag=meta.etag)
+                    await self._table.update({**meta, "revision": number, "changes": log}, etag=meta.etag)
                 return
             except (Conflict, NotFound):
                 continue
         raise Conflict("booking revision kept changing")
 
     async def revision(self, provider_id: str, resource_id: str) -> int:
-        meta = await self._table.get(self._pk(provider_id, resource_id), META_RK)
-        return 0 if meta is None else int(meta["revision"])
+        return (await self.revision_log(provider_id, resource_id)).number
+
+    async def revision_log(self, provider_id: str, resource_id: str) -> Revision:
+        return _revision_of(await self._table.get(self._pk(provider_id, resource_id), META_RK))
 
     async def get(self, provider_id: str, resource_id: str, booking_id: str) -> StoredBooking | None:
         row = await self._table.get(self._pk(provider_id, resource_id), encode_key(booking_id))
