@@ -6,15 +6,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP_PY := $(VENV)/.installed
+STAMP_LOCAL := $(VENV)/.installed-local
 STAMP_NODE := node_modules/.installed
 
-.PHONY: setup run sandbox test test-fast check lint typecheck bench soak fuzz clean browser
+.PHONY: setup setup-local run sandbox test test-fast check lint typecheck bench soak fuzz clean browser
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
-$(STAMP_PY): requirements.txt requirements-dev.txt
+# What `make run` needs (the app, the local host, the sandbox); tests and tools come on top, so a
+# newcomer's first `make run` does not wait for the test stack to install.
+setup-local: $(STAMP_LOCAL) $(STAMP_NODE)
+
+$(STAMP_LOCAL): requirements.txt requirements-local.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-local.txt
+	@touch $@
+
+$(STAMP_PY): $(STAMP_LOCAL) requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
@@ -29,11 +38,11 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 ## make run — Azurite + sandbox (Microsoft identity, Graph, timum) + the function app on http://127.0.0.1:7071
-run: setup
+run: setup-local
 	$(PY) -m devtools.run
 
 ## the sandbox alone (for integrators pointing their own service at it)
-sandbox: setup
+sandbox: setup-local
 	$(PY) -m devtools.sandbox
 
 ## make test — the whole suite against real Azurite, the sandbox and headless Chromium
