@@ -5,6 +5,11 @@
 
 A look-up is by hash, so no stored secret is ever compared with user input; unknown and
 revoked tokens are indistinguishable (both: no row).
+
+``TokenLookups`` keeps successful look-ups for ``LOOKUP_TTL`` seconds per process, so a feed
+request does not read this table each time. A revoked or rotated token therefore keeps working
+on *other* instances for at most ``LOOKUP_TTL``; in this process, ``issue``/``revoke`` void every
+cached look-up at once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.domain import LinkKey
@@ -20,6 +28,16 @@ from shared.storage.base import StoragePort, encode_key
 FEEDS = "icsfeeds"
 OWNERS = "icsfeedowners"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43,64}$")
+LOOKUP_TTL = 10.0  # seconds; the longest a token revoked elsewhere keeps working here
+
+# Raised by every issue/revoke in this process; a cached look-up taken under an older value is
+# void. Global rather than per link: issuing and revoking are rare, and a look-up is one read.
+_generation = 0
+
+
+def _void_lookups() -> None:
+    global _generation
+    _generation += 1
 
 
 def token_hash(token: str) -> str:
@@ -48,11 +66,13 @@ class FeedTokens:
         return token
 
     async def revoke(self, link: LinkKey) -> bool:
+        _void_lookups()
         owner = await self._owners.get(encode_key(str(link)), "")
         if owner is None:
             return False
         await self._feeds.delete(owner["token_hash"], "")
         await self._owners.delete(encode_key(str(link)), "")
+        _void_lookups()  # again: a look-up that read the row while it was being deleted
         return True
 
     async def has_feed(self, link: LinkKey) -> bool:
@@ -65,3 +85,40 @@ class FeedTokens:
         if row is None:
             return None
         return FeedRecord(LinkKey.parse(row["link"]), str(row.get("calendar_name", "")))
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    record: FeedRecord
+    expires: float
+    generation: int
+
+
+class TokenLookups:
+    """Successful token look-ups of this process, each kept for ``ttl`` seconds. Unknown tokens
+    are not kept: a newly issued token works at once, everywhere."""
+
+    def __init__(self, ttl: float = LOOKUP_TTL, *, clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = 4096) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._max = max_entries
+        self._items: OrderedDict[str, _Lookup] = OrderedDict()
+
+    async def resolve(self, tokens: FeedTokens, token: str) -> FeedRecord | None:
+        if not _TOKEN.match(token):
+            return None
+        digest = token_hash(token)
+        hit = self._items.get(digest)
+        if hit is not None and hit.generation == _generation and hit.expires > self._clock():
+            return hit.record
+        generation = _generation  # taken before the read, so a revoke during it voids the result
+        record = await tokens.resolve(token)
+        if record is None:
+            self._items.pop(digest, None)
+            return None
+        self._items[digest] = _Lookup(record, self._clock() + self._ttl, generation)
+        self._items.move_to_end(digest)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+        return record
