@@ -7,7 +7,9 @@ form only names it by a hash, so nobody can link a calendar the account cannot r
 either links the resource from the connect link or creates a new timum resource named after
 the calendar. One calendar ↔ one resource is enforced by ``LinkRepository.claim_calendar``;
 a resource that was linked elsewhere is unlinked cleanly (its subscription torn down by the
-TEARDOWN worker). The new link gets a SETUP message, then the browser goes back to timum.
+TEARDOWN worker). The new link gets a SETUP message and a replay of the resource's stored
+bookings (those that came while it was unlinked or needed a reconnect), then the browser goes
+back to timum.
 
 Both pages read Graph and timum while a person waits: a transient failure of one of those reads
 is tried twice more within about a second (``_patiently``) before the "try again later" page.
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from shared.connect.flow import session_store
+from shared.connect.flow import queue_booking_replay, session_store
 from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_params
 from shared.connect.store import ChooserSession
 from shared.connect.teardown import unlink
@@ -274,6 +276,8 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
     link = await repo.save(link)
     await services.storage.queue(LINK_ADMIN_QUEUE).send(
         AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
+    # Bookings of the resource stored while it was unlinked or waiting for this reconnect.
+    await queue_booking_replay(services, link.key)
     if not tell_timum:
         return link
     from shared.connect.status import announce

@@ -38,10 +38,10 @@ from shared.connect.store import (
 )
 from shared.context import Services
 from shared.crypto import Cipher
-from shared.domain import LinkHealth
+from shared.domain import LinkHealth, LinkKey
 from shared.errors import AuthError, ConsentRequired, InvalidSignature, StorageError, SyncError, TransientError
 from shared.i18n import has, negotiate, normalize
-from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import AccountRepository, StoredCache, TenantRepository
 from shared.repos.links import LINKS, LinkRepository
 from shared.signing import return_url_allowed, verify_connect_link
@@ -235,9 +235,20 @@ async def _revive_links(services: Services, account_id: str) -> None:
             link = await set_health(services, link, LinkHealth.OK, "reconnected")
             await services.storage.queue(LINK_ADMIN_QUEUE).send(
                 AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
+            await queue_booking_replay(services, link.key)
     except SyncError as exc:
         # The sign-in itself succeeded; the links are repaired on the next connect or resync.
         log.warning("could not revive links after sign-in: %s", exc.code)
+
+
+async def queue_booking_replay(services: Services, key: LinkKey) -> None:
+    """Have the booking worker write every stored booking of the link's resource to Outlook.
+
+    Booking changes that came while the link had no usable token (or no link at all) were
+    stored but not written: the writer stops at a link that needs a reconnect rather than fail
+    every retry. Linking or reconnecting is when they must catch up; the replay is idempotent
+    (the booking map), so a second one writes nothing."""
+    await services.storage.queue(BOOKING_QUEUE).send({"replay_link": str(key)})
 
 
 def _key_of(row: Mapping[str, Any]) -> Any:

@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import azure.functions as func
 import pytest
 
+from shared.bookings.payload import booking_to_json
+from shared.bookings.service import apply_booking_message
 from shared.connect.flow import session_store
+from shared.connect.status import set_health
 from shared.connect.teardown import TeardownStore
-from shared.domain import Link, LinkKey, LinkMode, SyncMode
+from shared.domain import Booking, BookingStatus, Link, LinkHealth, LinkKey, LinkMode, SyncMode
 from shared.errors import NeedsReconnect, Throttled, TransientError
 from shared.http.connect_bp import handle_calendars
-from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository, SubscriptionIndex, calendar_key
 from tests.connect.conftest import JONAS, RETURN_BASE, ROOM, MemoryWorld, http_request, open_session, query_of
@@ -317,3 +321,29 @@ async def test_a_long_retry_after_is_not_waited_out_on_the_page(world: MemoryWor
     world.graph.fail_next(Throttled("429", retry_after=30.0), op="me")
     response = await handle_calendars(world.services, _get(sid))
     assert response.status_code == 503 and quick_retries == []
+
+
+async def test_bookings_stored_while_the_link_needed_a_reconnect_are_written_after_it(world: MemoryWorld) -> None:
+    sid = await open_session(world.services)
+    form = {"csrf": _csrf(world, sid), "calendar": _key(world, "cal-room1"), "action": "link"}
+    assert (await handle_calendars(world.services, _post(sid, form))).status_code == 303
+    queue = world.storage.queue(BOOKING_QUEUE)
+    assert [json.loads(m) for m in queue.drain()] == [{"replay_link": "prov-1|res-1"}]
+    repo = LinkRepository(world.storage)
+    await set_health(world.services, await repo.require(LinkKey("prov-1", "res-1")), LinkHealth.NEEDS_RECONNECT,
+                     "needs_reconnect: invalid_grant")
+    start = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+    made = Booking(id="bk-1", provider_id="prov-1", resource_id="res-1", version=1, start=start,
+                   end=start + timedelta(minutes=30), status=BookingStatus.CONFIRMED, service_name="Massage")
+    written = await apply_booking_message(world.services, {"booking": booking_to_json(made)})
+    assert written.result == "needs_reconnect"
+    window = (start - timedelta(days=1), start + timedelta(days=1))
+    assert world.graph.calendar_view("anna", "cal-room1", *window) == []
+
+    again = await open_session(world.services)
+    form = {"csrf": _csrf(world, again), "calendar": _key(world, "cal-room1"), "action": "link"}
+    assert (await handle_calendars(world.services, _post(again, form))).status_code == 303
+    [replay] = [json.loads(m) for m in queue.drain()]
+    assert (await apply_booking_message(world.services, replay)).result == "replayed:1"
+    [event] = world.graph.calendar_view("anna", "cal-room1", *window)
+    assert event.start == start
