@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
         load_settings()  # one clear message listing every missing or malformed setting
         from devtools.devhost import run_in_thread
+        from shared.wiring import close_clients
 
-        host = run_in_thread("function_app", port=args.port, host_json=str(ROOT / "host.json"))
+        host = run_in_thread("function_app", port=args.port, host_json=str(ROOT / "host.json"),
+                             after_stop=close_clients)
         started.append(host)
         print(f"Function app     {host.base_url}/api/health")
         print(json.dumps({"ready": True}), flush=True)

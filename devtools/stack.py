@@ -441,16 +441,12 @@ def _restore_env(saved: Mapping[str, str | None]) -> None:
 
 
 async def _close_app_clients() -> None:
-    """Close the clients the functions cached (``shared.wiring``), on the host's loop after it
-    drained: dropped unclosed, they would report themselves whenever the garbage collector meets
-    them — in the middle of whatever runs in this process next."""
+    """Close the clients the functions cached, on the host's loop after it drained: dropped
+    unclosed, they would report themselves whenever the garbage collector meets them — in the
+    middle of whatever runs in this process next."""
     from shared import wiring
 
-    services = wiring.get_services()
-    closer = getattr(services.timum, "close", None)
-    if closer is not None:
-        await closer()
-    await services.storage.close()
+    await wiring.close_clients()
 
 
 def _reset_app_caches() -> None:

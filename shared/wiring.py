@@ -69,6 +69,18 @@ def get_services() -> Services:
     return _services
 
 
+async def close_clients() -> None:
+    """Close the clients cached above, on the loop that used them. The Functions host simply ends
+    the worker process; a host that stops in-process and runs on (the local host, tests) calls
+    this so that unclosed HTTP sessions do not report themselves during interpreter shutdown."""
+    if _services is not None:
+        closer = getattr(_services.timum, "close", None)
+        if closer is not None:
+            await closer()
+    if _storage is not None:
+        await _storage.close()
+
+
 def reset() -> None:
     """Forget cached services (tests that change settings)."""
     global _storage, _services, _cache
