@@ -7,9 +7,11 @@ notifications costs a few delta rounds, not one each. Within a run:
 1. Load the link; choose an incremental round (stored delta link) or a fresh one (first sync,
    ``full`` requested, no delta link, or the daily window slide).
 2. Follow the pages. Each page is planned by the pure core (``shared.core.outlook_plan``), the
-   actions go to timum with bounded concurrency, then the status rows are written. New slots
-   get a *pending* status row before their PUT, tagged with the round's start, so a crash
-   anywhere before the commit leaves a trace the replayed round settles instead of an orphan.
+   actions go to timum with bounded concurrency, then the status rows are written (one batch
+   per page). In an incremental round, new slots get a *pending* status row before their PUT,
+   tagged with the round's start, so a crash anywhere before the commit leaves a trace the
+   replayed round settles instead of an orphan; a fresh round needs none (its replay is fresh
+   and reconciles, see ``new_row_round``).
 3. At the end of the round: a fresh round reconciles (slots of events no longer present, and
    orphans timum lists); then pending rows are settled. Only then is the new delta link
    committed. Next links live only in memory: a crash replays from the last committed delta
@@ -45,6 +47,7 @@ from shared.core.outlook_plan import (
     StatusRow,
     UpsertBlock,
     apply_to_status,
+    new_row_round,
     pending_row,
     plan_page,
     reconcile,
@@ -421,10 +424,12 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
         return
     key = link.key
     eventmap = EventMapRepository(services.storage)
-    fresh_slots = [a for a in actions if isinstance(a, UpsertBlock) and a.event_id not in status]
-    if fresh_slots:
+    tag = new_row_round(ctx)
+    new_slots = [a for a in actions if isinstance(a, UpsertBlock) and a.event_id not in status]
+    if new_slots and tag:
         # Intent first: from the PUT on, the slot may exist; the pending row remembers that.
-        intents = [pending_row(a, ctx.round_tag) for a in fresh_slots]
+        # (A fresh round needs none: its replay reconciles — see ``new_row_round``.)
+        intents = [pending_row(a, tag) for a in new_slots]
         await eventmap.put_many(key, intents)
         status.update({row.event_id: row for row in intents})
 
@@ -436,7 +441,7 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
 
     failures = await _bounded([functools.partial(perform, a) for a in actions], TIMUM_WRITE_CONCURRENCY)
     done = [a for a, failure in zip(actions, failures, strict=True) if failure is None]
-    updated = apply_to_status(status, done, ctx.round_tag)
+    updated = apply_to_status(status, done, tag)
     await eventmap.put_many(key, [updated[a.event_id] for a in done
                                   if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated])
     await eventmap.delete_many(key, [a.event_id for a in done if isinstance(a, DeleteBlock | ForgetEvent)

@@ -23,6 +23,7 @@ from shared.core.outlook_plan import (
     StatusRow,
     UpsertBlock,
     apply_to_status,
+    new_row_round,
     pending_row,
     plan_event,
     plan_page,
@@ -267,6 +268,16 @@ def test_settle_pending_rows() -> None:
 def test_round_tags() -> None:
     assert round_tag("") == FRESH_ROUND
     assert round_tag("link-a") == round_tag("link-a") != round_tag("link-b")
+
+
+def test_only_incremental_rounds_write_new_rows_pending() -> None:
+    incremental = replace(ctx(), round_tag=round_tag("https://graph/delta?$deltatoken=1"))
+    assert new_row_round(incremental) == incremental.round_tag
+    fresh = replace(ctx(), round_tag=FRESH_ROUND)
+    assert new_row_round(fresh) == ""
+    upsert = plan_event(fresh, ev(), None)
+    assert isinstance(upsert, UpsertBlock)
+    assert not apply_to_status({}, [upsert], new_row_round(fresh))[upsert.event_id].pending
 
 
 def test_new_rows_are_pending_under_the_round_and_updates_keep_their_state() -> None:

@@ -253,6 +253,7 @@ async def test_crash_before_the_delta_link_commit_then_delete_leaves_no_orphan(w
 
 async def test_crash_between_pending_row_and_put_recovers(world: World) -> None:
     storage = world.storage
+    await world.sync()  # pending rows belong to incremental rounds
     eid = world.add(start=T, end=T + H)
     storage.arm("eventmap", after=1)  # pending row written, the confirmed row write dies
     with pytest.raises(SimulatedCrash):
@@ -265,6 +266,25 @@ async def test_crash_between_pending_row_and_put_recovers(world: World) -> None:
     assert row.content_hash and row.pending  # written, settled by the next round
     await world.sync()
     assert not (await world.status_rows())[eid].pending
+
+
+async def test_a_fresh_round_writes_settled_rows_and_no_intent(world: World) -> None:
+    storage = world.storage
+    assert hasattr(storage, "arm")
+    kept = world.add(start=T, end=T + H)
+    doomed = world.add(start=T + H, end=T + 2 * H)
+    storage.arm("eventmap")  # both slots PUT, then the (only) status write of the round dies
+    with pytest.raises(SimulatedCrash):
+        await world.sync()
+    assert set(world.slots()) == {ext(kept), ext(doomed)} and await world.status_rows() == {}
+    world.graph.user_delete(doomed)
+    out = await world.sync()
+    assert out.full_rounds == 1  # the replay is fresh and reconciles the slot that has no row
+    assert set(world.slots()) == {ext(kept)}
+    rows = await world.status_rows()
+    assert set(rows) == {kept} and not rows[kept].pending and rows[kept].content_hash
+    writes = await world.sync()
+    assert (writes.upserts, writes.deletes, writes.forgotten) == (0, 0, 0)
 
 
 async def test_lost_delta_state_converges_and_removes_orphans(any_world: World) -> None:
