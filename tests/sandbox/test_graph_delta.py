@@ -209,3 +209,35 @@ async def test_delta_path_forms_and_unsupported_query_options(world: World) -> N
             assert option in resp.json()["error"]["message"]
         resp = await raw.get("/me/calendarView/delta")
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "ErrorInvalidParameter"
+
+
+async def test_a_page_serves_its_items_as_they_are_now(world: World) -> None:
+    # Pages expand only their own events; what changed after the round began must still show.
+    state = world.env.graph.state
+    state.behaviour.empty_page_probability = 0.0
+    cal = state.default_calendar(world.anna.id)
+    first = state.create_event(world.anna.id, "Erster", at(3, 9), at(3, 10))
+    second = state.create_event(world.anna.id, "Zweiter", at(3, 11), at(3, 12))
+    third = state.create_event(world.anna.id, "Dritter", at(3, 13), at(3, 14))
+    series = state.create_event(
+        world.anna.id, "Serie", at(4, 8), at(4, 9),
+        recurrence={"pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "endDate", "startDate": "2031-03-04", "endDate": "2031-03-05"}})
+    start, end = (datetime.fromisoformat(w) for w in WINDOW)
+    round_state = state.begin_round(owner_id=world.anna.id, calendar_id=cal.id, scope="s", start=start, end=end,
+                                    previous=None, immutable=True, id_for=lambda i: i.key)
+    page = state.serve_page(round_state, 1)
+    assert [i.key for i in page.instances] == [f"{first.key}|"]
+    state.update_event(second.immutable_id, subject="Zweiter (neu)")
+    state.delete_event(third.immutable_id)
+    served: list[Any] = []
+    while page.next_token:
+        follow = state.sync_state(page.next_token, "skip")
+        assert follow is not None
+        page = state.serve_page(follow, 2)
+        served += page.instances
+    by_key = {i.key: i for i in served}
+    assert by_key[f"{second.key}|"].data["subject"] == "Zweiter (neu)"
+    assert f"{third.key}|" not in by_key, "deleted after the round began: no longer served"
+    assert {k for k in by_key if k.startswith(series.key)} == {f"{series.key}|2031-03-04", f"{series.key}|2031-03-05"}
+    assert by_key == {i.key: i for i in state.view(cal.id, start, end) if i.key in by_key}

@@ -293,11 +293,17 @@ class GraphState:
             if iso not in seen and iso not in ev.cancelled:
                 yield self.instance(ev, iso)
 
-    def view(self, calendar_id: str, start: datetime, end: datetime) -> list[Instance]:
-        """calendarView: single events, occurrences and exceptions overlapping [start, end)."""
+    def view(self, calendar_id: str, start: datetime, end: datetime, *,
+             event_keys: Iterable[str] | None = None) -> list[Instance]:
+        """calendarView: single events, occurrences and exceptions overlapping [start, end).
+
+        ``event_keys`` limits it to those events (the same answer for them, without expanding the
+        whole calendar: a delta page needs the current state of its own items only)."""
         with self._lock:
             out: list[Instance] = []
-            for ev in self.events.values():
+            pool = (self.events.values() if event_keys is None
+                    else [self.events[k] for k in dict.fromkeys(event_keys) if k in self.events])
+            for ev in pool:
                 if ev.calendar_id != calendar_id:
                     continue
                 candidates = self._series_instances(ev, end) if ev.recurrence else [self.instance(ev, None)]
@@ -605,7 +611,11 @@ class GraphState:
                 # Graph may answer a page with no items and a nextLink; clients must keep following.
                 return DeltaPage([], [], follow(state.remaining, "skip", True), None)
             page, rest = state.remaining[:page_size], state.remaining[page_size:]
-            current = {i.key: i for i in self.view(state.calendar_id, state.start, state.end)}
+            # Each item as it is now (Graph serves current state, not the state at the round's
+            # start); only the page's own events are expanded, so a page costs its size, not the
+            # calendar's.
+            keys = [key.rpartition("|")[0] for kind, key in page if kind == "upsert"]
+            current = {i.key: i for i in self.view(state.calendar_id, state.start, state.end, event_keys=keys)}
             instances = [current[key] for kind, key in page if kind == "upsert" and key in current]
             removed = [sent for kind, sent in page if kind == "removed"]
             if rest:
