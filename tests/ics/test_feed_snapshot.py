@@ -3,6 +3,7 @@ starts from the stored snapshot, and every path gives the bytes a full read and 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -10,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.bookings.payload import booking_to_json
 from shared.bookings.store import BOOKINGS, META_RK, BookingStore, StoredBooking
@@ -22,6 +25,7 @@ from shared.ics.snapshot import SNAPSHOTS, FeedSnapshot, SnapshotTable, build, d
 from shared.ics.tokens import FEEDS, OWNERS, FeedTokens, token_hash
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, encode_key
+from shared.storage.memory import MemoryStorage
 from tests.bookings.test_webhook import settings as make_settings
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -258,3 +262,92 @@ async def test_revoked_elsewhere_stops_working_within_the_ttl_here_at_once(stora
     await body_of(storage, cache, newest)
     await FeedTokens(storage).revoke(KEY)
     assert (await serve_feed(storage, make_settings(), cache, newest, now=NOW)).status == 404
+
+
+class RacingStorage(CountingStorage):
+    """Lets a booking writer run between the feed's revision read and its booking reads — the
+    interleaving the snapshot's correctness argument is about."""
+
+    def __init__(self, inner: StoragePort) -> None:
+        super().__init__(inner)
+        self.pending: Booking | None = None
+
+    def table(self, name: str) -> TablePort:
+        inner = super().table(name)
+        if name != BOOKINGS:
+            return inner
+        storage = self
+
+        class Racing(CountingTable):
+            async def get(self, pk: str, rk: str) -> Entity | None:
+                await storage.race(rk)
+                return await super().get(pk, rk)
+
+            async def query(self, pk: str | None = None, *, equals: Mapping[str, Any] | None = None,
+                            limit: int | None = None) -> list[Entity]:
+                await storage.race("")
+                return await super().query(pk, equals=equals, limit=limit)
+
+        return cast(TablePort, Racing(self.inner.table(name), self.counts))
+
+    async def race(self, rk: str) -> None:
+        if self.pending is not None and rk != META_RK:
+            booking, self.pending = self.pending, None
+            await BookingStore(self.inner).upsert_if_newer(booking)
+
+
+_step = st.one_of(
+    st.tuples(st.just("change"), st.integers(0, 14), st.integers(-30, 30), st.booleans()),
+    st.tuples(st.just("serve"), st.integers(0, 2), st.just(0), st.just(False)),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(_step, min_size=1, max_size=25), max_patch=st.sampled_from([1, 3, 64]))
+def test_every_path_serves_what_a_full_read_serves(steps: list[tuple[str, int, int, bool]], max_patch: int) -> None:
+    """Random changes and requests from two long-lived instances and fresh ones. A request that a
+    booking write overtakes may show that write early; the next one shows exactly the store."""
+    from shared.ics import service
+
+    async def run() -> None:
+        memory = MemoryStorage()
+        storage = RacingStorage(memory)
+        store = BookingStore(memory)
+        versions = dict.fromkeys(range(10), 1)
+        for i in versions:
+            await store.upsert_if_newer(booking(i))
+        token = await FeedTokens(memory).issue(KEY, "Behandlungsraum 1")
+        instances = [FeedCache(), FeedCache()]
+        for kind, i, shift, racing in steps:
+            if kind == "change":
+                versions[i] = versions.get(i, 0) + 1
+                cancelled = racing and shift % 3 == 0
+                change = booking(i, versions[i], hours=shift,
+                                 status=BookingStatus.CANCELLED if cancelled else BookingStatus.CONFIRMED)
+                if racing and storage.pending is None:
+                    storage.pending = change  # written during the next request's booking reads
+                    other = (i + 1) % 15  # a change before it, so that the next request reads bookings
+                    versions[other] = versions.get(other, 0) + 1
+                    await store.upsert_if_newer(booking(other, versions[other], hours=-shift))
+                else:
+                    await store.upsert_if_newer(change)
+                continue
+            cache = instances[i] if i < 2 else FeedCache()
+            armed = storage.pending is not None
+            body = await body_of(storage, cache, token)
+            if not armed or storage.pending is not None:
+                assert body == await expected(memory, make_settings())
+            else:
+                assert await body_of(storage, cache, token) == await expected(memory, make_settings())
+        if storage.pending is not None:
+            await store.upsert_if_newer(storage.pending)
+            storage.pending = None
+        for cache in (*instances, FeedCache()):
+            assert await body_of(storage, cache, token) == await expected(memory, make_settings())
+
+    original = service.MAX_PATCH
+    service.MAX_PATCH = max_patch
+    try:
+        asyncio.run(run())
+    finally:
+        service.MAX_PATCH = original
