@@ -31,7 +31,8 @@ def _key(provider_id: str, resource_id: str) -> LinkKey:
 
 
 async def issue_feed(services: Services, provider_id: str, resource_id: str, body: Any) -> dict[str, Any]:
-    """Create or rotate the feed; the previous URL stops working immediately."""
+    """Create or rotate the feed; the previous URL stops working (other instances may serve it for
+    up to ``LOOKUP_TTL`` seconds more, see ``shared.ics.tokens``)."""
     key = _key(provider_id, resource_id)
     if body is not None and not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")

@@ -56,7 +56,8 @@ class FeedTokens:
         self._owners = storage.table(OWNERS)
 
     async def issue(self, link: LinkKey, calendar_name: str) -> str:
-        """Create the resource's token, or rotate it: the old token stops working at once."""
+        """Create the resource's token, or rotate it: the old token stops working — in this process
+        at once, on other instances within ``LOOKUP_TTL``."""
         token = secrets.token_urlsafe(32)  # 256 bits
         await self.revoke(link)
         digest = token_hash(token)
