@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import secrets
 import subprocess
 import sys
@@ -61,15 +62,31 @@ def _bodies(stack: Stack, count: int) -> list[str]:
 
 
 def _clear_queue(stack: Stack) -> None:
+    from azure.core.exceptions import AzureError
     from azure.storage.queue import QueueClient
 
     from shared.messages import SYNC_QUEUE
 
-    client = QueueClient.from_connection_string(stack.azurite.connection_string, SYNC_QUEUE)
+    # Short timeouts and few retries: an Azurite still busy with a level's backlog must not stall
+    # the scenario; messages left behind only make the next level's queue longer, not its answers.
+    client = QueueClient.from_connection_string(stack.azurite.connection_string, SYNC_QUEUE, retry_total=2,
+                                                connection_timeout=5, read_timeout=20)
     try:
         client.clear_messages()
+    except AzureError as exc:
+        logging.getLogger(__name__).warning("could not clear the queue: %s", exc)
     finally:
         client.close()
+
+
+def _depth(stack: Stack) -> int | None:
+    """The sync queue's depth, or None if Azurite does not say within a few seconds."""
+    import asyncio
+
+    try:
+        return stack.run(asyncio.wait_for(stack.storage.queue("link-sync").peek_count(), 5.0), timeout=10.0)
+    except Exception:  # noqa: BLE001 - a busy Azurite; the caller waits a little instead
+        return None
 
 
 def _load(url: str, bodies_file: Path, rate: float, duration: float) -> dict[str, Any]:
@@ -85,11 +102,12 @@ def _load(url: str, bodies_file: Path, rate: float, duration: float) -> dict[str
 
 def _settle(stack: Stack, timeout: float = 30.0) -> None:
     """Wait until the host has worked off what an overloaded level left in flight (the queue stops
-    growing), so the next level starts on an idle instance."""
-    last, steady, deadline = -1, 0, time.monotonic() + timeout
+    growing), so the next level starts on an idle instance; at most ``timeout`` seconds."""
+    last: int | None = -1
+    steady, deadline = 0, time.monotonic() + timeout
     while time.monotonic() < deadline and steady < 2:
-        depth = stack.queue_depth("link-sync")
-        steady = steady + 1 if depth == last else 0
+        depth = _depth(stack)
+        steady = steady + 1 if depth is not None and depth == last else 0
         last = depth
         time.sleep(0.5)
 
@@ -151,9 +169,11 @@ def run_scenario(ctx: Context) -> Output:
                     continue
                 cpu = (cpu_seconds(host.pid) - cpu_before) / max(1e-9, time.monotonic() - wall_before)
                 result["host_cpu"] = cpu
+                settling = time.monotonic()
                 _settle(stack)
-                result["queued"] = stack.queue_depth("link-sync")
+                result["queued"] = _depth(stack)
                 _clear_queue(stack)
+                settling = time.monotonic() - settling
                 details[rate].append(result)
                 p50s[rate].samples.append(result["p50_ms"])
                 p99s[rate].samples.append(result["p99_ms"])
@@ -162,7 +182,8 @@ def run_scenario(ctx: Context) -> Output:
                         f"offered {result['offered_rate']:.0f}/s (generator lag up to {result['max_lag_ms']:.0f} "
                         f"ms), answered {result['achieved_rate']:.0f}/s; {result['statuses'].get('202', 0)}/"
                         f"{result['requests']} accepted, {result['unanswered']} unanswered at the cut-off, "
-                        f"errors {result['errors']}, host CPU {cpu:.0%}")
+                        f"errors {result['errors']}, host CPU {cpu:.0%}; level {result['elapsed_s']:.0f} s, "
+                        f"settling after it {settling:.0f} s")
     finally:
         if host is not None:
             host.stop()
