@@ -173,7 +173,7 @@ def run_scenario(ctx: Context) -> Output:
         wait_quiet(stack, timeout=120, settle=2.0)
         kinds_seen: dict[str, int] = {}
         rounds = pages = refused = 0
-        spans: list[float] = []
+        took: list[float] = []
         for run in range(ctx.runs):
             result = burst(stack, burst_link, BURST, 10 + run * 6)
             per_burst.samples.append(result.requests)
@@ -181,7 +181,7 @@ def run_scenario(ctx: Context) -> Output:
             naive.samples.append(result.notifications)
             lost.samples.append(result.missing)
             rounds, pages, refused = rounds + result.rounds, pages + result.pages, refused + result.refused
-            spans.append(result.seconds)
+            took.append(result.seconds)
             for k, v in result.kinds.items():
                 kinds_seen[k] = kinds_seen.get(k, 0) + v
             ctx.log(f"burst {run + 1}: {result.requests} Graph requests ({result.rounds} delta rounds, "
@@ -193,15 +193,16 @@ def run_scenario(ctx: Context) -> Output:
                             f"the stack was at rest; over all runs {rounds} delta rounds, {pages} follow-on pages, "
                             f"{refused} refused requests")
         runs = max(1, ctx.runs)
+        spacing = sum(took) / max(1, rounds)
         per_burst.miss_reason = (
             f"Per burst {rounds / runs:.1f} delta rounds and {pages / runs:.1f} follow-on pages on average "
             f"({refused} refused requests over all runs). The changes arrive over {BURST_SECONDS:.0f} s; the "
             "worker starts a round with the first notification, and every notification that comes while a "
             "round runs marks the link's lease dirty, so the holder runs one more round after it (coalescing, "
-            "never one per notification). A burst therefore costs about one round per round-duration of the "
-            f"burst's length (all slots were written {min(spans):.0f}-{max(spans):.0f} s after the first "
-            "change). Waiting until a link's notifications pause (say 1 s, at most the burst's length) before a "
-            "round would bring it to one or two rounds, at the price of that wait in scenario 1's latency.")
+            "never one per notification). So a burst costs one round per round-length it lasts: here a round "
+            f"every {spacing:.1f} s, all slots written {min(took):.0f}-{max(took):.0f} s after the first change. "
+            "Waiting until a link's notifications pause (say 1 s, at most the burst's length) before a round "
+            "would bring it to one or two rounds, at the price of that wait in scenario 1's latency.")
         clock = SimClock(datetime.now(UTC).replace(second=0, microsecond=0))
         for run in range(ctx.runs):
             begun = time.monotonic()
