@@ -239,6 +239,12 @@ def slot_external_id(link: LinkKey, event_id: str) -> str:
     return stable_id(link.provider_id, link.resource_id, event_id, prefix="ol-")
 
 
-def booking_transaction_id(booking_id: str) -> str:
-    """Graph ``transactionId`` for the event of a booking: duplicate POSTs collapse to one event."""
-    return stable_id("booking", booking_id, prefix="timum-", length=32)
+def booking_transaction_id(booking_id: str, resource_id: str = "") -> str:
+    """Graph ``transactionId`` for the event of a booking: duplicate POSTs collapse to one event.
+
+    Graph deduplicates creates by transactionId per mailbox, and two resources' calendars may sit
+    in one mailbox: a booking reassigned to another resource must not collapse into the event it
+    had at the first one, so the resource is part of the id."""
+    if not resource_id:
+        return stable_id("booking", booking_id, prefix="timum-", length=32)
+    return stable_id("booking", booking_id, resource_id, prefix="timum-", length=32)

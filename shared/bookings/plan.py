@@ -49,10 +49,10 @@ BookingAction = CreateEvent | UpdateEvent | DeleteEvent | Nothing
 def recreate_transaction_id(booking: Booking) -> str:
     """A fresh transaction id for re-creating an event the user deleted in Outlook.
 
-    The first event of a booking uses ``booking_transaction_id(booking.id)`` so a crashed and
+    The first event of a booking uses ``booking_transaction_id(booking.id, resource)`` so a crashed and
     retried create collapses into one event; a re-creation must not collapse into the deleted one.
     """
-    return booking_transaction_id(f"{booking.id}@v{booking.version}")
+    return booking_transaction_id(f"{booking.id}@v{booking.version}", booking.resource_id)
 
 
 def plan_booking(booking: Booking, row: MapState | None, draft: EventDraft, draft_hash: str,
@@ -70,7 +70,7 @@ def plan_booking(booking: Booking, row: MapState | None, draft: EventDraft, draf
         return DeleteEvent(row.event_id)
 
     if row is None:
-        return CreateEvent(draft, booking_transaction_id(booking.id))
+        return CreateEvent(draft, booking_transaction_id(booking.id, booking.resource_id))
     if not row.event_id:
         # Confirmed again after a cancellation (or the event was deleted and forgotten).
         return CreateEvent(draft, recreate_transaction_id(booking))

@@ -37,10 +37,10 @@ from shared.bookings.plan import (
     recreate_transaction_id,
 )
 from shared.bookings.render import draft_hash, render_event
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingStore, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
-from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone
+from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone, TransientError
 from shared.messages import BOOKING_QUEUE
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
@@ -180,11 +180,31 @@ def _lease_key(provider_id: str, booking_id: str) -> LinkKey:
 
 async def _apply_stored(services: Services, provider_id: str, resource_id: str, booking_id: str,
                         fallback: Booking | None = None) -> WriteOutcome:
-    """Write the newest stored version of one booking to its link's calendar."""
-    stored = await BookingStore(services.storage).get(provider_id, resource_id, booking_id)
+    """Write the newest stored version of one booking to its link's calendar, and remove the
+    event it left behind in the calendar of a resource it moved away from."""
+    store = BookingStore(services.storage)
+    where = await store.locate(provider_id, booking_id)
+    stored = await _newest(services, provider_id, resource_id, booking_id, where)
     booking = stored.booking if stored is not None else fallback
     if booking is None:
         return WriteOutcome("unknown_booking")
+    outcome = await _write_current(services, booking)
+    for old in where.moved_from if where is not None else ():
+        if await _remove_left_event(services, LinkKey(provider_id, old), booking):
+            await store.clear_moved(provider_id, booking_id, old)
+    return outcome
+
+
+async def _newest(services: Services, provider_id: str, resource_id: str, booking_id: str,
+                  where: Location | None = None) -> StoredBooking | None:
+    """The booking's newest stored version, wherever it lives now (it may have changed resource
+    since the message that started this invocation)."""
+    store = BookingStore(services.storage)
+    where = where or await store.locate(provider_id, booking_id)
+    return await store.get(provider_id, where.resource_id if where is not None else resource_id, booking_id)
+
+
+async def _write_current(services: Services, booking: Booking) -> WriteOutcome:
     link = await _usable_link(services, LinkKey(booking.provider_id, booking.resource_id))
     if link is None:
         # Recorded in the store (the ICS feed serves it); nothing to write to Outlook.
@@ -192,6 +212,42 @@ async def _apply_stored(services: Services, provider_id: str, resource_id: str, 
     if link.health is LinkHealth.NEEDS_RECONNECT:
         return WriteOutcome("needs_reconnect")
     return await _guarded(services, link, booking)
+
+
+async def _remove_left_event(services: Services, key: LinkKey, booking: Booking) -> bool:
+    """Delete the Outlook event a booking left in the calendar of a resource it moved away from.
+    True when nothing of it is left there (or cannot ever be: no link); False to try again with
+    the booking's next message (the link needs a reconnect, or Graph failed for now)."""
+    link = await _usable_link(services, key)
+    if link is None:
+        return True
+    maps = BookingMapRepository(services.storage)
+    row = await maps.get(link.key, booking.id)
+    if row is None or (not row.event_id and row.state is not BookingEventState.PENDING):
+        return True
+    if link.health is LinkHealth.NEEDS_RECONNECT:
+        return False
+    # Deleted whatever the provider's cancel policy says: the appointment did not end, it moved
+    # to another calendar, so a "cancelled" mark here would tell the old calendar's owner a lie.
+    try:
+        graph = await services.graph.for_link(link)
+    except AuthError as exc:
+        log.warning("cannot remove a moved booking's event from %s: %s", key, exc.code)
+        return False
+    try:
+        event_id = row.event_id or await graph.find_event_by_booking(link.mailbox_id, link.calendar_id, booking.id)
+        if event_id:
+            with contextlib.suppress(NotFound):
+                await graph.delete_event(link.mailbox_id, event_id)
+        # An empty row at the booking's version: should it come back here, it is created afresh.
+        await maps.put(link.key, BookingMapRow(booking.id, "", max(booking.version, row.version), "", "",
+                                               BookingEventState.ACTIVE))
+    except (AuthError, RemoteGone, TransientError) as exc:
+        log.warning("cannot remove a moved booking's event from %s now: %s", key, exc.code)
+        return False
+    finally:
+        await graph.close()
+    return True
 
 
 async def _serialized(services: Services, provider_id: str, resource_id: str, booking_id: str,
@@ -209,7 +265,7 @@ async def _serialized(services: Services, provider_id: str, resource_id: str, bo
             if not await leases.release(key, owner, now=services.clock()):
                 return outcome
         # Still dirty after the cap: hand the rest to a fresh message rather than run on.
-        stored = await BookingStore(services.storage).get(provider_id, resource_id, booking_id)
+        stored = await _newest(services, provider_id, resource_id, booking_id)
         if stored is not None:
             await services.storage.queue(BOOKING_QUEUE).send({"booking": booking_to_json(stored.booking)})
         await _let_go(services, leases, key, owner)
@@ -247,9 +303,15 @@ async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome
     if await _usable_link(services, key) is None:
         return WriteOutcome("no_link")
     written = 0
-    for stored in await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id):
+    here = await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id)
+    # Events of bookings that moved to another resource while this link could not be written to
+    # (it needed a reconnect): their cleanup waits in the index, run it under their lease too.
+    mapped = {row.booking_id for row in await BookingMapRepository(services.storage).list(key)
+              if row.event_id or row.state is BookingEventState.PENDING}
+    gone = sorted(mapped - {stored.booking.id for stored in here})
+    for booking_id in [stored.booking.id for stored in here] + gone:
         # Each booking under its lease, like its webhook messages: they may arrive meanwhile.
-        outcome = await _serialized(services, key.provider_id, key.resource_id, stored.booking.id)
+        outcome = await _serialized(services, key.provider_id, key.resource_id, booking_id)
         if outcome.result in ("needs_reconnect", "link_error"):
             return outcome
         written += outcome.result in ("created", "updated", "recreated", "deleted")

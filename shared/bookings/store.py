@@ -8,6 +8,14 @@ update as the revision: a reader holding a feed of revision N re-reads only the 
 revisions N+1.. instead of the whole partition (``Revision.changed_since``).
 
 ``sequence`` counts time changes (iCalendar SEQUENCE must rise when a booking moves).
+
+A booking can change resource (timum reassigns it to another person or room). The table
+``bookingindex`` (PK = provider, RK = booking id) says where its newest version lives, so a
+version is judged against the newest one *anywhere*, not only in its own resource's partition:
+an older version replayed for the old resource never comes back there. When a booking moves,
+its row leaves the old partition (raising that revision, so the old feed drops it) and the old
+resource joins ``moved_from``: the Outlook event written for it there is still to be removed,
+which the event writer does under the booking's lease (``clear_moved`` when done).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from shared.errors import Conflict, NotFound
 from shared.storage.base import StoragePort, encode_key
 
 BOOKINGS = "bookings"
+BOOKING_INDEX = "bookingindex"
 META_RK = "~meta"
 # Entries kept in the revision log, and the cap on its JSON text (a string property holds at most
 # 32 Ki UTF-16 characters). A reader further behind than the log reaches reads the whole partition.
@@ -78,16 +87,106 @@ def _log_text(changes: list[tuple[int, str, int]]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a booking's newest version lives, and resources it left whose Outlook event may remain."""
+
+    resource_id: str
+    version: int
+    moved_from: tuple[str, ...] = ()
+
+
+def _location_of(row: Mapping[str, Any]) -> Location:
+    try:
+        moved = tuple(str(r) for r in json.loads(str(row.get("moved_from") or "[]")))
+    except (TypeError, ValueError):
+        moved = ()
+    return Location(str(row["resource"]), int(row["version"]), moved)
+
+
 class BookingStore:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(BOOKINGS)
+        self._index = storage.table(BOOKING_INDEX)
 
     @staticmethod
     def _pk(provider_id: str, resource_id: str) -> str:
         return encode_key(str(LinkKey(provider_id, resource_id)))
 
     async def upsert_if_newer(self, booking: Booking) -> bool:
-        """Store ``booking`` unless we hold the same or a newer version. True if stored."""
+        """Store ``booking`` unless we hold the same or a newer version (at any resource). True if
+        stored. A booking that changed resource leaves its old resource's partition."""
+        ipk, irk = encode_key(booking.provider_id), encode_key(booking.id)
+        stored = False
+        for _ in range(5):
+            row = await self._index.get(ipk, irk)
+            where = _location_of(row) if row is not None else None
+            if where is not None and where.version > booking.version:
+                if where.resource_id != booking.resource_id:
+                    # A newer version lives elsewhere: no copy this old may stay here (a
+                    # concurrent older delivery may have written one before losing the race).
+                    await self._drop(booking.provider_id, booking.resource_id, booking.id, booking.version)
+                return stored
+            stored = await self._store_row(booking) or stored
+            moved = set(where.moved_from) if where is not None else set()
+            if where is not None and where.resource_id != booking.resource_id:
+                moved.add(where.resource_id)
+            moved.discard(booking.resource_id)
+            fresh = {"PartitionKey": ipk, "RowKey": irk, "resource": booking.resource_id,
+                     "version": booking.version, "moved_from": json.dumps(sorted(moved))}
+            if row is None or _location_of(fresh) != where:
+                try:
+                    if row is None:
+                        await self._index.insert(fresh)
+                    else:
+                        await self._index.update(fresh, etag=row.etag)
+                except (Conflict, NotFound):
+                    continue  # a concurrent delivery of this booking moved it; judge again
+            for old in moved:
+                await self._drop(booking.provider_id, old, booking.id, booking.version)
+            return stored
+        raise Conflict("booking kept changing while being stored")
+
+    async def locate(self, provider_id: str, booking_id: str) -> Location | None:
+        row = await self._index.get(encode_key(provider_id), encode_key(booking_id))
+        return _location_of(row) if row is not None else None
+
+    async def clear_moved(self, provider_id: str, booking_id: str, resource_id: str) -> None:
+        """The booking's Outlook event at ``resource_id`` (which it left) is gone."""
+        ipk, irk = encode_key(provider_id), encode_key(booking_id)
+        for _ in range(10):
+            row = await self._index.get(ipk, irk)
+            if row is None:
+                return
+            where = _location_of(row)
+            if resource_id not in where.moved_from:
+                return
+            left = [r for r in where.moved_from if r != resource_id]
+            try:
+                await self._index.update({**row, "moved_from": json.dumps(left)}, etag=row.etag)
+                return
+            except (Conflict, NotFound):
+                continue
+        raise Conflict("booking location kept changing")
+
+    async def _drop(self, provider_id: str, resource_id: str, booking_id: str, upto: int) -> None:
+        """Remove the booking's row from a resource it no longer lives at, if that row's version is
+        at most ``upto`` (a newer one was written there meanwhile: the booking came back). The
+        revision rises, so that resource's feed drops it."""
+        pk, rk = self._pk(provider_id, resource_id), encode_key(booking_id)
+        for _ in range(5):
+            row = await self._table.get(pk, rk)
+            if row is None or int(row["version"]) > upto:
+                return
+            try:
+                await self._table.delete(pk, rk, etag=row.etag)
+            except (Conflict, NotFound):
+                continue
+            await self._bump(pk, booking_id, upto)
+            return
+
+    async def _store_row(self, booking: Booking) -> bool:
+        """The booking's row in its resource's partition, unless that row is as new. True if stored."""
         pk, rk = self._pk(booking.provider_id, booking.resource_id), encode_key(booking.id)
         for _ in range(5):
             current = await self._table.get(pk, rk)

@@ -40,7 +40,9 @@ def plan(b: Booking, row: MapState | None, policy: CancelPolicy = CancelPolicy.D
 def test_first_version_creates_with_booking_transaction_id() -> None:
     action = plan(booking(), None)
     assert isinstance(action, CreateEvent)
-    assert action.transaction_id == booking_transaction_id("bk-1")
+    assert action.transaction_id == booking_transaction_id("bk-1", "r")
+    # Per resource: the same booking at another resource's calendar (same mailbox) is another event.
+    assert action.transaction_id != booking_transaction_id("bk-1", "other")
 
 
 def test_stale_or_replayed_versions_do_nothing() -> None:
@@ -71,7 +73,7 @@ def test_cancel_deletes_or_marks() -> None:
 def test_reconfirmed_after_cancel_recreates_with_fresh_transaction_id() -> None:
     action = plan(booking(3), MapState("", 2, ""))
     assert isinstance(action, CreateEvent)
-    assert action.transaction_id != booking_transaction_id("bk-1")
+    assert action.transaction_id != booking_transaction_id("bk-1", "r")
 
 
 @pytest.mark.parametrize(("privacy", "has_name", "has_mail"), [

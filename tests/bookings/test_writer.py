@@ -80,7 +80,7 @@ async def world(storage: StoragePort) -> World:
 async def test_create_reschedule_cancel(world: World) -> None:
     assert await world.send(booking(1)) == "created"
     [event] = world.ours()
-    assert event.start == START and event.transaction_id == booking_transaction_id("bk-1")  # type: ignore[attr-defined]
+    assert event.start == START and event.transaction_id == booking_transaction_id("bk-1", "res-1")  # type: ignore[attr-defined]
     assert event.categories == ("timum",) and event.show_as == "busy"  # type: ignore[attr-defined]
     assert event.subject == "Krankengymnastik 30 min – Jörg Müller"  # type: ignore[attr-defined]
     assert await world.send(booking(2, minutes=90)) == "updated"
