@@ -369,31 +369,51 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     eventmap = EventMapRepository(services.storage)
     status: dict[str, StatusRow] = await eventmap.load(key) if fresh else {}
     seen: set[str] = set()
-    page_link = "" if fresh else link.delta_link
     if fresh:
         outcome.full_rounds += 1
-    while True:
+
+    async def fetch(page_link: str) -> DeltaPage:
         outcome.graph_requests += 1
         try:
-            page = await graph.delta(link.mailbox_id, link.calendar_id, start=window.start, end=window.end,
+            return await graph.delta(link.mailbox_id, link.calendar_id, start=window.start, end=window.end,
                                      link=page_link, page_size=max(1, settings.delta_page_size))
         except SyncError as exc:
             stop = _graph_stop(exc)
             if stop is not None:
                 raise stop from exc
             raise
-        outcome.pages += 1
-        ids = [e.id for e in page.events] + list(page.removed)
-        seen.update(ids)
-        if not fresh:
-            status.update(await eventmap.get_many(key, [i for i in ids if i not in status]))
-        await _apply(services, ctx, link, plan_page(ctx, page, status), status, outcome)
-        if page.next_link:
-            page_link = page.next_link
-            continue
-        if not page.delta_link:
-            raise TransientError("Graph ended a delta round without a delta link", code="graph_unexpected")
-        break
+
+    # Pipelined: while one page's slots go to timum, the next page is already being fetched and
+    # the previous page's status rows are still being stored. Neither changes what is committed
+    # or when: every write has landed before the round's end, and the delta link goes last.
+    writes = _Writes()
+    upcoming: asyncio.Task[DeltaPage] | None = asyncio.create_task(fetch("" if fresh else link.delta_link))
+    try:
+        while upcoming is not None:
+            page = await upcoming
+            upcoming = None
+            outcome.pages += 1
+            if page.next_link:
+                upcoming = asyncio.create_task(fetch(page.next_link))
+            elif not page.delta_link:
+                raise TransientError("Graph ended a delta round without a delta link", code="graph_unexpected")
+            ids = [e.id for e in page.events] + list(page.removed)
+            seen.update(ids)
+            if not fresh:
+                # Rows the previous page is still writing must be read as written.
+                await writes.settle()
+                status.update(await eventmap.get_many(key, [i for i in ids if i not in status]))
+            await _apply(services, ctx, link, plan_page(ctx, page, status), status, outcome, writes)
+        await writes.settle()
+    except BaseException:
+        if upcoming is not None:
+            upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await upcoming
+        # What timum already took is recorded before the failure propagates (a retry redoes less).
+        with contextlib.suppress(Exception):
+            await writes.settle()
+        raise
     if fresh:
         slots = await _timum(services.timum.list_blocked_slots(link.provider_id, link.resource_id, source="outlook"))
         await _apply(services, ctx, link, reconcile(ctx, seen, status, slots), status, outcome)
@@ -401,6 +421,27 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     status.update(pending)
     await _apply(services, ctx, link, settle_pending(ctx, seen, pending), status, outcome)
     return await _save_state(services, link, page.delta_link, window)
+
+
+class _Writes:
+    """The status-row write of the previous page, left running while the next page goes to timum."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, write: Awaitable[None]) -> None:
+        assert self._task is None, "settle the previous write first"
+
+        async def run() -> None:
+            await write
+
+        self._task = asyncio.create_task(run())
+
+    async def settle(self) -> None:
+        """Wait for the write in flight; raise its failure."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
 
 
 async def _timum(call: Awaitable[T]) -> T:
@@ -414,11 +455,13 @@ async def _timum(call: Awaitable[T]) -> T:
 
 
 async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequence[Action],
-                 status: dict[str, StatusRow], outcome: SyncOutcome) -> None:
+                 status: dict[str, StatusRow], outcome: SyncOutcome, writes: _Writes | None = None) -> None:
     """Perform ``actions`` in timum, then record the status rows of those that succeeded.
 
-    ``status`` is updated in place to what storage now holds. The first failure is raised after
-    the successes were recorded, so a retry redoes only what failed.
+    ``status`` is updated in place to what storage holds once the writes landed. The first
+    failure is raised after the successes were recorded, so a retry redoes only what failed.
+    With ``writes``, the status rows are left writing there (the caller settles it before it
+    reads or commits) and the previous write there lands before any row of these actions.
     """
     if not actions:
         return
@@ -429,6 +472,8 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
     if new_slots and tag:
         # Intent first: from the PUT on, the slot may exist; the pending row remembers that.
         # (A fresh round needs none: its replay reconciles — see ``new_row_round``.)
+        if writes is not None:
+            await writes.settle()
         intents = [pending_row(a, tag) for a in new_slots]
         await eventmap.put_many(key, intents)
         status.update({row.event_id: row for row in intents})
@@ -442,10 +487,20 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
     failures = await _bounded([functools.partial(perform, a) for a in actions], TIMUM_WRITE_CONCURRENCY)
     done = [a for a, failure in zip(actions, failures, strict=True) if failure is None]
     updated = apply_to_status(status, done, tag)
-    await eventmap.put_many(key, [updated[a.event_id] for a in done
-                                  if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated])
-    await eventmap.delete_many(key, [a.event_id for a in done if isinstance(a, DeleteBlock | ForgetEvent)
-                                     and a.event_id])
+    rows = [updated[a.event_id] for a in done if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated]
+    gone = [a.event_id for a in done if isinstance(a, DeleteBlock | ForgetEvent) and a.event_id]
+
+    async def record() -> None:
+        await eventmap.put_many(key, rows)
+        await eventmap.delete_many(key, gone)
+
+    first = next((f for f in failures if f is not None), None)
+    if writes is not None:
+        await writes.settle()  # rows land in page order
+    if writes is not None and first is None:
+        writes.start(record())
+    else:
+        await record()
     status.clear()
     status.update(updated)
     for action in done:
@@ -455,7 +510,6 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
             outcome.deletes += 1
         elif isinstance(action, ForgetEvent):
             outcome.forgotten += 1
-    first = next((f for f in failures if f is not None), None)
     if first is not None:
         stop = _timum_stop(first)
         if stop is not None:
