@@ -166,3 +166,20 @@ def test_booking_event_never_comes_back_as_a_blocked_slot(stack: Stack, names: N
     assert event.show_as == "busy"
     assert [s for s in stack.timum.list_slots(names.provider, names.resource)
             if s.external_id == slot_external_id(names.key, stack.graph.ids(event).immutable_id)] == []
+
+
+def test_booking_reassigned_to_another_resource_moves_to_its_calendar(stack: Stack, names: Names) -> None:
+    first = stack.link_app_only(ANNA, names.calendar, names.provider, names.resource)
+    other = Names(names.provider, names.resource + "-b", names.calendar + " B")
+    second = stack.link_app_only(ANNA, other.calendar, other.provider, other.resource)
+    start = berlin(23, 10)
+    booking = stack.timum.make_booking(names.provider, names.resource, start, service_name="Massage")
+    wait_event(stack, first, booking.id, what="booking created", began=time.monotonic())
+
+    began = time.monotonic()
+    stack.timum.reschedule_booking(booking.id, start, resource_id=other.resource)
+    moved = wait_event(stack, second, booking.id, what="booking at its new resource", began=began)
+    assert moved.subject.startswith("Massage")
+    stack.wait_for(lambda: not booking_events(stack, first.calendar_id, booking.id), what="event left the old calendar")
+    # Both calendars are in one mailbox: the new event is a create of its own, not the old one.
+    assert len(booking_events(stack, second.calendar_id, booking.id)) == 1
