@@ -30,6 +30,7 @@ param defaultLocale string
 param syncWindowPastDays string
 param syncWindowFutureDays string
 param deltaPageSize string
+param syncRoundSpacingMs string
 param pollingIntervalMinutes string
 param subscriptionLifetimeMinutes string
 param graphMaxConcurrency string
@@ -348,6 +349,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SYNC_WINDOW_PAST_DAYS: syncWindowPastDays
     SYNC_WINDOW_FUTURE_DAYS: syncWindowFutureDays
     DELTA_PAGE_SIZE: deltaPageSize
+    SYNC_ROUND_SPACING_MS: syncRoundSpacingMs
     POLLING_INTERVAL_MINUTES: pollingIntervalMinutes
     SUBSCRIPTION_LIFETIME_MINUTES: subscriptionLifetimeMinutes
     GRAPH_MAX_CONCURRENCY: graphMaxConcurrency

@@ -84,6 +84,8 @@ param defaultLocale string = 'de'
 param syncWindowPastDays string = '1'
 param syncWindowFutureDays string = '365'
 param deltaPageSize string = '100'
+@description('Least time between two delta rounds of one link while changes keep coming (ms)')
+param syncRoundSpacingMs string = '2000'
 param pollingIntervalMinutes string = '5'
 param subscriptionLifetimeMinutes string = '4200'
 param graphMaxConcurrency string = '4'
@@ -132,6 +134,7 @@ module app 'app.bicep' = {
     syncWindowPastDays: syncWindowPastDays
     syncWindowFutureDays: syncWindowFutureDays
     deltaPageSize: deltaPageSize
+    syncRoundSpacingMs: syncRoundSpacingMs
     pollingIntervalMinutes: pollingIntervalMinutes
     subscriptionLifetimeMinutes: subscriptionLifetimeMinutes
     graphMaxConcurrency: graphMaxConcurrency

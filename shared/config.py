@@ -67,6 +67,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("SYNC_WINDOW_FUTURE_DAYS", "Days after today that Outlook events are mirrored", default="365",
                 kind="int"),
     SettingSpec("DELTA_PAGE_SIZE", "Prefer: odata.maxpagesize for delta queries", default="100", kind="int"),
+    SettingSpec("SYNC_ROUND_SPACING_MS", "Least time between two delta rounds of one link while changes keep "
+                "coming (a burst costs a few rounds, not one per notification)", default="2000", kind="int"),
     SettingSpec("POLLING_INTERVAL_MINUTES", "Delta polling interval for links without a subscription", default="5",
                 kind="int"),
     SettingSpec("SUBSCRIPTION_LIFETIME_MINUTES", "Lifetime requested for Graph subscriptions (max 4230)",
@@ -106,6 +108,7 @@ class Settings:
     sync_window_past_days: int
     sync_window_future_days: int
     delta_page_size: int
+    sync_round_spacing_ms: int
     polling_interval_minutes: int
     subscription_lifetime_minutes: int
     graph_max_concurrency: int

@@ -161,6 +161,11 @@ class LeaseRepository:
                 continue  # lost a race; read again
         return False
 
+    async def is_dirty(self, key: LinkKey, owner: str) -> bool:
+        """Whether ``owner`` holds the lease and a message marked it dirty meanwhile (no change)."""
+        row = await self._table.get(encode_key(str(key)), "")
+        return row is not None and row.get("owner") == owner and bool(row.get("dirty"))
+
     async def release(self, key: LinkKey, owner: str, *, now: datetime | None = None) -> bool:
         """Release the lease. Returns True if it was marked dirty: the caller keeps it and runs again."""
         now = now or datetime.now(UTC)

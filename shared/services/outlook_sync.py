@@ -193,9 +193,12 @@ async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) 
             outcome.status = "coalesced"
         return outcome
     full = message.full
+    spacing = services.settings.sync_round_spacing_ms / 1000
+    loop = asyncio.get_running_loop()
     try:
         while True:
             outcome.runs += 1
+            round_began = loop.time()
             go_on = await _run_once(services, key, full=full, outcome=outcome)
             if not go_on or outcome.runs >= MAX_RUNS_PER_INVOCATION:
                 if go_on and await leases.release(key, worker_id, now=services.clock()):
@@ -203,6 +206,12 @@ async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) 
                     await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), message.reason).to_json())
                 await _let_go(services, leases, key, worker_id)
                 break
+            if spacing > 0 and await leases.is_dirty(key, worker_id):
+                # Changes keep coming (a burst: a series edited, events dragged, an import): wait
+                # out the spacing before the rerun, still holding the lease, so the notifications
+                # of the next seconds share one round instead of costing one each. A lone change
+                # never waits: without a dirty mark the lease goes at once.
+                await asyncio.sleep(max(0.0, spacing - (loop.time() - round_began)))
             if not await leases.release(key, worker_id, now=services.clock()):
                 break
             full = False  # a rerun only needs what changed meanwhile

@@ -51,6 +51,8 @@ def make_settings(**env: str) -> Settings:
         "TIMUM_API_BASE_URL": "https://timum.example.test", "TIMUM_API_KEY": "key", "TIMUM_WEBHOOK_SECRETS": "w",
         "TIMUM_CONNECT_SECRETS": "c", "TIMUM_RETURN_URL_ALLOWLIST": "https://timum.example.test/",
         "AzureWebJobsStorage": "UseDevelopmentStorage=true", "DELTA_PAGE_SIZE": "3",
+        # Reruns at once: these tests count rounds, and a wall-clock pause would only slow them.
+        "SYNC_ROUND_SPACING_MS": "0",
     }
     base.update(env)
     return load_settings(base)

@@ -56,3 +56,40 @@ def test_each_invocation_gets_its_own_lease_owner() -> None:
     from shared.jobs.sync_bp import invocation_owner
 
     assert len({invocation_owner() for _ in range(100)}) == 100
+
+
+async def test_a_burst_waits_out_the_spacing_and_shares_one_rerun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.services.outlook_sync import run_sync
+    from shared.storage.memory import MemoryStorage
+
+    from .conftest import make_world
+
+    world = await make_world(MemoryStorage(), SYNC_ROUND_SPACING_MS="300")
+    world.add(start=T, end=T + H)
+    loop = asyncio.get_running_loop()
+    real_put = world.timum.put_blocked_slot
+
+    async def slow_put(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(0.05)
+        await real_put(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(world.timum, "put_blocked_slot", slow_put)
+    message = SyncMessage(str(KEY), SyncReason.NOTIFICATION)
+
+    async def later_changes() -> list[SyncOutcome]:
+        # Notifications keep arriving while the first round runs and while the holder waits.
+        out = []
+        for n in range(4):
+            await asyncio.sleep(0.02 if n == 0 else 0.06)
+            world.add(start=T + (n + 1) * H, end=T + (n + 2) * H)
+            out.append(await run_sync(world.services, message, worker_id=f"w{n}"))
+        return out
+
+    began = loop.time()
+    holder, others = await asyncio.gather(run_sync(world.services, message, worker_id="holder"), later_changes())
+    took = loop.time() - began
+    assert [o.status for o in others] == ["coalesced"] * 4
+    # One rerun covered all four changes, and it waited for the spacing first.
+    assert holder.runs == 2
+    assert took >= 0.3
+    assert len(world.slots()) == 5
