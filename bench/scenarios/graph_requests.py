@@ -198,11 +198,12 @@ def run_scenario(ctx: Context) -> Output:
             f"Per burst {rounds / runs:.1f} delta rounds and {pages / runs:.1f} follow-on pages on average "
             f"({refused} refused requests over all runs). The changes arrive over {BURST_SECONDS:.0f} s; the "
             "worker starts a round with the first notification, and every notification that comes while a "
-            "round runs marks the link's lease dirty, so the holder runs one more round after it (coalescing, "
-            "never one per notification). So a burst costs one round per round-length it lasts: here a round "
-            f"every {spacing:.1f} s, all slots written {min(took):.0f}-{max(took):.0f} s after the first change. "
-            "Waiting until a link's notifications pause (say 1 s, at most the burst's length) before a round "
-            "would bring it to one or two rounds, at the price of that wait in scenario 1's latency.")
+            "round runs marks the link's lease dirty; the holder then waits until SYNC_ROUND_SPACING_MS (2 s) "
+            "after its last round began and runs once more, so a burst costs about one round per 2 s it lasts "
+            f"(here a round every {spacing:.1f} s, all slots written {min(took):.0f}-{max(took):.0f} s after the "
+            "first change), plus a last round for changes that came while the previous one ran. A longer "
+            "spacing would close it, at the price of slots that lag up to that long during a burst; a lone "
+            "change never waits (scenario 1).")
         clock = SimClock(datetime.now(UTC).replace(second=0, microsecond=0))
         for run in range(ctx.runs):
             begun = time.monotonic()
