@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -254,6 +254,31 @@ class _LoopClients:
         return lock
 
 
+ClientT = TypeVar("ClientT")
+
+
+async def _created(clients: _LoopClients, cache: dict[str, ClientT], key: tuple[str, str],
+                   create: Callable[[], Awaitable[ClientT]]) -> ClientT:
+    """The cached client of a table or queue, creating the table or queue on first use.
+
+    One creation per name and loop; a client is cached only once its table or queue exists, so a
+    concurrent caller never writes to one that is not there yet, and a failed creation (storage
+    briefly unreachable) is tried again by the next call instead of never."""
+    kind, name = key
+    client = cache.get(name)
+    if client is not None:
+        return client
+    async with clients.creating(key):
+        client = cache.get(name)
+        if client is None:
+            try:
+                client = await create()
+            except AzureError as exc:
+                raise StorageError(f"creating {kind} {name} failed: {type(exc).__name__}") from exc
+            cache[name] = client
+        return client
+
+
 class AzureStorage(StoragePort):
     """Connection string (Azurite, dev) or identity-based (``AzureWebJobsStorage__*`` in Azure)."""
 
@@ -301,43 +326,28 @@ class AzureStorage(StoragePort):
     async def _table_client(self, name: str) -> TableClient:
         clients = self._clients()
         full = self.prefix + name
-        client = clients.table_clients.get(full)
-        if client is not None:
-            return client
-        # One creation per name and loop; a client is cached only once its table exists, so a
-        # concurrent caller never writes to a table that is not there yet, and a failed creation
-        # (storage briefly unreachable) is tried again by the next call instead of never.
-        async with clients.creating(("table", full)):
-            client = clients.table_clients.get(full)
-            if client is not None:
-                return client
-            try:
-                await clients.tables.create_table_if_not_exists(full)
-            except AzureError as exc:
-                raise StorageError(f"creating table {full} failed: {type(exc).__name__}") from exc
-            client = clients.tables.get_table_client(full)
-            clients.table_clients[full] = client
-            return client
+
+        async def create() -> TableClient:
+            await clients.tables.create_table_if_not_exists(full)
+            return clients.tables.get_table_client(full)
+
+        return await _created(clients, clients.table_clients, ("table", full), create)
 
     async def _queue_client(self, name: str) -> QueueClient:
         clients = self._clients()
-        client = clients.queue_clients.get(name)
-        if client is not None:
-            return client
-        async with clients.creating(("queue", name)):
-            client = clients.queue_clients.get(name)
-            if client is not None:
-                return client
+
+        async def create() -> QueueClient:
             client = clients.queues.get_queue_client(name, message_encode_policy=TextBase64EncodePolicy())
             try:
                 await client.create_queue()
             except ResourceExistsError:
                 pass
-            except AzureError as exc:
+            except BaseException:
                 await client.close()
-                raise StorageError(f"creating queue {name} failed: {type(exc).__name__}") from exc
-            clients.queue_clients[name] = client
+                raise
             return client
+
+        return await _created(clients, clients.queue_clients, ("queue", name), create)
 
     def table(self, name: str) -> AzureTable:
         return AzureTable(self, name)

@@ -5,26 +5,13 @@ the same round tag, and one round's settling deletes slots the other one just co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from bench.world import bench_stack, bulk_links, event_times, gather_bounded, wait_quiet
+from bench.world import bulk_links, event_times, gather_bounded, wait_quiet
 from devtools.stack import Stack
 
 MESSAGES = 16
 #: one round for the holder, one more per dirty mark it finds, and a fresh message after the
 #: engine's cap of five runs: anything above means rounds ran side by side
 MAX_ROUNDS = 6
-
-
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    running = bench_stack()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_one_link_never_runs_two_delta_rounds_at_once(stack: Stack) -> None:

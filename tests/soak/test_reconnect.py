@@ -3,26 +3,14 @@ delegated link waits for its user to reconnect reach Outlook once the user has r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import pytest
-
-from bench.world import add_tenant, bench_stack, event_times, wait_quiet
+from bench.world import add_tenant, event_times, wait_quiet
 from devtools.stack import Stack
 
 if TYPE_CHECKING:
     from devtools.sandbox.graph.model import Event
-
-
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    running = bench_stack()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def _event_of(stack: Stack, calendar_id: str, booking_id: str) -> Event | None:
