@@ -63,5 +63,12 @@ check: lint typecheck test
 bench: setup
 	$(PY) -m bench
 
+## the long fault-injection soak (10,000 seeded steps) and the long fuzz run (200 requests per endpoint)
+soak: setup
+	$(PY) -m bench.soak --steps 10000
+
+fuzz: setup
+	$(PY) -m bench.fuzz --examples 200
+
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
