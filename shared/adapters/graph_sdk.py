@@ -670,7 +670,7 @@ class GraphSdkAdapter(GraphCalendarPort):
             # through the SDK's adapter and middleware (token, headers), and failures through its
             # error mapping, so ``translate_error`` sees what it sees for every other call.
             info = builder.to_get_request_information(config)
-            # kiota's error mapping: "XXX" is its key for "any error status" (beside 4XX / 5XX).
+            # kiota's error mapping: the key below stands for any error status (beside 4XX / 5XX).
             result: Awaitable[bytes | None] = self._adapter.send_primitive_async(
                 info, "bytes", {"XXX": self._sdk.ODataError})
             return result

@@ -28,7 +28,7 @@ from typing import Any
 from shared.bookings.payload import booking_from_json, booking_to_json
 from shared.domain import Booking, LinkKey
 from shared.errors import Conflict, NotFound
-from shared.storage.base import StoragePort, encode_key
+from shared.storage.base import Entity, StoragePort, TablePort, encode_key
 
 BOOKINGS = "bookings"
 BOOKING_INDEX = "bookingindex"
@@ -104,6 +104,15 @@ def _location_of(row: Mapping[str, Any]) -> Location:
     return Location(str(row["resource"]), int(row["version"]), moved)
 
 
+async def _write_over(table: TablePort, entity: Mapping[str, Any], read: Entity | None) -> None:
+    """Write ``entity`` over the row as it was read: insert when there was none, else update only
+    if nobody changed it since (ETag). Raises Conflict / NotFound when another writer was first."""
+    if read is None:
+        await table.insert(entity)
+    else:
+        await table.update(entity, etag=read.etag)
+
+
 class BookingStore:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(BOOKINGS)
@@ -136,10 +145,7 @@ class BookingStore:
                      "version": booking.version, "moved_from": json.dumps(sorted(moved))}
             if row is None or _location_of(fresh) != where:
                 try:
-                    if row is None:
-                        await self._index.insert(fresh)
-                    else:
-                        await self._index.update(fresh, etag=row.etag)
+                    await _write_over(self._index, fresh, row)
                 except (Conflict, NotFound):
                     continue  # a concurrent delivery of this booking moved it; judge again
             for old in moved:
@@ -207,10 +213,7 @@ class BookingStore:
                    "status": booking.status.value, "start": booking.start, "end": booking.end,
                    "data": json.dumps(booking_to_json(booking), ensure_ascii=False)}
             try:
-                if current is None:
-                    await self._table.insert(row)
-                else:
-                    await self._table.update(row, etag=current.etag)
+                await _write_over(self._table, row, current)
             except (Conflict, NotFound):
                 continue  # a concurrent delivery wrote first; compare versions again
             await self._bump(pk, booking.id, booking.version)
@@ -225,11 +228,8 @@ class BookingStore:
             number = current.number + 1
             log = _log_text([*current.changes, (number, booking_id, version)])
             try:
-                if meta is None:
-                    await self._table.insert({"PartitionKey": pk, "RowKey": META_RK, "revision": number,
-                                              "changes": log})
-                else:
-                    await self._table.update({**meta, "revision": number, "changes": log}, etag=meta.etag)
+                await _write_over(self._table, {**(meta or {}), "PartitionKey": pk, "RowKey": META_RK,
+                                                "revision": number, "changes": log}, meta)
                 return
             except (Conflict, NotFound):
                 continue
