@@ -108,6 +108,8 @@ class Link:
     ics_etag: str = ""
     ics_last_modified: str = ""
     ics_skipped: int = 0
+    skipped_items: int = 0          # unreadable items left out by the last completed round
+    skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
     created_at: datetime | None = None
     etag: str = field(default="", compare=False)
 
@@ -156,11 +158,24 @@ class OutlookEvent:
 
 
 @dataclass(frozen=True)
+class SkippedItem:
+    """An item of a source (delta page, ICS file) that could not be read and was left out.
+
+    One unreadable item must never stop a calendar: the round goes on without it, and the link's
+    status counts it and names a sample reason (``Link.skipped_items`` / ``skipped_sample``).
+    """
+
+    id: str                          # the item's id as the source names it ("" when unknown)
+    reason: str                      # short, human-readable, never containing a secret
+
+
+@dataclass(frozen=True)
 class DeltaPage:
     events: list[OutlookEvent]
     removed: list[str]               # ids reported as @removed
     next_link: str = ""
     delta_link: str = ""
+    skipped: list[SkippedItem] = field(default_factory=list)   # unreadable items of this page
 
 
 @dataclass(frozen=True)
