@@ -49,8 +49,9 @@ sandbox: setup-local
 test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
+## the fast tier: twins only, no Azurite, sandbox or local host (tests/conftest.py marks the rest 'stack')
 test-fast: setup
-	$(PY) -m pytest -q -m "not browser and not slow"
+	TIMUM_TEST_TIER=fast $(PY) -m pytest -q -p no:cacheprovider -m "not browser and not slow and not stack"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from tests.devhost.conftest import FAST_HOST_JSON, MASTER_KEY
 from tests.devhost.sample_app import Recorder, build_app, http_blueprint, queue_blueprint
 
 
+@pytest.mark.stack
 def test_get_functions_is_called_exactly_once_per_app(rec: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     app = build_app(http_blueprint(rec))
     calls: list[int] = []
@@ -32,6 +33,7 @@ def test_get_functions_is_called_exactly_once_per_app(rec: Recorder, monkeypatch
     assert index_functions(app) is index_functions(app)
 
 
+@pytest.mark.stack
 def test_a_newly_added_function_is_served_with_no_other_change(rec: Recorder) -> None:
     app = build_app(http_blueprint(rec))
 
@@ -46,6 +48,7 @@ def test_a_newly_added_function_is_served_with_no_other_change(rec: Recorder) ->
     assert "brand_new" in status["functions"]
 
 
+@pytest.mark.stack
 def test_function_name_decorator_names_the_function(rec: Recorder) -> None:
     app = build_app()
 
@@ -59,6 +62,7 @@ def test_function_name_decorator_names_the_function(rec: Recorder) -> None:
         assert [r.function for r in host.records()] == ["Renamed"]
 
 
+@pytest.mark.stack
 def test_route_prefix_comes_from_host_json(rec: Recorder) -> None:
     host_json = {**FAST_HOST_JSON, "extensions": {"http": {"routePrefix": ""}}}
     with serving(build_app(http_blueprint(rec)), port=0, env={}, host_json=host_json) as host:
@@ -177,6 +181,7 @@ def test_load_errors_are_clear() -> None:
         DevHost("tests.devhost.sample_app:Recorder", env={})
 
 
+@pytest.mark.stack
 def test_busy_port_is_reported_in_the_callers_thread(rec: Recorder) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

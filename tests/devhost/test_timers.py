@@ -60,6 +60,7 @@ def test_retry_delays() -> None:
     assert [retry_delay(backoff, n) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
+@pytest.mark.stack
 def test_run_on_startup_and_every_second_schedule(rec: Recorder, key_env: dict[str, str]) -> None:
     with serving(build_app(timer_blueprint(rec)), port=0, host_json=FAST_HOST_JSON, env=key_env) as host:
         ticks = rec.wait_for("tick", count=3)
@@ -73,6 +74,7 @@ def test_run_on_startup_and_every_second_schedule(rec: Recorder, key_env: dict[s
     assert all(r.trigger == "timer" and r.outcome == "succeeded" for r in records)
 
 
+@pytest.mark.stack
 def test_late_invocation_is_past_due(rec: Recorder, key_env: dict[str, str]) -> None:
     app = build_app(timer_blueprint(rec), http_blueprint(rec))
     with serving(app, port=0, host_json=FAST_HOST_JSON, env=key_env) as host:
@@ -90,6 +92,7 @@ def test_late_invocation_is_past_due(rec: Recorder, key_env: dict[str, str]) -> 
     assert not rec.items("tick")[0]["past_due"]
 
 
+@pytest.mark.stack
 def test_retry_policy_reruns_a_failed_timer(rec: Recorder, key_env: dict[str, str]) -> None:
     with serving(build_app(retry_blueprint(rec)), port=0, host_json=FAST_HOST_JSON, env=key_env) as host:
         attempts = rec.wait_for("flaky", count=3)
@@ -99,6 +102,7 @@ def test_retry_policy_reruns_a_failed_timer(rec: Recorder, key_env: dict[str, st
     assert outcomes == ["failed", "failed", "succeeded"]
 
 
+@pytest.mark.stack
 def test_admin_api_runs_a_timer_on_demand(rec: Recorder, key_env: dict[str, str]) -> None:
     with serving(build_app(timer_blueprint(rec)), port=0, host_json=FAST_HOST_JSON,
                  env={**key_env, "DEVHOST_TICK_SCHEDULE": "0 0 0 1 1 *"}) as host:

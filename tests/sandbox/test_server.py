@@ -163,6 +163,7 @@ def test_certificates_are_reused_while_valid_and_replaced_when_broken(tmp_path: 
 
 # --- composition and lifecycle -----------------------------------------------------------------
 
+@pytest.mark.stack
 def test_service_base_url_can_move(tmp_path: Path) -> None:
     config = SandboxConfig(https_port=0, http_port=0, state_dir=tmp_path, seed_demo=False)
     with start_in_thread(config, with_graph=False, with_timum=False) as running:
@@ -179,6 +180,7 @@ def test_missing_component_fails_clearly() -> None:
         _load_component("devtools.sandbox.nonexistent", "Thing")
 
 
+@pytest.mark.stack
 def test_identity_only_sandbox_and_busy_port(tmp_path: Path) -> None:
     config = SandboxConfig(https_port=0, http_port=0, state_dir=tmp_path, seed_demo=False)
     with start_in_thread(config, with_graph=False, with_timum=False) as running:

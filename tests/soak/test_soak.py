@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from bench.soak import WEIGHTS, SoakConfig, make_plan, run_soak
 
 SEED = 3
@@ -24,6 +26,7 @@ def test_the_plan_is_a_function_of_the_seed_and_covers_every_step_kind() -> None
     assert {step.kind for step in plan} == {kind for kind, _ in WEIGHTS}
 
 
+@pytest.mark.stack
 def test_after_faults_and_crashes_both_sides_agree() -> None:
     report = run_soak(SoakConfig(steps=STEPS, seed=SEED), log=log.info)
     summary = "\n".join(report.lines())
