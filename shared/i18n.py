@@ -303,3 +303,30 @@ def translator(locale: str) -> Translator:
         return text.format(**values) if values else text
 
     return _
+
+
+# --- sign-in binding, sign-in outcomes (connect flow) ------------------------------------------
+MESSAGES["de"].update({
+    "try_again": "Erneut anmelden",
+    "error.browser_mismatch": "Diese Anmeldung wurde in einem anderen Browser begonnen. Aus Sicherheitsgründen "
+                              "wurde nichts verbunden und nichts gespeichert.",
+    "error.consent_declined": "Sie haben die Berechtigungen abgelehnt. Ohne sie kann timum Ihren Outlook-Kalender "
+                              "nicht abgleichen; es wurde nichts verbunden.",
+    "error.consent_unknown": "Dieser Zustimmungslink ist ungültig, abgelaufen oder wurde bereits verwendet. Es "
+                             "wurde nichts gespeichert.",
+    "retry_hint.consent_declined": "Wenn Sie es sich anders überlegt haben, melden Sie sich erneut an und "
+                                   "bestätigen Sie die Berechtigungen.",
+    "retry_hint.sign_in_failed": "Sie können es gleich noch einmal versuchen.",
+    "consent_failed.other_tenant": "Die Zustimmung wurde für eine andere Organisation erteilt als angefragt.",
+})
+MESSAGES["en"].update({
+    "try_again": "Sign in again",
+    "error.browser_mismatch": "This sign-in was started in another browser. For your safety nothing was connected "
+                              "and nothing was stored.",
+    "error.consent_declined": "You declined the permissions. Without them timum cannot sync your Outlook calendar; "
+                              "nothing was connected.",
+    "error.consent_unknown": "This consent link is not valid, has expired or was already used. Nothing was stored.",
+    "retry_hint.consent_declined": "If you changed your mind, sign in again and accept the permissions.",
+    "retry_hint.sign_in_failed": "You can try again right away.",
+    "consent_failed.other_tenant": "Consent was granted for another organisation than the one asked.",
+})

@@ -900,8 +900,27 @@ class IdentityPlatform:
         token, claims = self.directory.issue_access_token(
             tenant_id=tenant.id, client_id=app.client_id, user_id=None,
             roles=APPLICATION_ROLES if admin else frozenset(), lifetime=self.access_token_lifetime)
+        # Entra's app-only tokens for Graph are JWTs whose roles claim lists the granted
+        # application permissions; apps read it to tell admin consent from a bare service principal.
+        jwt = self._app_access_token(app, tenant, claims.roles, int(claims.expires_at))
+        self.directory.rename_access_token(token, jwt)
         lifetime = max(0, int(claims.expires_at - time.time()))
-        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
+        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": jwt}
+
+    def _app_access_token(self, app: AppRegistration, tenant: SandboxTenant, roles: frozenset[str],
+                          expires_at: int) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": GRAPH_RESOURCE, "iss": f"https://sts.windows.net/{tenant.id}/", "iat": now, "nbf": now,
+            "exp": expires_at, "appid": app.client_id, "idtyp": "app", "oid": app.client_id, "tid": tenant.id,
+            "uti": _b64url(secrets.token_bytes(16)), "ver": "1.0",
+        }
+        if roles:
+            claims["roles"] = sorted(roles)
+        header = {"typ": "JWT", "alg": "RS256", "kid": self._kid}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = self._signing_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{_b64url(signature)}"
 
     def _user_tokens(self, app: AppRegistration, user: SandboxUser, scopes: Scopes, *, nonce: str | None,
                      auth_time: int | None) -> dict[str, Any]:

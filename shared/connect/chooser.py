@@ -203,8 +203,9 @@ class _AppOnlyTarget:
 
 async def _app_only_target(services: Services, session: ChooserSession, cal: CalendarInfo, provider_id: str,
                            resource_id: str) -> _AppOnlyTarget | None:
-    """Where an app-only link reaches a shared calendar: through its owner's mailbox. Looking it
-    up with app-only credentials also proves the recorded admin consent still holds; if not,
+    """Where an app-only link reaches a shared calendar: through its owner's mailbox, and only
+    when the owner's mailbox holds a calendar with the same id (proven, never guessed). Looking
+    it up with app-only credentials also proves the recorded admin consent still holds; if not,
     the record goes and the link stays delegated."""
     if not cal.owner_address:
         return None
@@ -215,11 +216,12 @@ async def _app_only_target(services: Services, session: ChooserSession, cal: Cal
         port = await services.graph.for_link(probe)
         try:
             owned = [c for c in await port.list_calendars(cal.owner_address) if not c.is_shared]
+            # Only the owner-side calendar with the very id the user was given counts. Never a
+            # calendar of the same name: edit rights on one shared calendar must not turn into
+            # app-only access to another calendar of the owner (e.g. their primary).
             match = next((c for c in owned if c.id == cal.id), None)
             if match is None:
-                same_name = [c for c in owned if c.name == cal.name]
-                match = same_name[0] if len(same_name) == 1 else None
-            if match is None:
+                log.info("shared calendar not found under its id in the owner's mailbox; the link stays delegated")
                 return None
             zone = await _time_zone(services, port, cal.owner_address, provider_id, resource_id)
             return _AppOnlyTarget(cal.owner_address, match.id, zone)
