@@ -211,3 +211,25 @@ async def test_account_cache_is_per_microsoft_account(live: Services, microsoft:
     for account_id in ids:
         stored = await repo.load(account_id)
         assert stored is not None and account_id in stored.cache and stored.tenant_id in account_id
+
+
+async def test_other_sign_in_errors_get_their_own_page_with_a_fresh_sign_in(live: Services, sandbox: RunningSandbox,
+                                                                           microsoft: MicrosoftSignIn) -> None:
+    sandbox.identity.fail_next_sign_in("not_assigned")   # access_denied, but not a declined consent
+    answer = microsoft.run(await _start(live), ANNA)
+    assert answer["error"] == "access_denied" and "AADSTS50105" in answer["error_description"]
+    outcome = await _callback(live, answer)
+    assert isinstance(outcome, ErrorPage) and outcome.code == "sign_in_failed"
+    assert outcome.retry_url.startswith(sandbox.https_base) and outcome.binding is not None
+    assert _rows(live, ACCOUNTS) == []
+
+
+def test_sign_in_problems_are_told_apart() -> None:
+    assert flow.sign_in_problem("access_denied", "AADSTS65004: User declined to consent.", "cancel") == "declined"
+    assert flow.sign_in_problem("access_denied", "", "cancel") == "declined"
+    assert flow.sign_in_problem("consent_required", "AADSTS90094: An administrator ...") == "admin_required"
+    assert flow.sign_in_problem("invalid_grant", "AADSTS65001: The user or administrator has not consented") \
+        == "admin_required"
+    assert flow.sign_in_problem("access_denied", "AADSTS50105: not assigned") == "failed"
+    assert flow.sign_in_problem("server_error", "AADSTS50000: error issuing a token") == "failed"
+    assert flow.sign_in_problem("\r\nforged log line", "") == "failed"
