@@ -39,7 +39,7 @@ SESSION_LIFETIME_SECONDS = 30 * 60
 #: error codes whose page tells the user to start again from timum
 _START_AGAIN = frozenset({"link_malformed", "link_tampered", "link_expired", "link_reused", "link_return_url",
                           "flow_unknown", "state_mismatch", "sign_in_failed", "session_expired", "needs_reconnect",
-                          "browser_mismatch", "consent_unknown", "csrf"})
+                          "browser_mismatch", "consent_unknown"})
 #: the binding cookie lives as long as the sign-in it binds
 BINDING_LIFETIME_SECONDS = 15 * 60
 
