@@ -186,9 +186,12 @@ class Stack:
         return self.sandbox.config.client_id
 
     def http(self, **kwargs: Any) -> httpx.Client:
-        """An HTTP client that trusts the sandbox CA (the caller closes it)."""
+        """An HTTP client that trusts the sandbox CA and, like a browser, keeps Secure cookies on
+        loopback http (the service's sign-in binding cookie) (the caller closes it)."""
         kwargs.setdefault("timeout", 15.0)
-        return httpx.Client(verify=self.tls, **kwargs)
+        client = httpx.Client(verify=self.tls, **kwargs)
+        client.event_hooks["request"].append(_send_secure_cookies_on_loopback(client))
+        return client
 
     # --- the harness loop and the app's state -----------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60.0) -> T:
@@ -430,6 +433,29 @@ class Stack:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _send_secure_cookies_on_loopback(client: httpx.Client) -> Callable[[httpx.Request], None]:
+    """Browsers treat http://127.0.0.1 and http://localhost as secure contexts: they keep and
+    send Secure cookies there (the service's sign-in binding cookie is one). httpx, like Python's
+    cookie jar, sends them over https only; this request hook adds them on loopback http."""
+
+    def hook(request: httpx.Request) -> None:
+        host = request.url.host
+        if request.url.scheme != "http" or host not in _LOOPBACK_HOSTS:
+            return
+        present = request.headers.get("cookie", "")
+        names = {part.split("=", 1)[0].strip() for part in present.split(";") if part.strip()}
+        extra = [f"{c.name}={c.value}" for c in client.cookies.jar
+                 if c.secure and c.name not in names and c.domain.lstrip(".") == host
+                 and request.url.path.startswith(c.path or "/") and not c.is_expired()]
+        if extra:
+            request.headers["cookie"] = "; ".join([p for p in (present, *extra) if p])
+
+    return hook
 
 
 def _restore_env(saved: Mapping[str, str | None]) -> None:

@@ -303,3 +303,61 @@ def translator(locale: str) -> Translator:
         return text.format(**values) if values else text
 
     return _
+
+
+# --- sign-in binding, sign-in outcomes (connect flow) ------------------------------------------
+MESSAGES["de"].update({
+    "try_again": "Erneut anmelden",
+    "error.browser_mismatch": "Diese Anmeldung wurde in einem anderen Browser begonnen. Aus Sicherheitsgründen "
+                              "wurde nichts verbunden und nichts gespeichert.",
+    "error.consent_declined": "Sie haben die Berechtigungen abgelehnt. Ohne sie kann timum Ihren Outlook-Kalender "
+                              "nicht abgleichen; es wurde nichts verbunden.",
+    "error.consent_unknown": "Dieser Zustimmungslink ist ungültig, abgelaufen oder wurde bereits verwendet. Es "
+                             "wurde nichts gespeichert.",
+    "retry_hint.consent_declined": "Wenn Sie es sich anders überlegt haben, melden Sie sich erneut an und "
+                                   "bestätigen Sie die Berechtigungen.",
+    "retry_hint.sign_in_failed": "Sie können es gleich noch einmal versuchen.",
+    "consent_failed.other_tenant": "Die Zustimmung wurde für eine andere Organisation erteilt als angefragt.",
+})
+MESSAGES["en"].update({
+    "try_again": "Sign in again",
+    "error.browser_mismatch": "This sign-in was started in another browser. For your safety nothing was connected "
+                              "and nothing was stored.",
+    "error.consent_declined": "You declined the permissions. Without them timum cannot sync your Outlook calendar; "
+                              "nothing was connected.",
+    "error.consent_unknown": "This consent link is not valid, has expired or was already used. Nothing was stored.",
+    "retry_hint.consent_declined": "If you changed your mind, sign in again and accept the permissions.",
+    "retry_hint.sign_in_failed": "You can try again right away.",
+    "consent_failed.other_tenant": "Consent was granted for another organisation than the one asked.",
+})
+
+# --- calendar chooser: where the calendar goes, existing resources, the new resource's name ----
+MESSAGES["de"].update({
+    "chooser.target_resource": "Ziel in timum: die Ressource „{resource}“ im timum-Konto {provider}.",
+    "chooser.target_new": "Ziel in timum: eine Ressource im timum-Konto {provider} – eine neue oder eine "
+                          "vorhandene, wie Sie unten wählen.",
+    "chooser.same_name": "In timum gibt es schon die Ressource „{resource}“.",
+    "chooser.linked_here_move": "Mit einer anderen Aktion unten zieht der Kalender zu jener Ressource um.",
+    "chooser.action_existing": "Mit der vorhandenen Ressource „{resource}“ verbinden",
+    "chooser.action_existing_hint": "Für „{calendar}“ gibt es in timum schon „{resource}“: verbinden Sie den "
+                                    "gewählten Kalender damit, statt eine doppelte Ressource anzulegen.",
+    "chooser.new_name_label": "Name der neuen Ressource",
+    "chooser.new_name_hint": "Leer lassen für den Namen des Kalenders (beim Standardkalender: der Name der "
+                             "Person).",
+    "chooser.name_invalid": "Der Name ist zu lang oder enthält Steuerzeichen (höchstens 200 Zeichen).",
+    "chooser.resource_unavailable": "Diese Ressource ist nicht mehr frei oder gehört nicht zu diesem timum-Konto.",
+})
+MESSAGES["en"].update({
+    "chooser.target_resource": "Destination in timum: the resource “{resource}” in timum account {provider}.",
+    "chooser.target_new": "Destination in timum: a resource in timum account {provider} – a new or an existing "
+                          "one, as you choose below.",
+    "chooser.same_name": "timum already has the resource “{resource}”.",
+    "chooser.linked_here_move": "With another action below the calendar moves to that resource.",
+    "chooser.action_existing": "Connect to the existing resource “{resource}”",
+    "chooser.action_existing_hint": "timum already has “{resource}” for “{calendar}”: connect the chosen calendar "
+                                    "to it instead of creating a duplicate resource.",
+    "chooser.new_name_label": "Name of the new resource",
+    "chooser.new_name_hint": "Leave empty for the calendar's name (for a default calendar: the person's name).",
+    "chooser.name_invalid": "The name is too long or contains control characters (200 characters at most).",
+    "chooser.resource_unavailable": "This resource is no longer free or does not belong to this timum account.",
+})

@@ -76,6 +76,10 @@ class GraphCalendarPort(ABC):
         """Release network resources."""
 
 
+#: resources the chooser compares calendar names with; a provider with more is not a practice
+MAX_LISTED_RESOURCES = 500
+
+
 class TimumPort(ABC):
     @abstractmethod
     async def create_resource(self, provider_id: str, name: str) -> str:
@@ -84,6 +88,11 @@ class TimumPort(ABC):
     @abstractmethod
     async def get_resource(self, provider_id: str, resource_id: str) -> dict[str, Any] | None:
         """``{"id", "name", "timeZone"}`` or None."""
+
+    @abstractmethod
+    async def list_resources(self, provider_id: str) -> list[dict[str, Any]]:
+        """The provider's resources that are not archived, ``{"id", "name"}`` each (at most
+        ``MAX_LISTED_RESOURCES``); an empty list where timum offers no listing."""
 
     @abstractmethod
     async def put_blocked_slot(self, provider_id: str, resource_id: str, slot: BlockedSlot) -> None:

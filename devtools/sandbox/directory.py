@@ -196,6 +196,11 @@ class Directory:
             self.access_tokens[token] = claims
             return token, claims
 
+    def rename_access_token(self, token: str, new_token: str) -> None:
+        """Let ``new_token`` (e.g. a JWT carrying the same claims) stand for an issued token."""
+        with self._lock:
+            self.access_tokens[new_token] = self.access_tokens.pop(token)
+
     def issue_refresh_token(self, *, tenant_id: str, client_id: str, user_id: str,
                             scopes: frozenset[str]) -> str:
         with self._lock:

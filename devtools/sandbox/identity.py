@@ -51,6 +51,15 @@ from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.directory import AppRegistration, Directory, SandboxTenant, SandboxUser
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+#: sign-in failures a test can provoke (``fail_next_sign_in``): (error, AADSTS code, message) as Entra sends them
+SIGN_IN_FAILURES: dict[str, tuple[str, int, str]] = {
+    "not_assigned": ("access_denied", 50105, "Your administrator has configured the application to block users "
+                     "unless they are specifically granted ('assigned') access to the application."),
+    "server_error": ("server_error", 50000, "There was an error issuing a token or an issue with our sign-in "
+                     "service."),
+    "temporarily_unavailable": ("temporarily_unavailable", 90033, "A transient error has occurred. Please try "
+                                "again."),
+}
 #: Microsoft Graph's well-known application id; scopes may name the resource by it
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
@@ -276,6 +285,8 @@ class IdentityPlatform:
         self._sessions: dict[str, str] = {}
         #: seconds; None → the directory's default (an hour, like Entra's 60–90 minutes)
         self.access_token_lifetime: float | None = None
+        #: errors the next interactive sign-ins end in, after the account was picked (see fail_next_sign_in)
+        self._sign_in_failures: list[str] = []
         self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = base64.urlsafe_b64encode(secrets.token_bytes(15)).decode().rstrip("=")
         self.routes: list[BaseRoute] = [
@@ -358,6 +369,22 @@ class IdentityPlatform:
         if seconds is not None and seconds <= 0:
             raise ValueError("lifetime must be positive")
         self.access_token_lifetime = seconds
+
+    def fail_next_sign_in(self, kind: str) -> None:
+        """Make the next interactive sign-in (after the account is picked) come back to the app
+        with an error of ``kind`` (see ``SIGN_IN_FAILURES``): the sign-in failures that are
+        neither a declined consent nor an administrator's policy, which users cause by clicking."""
+        if kind not in SIGN_IN_FAILURES:
+            raise ValueError(f"kind must be one of {sorted(SIGN_IN_FAILURES)}")
+        with self._lock:
+            self._sign_in_failures.append(kind)
+
+    def _take_sign_in_failure(self) -> OAuthError | None:
+        with self._lock:
+            if not self._sign_in_failures:
+                return None
+            error, code, message = SIGN_IN_FAILURES[self._sign_in_failures.pop(0)]
+        return OAuthError(error, code, message)
 
     def session_count(self) -> int:
         with self._lock:
@@ -578,6 +605,10 @@ class IdentityPlatform:
         return self._redirect_error(request, pending, self._admin_approval_error(tenant), trace)
 
     def _after_sign_in(self, request: Request, pending: PendingSignIn, user: SandboxUser, trace: _Trace) -> Response:
+        injected = self._take_sign_in_failure()
+        if injected is not None:
+            self._drop_pending(pending.ctx)
+            return self._redirect_error(request, pending, injected, trace)
         if not user.account_enabled:
             return self._error_page(request, OAuthError("invalid_grant", 50057, "The user account is disabled."),
                                     trace, pending.lang, status=400)
@@ -900,8 +931,27 @@ class IdentityPlatform:
         token, claims = self.directory.issue_access_token(
             tenant_id=tenant.id, client_id=app.client_id, user_id=None,
             roles=APPLICATION_ROLES if admin else frozenset(), lifetime=self.access_token_lifetime)
+        # Entra's app-only tokens for Graph are JWTs whose roles claim lists the granted
+        # application permissions; apps read it to tell admin consent from a bare service principal.
+        jwt = self._app_access_token(app, tenant, claims.roles, int(claims.expires_at))
+        self.directory.rename_access_token(token, jwt)
         lifetime = max(0, int(claims.expires_at - time.time()))
-        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
+        return {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": jwt}
+
+    def _app_access_token(self, app: AppRegistration, tenant: SandboxTenant, roles: frozenset[str],
+                          expires_at: int) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": GRAPH_RESOURCE, "iss": f"https://sts.windows.net/{tenant.id}/", "iat": now, "nbf": now,
+            "exp": expires_at, "appid": app.client_id, "idtyp": "app", "oid": app.client_id, "tid": tenant.id,
+            "uti": _b64url(secrets.token_bytes(16)), "ver": "1.0",
+        }
+        if roles:
+            claims["roles"] = sorted(roles)
+        header = {"typ": "JWT", "alg": "RS256", "kid": self._kid}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = self._signing_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{_b64url(signature)}"
 
     def _user_tokens(self, app: AppRegistration, user: SandboxUser, scopes: Scopes, *, nonce: str | None,
                      auth_time: int | None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 JSON endpoints under ``/_sandbox/identity/`` switch tenant policies (user consent allowed,
 admin consent granted), act on tokens (revoke a user's refresh tokens, expire access tokens,
-shorten their lifetime), end browser sessions and add tenants or users — what a test or a
+shorten their lifetime), end browser sessions, make the next sign-in fail and add tenants or users — what a test or a
 person at the control page needs to provoke every consent and token failure on purpose.
 
 Every endpoint takes JSON (or a url-encoded form from the control page, which is then sent
@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from devtools.sandbox import ui
 from devtools.sandbox.directory import SandboxTenant, SandboxUser
-from devtools.sandbox.identity import IdentityPlatform
+from devtools.sandbox.identity import SIGN_IN_FAILURES, IdentityPlatform
 
 PAGE = "/_sandbox/identity/"
 
@@ -49,6 +49,7 @@ def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
         Route("/_sandbox/identity/access-tokens/expire", control.expire, methods=["POST"]),
         Route("/_sandbox/identity/access-tokens/lifetime", control.lifetime, methods=["POST"]),
         Route("/_sandbox/identity/sessions/sign-out", control.sign_out, methods=["POST"]),
+        Route("/_sandbox/identity/sign-in-failures", control.sign_in_failure, methods=["POST"]),
     ]
 
 
@@ -103,6 +104,7 @@ class _Control:
         return ui.render(request, "identity/controls.html", lang=lang,
                          title="Identität" if lang == "de" else "Identity", nav="identity",
                          state=state, tenants=tenants, client_id=self.identity.config.client_id,
+                         sign_in_failures=sorted(SIGN_IN_FAILURES),
                          message=request.query_params.get("done"))
 
     # --- write -----------------------------------------------------------------------------
@@ -193,6 +195,16 @@ class _Control:
             if who is not None:
                 self._user(who)
             return {"signed_out": self.identity.sign_out(who)}
+        return await self._run(request, act)
+
+    async def sign_in_failure(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            kind = _str(body, "kind")
+            try:
+                self.identity.fail_next_sign_in(kind)
+            except ValueError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return {"next_sign_in_fails_with": kind}
         return await self._run(request, act)
 
     # --- plumbing --------------------------------------------------------------------------

@@ -291,6 +291,24 @@ class TimumHttpAdapter(TimumPort):
         return {"id": body["id"], "name": str(body.get("name") or ""),
                 "timeZone": str(body.get("timeZone") or "Europe/Berlin"), "archived": bool(body.get("archived"))}
 
+    async def list_resources(self, provider_id: str) -> list[dict[str, Any]]:
+        from shared.ports import MAX_LISTED_RESOURCES
+
+        path = f"/v1/providers/{_seg(_require_id(provider_id, 'providerId'))}/resources"
+        response = await self._api("GET", path, "listing resources")
+        if response.status_code in (404, 405):
+            # ``GET /v1/providers/{providerId}/resources`` (listResources) is newer than the rest of
+            # timum's API: where it is missing the chooser simply offers no existing resource.
+            return []
+        if response.status_code != 200:
+            self._fail(response, "listing resources")
+        body = self._json(response, "listing resources")
+        items = body.get("value") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            raise TransientError("timum answered with a malformed resource list", code="timum_bad_response")
+        return [{"id": r["id"], "name": str(r.get("name") or "")} for r in items[:MAX_LISTED_RESOURCES]
+                if isinstance(r, dict) and isinstance(r.get("id"), str) and not r.get("archived")]
+
     # --- blocked slots -------------------------------------------------------------------------
     async def put_blocked_slot(self, provider_id: str, resource_id: str, slot: BlockedSlot) -> None:
         if not EXTERNAL_ID.match(slot.external_id):

@@ -135,6 +135,12 @@ class MemoryTimum(TimumPort):
         found = self.resources.get((provider_id, resource_id))
         return None if found is None else dict(found)
 
+    async def list_resources(self, provider_id: str) -> list[dict[str, Any]]:
+        _require_id(provider_id, "providerId")
+        self._enter("list_resources", provider_id)
+        return [{"id": r["id"], "name": r["name"]} for (pid, _), r in self.resources.items()
+                if pid == provider_id and not r["archived"]][:500]
+
     async def put_blocked_slot(self, provider_id: str, resource_id: str, slot: BlockedSlot) -> None:
         _require_id(provider_id, "providerId")
         _require_id(resource_id, "resourceId")

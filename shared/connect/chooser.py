@@ -18,6 +18,7 @@ is tried twice more within about a second (``_patiently``) before the "try again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -74,6 +75,27 @@ class Choice:
     key: str
     calendar: CalendarInfo
     owner: LinkKey | None
+    #: the name a new resource made from this calendar gets unless the user types another
+    suggested_name: str = ""
+
+
+#: names Outlook gives default calendars: a resource called "Kalender" helps nobody
+_GENERIC_NAMES = frozenset({"kalender", "calendar", "calendrier", "agenda", "calendario"})
+MAX_RESOURCE_NAME = 200
+
+
+def _fold(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def suggested_name(cal: CalendarInfo, my_name: str) -> str:
+    """A new resource's name: the calendar's, but for a default calendar (or one with Outlook's
+    generic name) the name of the person whose calendar it is."""
+    if cal.is_default or _fold(cal.name) in _GENERIC_NAMES:
+        person = cal.owner_name if cal.is_shared else my_name
+        if person.strip():
+            return person.strip()
+    return cal.name
 
 
 def _probe(session: ChooserSession) -> Link:
@@ -96,8 +118,30 @@ async def _calendars(services: Services, graph: GraphCalendarPort, session: Choo
     calendars = await _patiently(lambda: graph.list_calendars(me["id"]), "listing calendars")
     repo = LinkRepository(services.storage)
     owners = await asyncio.gather(*(_owner_of(repo, session.tenant_id, c) for c in calendars))
-    return [Choice(calendar_key(session.tenant_id, c.mailbox_id, c.id), c, o)
+    my_name = str(me.get("displayName") or "")
+    return [Choice(calendar_key(session.tenant_id, c.mailbox_id, c.id), c, o, suggested_name(c, my_name))
             for c, o in zip(calendars, owners, strict=True)]
+
+
+async def _free_resources(services: Services, session: ChooserSession) -> list[dict[str, str]]:
+    """The provider's resources that have no calendar yet (other than the one being connected):
+    the ones a calendar of the same name can be linked to instead of creating a duplicate."""
+    provider_id = session.context.provider_id
+    try:
+        listed = await _patiently(lambda: services.timum.list_resources(provider_id), "listing resources")
+    except SyncError as exc:
+        # Suggestions only: the chooser works without them.
+        log.info("chooser could not list the provider's resources: %s", exc.code)
+        return []
+    linked = {link.resource_id for link in await LinkRepository(services.storage).list_for_provider(provider_id)}
+    return [{"id": str(r["id"]), "name": str(r["name"])} for r in listed
+            if r.get("id") and r["id"] != session.context.resource_id and r["id"] not in linked
+            and str(r.get("name") or "").strip()]
+
+
+def _matches(choice: Choice, resources: list[dict[str, str]]) -> dict[str, str] | None:
+    wanted = {_fold(choice.calendar.name), _fold(choice.suggested_name)}
+    return next((r for r in resources if _fold(r["name"]) in wanted), None)
 
 
 def _owner_label(cal: CalendarInfo) -> str:
@@ -121,13 +165,15 @@ def _cookie_error(session: ChooserSession | None, code: str, locale: str, status
 
 
 async def _page(services: Services, session: ChooserSession, session_id: str, choices: list[Choice], *,
-                resource_name: str | None, problem: str = "", selected: str = "", status: int = 200) -> ChooserPage:
+                resource_name: str | None, resources: list[dict[str, str]], problem: str = "", selected: str = "",
+                new_name: str = "", status: int = 200) -> ChooserPage:
     ctx = session.context
     app_only = await TenantRepository(services.storage).has_admin_consent(session.tenant_id)
     _ = translator(ctx.locale)
     target = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
     own: list[dict[str, Any]] = []
     shared: list[dict[str, Any]] = []
+    existing: dict[str, dict[str, Any]] = {}
     first_free = ""
     current = ""
     for choice in choices:
@@ -141,19 +187,31 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
             notes.append(_("chooser.linked_elsewhere"))
         if linked_here:
             notes.append(_("chooser.linked_here"))
+            notes.append(_("chooser.linked_here_move"))
             current = current or choice.key
         if selectable and cal.is_shared:
             notes.append(_("chooser.app_only_note" if app_only else "chooser.polling_note"))
+        match = _matches(choice, resources) if selectable else None
+        if match is not None:
+            notes.append(_("chooser.same_name", resource=match["name"]))
+            entry = existing.setdefault(match["id"], {"id": match["id"], "name": match["name"], "calendars": []})
+            entry["calendars"].append(cal.name)
         if selectable and not first_free:
             first_free = choice.key
         item = {"key": choice.key, "name": cal.name, "owner": _owner_label(cal) if cal.is_shared else "",
-                "is_default": cal.is_default, "selectable": selectable, "notes": notes, "checked": False}
+                "is_default": cal.is_default, "selectable": selectable, "notes": notes, "checked": False,
+                "suggest": choice.suggested_name, "match": match["id"] if match else "",
+                "linked_here": linked_here}
         (shared if cal.is_shared else own).append(item)
-    pick = selected or current or first_free
+    # With a resource from timum the calendar it has (or the first free one) is preselected; a
+    # new resource waits for the user's pick, so nothing is created from a calendar by default.
+    pick = selected or current or (first_free if ctx.resource_id else "")
     for item in own + shared:
         item["checked"] = item["key"] == pick and item["selectable"]
     settings = services.settings
     values = {"own": own, "shared": shared, "resource_name": resource_name, "account_name": session.account_name,
+              "provider_id": ctx.provider_id, "existing": list(existing.values()), "new_name": new_name,
+              "max_name": MAX_RESOURCE_NAME,
               "problem": _(f"chooser.{problem}") if problem else "", "csrf": session_store(services).csrf_token(
                   session_id), "form_action": settings.url("connect/calendars"),
               "cancel_url": with_params(ctx.return_url, outlook="cancelled")}
@@ -171,13 +229,15 @@ async def view(services: Services, session_id: str | None, *, locale: str) -> Ch
         finally:
             await graph.close()
         resource_name = await _resource_name(services, session)
+        resources = await _free_resources(services, session)
     except NeedsReconnect:
         return _cookie_error(session, "needs_reconnect", locale, 400)
     except SyncError as exc:
         log.warning("chooser could not list calendars: %s", exc.code)
         return _cookie_error(session, "unavailable", locale, 503)
     problem = "resource_gone" if session.context.resource_id and resource_name is None else ""
-    return await _page(services, session, session_id, choices, resource_name=resource_name, problem=problem)
+    return await _page(services, session, session_id, choices, resource_name=resource_name, resources=resources,
+                       problem=problem)
 
 
 async def _time_zone(services: Services, graph: GraphCalendarPort, mailbox_id: str, provider_id: str,
@@ -203,8 +263,9 @@ class _AppOnlyTarget:
 
 async def _app_only_target(services: Services, session: ChooserSession, cal: CalendarInfo, provider_id: str,
                            resource_id: str) -> _AppOnlyTarget | None:
-    """Where an app-only link reaches a shared calendar: through its owner's mailbox. Looking it
-    up with app-only credentials also proves the recorded admin consent still holds; if not,
+    """Where an app-only link reaches a shared calendar: through its owner's mailbox, and only
+    when the owner's mailbox holds a calendar with the same id (proven, never guessed). Looking
+    it up with app-only credentials also proves the recorded admin consent still holds; if not,
     the record goes and the link stays delegated."""
     if not cal.owner_address:
         return None
@@ -215,11 +276,12 @@ async def _app_only_target(services: Services, session: ChooserSession, cal: Cal
         port = await services.graph.for_link(probe)
         try:
             owned = [c for c in await port.list_calendars(cal.owner_address) if not c.is_shared]
+            # Only the owner-side calendar with the very id the user was given counts. Never a
+            # calendar of the same name: edit rights on one shared calendar must not turn into
+            # app-only access to another calendar of the owner (e.g. their primary).
             match = next((c for c in owned if c.id == cal.id), None)
             if match is None:
-                same_name = [c for c in owned if c.name == cal.name]
-                match = same_name[0] if len(same_name) == 1 else None
-            if match is None:
+                log.info("shared calendar not found under its id in the owner's mailbox; the link stays delegated")
                 return None
             zone = await _time_zone(services, port, cal.owner_address, provider_id, resource_id)
             return _AppOnlyTarget(cal.owner_address, match.id, zone)
@@ -290,6 +352,14 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
     return link
 
 
+def _clean_name(raw: str) -> str | None:
+    """The name the user typed for a new resource, normalised; None if it cannot be used."""
+    name = " ".join(raw.split())
+    if len(name) > MAX_RESOURCE_NAME or any(not ch.isprintable() for ch in name):
+        return None
+    return name
+
+
 async def submit(services: Services, session_id: str | None, form: Mapping[str, str], *,
                  locale: str) -> Redirect | ChooserPage | ErrorPage:
     store = session_store(services)
@@ -301,6 +371,7 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
     ctx = session.context
     action = form.get("action") or ""
     selected = form.get("calendar") or ""
+    typed_name = form.get("new_name") or ""
     try:
         graph = await services.graph.for_link(_probe(session))
     except NeedsReconnect:
@@ -309,20 +380,26 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         try:
             choices = await _calendars(services, graph, session)
             resource_name = await _resource_name(services, session)
+            resources = await _free_resources(services, session)
         except SyncError as exc:
             log.warning("chooser could not list calendars: %s", exc.code)
             return _cookie_error(session, "unavailable", locale, 503)
 
         async def again(problem: str, status: int = 400) -> ChooserPage:
             return await _page(services, session, session_id, choices, resource_name=resource_name,
-                               problem=problem, selected=selected, status=status)
+                               resources=resources, problem=problem, selected=selected,
+                               new_name=typed_name[:MAX_RESOURCE_NAME], status=status)
 
-        if action not in ("link", "create"):
+        existing_id = action.removeprefix("existing:") if action.startswith("existing:") else ""
+        if action not in ("link", "create") and not existing_id:
             return await again("invalid_action")
         if action == "link" and not ctx.resource_id:
             return await again("no_resource")
         if action == "link" and resource_name is None:
             return await again("resource_gone", 404)
+        if existing_id and not any(r["id"] == existing_id for r in resources):
+            # Only resources the page offered: the provider's, and without a calendar.
+            return await again("resource_unavailable", 409)
         if not selected:
             return await again("choose_first")
         choice = next((c for c in choices if c.key == selected), None)
@@ -330,20 +407,36 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
             return await again("calendar_gone", 404)
         if not choice.calendar.can_edit:
             return await again("calendar_read_only")
-        target = LinkKey(ctx.provider_id, ctx.resource_id) if action == "link" and ctx.resource_id else None
-        if choice.owner is not None and choice.owner != target:
+        here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
+        # The page lets the user pick a free calendar or the one this resource already has; the
+        # latter may move to another (new or existing) resource, as every action on it offers.
+        if choice.owner is not None and choice.owner != here:
             return await again("calendar_taken", 409)
+        new_name = ""
+        if action == "create":
+            cleaned = _clean_name(typed_name)
+            if cleaned is None:
+                return await again("name_invalid")
+            new_name = cleaned or choice.suggested_name
         try:
             await store.set_busy(session, True)
         except (Conflict, NotFound):
             return _cookie_error(session, "busy", locale, 409)
         try:
             if action == "create":
-                resource_id = await services.timum.create_resource(ctx.provider_id, choice.calendar.name)
+                resource_id = await services.timum.create_resource(ctx.provider_id, new_name)
+            elif existing_id:
+                resource_id = existing_id
             else:
                 assert ctx.resource_id is not None
                 resource_id = ctx.resource_id
-            link = await connect_calendar(services, session, choice.calendar, resource_id, graph)
+            moving = None
+            if choice.owner is not None and choice.owner.resource_id != resource_id:
+                moving = await LinkRepository(services.storage).get(choice.owner)
+            if moving is None:
+                link = await connect_calendar(services, session, choice.calendar, resource_id, graph)
+            else:
+                link = await _move(services, session, moving, choice.calendar, resource_id, graph)
         except Conflict as exc:
             await store.set_busy(session, False)
             if exc.code == "calendar_taken":
@@ -359,3 +452,21 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
     log.info("calendar connected for provider %s", ctx.provider_id)
     return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.resource_id),
                     clear_session=True)
+
+
+async def _move(services: Services, session: ChooserSession, previous: Link, cal: CalendarInfo, resource_id: str,
+                graph: GraphCalendarPort) -> Link:
+    """Move ``cal`` from the resource of ``previous`` to ``resource_id``: hand the calendar's
+    claim over, link the new resource, then end the old link (its subscription is torn down;
+    the account stays, the new link uses it)."""
+    repo = LinkRepository(services.storage)
+    await repo.release_calendar(previous)
+    try:
+        link = await connect_calendar(services, session, cal, resource_id, graph)
+    except SyncError:
+        # Give the calendar back to the link that still has it.
+        with contextlib.suppress(SyncError):
+            await repo.claim_calendar(previous)
+        raise
+    await unlink(services, previous, keep_claim=True)
+    return link

@@ -159,20 +159,28 @@ class AppOnlyCredential:
         await self.close()
 
 
-def jwt_roles(token: str) -> frozenset[str] | None:
-    """The ``roles`` claim of a JWT access token, or None when the token is opaque.
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a JWT access token, or None when the token is not a JWT.
 
     Not a signature check: the token came straight from the token endpoint over TLS; we only
     look at what it grants.
     """
     parts = token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or len(token) > 16_384:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         return None
-    roles = claims.get("roles") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def jwt_roles(token: str) -> frozenset[str] | None:
+    """The ``roles`` claim of a JWT access token, or None when the token is opaque."""
+    claims = jwt_claims(token)
+    if claims is None:
+        return None
+    roles = claims.get("roles")
     return frozenset(str(r) for r in roles) if isinstance(roles, list) else frozenset()
 
 
@@ -182,18 +190,29 @@ def _client_credentials(settings: Settings, tenant_id: str) -> dict[str, Any]:
     return result
 
 
-async def verify_admin_consent(settings: Settings, tenant_id: str) -> None:
+async def verify_admin_consent(settings: Settings, tenant_id: str) -> str:
     """Prove that ``tenant_id`` granted our app tenant-wide access by obtaining an app-only
-    token there; raise ``ConsentRequired`` / ``TransientError`` / ``AuthError`` if not."""
+    token there; return the tenant id the token names. Raise ``ConsentRequired`` /
+    ``TransientError`` / ``AuthError`` if not.
+
+    Only a JWT whose ``roles`` hold our application permissions counts: Entra issues those for
+    Graph, and a token we cannot read (opaque) proves nothing about what was granted."""
     try:
         result = await asyncio.to_thread(_client_credentials, settings, tenant_id)
     except OSError as exc:
         raise TransientError("the identity platform is unreachable", code="identity_unreachable") from exc
     if "access_token" not in result:
         raise classify_client_credentials_error(result, tenant_id)
-    roles = jwt_roles(str(result["access_token"]))
-    if roles is not None and not roles >= APP_ROLES:
+    claims = jwt_claims(str(result["access_token"]))
+    if claims is None:
+        raise ConsentRequired("the app-only token is not a JWT; consent cannot be proven", tenant_id=tenant_id)
+    roles = jwt_roles(str(result["access_token"])) or frozenset()
+    if not roles >= APP_ROLES:
         raise ConsentRequired("the tenant granted no calendar permission to the app", tenant_id=tenant_id)
+    tid = str(claims.get("tid") or "").lower()
+    if not tid:
+        raise ConsentRequired("the app-only token names no tenant", tenant_id=tenant_id)
+    return tid
 
 
 class RealGraphProvider:

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from shared.config import Settings
 from shared.connect.msal_client import DELEGATED_SCOPES, build_app, is_consent_error
-from shared.connect.outcomes import ConsentPage, ConsentResultPage, ErrorPage, Redirect
+from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect
 from shared.connect.store import (
     ADMIN_CONSENT_LIFETIME,
     FLOW_LIFETIME,
@@ -34,7 +35,8 @@ from shared.connect.store import (
     NonceStore,
     PendingFlow,
     SessionStore,
-    derive_key,
+    binding_hash,
+    derive_keys,
 )
 from shared.context import Services
 from shared.crypto import Cipher
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 _GENERIC_TENANTS = frozenset({"common", "organizations", "consumers"})
 _TENANT_IN_TEXT = re.compile(r"tenant\W{1,4}([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.I)
 _TENANT_PARAM = re.compile(r"^[A-Za-z0-9.-]{1,128}$")
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def cipher_for(settings: Settings) -> Cipher:
@@ -59,7 +62,9 @@ def cipher_for(settings: Settings) -> Cipher:
 
 def session_store(services: Services) -> SessionStore:
     keys = services.settings.token_encryption_keys
-    return SessionStore(services.storage, Cipher(keys), derive_key(keys, "csrf"))
+    # Every configured key verifies a CSRF token, so a chooser form open while the keys rotate
+    # still submits; the first key signs new ones.
+    return SessionStore(services.storage, Cipher(keys), derive_keys(keys, "csrf"))
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -75,14 +80,26 @@ def _peek(token: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def timum_home(settings: Settings) -> str:
+    """A way back to timum for pages that have no verified return address: the first address
+    timum registered as allowed (never one taken from an unverified request)."""
+    for prefix in settings.timum_return_url_allowlist:
+        if prefix:
+            return prefix.rstrip("?")
+    return ""
+
+
 def _refused(settings: Settings, token: str | None, code: str, accept_language: str | None) -> ErrorPage:
     data = _peek(token)
     loc = data.get("loc")
     locale = normalize(loc) if loc in ("de", "en") else negotiate(accept_language, settings.default_locale)
     ret = data.get("ret")
-    back = ret if isinstance(ret, str) and return_url_allowed(ret, settings.timum_return_url_allowlist) else ""
+    # Only an expired link passed the signature check (it is checked first): its return address
+    # is timum's. Any other refused link may be forged, so its page links to timum's home.
+    trusted = code == "link_expired" and isinstance(ret, str) and return_url_allowed(
+        ret, settings.timum_return_url_allowlist)
     return ErrorPage(code=code if has(f"error.{code}") else "link_malformed", locale=locale, status=400,
-                     return_url=back)
+                     return_url=ret if trusted and isinstance(ret, str) else timum_home(settings))
 
 
 def _initiate(settings: Settings, state: str) -> dict[str, Any]:
@@ -108,6 +125,28 @@ async def start(services: Services, token: str | None, *, accept_language: str |
         return _refused(settings, token, exc.code, accept_language)
     context = ConnectContext(provider_id=link.provider_id, resource_id=link.resource_id,
                              locale=normalize(link.locale, settings.default_locale), return_url=link.return_url)
+    try:
+        begun = await _begin(services, context, use_nonce=lambda: NonceStore(services.storage).use(
+            link.nonce, expires_at=datetime.fromtimestamp(link.expires_at + 60, UTC), now=now))
+    except InvalidSignature as exc:
+        log.info("connect link refused: %s", exc.code)
+        return ErrorPage(exc.code, context.locale, status=400, return_url=context.return_url)
+    if isinstance(begun, ErrorPage):
+        return begun
+    log.info("sign-in started for provider %s", link.provider_id)
+    return begun
+
+
+def binding_tag(state: str) -> str:
+    """Names the binding cookie of the sign-in with ``state`` (not secret: the state travels in URLs)."""
+    return hashlib.sha256(f"binding:{state}".encode()).hexdigest()[:16]
+
+
+async def _begin(services: Services, context: ConnectContext,
+                 use_nonce: Callable[[], Awaitable[None]] | None = None) -> Redirect | ErrorPage:
+    """Start MSAL's flow for ``context`` and bind it to the browser: the random binding goes to
+    the browser as a cookie, only its hash is stored with the flow."""
+    settings = services.settings
     state = secrets.token_urlsafe(32)
     try:
         flow = await asyncio.to_thread(_initiate, settings, state)
@@ -115,16 +154,13 @@ async def start(services: Services, token: str | None, *, accept_language: str |
         log.exception("could not start the Microsoft sign-in")
         # The link is still unused: the user may simply click it again.
         return ErrorPage("unavailable", context.locale, status=503, return_url=context.return_url)
-    try:
-        await NonceStore(services.storage).use(
-            link.nonce, expires_at=datetime.fromtimestamp(link.expires_at + 60, UTC), now=now)
-    except InvalidSignature as exc:
-        log.info("connect link refused: %s", exc.code)
-        return ErrorPage(exc.code, context.locale, status=400, return_url=context.return_url)
+    if use_nonce is not None:
+        await use_nonce()
+    binding = Binding(binding_tag(state), secrets.token_urlsafe(32))
     await AuthFlowStore(services.storage, cipher_for(settings)).put(
-        state, PendingFlow(kind="signin", context=context, flow=flow), expires_at=now + FLOW_LIFETIME)
-    log.info("sign-in started for provider %s", link.provider_id)
-    return Redirect(str(flow["auth_uri"]), status=302)
+        state, PendingFlow(kind="signin", context=context, flow=flow, binding_hash=binding_hash(binding.value)),
+        expires_at=services.clock() + FLOW_LIFETIME)
+    return Redirect(str(flow["auth_uri"]), status=302, binding=binding)
 
 
 # --- callback ---------------------------------------------------------------------------------
@@ -146,20 +182,60 @@ def admin_consent_url(settings: Settings, tenant: str, state: str) -> str:
     return f"{settings.entra_authority_host.rstrip('/')}/{tenant}/v2.0/adminconsent?{query}"
 
 
-async def _consent_page(services: Services, context: ConnectContext, *, description: str,
-                        declined: bool) -> ConsentPage:
+async def _consent_page(services: Services, context: ConnectContext, *, description: str) -> ConsentPage:
     from shared.observability import metrics
 
     settings = services.settings
     tenant = consent_tenant(settings, description)
     # Operators watch this: a tenant that keeps refusing needs its admin to act.
-    metrics.increment("consent_errors", declined=declined)
+    metrics.increment("consent_errors", declined=False)
     state = secrets.token_urlsafe(24)
     await AuthFlowStore(services.storage, cipher_for(settings)).put(
         state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),
         expires_at=services.clock() + ADMIN_CONSENT_LIFETIME)
     return ConsentPage(locale=context.locale, consent_url=admin_consent_url(settings, tenant, state),
-                       return_url=context.return_url, declined=declined)
+                       return_url=context.return_url)
+
+
+#: AADSTS codes meaning "an administrator must consent first" (user consent is not allowed)
+_ADMIN_REQUIRED_CODES = frozenset({65001, 90094, 90008})
+_USER_DECLINED_CODE = 65004
+_ERROR_NAME = re.compile(r"^[a-z_]{1,64}$")
+
+
+def sign_in_problem(error: str, description: str = "", subcode: str = "") -> str:
+    """What a sign-in error means for the user: ``declined`` (they said no on the consent
+    screen), ``admin_required`` (their organisation lets only an administrator consent) or
+    ``failed`` (anything else: cancelled sign-in, disabled account, a server error)."""
+    codes = {int(c) for c in re.findall(r"AADSTS(\d{4,7})", description or "")}
+    if _USER_DECLINED_CODE in codes or (error == "access_denied" and subcode == "cancel" and not codes):
+        return "declined"
+    if codes & _ADMIN_REQUIRED_CODES or error == "consent_required":
+        return "admin_required"
+    return "failed"
+
+
+def _loggable(error: str) -> str:
+    """An error name from the query string, fit for a log line (it is anonymous input)."""
+    return error if _ERROR_NAME.match(error) else "unrecognised"
+
+
+async def _problem_page(services: Services, context: ConnectContext, problem: str, *,
+                        description: str) -> ErrorPage | ConsentPage:
+    """The page for a sign-in that came back without a token: the admin-consent page when only
+    an administrator can consent; otherwise its own page with a fresh sign-in to try again."""
+    if problem == "admin_required":
+        return await _consent_page(services, context, description=description)
+    if problem == "declined":
+        from shared.observability import metrics
+
+        metrics.increment("consent_errors", declined=True)
+    code = "consent_declined" if problem == "declined" else "sign_in_failed"
+    again = await _begin(services, context)
+    if isinstance(again, ErrorPage):
+        return ErrorPage(code, context.locale, status=400, return_url=context.return_url)
+    return ErrorPage(code, context.locale, status=400, return_url=context.return_url, retry_url=again.location,
+                     binding=again.binding)
 
 
 def _redeem(settings: Settings, flow: dict[str, Any],
@@ -174,23 +250,34 @@ def _redeem(settings: Settings, flow: dict[str, Any],
     return result, cache.serialize(), (accounts[0] if accounts else None)
 
 
-async def callback(services: Services, params: Mapping[str, str], *,
+async def callback(services: Services, params: Mapping[str, str], *, binding: str | None,
                    accept_language: str | None = None) -> Redirect | ErrorPage | ConsentPage:
+    """Microsoft's answer. ``binding`` is the value of the sign-in's binding cookie as the
+    browser sent it: an answer brought back by any other browser is refused before anything
+    is redeemed or stored (a victim finishing an attacker's sign-in, or login CSRF)."""
     settings = services.settings
     now = services.clock()
     fallback_locale = negotiate(accept_language, settings.default_locale)
-    pending = await AuthFlowStore(services.storage, cipher_for(settings)).take(params.get("state") or "", now=now)
+    flows = AuthFlowStore(services.storage, cipher_for(settings))
+    state = params.get("state") or ""
+    pending = await flows.peek(state, now=now)
     if pending is None or pending.kind != "signin":
-        return ErrorPage("flow_unknown", fallback_locale, status=400)
+        return ErrorPage("flow_unknown", fallback_locale, status=400, return_url=timum_home(settings))
+    if not pending.bound_to(binding):
+        # The flow stays: the browser that started it may still finish it.
+        log.warning("sign-in answer refused: it came back %s", "with another browser's binding" if binding
+                    else "without the starting browser's binding cookie")
+        return ErrorPage("browser_mismatch", pending.context.locale, status=400, return_url=timum_home(settings))
+    if await flows.take(state, now=now) is None:
+        # Another request with the same answer won the race.
+        return ErrorPage("flow_unknown", pending.context.locale, status=400, return_url=timum_home(settings))
     context = pending.context
     error = params.get("error") or ""
     description = params.get("error_description") or ""
     if error:
-        log.info("sign-in came back with %s", error)
-        if is_consent_error(error, description):
-            declined = error == "access_denied" or "AADSTS65004" in description
-            return await _consent_page(services, context, description=description, declined=declined)
-        return ErrorPage("sign_in_failed", context.locale, status=400, return_url=context.return_url)
+        problem = sign_in_problem(error, description, params.get("error_subcode") or "")
+        log.info("sign-in came back with %s (%s)", _loggable(error), problem)
+        return await _problem_page(services, context, problem, description=description)
     try:
         result, serialized, account = await asyncio.to_thread(_redeem, settings, pending.flow, params)
     except ValueError:
@@ -202,10 +289,9 @@ async def callback(services: Services, params: Mapping[str, str], *,
     if "access_token" not in result or account is None:
         err = str(result.get("error") or "")
         desc = str(result.get("error_description") or "")
-        log.info("code redemption refused: %s", err or "no account")
-        if is_consent_error(err, desc):
-            return await _consent_page(services, context, description=desc, declined="AADSTS65004" in desc)
-        return ErrorPage("sign_in_failed", context.locale, status=400, return_url=context.return_url)
+        problem = sign_in_problem(err, desc) if is_consent_error(err, desc) else "failed"
+        log.info("code redemption refused: %s (%s)", _loggable(err) if err else "no account", problem)
+        return await _problem_page(services, context, problem, description=desc)
     claims = result.get("id_token_claims") or {}
     account_id = str(account["home_account_id"])
     tenant_id = str(claims.get("tid") or account_id.partition(".")[2])
@@ -261,33 +347,52 @@ def _key_of(row: Mapping[str, Any]) -> Any:
 
 async def admin_callback(services: Services, params: Mapping[str, str], *,
                          accept_language: str | None = None) -> ConsentResultPage | ErrorPage:
+    """An administrator's answer to the admin-consent link. It counts only with the state of a
+    consent request we issued (single use: taken once consent is recorded) and only for the
+    tenant that state names — proven by an app-only token (a JWT) issued there."""
     settings = services.settings
     now = services.clock()
-    pending = await AuthFlowStore(services.storage, cipher_for(settings)).take(params.get("state") or "", now=now)
-    context = pending.context if pending is not None and pending.kind == "adminconsent" else None
-    locale = context.locale if context else negotiate(accept_language, settings.default_locale)
-    back = context.return_url if context else ""
+    flows = AuthFlowStore(services.storage, cipher_for(settings))
+    state = params.get("state") or ""
+    pending = await flows.peek(state, now=now)
+    if pending is None or pending.kind != "adminconsent":
+        log.info("admin consent answer without a valid request refused")
+        return ErrorPage("consent_unknown", negotiate(accept_language, settings.default_locale), status=400,
+                         return_url=timum_home(settings))
+    context = pending.context
+    locale, back = context.locale, context.return_url
     error = params.get("error") or ""
     if error:
         description = params.get("error_description") or ""
-        log.info("admin consent came back with %s", error)
+        log.info("admin consent came back with %s", _loggable(error))
         reason = "access_denied" if error == "access_denied" or "AADSTS65004" in description else ""
         if "AADSTS90093" in description or "AADSTS90094" in description:
             reason = "not_admin"
         return ConsentResultPage(locale=locale, ok=False, reason=reason, return_url=back)
-    tenant = params.get("tenant") or ""
+    tenant = (params.get("tenant") or "").lower()
     if str(params.get("admin_consent") or "").lower() != "true" or not _TENANT_PARAM.match(tenant):
         return ErrorPage("sign_in_failed", locale, status=400, return_url=back)
+    asked = pending.tenant.lower()
+    named = asked not in _GENERIC_TENANTS and bool(asked)
+    if named and _GUID.match(asked) and asked != tenant:
+        log.warning("admin consent answer names another tenant than the request; refused")
+        return ConsentResultPage(locale=locale, ok=False, reason="other_tenant", return_url=back)
     from shared.connect.credentials import verify_admin_consent
 
     try:
         # Anyone can call this URL; only a token issued by the tenant proves the consent.
-        await verify_admin_consent(settings, tenant)
+        proven = await verify_admin_consent(settings, asked if named else tenant)
     except (ConsentRequired, AuthError, TransientError) as exc:
         log.warning("admin consent for a tenant could not be confirmed: %s", exc.code)
         return ConsentResultPage(locale=locale, ok=False, reason="unverified", return_url=back)
+    if proven != tenant:
+        # A request for a tenant named by domain: the token says which tenant that is.
+        log.warning("admin consent answer names another tenant than the request; refused")
+        return ConsentResultPage(locale=locale, ok=False, reason="other_tenant", return_url=back)
+    if await flows.take(state, now=now) is None:
+        return ErrorPage("consent_unknown", locale, status=400, return_url=back)
     try:
-        await TenantRepository(services.storage).record_admin_consent(tenant, now=now)
+        await TenantRepository(services.storage).record_admin_consent(proven, now=now)
     except StorageError:
         log.exception("could not record admin consent")
         return ErrorPage("unavailable", locale, status=503, return_url=back)

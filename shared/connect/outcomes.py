@@ -12,6 +12,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 @dataclass(frozen=True)
+class Binding:
+    """The cookie that ties a sign-in to the browser that started it: ``tag`` names the cookie
+    (one per sign-in, so two tabs do not overwrite each other's), ``value`` is the random secret
+    whose hash the flow keeps."""
+
+    tag: str
+    value: str
+
+
+@dataclass(frozen=True)
 class Redirect:
     location: str
     status: int = 303
@@ -19,6 +29,8 @@ class Redirect:
     session_id: str | None = None
     #: end the chooser session cookie
     clear_session: bool = False
+    #: a sign-in binding cookie to set (the redirect goes to Microsoft)
+    binding: Binding | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,9 @@ class ErrorPage:
     locale: str
     status: int = 400
     return_url: str = ""
+    #: a fresh sign-in to offer ("try again"), with the binding cookie it needs
+    retry_url: str = ""
+    binding: Binding | None = None
 
 
 @dataclass(frozen=True)

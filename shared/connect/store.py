@@ -6,7 +6,8 @@ row as absent, and ``purge_expired`` clears them from a timer):
 * ``nonces``    PK sha256(nonce) — a connect link's nonce, inserted on first use: a second
   insert conflicts, which is how a replayed link is caught. Kept until the link's expiry.
 * ``authflows`` PK sha256(state) — the MSAL auth-code flow (holds the PKCE verifier, so it is
-  encrypted) and the verified connect context; taken exactly once by the callback. Pending
+  encrypted), the verified connect context and sha256 of the browser binding (the random value
+  the starting browser holds in a cookie); taken exactly once by the callback. Pending
   admin-consent requests live here too (kind ``adminconsent``), keyed by their own state.
 * ``sessions``  PK sha256(session id) — the calendar chooser's session after sign-in. The
   browser holds the random id in an HttpOnly cookie; the table only has its hash, so a
@@ -82,6 +83,19 @@ class PendingFlow:
     context: ConnectContext
     flow: dict[str, Any]           # MSAL's auth-code flow (empty for admin consent)
     tenant: str = ""
+    #: sha256 of the binding cookie of the browser that started the sign-in ("" for admin consent,
+    #: whose link is forwarded to another person's browser)
+    binding_hash: str = ""
+
+    def bound_to(self, binding: str | None) -> bool:
+        """True when ``binding`` is the value the starting browser was given."""
+        if not self.binding_hash or not binding or len(binding) > 256:
+            return False
+        return hmac.compare_digest(self.binding_hash, binding_hash(binding))
+
+
+def binding_hash(binding: str) -> str:
+    return _hash(binding)
 
 
 class AuthFlowStore:
@@ -92,7 +106,7 @@ class AuthFlowStore:
     async def put(self, state: str, pending: PendingFlow, *, expires_at: datetime) -> None:
         pk = _hash(state)
         plain = json.dumps({"kind": pending.kind, "context": pending.context.to_json(), "flow": pending.flow,
-                            "tenant": pending.tenant}, separators=(",", ":"))
+                            "tenant": pending.tenant, "binding": pending.binding_hash}, separators=(",", ":"))
         await self._table.insert({"PartitionKey": pk, "RowKey": "", "kind": pending.kind,
                                   "data": self._cipher.encrypt_str(plain, aad=f"authflows:{pk}"),
                                   "expires_at": expires_at})
@@ -117,7 +131,8 @@ class AuthFlowStore:
             return None
         data = json.loads(self._cipher.decrypt_str(str(row["data"]), aad=f"authflows:{pk}"))
         return PendingFlow(kind=str(data["kind"]), context=ConnectContext.from_json(data["context"]),
-                           flow=dict(data.get("flow") or {}), tenant=str(data.get("tenant") or ""))
+                           flow=dict(data.get("flow") or {}), tenant=str(data.get("tenant") or ""),
+                           binding_hash=str(data.get("binding") or ""))
 
     async def take(self, state: str, *, now: datetime) -> PendingFlow | None:
         """The pending flow for ``state``, removed so it can be used once; None if unknown/expired."""
@@ -141,12 +156,13 @@ class ChooserSession:
 
 class SessionStore:
     """Chooser sessions. The CSRF token is an HMAC of the session id under a key derived from
-    the token-encryption key, so it needs no storage and is useless without the cookie."""
+    the token-encryption key, so it needs no storage and is useless without the cookie. The
+    first key signs; every key verifies (a form rendered before a key rotation still submits)."""
 
-    def __init__(self, storage: StoragePort, cipher: Cipher, csrf_key: bytes) -> None:
+    def __init__(self, storage: StoragePort, cipher: Cipher, csrf_keys: bytes | tuple[bytes, ...]) -> None:
         self._table = storage.table(SESSIONS)
         self._cipher = cipher
-        self._csrf_key = csrf_key
+        self._csrf_keys = (csrf_keys,) if isinstance(csrf_keys, bytes) else tuple(csrf_keys)
 
     async def create(self, context: ConnectContext, *, account_id: str, tenant_id: str, account_name: str,
                      now: datetime) -> str:
@@ -188,16 +204,23 @@ class SessionStore:
     async def delete(self, session: ChooserSession) -> None:
         await self._table.delete(session.session_hash, "")
 
-    def csrf_token(self, session_id: str) -> str:
-        return hmac.new(self._csrf_key, f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
+    def csrf_token(self, session_id: str, key: bytes | None = None) -> str:
+        return hmac.new(key or self._csrf_keys[0], f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session_id: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(session_id), str(token))
+        if not token or len(token) > 128 or not token.isascii():
+            return False
+        return any(hmac.compare_digest(self.csrf_token(session_id, key), token) for key in self._csrf_keys)
 
 
 def derive_key(keys: tuple[tuple[str, bytes], ...], purpose: str) -> bytes:
     """A sub-key for ``purpose`` from the active encryption key (HMAC as a KDF)."""
-    return hmac.new(keys[0][1], f"timum-outlook:{purpose}".encode(), hashlib.sha256).digest()
+    return derive_keys(keys, purpose)[0]
+
+
+def derive_keys(keys: tuple[tuple[str, bytes], ...], purpose: str) -> tuple[bytes, ...]:
+    """A sub-key for ``purpose`` from each configured encryption key, the active one first."""
+    return tuple(hmac.new(key, f"timum-outlook:{purpose}".encode(), hashlib.sha256).digest() for _, key in keys)
 
 
 async def purge_expired(storage: StoragePort, *, now: datetime | None = None) -> int:

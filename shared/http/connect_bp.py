@@ -29,7 +29,7 @@ from shared.http.responses import (
 )
 
 if TYPE_CHECKING:
-    from shared.connect.outcomes import ChooserPage, ConsentPage, ConsentResultPage, ErrorPage, Redirect
+    from shared.connect.outcomes import Binding, ChooserPage, ConsentPage, ConsentResultPage, ErrorPage, Redirect
     from shared.context import Services
 
 bp = func.Blueprint()
@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 SESSION_LIFETIME_SECONDS = 30 * 60
 #: error codes whose page tells the user to start again from timum
 _START_AGAIN = frozenset({"link_malformed", "link_tampered", "link_expired", "link_reused", "link_return_url",
-                          "flow_unknown", "state_mismatch", "sign_in_failed", "session_expired", "needs_reconnect"})
+                          "flow_unknown", "state_mismatch", "sign_in_failed", "session_expired", "needs_reconnect",
+                          "browser_mismatch", "consent_unknown"})
+#: the binding cookie lives as long as the sign-in it binds
+BINDING_LIFETIME_SECONDS = 15 * 60
 
 
 def _services() -> Services:
@@ -70,17 +73,44 @@ def _cookie(services: Services, value: str, max_age: int) -> str:
     return "; ".join(parts)
 
 
+def binding_cookie_name(tag: str) -> str:
+    """The sign-in binding cookie: one per sign-in (``tag``), so sign-ins in two tabs coexist."""
+    return f"__Host-timum-signin-{tag}"
+
+
+def _binding_cookie(binding: Binding) -> str:
+    # Microsoft posts the answer from its own site (response_mode=form_post): only a
+    # SameSite=None cookie comes along, and browsers take SameSite=None only with Secure.
+    # The same attributes serve the local sandbox on http://127.0.0.1: browsers treat loopback
+    # as a secure context and store and send Secure (and __Host-) cookies there (checked in
+    # Chromium by tests/connect/test_browser_binding.py). Any other plain-http address cannot
+    # keep the cookie, so sign-ins there are refused — the safe failure.
+    return "; ".join([f"{binding_cookie_name(binding.tag)}={binding.value}", "Path=/",
+                      f"Max-Age={BINDING_LIFETIME_SECONDS}", "HttpOnly", "Secure", "SameSite=None"])
+
+
 # --- outcomes → responses -------------------------------------------------------------------
 
 def render_error(services: Services, page: ErrorPage) -> func.HttpResponse:
+    from shared.connect.flow import timum_home
     from shared.i18n import has, message
 
     code = page.code if has(f"error.{page.code}") else "internal"
+    headers: dict[str, str] = {}
+    if code == "session_expired":
+        headers["Set-Cookie"] = _cookie(services, "", 0)
+    elif page.binding is not None:
+        headers["Set-Cookie"] = _binding_cookie(page.binding)
+    hint = ""
+    if page.retry_url:
+        hint = message(page.locale, f"retry_hint.{code}") if has(f"retry_hint.{code}") else ""
+    elif code in _START_AGAIN:
+        hint = message(page.locale, "start_again")
+    # Every error page has a way back: the flow's verified return address, else timum's home.
     return render_page("error.html", locale=page.locale, status=page.status, heading="",
-                       detail=message(page.locale, f"error.{code}"),
-                       hint=message(page.locale, "start_again") if code in _START_AGAIN else "",
-                       return_url=page.return_url, code=code,
-                       headers={"Set-Cookie": _cookie(services, "", 0)} if code == "session_expired" else None)
+                       detail=message(page.locale, f"error.{code}"), hint=hint,
+                       return_url=page.return_url or timum_home(services.settings), retry_url=page.retry_url,
+                       code=code, headers=headers or None)
 
 
 def _render(services: Services,
@@ -90,7 +120,9 @@ def _render(services: Services,
 
     if isinstance(outcome, Redirect):
         headers: dict[str, str] = {}
-        if outcome.session_id:
+        if outcome.binding is not None:
+            headers["Set-Cookie"] = _binding_cookie(outcome.binding)
+        elif outcome.session_id:
             headers["Set-Cookie"] = _cookie(services, outcome.session_id, SESSION_LIFETIME_SECONDS)
         elif outcome.clear_session:
             headers["Set-Cookie"] = _cookie(services, "", 0)
@@ -155,7 +187,10 @@ async def handle_oauth_callback(services: Services, req: func.HttpRequest) -> fu
                 return render_error(services, ErrorPage("sign_in_failed", _locale(services, req), status=400))
         else:
             params = dict(req.params)
-        outcome = await flow.callback(services, params, accept_language=req.headers.get("Accept-Language"))
+        state = params.get("state") or ""
+        binding = cookie_value(req, binding_cookie_name(flow.binding_tag(state))) if state else None
+        outcome = await flow.callback(services, params, binding=binding,
+                                      accept_language=req.headers.get("Accept-Language"))
         return _render(services, outcome)
     except Exception:
         return _internal_error(services, req)

@@ -90,7 +90,8 @@ def short_tokens(sandbox: RunningSandbox) -> Iterator[None]:
 async def _sign_in(live: Services, microsoft: MicrosoftSignIn, mail: str = ANNA) -> str:
     start = await flow.start(live, connect_token())
     assert isinstance(start, Redirect)
-    done = await flow.callback(live, microsoft.run(start.location, mail))
+    assert start.binding is not None
+    done = await flow.callback(live, microsoft.run(start.location, mail), binding=start.binding.value)
     assert isinstance(done, Redirect)
     [account_id] = [a for a in await AccountRepository(live.storage, flow.cipher_for(live.settings)).list_ids()
                     if a.startswith(str(microsoft.sandbox.directory.user(mail).id))]  # type: ignore[union-attr]

@@ -680,3 +680,41 @@ def test_token_lifetime_and_expiry_controls(sandbox: RunningSandbox, tenant_fact
     # Expired access tokens are what refresh tokens are for.
     again = sandbox_http.post(url, data=data).json()
     assert sandbox.directory.verify_access_token(again["access_token"]).user_id == tenant.user.id
+
+
+@pytest.mark.parametrize(("kind", "error", "code"), [
+    ("not_assigned", "access_denied", 50105), ("server_error", "server_error", 50000),
+    ("temporarily_unavailable", "temporarily_unavailable", 90033),
+])
+def test_control_api_makes_the_next_sign_in_fail_once(sandbox: RunningSandbox, tenant_factory: TenantFactory,
+                                                      msal_app: MsalFactory, form_browser: FormBrowser,
+                                                      redirect_uri: str, kind: str, error: str, code: int) -> None:
+    tenant = tenant_factory()
+    app = msal_app(tenant.id)
+    with httpx.Client(base_url=sandbox.http_base) as control:
+        assert control.post("/_sandbox/identity/sign-in-failures", json={"kind": "nonsense"}).status_code == 400
+        answer = control.post("/_sandbox/identity/sign-in-failures", json={"kind": kind})
+        assert answer.status_code == 200 and answer.json() == {"next_sign_in_fails_with": kind}
+    flow = _flow(app, redirect_uri)
+    params = sign_in(form_browser, flow["auth_uri"], tenant.user.mail)
+    assert params["error"] == error and params["error_description"].startswith(f"AADSTS{code}:")
+    assert params["state"] == flow["state"] and "code" not in params
+    # once only: the next sign-in works
+    assert "access_token" in _connect(app, form_browser, redirect_uri, tenant.user.mail)
+
+
+def test_app_only_tokens_are_jwts_naming_tenant_and_roles(sandbox: RunningSandbox, tenant_factory: TenantFactory,
+                                                         msal_app: MsalFactory) -> None:
+    tenant = tenant_factory()
+    sandbox.identity.set_admin_consent(tenant.id, True)
+    app = msal_app(tenant.id)
+    token = app.acquire_token_for_client([GRAPH_DEFAULT])["access_token"]
+    header, payload, _ = token.split(".")
+    claims = json.loads(_b64decode(payload))
+    assert claims["tid"] == tenant.id and "Calendars.ReadWrite" in claims["roles"]
+    assert json.loads(_b64decode(header))["alg"] == "RS256"
+    # Graph takes it like any other token
+    with httpx.Client(verify=ssl.create_default_context(cafile=sandbox.ca_path)) as graph:
+        me = graph.get(f"{sandbox.config.graph_base_url}/users/{tenant.user.id}/calendars",
+                       headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.text[:300]
