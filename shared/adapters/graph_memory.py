@@ -42,7 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN, subscription_resource
-from shared.domain import CalendarInfo, DeltaPage, EventDraft, Link, OutlookEvent, SubscriptionInfo
+from shared.domain import CalendarInfo, DeltaPage, EventDraft, Link, OutlookEvent, SkippedItem, SubscriptionInfo
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -235,6 +235,12 @@ class MemoryGraph(GraphCalendarPort):
         self.max_page_size: int | None = None
         #: tenant policy refusing every subscription (→ ``SUBSCRIPTION_FORBIDDEN``)
         self.refuse_subscriptions = False
+        #: refuse per-calendar subscriptions only (Graph documents ``/users/{id}/events``); the
+        #: mailbox-wide resource is still allowed
+        self.refuse_calendar_subscriptions = False
+        #: event ids whose items the real adapter could not read, with the reason it would give
+        #: (custom zone labels, no end …): delta reports them as skipped, not as events
+        self.unreadable: dict[str, str] = {}
         #: answer of the notification endpoint's validation handshake (False: create fails with 400)
         self.endpoint_validator: Callable[[str], bool] = lambda url: url.startswith(("https://", "http://"))
         self._scripted: deque[tuple[str | None, SyncError]] = deque()
@@ -319,6 +325,17 @@ class MemoryGraph(GraphCalendarPort):
             event.deleted_occurrences.clear()
         event.version += 1
         self._notify(event, "updated")
+
+    def make_unreadable(self, event_id: str,
+                        reason: str = "time zone 'Customized Time Zone' cannot be resolved") -> None:
+        """Make the event's delta items unreadable (as a custom zone label does to the real adapter);
+        it counts as a change, so the next round reports it."""
+        self.unreadable[event_id] = reason
+        self.edit_event(event_id)
+
+    def make_readable(self, event_id: str) -> None:
+        self.unreadable.pop(event_id, None)
+        self.edit_event(event_id)
 
     def user_delete(self, event_id: str) -> None:
         """Delete an event, a whole series, or one occurrence (by the occurrence's id)."""
@@ -775,11 +792,22 @@ class MemoryGraph(GraphCalendarPort):
         events, removed = current.pages[index]
         mailbox_id, calendar_id = current.mailbox, current.calendar_id
         self._calendar_or_gone(mailbox_id, calendar_id)
+        readable = [e for e in events if self._unreadable_reason(e.id) is None]
+        skipped = [SkippedItem(e.id, self._unreadable_reason(e.id) or "") for e in events if e not in readable]
         if index + 1 < len(current.pages):
-            return DeltaPage(list(events), list(removed),
+            return DeltaPage(readable, list(removed), skipped=skipped,
                              next_link=self._link("skip", f"{round_token}:{index + 1}", mailbox_id, calendar_id))
-        return DeltaPage(list(events), list(removed),
+        return DeltaPage(readable, list(removed), skipped=skipped,
                          delta_link=self._link("delta", current.delta_token, mailbox_id, calendar_id))
+
+    def _unreadable_reason(self, item_id: str) -> str | None:
+        if not self.unreadable:
+            return None
+        if item_id in self.unreadable:
+            return self.unreadable[item_id]
+        # An occurrence is as unreadable as its series.
+        series_id, dot, _ = item_id.partition(".")
+        return self.unreadable.get(series_id) if dot else None
 
     # --- subscriptions and notifications --------------------------------------------------------
     def _clamp_expiry(self, expires_at: datetime) -> datetime:
