@@ -41,7 +41,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN, subscription_resource
+from shared.adapters.graph_constants import (
+    SUBSCRIPTION_FORBIDDEN,
+    mailbox_subscription_resource,
+    subscription_resource,
+)
 from shared.domain import CalendarInfo, DeltaPage, EventDraft, Link, OutlookEvent, SkippedItem, SubscriptionInfo
 from shared.errors import (
     AuthError,
@@ -442,23 +446,40 @@ class MemoryGraph(GraphCalendarPort):
         cal = self._calendar_or_gone(mailbox_id, calendar_id)
         return self._start_round(cal, mailbox_id, start, end, None, page_size)
 
+    async def user_object_id(self, mailbox: str) -> str:
+        await self._request("user_object_id", mailbox)
+        wanted = mailbox.lower()
+        for box in self.mailboxes.values():
+            if wanted in (box.id.lower(), box.mail.lower()):
+                return box.id
+        raise NotFound(f"read user id: no user {mailbox!r}")
+
     async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
-                                  lifecycle_url: str, client_state: str,
-                                  expires_at: datetime) -> SubscriptionInfo:
+                                  lifecycle_url: str, client_state: str, expires_at: datetime,
+                                  mailbox_wide: bool = False) -> SubscriptionInfo:
         if expires_at.tzinfo is None:
             raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
         if not client_state or len(client_state) > 128:
             raise BadRequest("client state must be 1 to 128 characters", field="client_state")
         await self._request("create_subscription", mailbox_id)
-        cal = self._calendar_or_gone(mailbox_id, calendar_id)
+        if mailbox_wide:
+            self._mailbox(mailbox_id)
+            cal = self._calendar_or_gone(mailbox_id, self.default_calendar(mailbox_id))
+        else:
+            cal = self._calendar_or_gone(mailbox_id, calendar_id)
         if self.refuse_subscriptions or (not self.app_only and cal.owner != mailbox_id):
             # Delegated Calendars.ReadWrite.Shared does not allow subscriptions on shared calendars.
             raise AuthError("Graph refused the subscription", code=SUBSCRIPTION_FORBIDDEN)
+        if self.refuse_calendar_subscriptions and not mailbox_wide:
+            raise BadRequest("create subscription: Graph answered 400 ExtensionError (resource not supported)",
+                             code="graph_bad_request")
         for url in (notification_url, lifecycle_url):
             if not self.endpoint_validator(url):
                 raise BadRequest("subscription validation request failed", code="graph_bad_request")
-        sub = MemorySubscription(id=self._uuid(), mailbox=mailbox_id, owner=cal.owner, calendar_id=cal.id,
-                                 resource=subscription_resource(mailbox_id, calendar_id),
+        sub = MemorySubscription(id=self._uuid(), mailbox=mailbox_id, owner=cal.owner,
+                                 calendar_id="" if mailbox_wide else cal.id,
+                                 resource=(mailbox_subscription_resource(mailbox_id) if mailbox_wide
+                                           else subscription_resource(mailbox_id, calendar_id)),
                                  notification_url=notification_url, lifecycle_url=lifecycle_url,
                                  client_state=client_state, expires_at=self._clamp_expiry(expires_at))
         self.subscriptions[sub.id] = sub
@@ -832,7 +853,9 @@ class MemoryGraph(GraphCalendarPort):
     def _notify(self, event: _Event, change_type: str, item_id: str = "") -> None:
         now = self.clock()
         for sub in list(self.subscriptions.values()):
-            if sub.calendar_id != event.calendar_id or sub.expires_at <= now:
+            # A mailbox-wide subscription (calendar "") hears every calendar its mailbox owns.
+            watched = sub.calendar_id == event.calendar_id or (not sub.calendar_id and sub.owner == event.owner)
+            if not watched or sub.expires_at <= now:
                 continue
             note = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": sub.expires_at.isoformat(),
                     "changeType": change_type, "clientState": sub.client_state, "tenantId": self.tenant_id,

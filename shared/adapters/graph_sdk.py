@@ -50,6 +50,7 @@ from shared.adapters.graph_constants import (
     GRAPH_SCOPE,
     SUBSCRIPTION_CHANGE_TYPES,
     SUBSCRIPTION_FORBIDDEN,
+    mailbox_subscription_resource,
     subscription_resource,
 )
 from shared.adapters.timum_http import parse_retry_after
@@ -123,6 +124,7 @@ class _Sdk:
     DeltaQuery: Any
     EventsQuery: Any
     CalendarsQuery: Any
+    UserQuery: Any
 
 
 @lru_cache(maxsize=1)
@@ -157,6 +159,7 @@ def _sdk() -> _Sdk:
             DeltaRequestBuilder,
         )
         from msgraph.generated.users.item.calendars.item.events.events_request_builder import EventsRequestBuilder
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph.graph_request_adapter import options as default_options
         from msgraph_core import GraphClientFactory
@@ -183,6 +186,7 @@ def _sdk() -> _Sdk:
             DeltaQuery=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters,
             EventsQuery=EventsRequestBuilder.EventsRequestBuilderGetQueryParameters,
             CalendarsQuery=CalendarsRequestBuilder.CalendarsRequestBuilderGetQueryParameters,
+            UserQuery=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters,
         )
         return sdk
 
@@ -711,6 +715,18 @@ class GraphSdkAdapter(GraphCalendarPort):
             "userPrincipalName": str(user.user_principal_name or ""),
         }
 
+    async def user_object_id(self, mailbox: str) -> str:
+        if not mailbox:
+            raise BadRequest("mailbox is empty", field="mailbox")
+        builder = self._user(mailbox)
+        query = self._sdk.UserQuery(select=["id"])
+        user = await self._raw_json(mailbox, "read user id",
+                                    lambda: builder.to_get_request_information(self._config(query=query)))
+        object_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(object_id, str) or not object_id:
+            raise TransientError("read user id: Graph returned no id", code="graph_unexpected")
+        return object_id
+
     async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:
         builder = self._user(mailbox_id).calendars
         query = self._sdk.CalendarsQuery(top=100)
@@ -991,8 +1007,8 @@ class GraphSdkAdapter(GraphCalendarPort):
         return SubscriptionInfo(id=str(sub.id), expires_at=expires, resource=str(sub.resource or ""))
 
     async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
-                                  lifecycle_url: str, client_state: str,
-                                  expires_at: datetime) -> SubscriptionInfo:
+                                  lifecycle_url: str, client_state: str, expires_at: datetime,
+                                  mailbox_wide: bool = False) -> SubscriptionInfo:
         if expires_at.tzinfo is None:
             raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
         if not client_state or len(client_state) > 128:
@@ -1001,7 +1017,8 @@ class GraphSdkAdapter(GraphCalendarPort):
             change_type=SUBSCRIPTION_CHANGE_TYPES,
             notification_url=notification_url,
             lifecycle_notification_url=lifecycle_url,
-            resource=subscription_resource(mailbox_id, calendar_id),
+            resource=(mailbox_subscription_resource(mailbox_id) if mailbox_wide
+                      else subscription_resource(mailbox_id, calendar_id)),
             expiration_date_time=expires_at.astimezone(UTC),
             client_state=client_state,
         )

@@ -255,6 +255,9 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
                 raise stop from exc
             raise
         try:
+            from shared.services.mailbox_ids import ensure_object_id
+
+            link = await ensure_object_id(services, link, graph)  # app-only links made with an address
             link = await _rounds(services, graph, link, full=full, outcome=outcome)
         finally:
             await graph.close()  # see graph_session
