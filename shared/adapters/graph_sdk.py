@@ -13,6 +13,11 @@ domain objects, and how every failure becomes one class of ``shared.errors``:
   surfaces as ``Throttled(retry_after=…)`` so the caller re-queues with a visibility delay. Only a
   Retry-After of at most ``SHORT_RETRY_SECONDS`` is retried once in place.
 * A credential that raises one of our errors (``NeedsReconnect`` on invalid_grant) is not wrapped.
+* Error codes are read from the whole chain (``error.code``, ``details``, every nested
+  ``innererror``): a sync-state code anywhere, or 410 on delta, is ``SyncStateExpired``.
+* A delta item that cannot be mapped without guessing (no end, a custom zone label nothing
+  resolves) is returned in ``DeltaPage.skipped``, never fails the page; an item carrying only its
+  changed properties is read in full first.
 
 Cost: importing this module does not import the SDK (~0.1 s). Measured on the 2-core development
 machine: constructing the first adapter ~0.4 s, its first request 2–4 s (BRIEF: 1.9 s on a quiet
