@@ -278,10 +278,23 @@ _GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int
     weakref.WeakKeyDictionary())
 
 
+#: Mailbox addresses whose object id this process has looked up (``user_object_id``): one mailbox
+#: addressed both ways (links before and after their migration) shares one gate. Bounded.
+_OBJECT_IDS: dict[str, str] = {}
+_MAX_OBJECT_IDS = 10_000
+
+
+def _remember_object_id(address: str, object_id: str) -> None:
+    if len(_OBJECT_IDS) >= _MAX_OBJECT_IDS:
+        _OBJECT_IDS.pop(next(iter(_OBJECT_IDS)))
+    _OBJECT_IDS[address.lower()] = object_id.lower()
+
+
 def _gate(key: str, limit: int) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
     per_loop = _GATES.setdefault(loop, {})
-    gate_key = (key.lower(), limit)
+    low = key.lower()
+    gate_key = (_OBJECT_IDS.get(low, low), limit)
     gate = per_loop.get(gate_key)
     if gate is None:
         gate = per_loop[gate_key] = asyncio.Semaphore(limit)
@@ -730,6 +743,7 @@ class GraphSdkAdapter(GraphCalendarPort):
         object_id = user.get("id") if isinstance(user, dict) else None
         if not isinstance(object_id, str) or not object_id:
             raise TransientError("read user id: Graph returned no id", code="graph_unexpected")
+        _remember_object_id(mailbox, object_id)
         return object_id
 
     async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:

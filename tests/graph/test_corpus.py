@@ -278,3 +278,13 @@ async def test_the_engine_over_documented_rounds_syncs_what_it_can_read_and_repo
     }
     link = await LinkRepository(services.storage).require(KEY)
     assert link.delta_link.endswith("K5") and link.skipped_items == 2 and link.skipped_sample
+
+
+async def test_a_mailbox_addressed_both_ways_shares_one_concurrency_gate(adapter: GraphSdkAdapter,
+                                                                         stub: GraphStub) -> None:
+    from shared.adapters.graph_sdk import _gate
+
+    stub.on("GET", r"/users/raum2@praxis.example$", {"id": "0f1c2b3a-9d4e-4f5a-8b7c-0d1e2f3a4b5d"})
+    assert _gate("raum2@praxis.example", 4) is not _gate("0f1c2b3a-9d4e-4f5a-8b7c-0d1e2f3a4b5d", 4)
+    await adapter.user_object_id("raum2@praxis.example")
+    assert _gate("Raum2@praxis.example", 4) is _gate("0F1C2B3A-9d4e-4f5a-8b7c-0d1e2f3a4b5d", 4)
