@@ -282,3 +282,59 @@ def test_the_faults_page_offers_the_new_kinds_and_modes(env: GraphTestEnv, world
         b = env.graph.state.behaviour
         assert (b.custom_zone_labels, b.partial_delta_items, b.removed_reason_changed, b.custom_mailbox_zone) == (
             2, True, True, False)
+
+
+class _StandInGraphs:
+    """A ``GraphProvider`` handing out the real adapter on the stand-in, as a sync run gets it."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def for_link(self, link: Any) -> GraphSdkAdapter:
+        token = self.world.token(self.world.anna, scopes=SCOPES)
+        return GraphSdkAdapter(StaticTokenCredential(token), base_url=self.world.env.base_url,
+                               verify=str(self.world.env.ca_path))
+
+
+async def test_the_sync_engine_on_the_stand_in_skips_reports_and_completes(world: World,
+                                                                           control: httpx.Client) -> None:
+    from shared.connect.links_api import link_json
+    from shared.context import Services
+    from shared.domain import Link, LinkKey, LinkMode, slot_external_id
+    from shared.messages import SyncMessage, SyncReason
+    from shared.repos.links import LinkRepository
+    from shared.services.outlook_sync import run_sync
+    from shared.storage.memory import MemoryStorage
+    from tests.services.conftest import CrashingTimum, make_settings
+
+    key = LinkKey("prov-1", "res-1")
+    timum = CrashingTimum()
+    timum.add_resource("prov-1", "Raum", resource_id="res-1")
+    services = Services(settings=make_settings(), storage=MemoryStorage(), timum=timum,
+                        graph=_StandInGraphs(world), clock=lambda: datetime(2031, 1, 10, tzinfo=UTC))
+    cal = world.env.graph.state.default_calendar(world.anna.id).id
+    await LinkRepository(services.storage).save(Link(
+        provider_id="prov-1", resource_id="res-1", mode=LinkMode.DELEGATED, tenant_id=world.tenant_id,
+        mailbox_id=world.anna.id, calendar_id=cal, calendar_name="Kalender", calendar_owner=world.anna.mail))
+    readable = create(control, world, "Termin", T, T + timedelta(hours=1))
+    custom = create(control, world, "Einladung", T + timedelta(hours=2), T + timedelta(hours=3))
+    # Every timed event under custom labels, no named zone anywhere: nothing can be read.
+    behave(control, custom_zone_labels=2, custom_mailbox_zone=True, removed_reason_changed=True)
+
+    def slots() -> set[str]:
+        return {s.external_id for s in timum.slots.get(("prov-1", "res-1"), {}).values()}
+
+    out = await run_sync(services, SyncMessage(str(key), SyncReason.SETUP, full=True), worker_id="w")
+    assert out.status == "ok" and out.skipped == 2
+    link = await LinkRepository(services.storage).require(key)
+    assert link.delta_link and link_json(link)["skipped"]["count"] == 2, "the round completed"
+    assert slots() == set(), "nothing placed on a guessed time"
+
+    behave(control, custom_zone_labels=0, custom_mailbox_zone=False)
+    out = await run_sync(services, SyncMessage(str(key), SyncReason.RESYNC, full=True), worker_id="w")
+    assert out.skipped == 0 and slots() == {slot_external_id(key, readable), slot_external_id(key, custom)}
+    assert link_json(await LinkRepository(services.storage).require(key))["skipped"] == {"count": 0, "sample": None}
+
+    assert control.delete(f"/events/{custom}").status_code == 204
+    out = await run_sync(services, SyncMessage(str(key), SyncReason.NOTIFICATION), worker_id="w")
+    assert out.status == "ok" and slots() == {slot_external_id(key, readable)}, "@removed (changed) removes"
