@@ -840,20 +840,23 @@ class GraphSdkAdapter(GraphCalendarPort):
         self._zones[mailbox_id.lower()] = found
         return found
 
-    async def _complete(self, mailbox_id: str, item: dict[str, Any]) -> dict[str, Any] | None:
-        """The full event for a partial delta item, or None when it no longer exists."""
+    async def _complete(self, mailbox_id: str, calendar_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """The full event for a partial delta item, read through its calendar (the path that also
+        works for a calendar shared with the mailbox)."""
         event_id = item.get("id")
         if not isinstance(event_id, str) or not event_id:
             raise UnreadableEvent("event without id")
-        builder = self._user(mailbox_id).events.by_event_id(event_id)
+        builder = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).events.by_event_id(event_id)
         try:
             full = await self._raw_json(mailbox_id, "read event",
                                         lambda: builder.to_get_request_information(self._config(PREFER_UTC)))
-        except (NotFound, RemoteGone):
-            return None
+        except (NotFound, RemoteGone) as exc:
+            # Deleted since the page was made — or not readable this way. A deletion comes as
+            # @removed in a later round; until then the item keeps whatever slot it had.
+            raise UnreadableEvent("partial item (only changed properties) could not be read in full") from exc
         if not isinstance(full, dict):
-            raise UnreadableEvent("event could not be read in full")
-        # What the delta item says is newer than nothing, but the read is at least as new.
+            raise UnreadableEvent("partial item (only changed properties) could not be read in full")
+        # The read is at least as new as the delta item.
         return {**item, **full}
 
     # --- delta ----------------------------------------------------------------------------------
@@ -923,11 +926,7 @@ class GraphSdkAdapter(GraphCalendarPort):
                     if completions >= MAX_COMPLETIONS_PER_PAGE:
                         raise UnreadableEvent("partial item (only changed properties); page limit of reads reached")
                     completions += 1
-                    full = await self._complete(mailbox_id, item)
-                    if full is None:
-                        removed.append(shown_id)  # deleted since the page was made
-                        continue
-                    item = full
+                    item = await self._complete(mailbox_id, calendar_id, item)
                 zone: str | None = None
                 zone_known = True
                 if needs_mailbox_zone(item):

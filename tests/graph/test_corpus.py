@@ -288,3 +288,14 @@ async def test_a_mailbox_addressed_both_ways_shares_one_concurrency_gate(adapter
     assert _gate("raum2@praxis.example", 4) is not _gate("0f1c2b3a-9d4e-4f5a-8b7c-0d1e2f3a4b5d", 4)
     await adapter.user_object_id("raum2@praxis.example")
     assert _gate("Raum2@praxis.example", 4) is _gate("0F1C2B3A-9d4e-4f5a-8b7c-0d1e2f3a4b5d", 4)
+
+
+async def test_a_partial_item_that_cannot_be_read_in_full_is_skipped_not_removed(adapter: GraphSdkAdapter,
+                                                                                  stub: GraphStub) -> None:
+    partial = load("delta-partial-and-unreadable.json")["body"]["value"][0]
+    stub.on("GET", DELTA, httpx.Response(200, json={"value": [partial], "@odata.deltaLink": f"{BASE}/d"}))
+    page = await adapter.delta(MAILBOX, CALENDAR, start=START, end=END)
+    assert (page.events, page.removed) == ([], [])
+    assert [s.id for s in page.skipped] == ["AAMkCorpusEv1="]
+    [read] = stub.calls("GET", r"/events/")
+    assert f"/calendars/{CALENDAR}/events/" in read.url.path
