@@ -19,8 +19,13 @@ It keeps what the port shows of Graph, with the same rules as the real adapter
 * ``transactionId`` deduplicates creates; the booking id lives in an extended property that
   ``find_event_by_booking`` sees but delta does not (delta cannot expand it);
 * subscriptions with Graph's lifetime limits, refused for delegated access to shared calendars
-  (``AuthError(code=SUBSCRIPTION_FORBIDDEN)``); change and lifecycle notifications are
-  collected in ``notifications`` / ``lifecycle_notifications`` for tests to deliver;
+  (``AuthError(code=SUBSCRIPTION_FORBIDDEN)``); per calendar, or mailbox-wide (every calendar
+  the mailbox owns), with ``refuse_calendar_subscriptions`` refusing the former (400); change and
+  lifecycle notifications are collected in ``notifications`` / ``lifecycle_notifications`` for
+  tests to deliver;
+* ``user_object_id`` resolves a mailbox's address to its id;
+* events made unreadable (``make_unreadable``: what a custom zone label or a missing end does to
+  the real adapter) come in ``DeltaPage.skipped`` instead of ``events``;
 * injectable failures — scripted (``fail_next``) or by rate with a seeded ``random.Random``
   (``Throttled`` with ``retry_after``, ``TransientError``, ``NeedsReconnect``) — and request
   counting per operation, plus the most requests ever in flight per mailbox (Graph allows 4).
