@@ -55,6 +55,7 @@ from shared.adapters.graph_constants import (
     GRAPH_SCOPE,
     SUBSCRIPTION_CHANGE_TYPES,
     SUBSCRIPTION_FORBIDDEN,
+    is_object_id,
     mailbox_subscription_resource,
     subscription_resource,
 )
@@ -359,6 +360,8 @@ def error_codes(main: Any) -> list[str]:
 
 
 _URL = re.compile(r"\b(?:https?|wss?)://\S+", re.IGNORECASE)
+#: ``…$metadata#users('<id>')/mailboxSettings``: the user as Graph resolved the key it was given.
+_CONTEXT_USER = re.compile(r"#users\('([^'/]+)'\)", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -738,9 +741,25 @@ class GraphSdkAdapter(GraphCalendarPort):
             raise BadRequest("mailbox is empty", field="mailbox")
         builder = self._user(mailbox)
         query = self._sdk.UserQuery(select=["id"])
-        user = await self._raw_json(mailbox, "read user id",
-                                    lambda: builder.to_get_request_information(self._config(query=query)))
-        object_id = user.get("id") if isinstance(user, dict) else None
+        try:
+            user = await self._raw_json(mailbox, "read user id",
+                                        lambda: builder.to_get_request_information(self._config(query=query)))
+        except AuthError as exc:
+            if exc.code != "graph_forbidden":
+                raise
+            # Reading a user object app-only takes User.Read.All, which the app does not ask for.
+            # The mailbox settings (MailboxSettings.Read) name the user by object id in their
+            # @odata.context, as Graph resolves the key it was given.
+            settings = await self._raw_json(
+                mailbox, "read user id",
+                lambda: builder.mailbox_settings.to_get_request_information(self._config()))
+            context = settings.get("@odata.context") if isinstance(settings, dict) else None
+            found = _CONTEXT_USER.search(context) if isinstance(context, str) else None
+            if found is None or not is_object_id(found.group(1)):
+                raise
+            object_id = found.group(1)
+        else:
+            object_id = user.get("id") if isinstance(user, dict) else None
         if not isinstance(object_id, str) or not object_id:
             raise TransientError("read user id: Graph returned no id", code="graph_unexpected")
         _remember_object_id(mailbox, object_id)

@@ -16,18 +16,24 @@ which the next migration attempt or the unlink releases.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 from shared.adapters.graph_constants import is_object_id
 from shared.context import Services
 from shared.domain import Link, LinkMode
-from shared.errors import Conflict, NotFound, SyncError
+from shared.errors import AuthError, Conflict, NotFound, SyncError
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LinkRepository
 
 log = logging.getLogger(__name__)
 
 _SAVE_ATTEMPTS = 5
+#: Tenants whose Graph refused the look-up (no permission to read users or mailbox settings), and
+#: when: not asked again from this process for ``_REFUSAL_SECONDS``. Bounded.
+_REFUSED: dict[str, float] = {}
+_REFUSAL_SECONDS = 3600.0
+_MAX_REFUSED = 10_000
 
 
 def needs_object_id(link: Link) -> bool:
@@ -39,10 +45,23 @@ async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarP
     app-only, or the look-up fails (the link keeps working with the address; the next use retries)."""
     if not needs_object_id(link):
         return link
+    refused_at = _REFUSED.get(link.tenant_id)
+    if refused_at is not None and time.monotonic() - refused_at < _REFUSAL_SECONDS:
+        return link
     try:
         object_id = await graph.user_object_id(link.mailbox_id)
     except NotFound:
         log.warning("link %s: the mailbox's user was not found; keeping its address", link.key)
+        return link
+    except AuthError as exc:
+        # A token problem is met again, and handled, by the call that follows (delta or subscribe).
+        if exc.code == "graph_forbidden":
+            # The tenant lets the app read neither users nor this mailbox's settings: the address
+            # keeps working (a stale-mailbox 503 is transient and retried).
+            if len(_REFUSED) >= _MAX_REFUSED:
+                _REFUSED.pop(next(iter(_REFUSED)))
+            _REFUSED[link.tenant_id] = time.monotonic()
+        log.info("link %s: mailbox object id not readable (%s); keeping the address", link.key, exc.code)
         return link
     except SyncError as exc:
         log.info("link %s: mailbox object id not resolved now (%s)", link.key, exc.code)

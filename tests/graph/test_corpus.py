@@ -20,7 +20,7 @@ import pytest
 from shared.adapters.graph_sdk import GraphSdkAdapter
 from shared.context import Services
 from shared.domain import Link, LinkKey, LinkMode, slot_external_id
-from shared.errors import BadRequest, SyncStateExpired, Throttled, TransientError
+from shared.errors import AuthError, BadRequest, SyncStateExpired, Throttled, TransientError
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, SubscriptionIndex
 from shared.services.notifications import (
@@ -299,3 +299,19 @@ async def test_a_partial_item_that_cannot_be_read_in_full_is_skipped_not_removed
     assert [s.id for s in page.skipped] == ["AAMkCorpusEv1="]
     [read] = stub.calls("GET", r"/events/")
     assert f"/calendars/{CALENDAR}/events/" in read.url.path
+
+
+async def test_without_user_read_all_the_object_id_comes_from_the_mailbox_settings(adapter: GraphSdkAdapter,
+                                                                                    stub: GraphStub) -> None:
+    stub.on("GET", r"/users/raum3@praxis\.example$", httpx.Response(403, json={"error": {
+        "code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}))
+    settings = load("mailbox-settings.json")["body"]
+    stub.on("GET", r"/users/raum3@praxis\.example/mailboxSettings$", httpx.Response(200, json=settings))
+    assert await adapter.user_object_id("raum3@praxis.example") == MAILBOX
+
+
+async def test_without_any_way_to_read_the_id_the_refusal_surfaces(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
+    denied = httpx.Response(403, json={"error": {"code": "ErrorAccessDenied", "message": "Access is denied."}})
+    stub.on("GET", r"/users/raum4@praxis\.example", denied)
+    with pytest.raises(AuthError):
+        await adapter.user_object_id("raum4@praxis.example")

@@ -84,3 +84,26 @@ async def test_a_calendar_claimed_under_the_object_id_by_another_link_blocks_the
     link = await ensure_object_id(services, await repo.require(KEY), graph)
     assert link.mailbox_id == ADDRESS and (await repo.require(KEY)).mailbox_id == ADDRESS
     assert await repo.calendar_owner("tid", ADDRESS, calendar) == KEY
+
+
+async def test_a_tenant_that_refuses_the_look_up_is_not_asked_again_soon() -> None:
+    from shared.errors import AuthError
+
+    services, graph, calendar = await world()
+    repo = LinkRepository(services.storage)
+    link = Link(**{**(await repo.require(KEY)).__dict__, "tenant_id": "tid-refusing", "etag": ""})
+    graph.fail_next(AuthError("Graph answered 403", code="graph_forbidden"), op="user_object_id")
+    assert (await ensure_object_id(services, link, graph)).mailbox_id == ADDRESS
+    asked = graph.requests["user_object_id"]
+    assert (await ensure_object_id(services, link, graph)).mailbox_id == ADDRESS
+    assert graph.requests["user_object_id"] == asked, "no second look-up within the hour"
+
+
+async def test_the_chooser_makes_app_only_links_with_the_object_id_or_keeps_the_address() -> None:
+    from shared.connect.chooser import _object_id
+    from shared.errors import TransientError
+
+    _, graph, _ = await world()
+    assert await _object_id(graph, ADDRESS) == OBJECT_ID
+    graph.fail_next(TransientError("Graph unreachable"), op="user_object_id")
+    assert await _object_id(graph, ADDRESS) == ADDRESS, "the link's first run migrates it later"

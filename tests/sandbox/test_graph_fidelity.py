@@ -338,3 +338,22 @@ async def test_the_sync_engine_on_the_stand_in_skips_reports_and_completes(world
     assert control.delete(f"/events/{custom}").status_code == 204
     out = await run_sync(services, SyncMessage(str(key), SyncReason.NOTIFICATION), worker_id="w")
     assert out.status == "ok" and slots() == {slot_external_id(key, readable)}, "@removed (changed) removes"
+
+
+async def test_app_only_object_id_without_user_read_all(world: World) -> None:
+    """Reading a user app-only takes User.Read.All, which the app does not ask for; the mailbox
+    settings (MailboxSettings.Read) still name the user by object id."""
+    def adapter(roles: set[str]) -> GraphSdkAdapter:
+        return GraphSdkAdapter(StaticTokenCredential(world.token(roles=roles)), base_url=world.env.base_url,
+                               verify=str(world.env.ca_path))
+
+    narrow, broad = adapter({"Calendars.ReadWrite"}), adapter({"Calendars.ReadWrite", "MailboxSettings.Read"})
+    try:
+        raw = await raw_get(world, f"{world.env.base_url}/users/{world.jonas.mail}")
+        assert raw.status_code == 200, "a delegated token reads users"
+        with pytest.raises(AuthError):
+            await narrow.user_object_id(world.jonas.mail)
+        assert await broad.user_object_id(world.jonas.mail) == world.jonas.id
+    finally:
+        await narrow.close()
+        await broad.close()

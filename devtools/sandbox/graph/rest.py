@@ -54,6 +54,7 @@ WRITE_SHARED = frozenset({"Calendars.ReadWrite.Shared"})
 APP_READ = frozenset({"Calendars.Read", "Calendars.ReadWrite", "Calendars.ReadBasic.All"})
 APP_WRITE = frozenset({"Calendars.ReadWrite"})
 MAILBOX_SETTINGS = frozenset({"MailboxSettings.Read", "MailboxSettings.ReadWrite"})
+APP_USER_READ = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
 CHANGE_TYPES = {"created", "updated", "deleted"}
 DELTA_FORBIDDEN = ("$select", "$expand", "$filter", "$orderby", "$search", "$top", "$skip", "$count")
 _PREFER_TZ = re.compile(r'outlook\.timezone\s*=\s*"([^"]*)"', re.I)
@@ -409,6 +410,9 @@ class GraphApi:
     # --- users, settings, calendars ---------------------------------------------------------------
     async def get_user(self, ctx: Ctx) -> Response:
         assert ctx.mailbox is not None
+        if ctx.claims.app_only and not ctx.claims.roles & APP_USER_READ:
+            # Reading a user without a signed-in user takes User.Read.All (Get user, permissions).
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         body = {"@odata.context": self._context(ctx, "users/$entity"), **render.user_json(ctx.mailbox)}
         return graph_json(body)
 
