@@ -19,6 +19,10 @@ notifications costs a few delta rounds, not one each. Within a run:
    delta link is cleared, so a fresh round that dies is followed by another fresh round —
    what makes the pending-row rule sound.
 
+Unreadable items (``DeltaPage.skipped``: Graph items the adapter cannot map, ICS events it cannot
+read) never stop a round: they keep whatever slot they had, and the round's commit records how
+many there were and one reason on the link (``skipped_items`` / ``skipped_sample``).
+
 Errors: ``SyncStateExpired`` → a fresh round with reconciliation in the same run. Throttling
 and transient failures propagate (with ``retry_after``) so the queue trigger re-queues with a
 delay — nothing sleeps here. A refused token, a deleted calendar or a deleted timum resource
