@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.errors import ConfigError
 
@@ -234,6 +235,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append("GRAPH_MAX_CONCURRENCY: must be between 1 and 4 (Graph allows 4 per mailbox)")
     if values.get("default_locale") not in (None, "de", "en"):
         problems.append("DEFAULT_LOCALE: expected de or en")
+    problems.extend(https_problems(values))
 
     conn = env.get("AzureWebJobsStorage", "").strip()
     account = env.get("AzureWebJobsStorage__accountName", "").strip()
@@ -254,6 +256,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         table_service_uri=table_uri,
         queue_service_uri=queue_uri,
     )
+
+
+#: Hosts of Microsoft Graph (global and national clouds). Any other GRAPH_BASE_URL is a stand-in:
+#: sandbox mode.
+MICROSOFT_GRAPH_HOSTS = frozenset({"graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us",
+                                   "microsoftgraph.chinacloudapi.cn"})
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def https_problems(values: Mapping[str, Any]) -> list[str]:
+    """Graph accepts only https notification and lifecycle URLs, which derive from SERVICE_BASE_URL:
+    against Microsoft Graph a plain-http base URL would make every subscription fail much later,
+    so it is refused at start-up. Exempt: sandbox mode (GRAPH_BASE_URL is not Microsoft's) and a
+    loopback address, which Graph cannot reach anyway (local runs and tests)."""
+    base, graph = values.get("service_base_url"), values.get("graph_base_url")
+    if not isinstance(base, str) or not isinstance(graph, str):
+        return []
+    parts, graph_host = urlsplit(base), (urlsplit(graph).hostname or "").lower()
+    if parts.scheme == "https" or graph_host not in MICROSOFT_GRAPH_HOSTS:
+        return []
+    if (parts.hostname or "").lower() in _LOOPBACK_HOSTS:
+        return []
+    return ["SERVICE_BASE_URL: must be an https URL — Microsoft Graph sends change and lifecycle notifications "
+            "only to https addresses (plain http is accepted only with a Graph stand-in or on a loopback address)"]
 
 
 @lru_cache(maxsize=1)

@@ -110,6 +110,7 @@ class Link:
     ics_skipped: int = 0
     skipped_items: int = 0          # unreadable items left out by the last completed round
     skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
+    subscription_resource: str = ""  # "calendar" | "mailbox" (Graph refused the calendar) | "" (none)
     created_at: datetime | None = None
     etag: str = field(default="", compare=False)
 

@@ -42,8 +42,16 @@ class GraphCalendarPort(ABC):
 
     @abstractmethod
     async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
-                                  lifecycle_url: str, client_state: str,
-                                  expires_at: datetime) -> SubscriptionInfo: ...
+                                  lifecycle_url: str, client_state: str, expires_at: datetime,
+                                  mailbox_wide: bool = False) -> SubscriptionInfo:
+        """Subscribe to the calendar's events, or with ``mailbox_wide`` to every event of the mailbox
+        (``/users/{id}/events``, the documented resource) when Graph refuses the calendar."""
+
+    @abstractmethod
+    async def user_object_id(self, mailbox: str) -> str:
+        """The directory object id of a mailbox given by address (or id): how Microsoft recommends
+        addressing ``/users/{x}`` (other identifiers can make subscriptions fail, 503 "Mailbox info
+        is stale"). ``NotFound`` when there is no such user."""
 
     @abstractmethod
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> SubscriptionInfo: ...

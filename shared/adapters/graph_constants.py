@@ -27,3 +27,25 @@ SUBSCRIPTION_FORBIDDEN = "subscription_forbidden"
 def subscription_resource(mailbox_id: str, calendar_id: str) -> str:
     """Resource path of a per-calendar event subscription (see BRIEF: works, though undocumented)."""
     return f"/users/{mailbox_id}/calendars/{calendar_id}/events"
+
+
+def mailbox_subscription_resource(mailbox_id: str) -> str:
+    """Resource path of a mailbox-wide event subscription: every event of every calendar of the
+    mailbox (the documented resource; the fallback when Graph refuses the per-calendar one)."""
+    return f"/users/{mailbox_id}/events"
+
+
+#: ``Link.subscription_resource`` values (the links API's ``subscriptionResource``).
+RESOURCE_CALENDAR = "calendar"
+RESOURCE_MAILBOX = "mailbox"
+
+
+def is_object_id(mailbox: str) -> bool:
+    """Whether ``mailbox`` is a directory object id (a GUID) rather than an address or a name."""
+    import uuid
+
+    try:
+        uuid.UUID(mailbox)
+    except ValueError:
+        return False
+    return True

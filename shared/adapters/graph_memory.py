@@ -19,8 +19,13 @@ It keeps what the port shows of Graph, with the same rules as the real adapter
 * ``transactionId`` deduplicates creates; the booking id lives in an extended property that
   ``find_event_by_booking`` sees but delta does not (delta cannot expand it);
 * subscriptions with Graph's lifetime limits, refused for delegated access to shared calendars
-  (``AuthError(code=SUBSCRIPTION_FORBIDDEN)``); change and lifecycle notifications are
-  collected in ``notifications`` / ``lifecycle_notifications`` for tests to deliver;
+  (``AuthError(code=SUBSCRIPTION_FORBIDDEN)``); per calendar, or mailbox-wide (every calendar
+  the mailbox owns), with ``refuse_calendar_subscriptions`` refusing the former (400); change and
+  lifecycle notifications are collected in ``notifications`` / ``lifecycle_notifications`` for
+  tests to deliver;
+* ``user_object_id`` resolves a mailbox's address to its id;
+* events made unreadable (``make_unreadable``: what a custom zone label or a missing end does to
+  the real adapter) come in ``DeltaPage.skipped`` instead of ``events``;
 * injectable failures — scripted (``fail_next``) or by rate with a seeded ``random.Random``
   (``Throttled`` with ``retry_after``, ``TransientError``, ``NeedsReconnect``) — and request
   counting per operation, plus the most requests ever in flight per mailbox (Graph allows 4).
@@ -41,8 +46,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN, subscription_resource
-from shared.domain import CalendarInfo, DeltaPage, EventDraft, Link, OutlookEvent, SubscriptionInfo
+from shared.adapters.graph_constants import (
+    SUBSCRIPTION_FORBIDDEN,
+    mailbox_subscription_resource,
+    subscription_resource,
+)
+from shared.domain import CalendarInfo, DeltaPage, EventDraft, Link, OutlookEvent, SkippedItem, SubscriptionInfo
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -235,6 +244,12 @@ class MemoryGraph(GraphCalendarPort):
         self.max_page_size: int | None = None
         #: tenant policy refusing every subscription (→ ``SUBSCRIPTION_FORBIDDEN``)
         self.refuse_subscriptions = False
+        #: refuse per-calendar subscriptions only (Graph documents ``/users/{id}/events``); the
+        #: mailbox-wide resource is still allowed
+        self.refuse_calendar_subscriptions = False
+        #: event ids whose items the real adapter could not read, with the reason it would give
+        #: (custom zone labels, no end …): delta reports them as skipped, not as events
+        self.unreadable: dict[str, str] = {}
         #: answer of the notification endpoint's validation handshake (False: create fails with 400)
         self.endpoint_validator: Callable[[str], bool] = lambda url: url.startswith(("https://", "http://"))
         self._scripted: deque[tuple[str | None, SyncError]] = deque()
@@ -319,6 +334,17 @@ class MemoryGraph(GraphCalendarPort):
             event.deleted_occurrences.clear()
         event.version += 1
         self._notify(event, "updated")
+
+    def make_unreadable(self, event_id: str,
+                        reason: str = "time zone 'Customized Time Zone' cannot be resolved") -> None:
+        """Make the event's delta items unreadable (as a custom zone label does to the real adapter);
+        it counts as a change, so the next round reports it."""
+        self.unreadable[event_id] = reason
+        self.edit_event(event_id)
+
+    def make_readable(self, event_id: str) -> None:
+        self.unreadable.pop(event_id, None)
+        self.edit_event(event_id)
 
     def user_delete(self, event_id: str) -> None:
         """Delete an event, a whole series, or one occurrence (by the occurrence's id)."""
@@ -425,23 +451,40 @@ class MemoryGraph(GraphCalendarPort):
         cal = self._calendar_or_gone(mailbox_id, calendar_id)
         return self._start_round(cal, mailbox_id, start, end, None, page_size)
 
+    async def user_object_id(self, mailbox: str) -> str:
+        await self._request("user_object_id", mailbox)
+        wanted = mailbox.lower()
+        for box in self.mailboxes.values():
+            if wanted in (box.id.lower(), box.mail.lower()):
+                return box.id
+        raise NotFound(f"read user id: no user {mailbox!r}")
+
     async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
-                                  lifecycle_url: str, client_state: str,
-                                  expires_at: datetime) -> SubscriptionInfo:
+                                  lifecycle_url: str, client_state: str, expires_at: datetime,
+                                  mailbox_wide: bool = False) -> SubscriptionInfo:
         if expires_at.tzinfo is None:
             raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
         if not client_state or len(client_state) > 128:
             raise BadRequest("client state must be 1 to 128 characters", field="client_state")
         await self._request("create_subscription", mailbox_id)
-        cal = self._calendar_or_gone(mailbox_id, calendar_id)
+        if mailbox_wide:
+            self._mailbox(mailbox_id)
+            cal = self._calendar_or_gone(mailbox_id, self.default_calendar(mailbox_id))
+        else:
+            cal = self._calendar_or_gone(mailbox_id, calendar_id)
         if self.refuse_subscriptions or (not self.app_only and cal.owner != mailbox_id):
             # Delegated Calendars.ReadWrite.Shared does not allow subscriptions on shared calendars.
             raise AuthError("Graph refused the subscription", code=SUBSCRIPTION_FORBIDDEN)
+        if self.refuse_calendar_subscriptions and not mailbox_wide:
+            raise BadRequest("create subscription: Graph answered 400 ExtensionError (resource not supported)",
+                             code="graph_bad_request")
         for url in (notification_url, lifecycle_url):
             if not self.endpoint_validator(url):
                 raise BadRequest("subscription validation request failed", code="graph_bad_request")
-        sub = MemorySubscription(id=self._uuid(), mailbox=mailbox_id, owner=cal.owner, calendar_id=cal.id,
-                                 resource=subscription_resource(mailbox_id, calendar_id),
+        sub = MemorySubscription(id=self._uuid(), mailbox=mailbox_id, owner=cal.owner,
+                                 calendar_id="" if mailbox_wide else cal.id,
+                                 resource=(mailbox_subscription_resource(mailbox_id) if mailbox_wide
+                                           else subscription_resource(mailbox_id, calendar_id)),
                                  notification_url=notification_url, lifecycle_url=lifecycle_url,
                                  client_state=client_state, expires_at=self._clamp_expiry(expires_at))
         self.subscriptions[sub.id] = sub
@@ -775,11 +818,22 @@ class MemoryGraph(GraphCalendarPort):
         events, removed = current.pages[index]
         mailbox_id, calendar_id = current.mailbox, current.calendar_id
         self._calendar_or_gone(mailbox_id, calendar_id)
+        readable = [e for e in events if self._unreadable_reason(e.id) is None]
+        skipped = [SkippedItem(e.id, self._unreadable_reason(e.id) or "") for e in events if e not in readable]
         if index + 1 < len(current.pages):
-            return DeltaPage(list(events), list(removed),
+            return DeltaPage(readable, list(removed), skipped=skipped,
                              next_link=self._link("skip", f"{round_token}:{index + 1}", mailbox_id, calendar_id))
-        return DeltaPage(list(events), list(removed),
+        return DeltaPage(readable, list(removed), skipped=skipped,
                          delta_link=self._link("delta", current.delta_token, mailbox_id, calendar_id))
+
+    def _unreadable_reason(self, item_id: str) -> str | None:
+        if not self.unreadable:
+            return None
+        if item_id in self.unreadable:
+            return self.unreadable[item_id]
+        # An occurrence is as unreadable as its series.
+        series_id, dot, _ = item_id.partition(".")
+        return self.unreadable.get(series_id) if dot else None
 
     # --- subscriptions and notifications --------------------------------------------------------
     def _clamp_expiry(self, expires_at: datetime) -> datetime:
@@ -804,7 +858,9 @@ class MemoryGraph(GraphCalendarPort):
     def _notify(self, event: _Event, change_type: str, item_id: str = "") -> None:
         now = self.clock()
         for sub in list(self.subscriptions.values()):
-            if sub.calendar_id != event.calendar_id or sub.expires_at <= now:
+            # A mailbox-wide subscription (calendar "") hears every calendar its mailbox owns.
+            watched = sub.calendar_id == event.calendar_id or (not sub.calendar_id and sub.owner == event.owner)
+            if not watched or sub.expires_at <= now:
                 continue
             note = {"subscriptionId": sub.id, "subscriptionExpirationDateTime": sub.expires_at.isoformat(),
                     "changeType": change_type, "clientState": sub.client_state, "tenantId": self.tenant_id,

@@ -13,6 +13,11 @@ domain objects, and how every failure becomes one class of ``shared.errors``:
   surfaces as ``Throttled(retry_after=…)`` so the caller re-queues with a visibility delay. Only a
   Retry-After of at most ``SHORT_RETRY_SECONDS`` is retried once in place.
 * A credential that raises one of our errors (``NeedsReconnect`` on invalid_grant) is not wrapped.
+* Error codes are read from the whole chain (``error.code``, ``details``, every nested
+  ``innererror``): a sync-state code anywhere, or 410 on delta, is ``SyncStateExpired``.
+* A delta item that cannot be mapped without guessing (no end, a custom zone label nothing
+  resolves) is returned in ``DeltaPage.skipped``, never fails the page; an item carrying only its
+  changed properties is read in full first.
 
 Cost: importing this module does not import the SDK (~0.1 s). Measured on the 2-core development
 machine: constructing the first adapter ~0.4 s, its first request 2–4 s (BRIEF: 1.9 s on a quiet
@@ -25,7 +30,6 @@ this module.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
@@ -34,7 +38,7 @@ import ssl
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache, partial
@@ -51,9 +55,12 @@ from shared.adapters.graph_constants import (
     GRAPH_SCOPE,
     SUBSCRIPTION_CHANGE_TYPES,
     SUBSCRIPTION_FORBIDDEN,
+    is_object_id,
+    mailbox_subscription_resource,
     subscription_resource,
 )
-from shared.domain import CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SubscriptionInfo
+from shared.adapters.timum_http import parse_retry_after
+from shared.domain import CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SkippedItem, SubscriptionInfo
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -123,6 +130,7 @@ class _Sdk:
     DeltaQuery: Any
     EventsQuery: Any
     CalendarsQuery: Any
+    UserQuery: Any
 
 
 @lru_cache(maxsize=1)
@@ -157,6 +165,7 @@ def _sdk() -> _Sdk:
             DeltaRequestBuilder,
         )
         from msgraph.generated.users.item.calendars.item.events.events_request_builder import EventsRequestBuilder
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
         from msgraph.graph_request_adapter import GraphRequestAdapter
         from msgraph.graph_request_adapter import options as default_options
         from msgraph_core import GraphClientFactory
@@ -183,6 +192,7 @@ def _sdk() -> _Sdk:
             DeltaQuery=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters,
             EventsQuery=EventsRequestBuilder.EventsRequestBuilderGetQueryParameters,
             CalendarsQuery=CalendarsRequestBuilder.CalendarsRequestBuilderGetQueryParameters,
+            UserQuery=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters,
         )
         return sdk
 
@@ -269,10 +279,23 @@ _GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int
     weakref.WeakKeyDictionary())
 
 
+#: Mailbox addresses whose object id this process has looked up (``user_object_id``): one mailbox
+#: addressed both ways (links before and after their migration) shares one gate. Bounded.
+_OBJECT_IDS: dict[str, str] = {}
+_MAX_OBJECT_IDS = 10_000
+
+
+def _remember_object_id(address: str, object_id: str) -> None:
+    if len(_OBJECT_IDS) >= _MAX_OBJECT_IDS:
+        _OBJECT_IDS.pop(next(iter(_OBJECT_IDS)))
+    _OBJECT_IDS[address.lower()] = object_id.lower()
+
+
 def _gate(key: str, limit: int) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
     per_loop = _GATES.setdefault(loop, {})
-    gate_key = (key.lower(), limit)
+    low = key.lower()
+    gate_key = (_OBJECT_IDS.get(low, low), limit)
     gate = per_loop.get(gate_key)
     if gate is None:
         gate = per_loop[gate_key] = asyncio.Semaphore(limit)
@@ -284,7 +307,9 @@ def _gate(key: str, limit: int) -> asyncio.Semaphore:
 # --------------------------------------------------------------------------------------------
 
 def _retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header: a number (possibly fractional) or an HTTP date."""
+    """Seconds from a Retry-After header: a number (possibly fractional) or an HTTP date.
+
+    The parsing itself is the timum client's (one parser for every remote API we call)."""
     if not headers:
         return None
     try:
@@ -293,21 +318,50 @@ def _retry_after(headers: Any) -> float | None:
         return None
     if not raw:
         return None
-    raw = str(raw).strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    if isinstance(raw, list | tuple | set):  # kiota hands headers over as sets of values
+        raw = next(iter(raw), "")
+    return parse_retry_after(str(raw), now=time.time())
+
+
+def error_codes(main: Any) -> list[str]:
+    """Every error code of a Graph error body: ``error.code``, the ``details[].code`` and the code of
+    each nested ``innererror`` (Graph's error guide: clients must look at all of them, the most
+    specific one being the innermost). ``main`` is the SDK's ``MainError`` or the raw JSON object."""
+    codes: list[str] = []
+    seen: set[int] = set()
+
+    def walk(node: Any, depth: int) -> None:
+        if node is None or depth > 8 or id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, dict):
+            code = node.get("code")
+            if isinstance(code, str) and code:
+                codes.append(code)
+            for key, value in node.items():
+                if key.lower() == "innererror" or key == "details":
+                    for child in value if isinstance(value, list) else (value,):
+                        walk(child, depth + 1)
+            return
+        code = getattr(node, "code", None)
+        if isinstance(code, str) and code:
+            codes.append(code)
+        for child in getattr(node, "details", None) or ():
+            walk(child, depth + 1)
+        walk(getattr(node, "inner_error", None), depth + 1)
+        # Keys the SDK model does not declare ("innererror" in lower case, "code" inside an
+        # innerError) land in additional_data as plain JSON.
+        extra = getattr(node, "additional_data", None)
+        if isinstance(extra, dict) and extra:
+            walk(extra, depth + 1)
+
+    walk(main, 0)
+    return codes
 
 
 _URL = re.compile(r"\b(?:https?|wss?)://\S+", re.IGNORECASE)
+#: ``…$metadata#users('<id>')/mailboxSettings``: the user as Graph resolved the key it was given.
+_CONTEXT_USER = re.compile(r"#users\('([^'/]+)'\)", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int = 200) -> str:
@@ -327,16 +381,22 @@ def translate_error(exc: BaseException, action: str) -> SyncError | None:
     sdk = _sdk()
     if isinstance(exc, sdk.APIError):
         status = exc.response_status_code or 0
-        code, message = "", ""
+        message = ""
         main = getattr(exc, "error", None)
+        codes = error_codes(main)
         if main is not None:
-            code = str(getattr(main, "code", "") or "")
             message = str(getattr(main, "message", "") or "")
+        code = codes[0] if codes else ""
         detail = f"{action}: Graph answered {status}" + (f" {code}" if code else "")
+        inner = [c for c in codes[1:] if c.lower() != code.lower()]
+        if inner:
+            detail += f" [{', '.join(_clip(c, 60) for c in inner[:3])}]"
         if message:
             detail += f" ({_clip(message)})"
         retry_after = _retry_after(exc.response_headers)
-        if code.lower() in _SYNC_STATE_CODES:
+        if any(c.lower() in _SYNC_STATE_CODES for c in codes):
+            # The delta token is no longer usable, whatever the status (Graph sends 410 or 400)
+            # and wherever in the chain the code sits: a fresh round, not a broken link.
             return SyncStateExpired(detail)
         if status == 429 or (status == 503 and retry_after is not None):
             return Throttled(detail, retry_after=retry_after)
@@ -378,22 +438,84 @@ def translate_error(exc: BaseException, action: str) -> SyncError | None:
 # Mapping between Graph and the domain
 # --------------------------------------------------------------------------------------------
 
-def _zone(name: str | None) -> tzinfo:
-    iana = timezones.to_iana(name or "UTC") or "UTC"
+class UnreadableEvent(ValueError):
+    """An item of a delta page that cannot be mapped without guessing; the round skips and counts it."""
+
+
+#: Labels Graph puts in ``dateTimeTimeZone.timeZone`` (and mailbox settings) for a zone the user
+#: defined, which has no name in either database: the label alone does not say the offset.
+CUSTOM_ZONE_LABELS = frozenset({"tzone://microsoft/custom", "customized time zone"})
+
+#: Properties every complete event of a delta page carries; an item missing one is a partial
+#: update (delta-query overview: "updated instances may only carry the changed properties").
+_COMPLETE_EVENT_KEYS = ("start", "end")
+
+#: Partial items completed by reading the event, per page; beyond that they are skipped (bounded cost).
+MAX_COMPLETIONS_PER_PAGE = 20
+
+
+def known_zone(name: Any) -> tzinfo | None:
+    """The zone a Graph zone label names, or None for a custom or unknown label."""
+    if not isinstance(name, str) or not name.strip() or name.strip().lower() in CUSTOM_ZONE_LABELS:
+        return None
+    iana = timezones.to_iana(name)
+    if iana is None:
+        return None
     return UTC if iana == "UTC" else ZoneInfo(iana)
 
 
-def parse_graph_datetime(value: Any) -> datetime:
-    """A Graph ``dateTimeTimeZone`` (the JSON object) as an aware datetime (UTC when the zone is unknown)."""
+def _zone(name: str | None) -> tzinfo:
+    return known_zone(name or "UTC") or UTC
+
+
+def _label(value: Any) -> str:
+    raw = value.get("timeZone") if isinstance(value, dict) else None
+    return raw if isinstance(raw, str) else ""
+
+
+def parse_graph_datetime(value: Any, fallbacks: Sequence[Any] = ()) -> datetime:
+    """A Graph ``dateTimeTimeZone`` (the JSON object) as an aware datetime.
+
+    A missing label means UTC (what ``Prefer: outlook.timezone="UTC"`` asks for). A custom or
+    unknown label is resolved through ``fallbacks`` (zone names, first known one wins); without
+    one the value is ``UnreadableEvent`` — reading it as UTC would move the slot silently.
+    """
     if not isinstance(value, dict):
-        raise ValueError("dateTimeTimeZone is not an object")
+        raise UnreadableEvent("start/end is not a dateTimeTimeZone object")
     raw = str(value.get("dateTime") or "")
     if not raw:
-        raise ValueError("dateTimeTimeZone without dateTime")
-    parsed = datetime.fromisoformat(raw)
+        raise UnreadableEvent("dateTimeTimeZone without dateTime")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise UnreadableEvent("dateTime is not an ISO date-time") from exc
     if parsed.tzinfo is not None:
         return parsed
-    return parsed.replace(tzinfo=_zone(value.get("timeZone")))
+    label = _label(value)
+    zone = known_zone(label) if label else UTC
+    for name in fallbacks:
+        if zone is not None:
+            break
+        zone = known_zone(name)
+    if zone is None:
+        raise UnreadableEvent(f"time zone {_clip(label, 60)!r} cannot be resolved")
+    return parsed.replace(tzinfo=zone)
+
+
+def needs_mailbox_zone(event: dict[str, Any]) -> bool:
+    """Whether mapping ``event`` may need the mailbox's zone: all-day events (their dates are read
+    in it), and times whose label and the event's original zones are all unknown."""
+    if event.get("isAllDay") is True:
+        return True
+    for part, original in (("start", "originalStartTimeZone"), ("end", "originalEndTimeZone")):
+        label = _label(event.get(part))
+        if label and known_zone(label) is None and known_zone(event.get(original)) is None:
+            return True
+    return False
+
+
+def is_partial(event: dict[str, Any]) -> bool:
+    return any(key not in event for key in _COMPLETE_EVENT_KEYS)
 
 
 def _midnight(day: date, zone: tzinfo) -> datetime:
@@ -413,8 +535,23 @@ def _text(event: dict[str, Any], name: str, default: str = "") -> str:
     return default if value is None else str(value)
 
 
-def event_from_graph(event: dict[str, Any], mailbox_zone: str | None) -> OutlookEvent:
+def _day(value: Any) -> date:
+    if not isinstance(value, dict):
+        raise UnreadableEvent("start/end is not a dateTimeTimeZone object")
+    try:
+        return datetime.fromisoformat(str(value.get("dateTime") or "")).date()
+    except ValueError as exc:
+        raise UnreadableEvent("all-day dateTime is not an ISO date") from exc
+
+
+def event_from_graph(event: dict[str, Any], mailbox_zone: str | None, *,
+                     mailbox_zone_known: bool = True) -> OutlookEvent:
     """Map one event of a delta page, as Graph's JSON; all-day events become midnights in ``mailbox_zone``.
+
+    Raises ``UnreadableEvent`` (a ``ValueError``) for an item that cannot be mapped without
+    guessing. Custom zone labels on start/end resolve through the event's original zones, then the
+    mailbox zone when it is really known (``mailbox_zone_known``). An all-day event of a mailbox
+    whose zone is not known is read in its own original zone when that one is known.
 
     Plain JSON rather than the SDK's ``Event`` model: kiota builds each model through a table of
     every field of every Outlook item (~16 ms per event on the development machine), which made
@@ -422,15 +559,26 @@ def event_from_graph(event: dict[str, Any], mailbox_zone: str | None) -> Outlook
     """
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
-        raise ValueError("event without id")
+        raise UnreadableEvent("event without id")
+    if "start" not in event:
+        raise UnreadableEvent("event without start")
+    if "end" not in event:
+        raise UnreadableEvent("event without end")
     is_all_day = event.get("isAllDay") is True
-    start = parse_graph_datetime(event.get("start"))
-    end = parse_graph_datetime(event.get("end"))
     if is_all_day:
         # Graph reports all-day events as floating midnight dates; the date part is what counts.
         zone = _zone(mailbox_zone)
-        start = _midnight(datetime.fromisoformat(str(event["start"]["dateTime"])).date(), zone)
-        end = _midnight(datetime.fromisoformat(str(event["end"]["dateTime"])).date(), zone)
+        if not mailbox_zone_known:
+            zone = known_zone(event.get("originalStartTimeZone")) or zone
+        start = _midnight(_day(event["start"]), zone)
+        end = _midnight(_day(event["end"]), zone)
+    else:
+        shared_fallback = (mailbox_zone,) if mailbox_zone and mailbox_zone_known else ()
+        start = parse_graph_datetime(event["start"], (event.get("originalStartTimeZone"), *shared_fallback))
+        end = parse_graph_datetime(event["end"], (event.get("originalEndTimeZone"),
+                                                  event.get("originalStartTimeZone"), *shared_fallback))
+    if end < start:
+        raise UnreadableEvent("event ends before it starts")
     return OutlookEvent(
         id=event_id,
         start=start,
@@ -533,7 +681,7 @@ class GraphSdkAdapter(GraphCalendarPort):
         self._client = sdk.GraphServiceClient(request_adapter=request_adapter)
         _touch_builders(self._client)
         # Per adapter (one per run): a zone the user changes is picked up by the next run.
-        self._zones: dict[str, str] = {}
+        self._zones: dict[str, tuple[str, bool]] = {}
 
     # --- plumbing ----------------------------------------------------------------------------
     def _config(self, *extra_prefer: str, query: Any = None) -> Any:
@@ -588,6 +736,35 @@ class GraphSdkAdapter(GraphCalendarPort):
             "userPrincipalName": str(user.user_principal_name or ""),
         }
 
+    async def user_object_id(self, mailbox: str) -> str:
+        if not mailbox:
+            raise BadRequest("mailbox is empty", field="mailbox")
+        builder = self._user(mailbox)
+        query = self._sdk.UserQuery(select=["id"])
+        try:
+            user = await self._raw_json(mailbox, "read user id",
+                                        lambda: builder.to_get_request_information(self._config(query=query)))
+        except AuthError as exc:
+            if exc.code != "graph_forbidden":
+                raise
+            # Reading a user object app-only takes User.Read.All, which the app does not ask for.
+            # The mailbox settings (MailboxSettings.Read) name the user by object id in their
+            # @odata.context, as Graph resolves the key it was given.
+            settings = await self._raw_json(
+                mailbox, "read user id",
+                lambda: builder.mailbox_settings.to_get_request_information(self._config()))
+            context = settings.get("@odata.context") if isinstance(settings, dict) else None
+            found = _CONTEXT_USER.search(context) if isinstance(context, str) else None
+            if found is None or not is_object_id(found.group(1)):
+                raise
+            object_id = found.group(1)
+        else:
+            object_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(object_id, str) or not object_id:
+            raise TransientError("read user id: Graph returned no id", code="graph_unexpected")
+        _remember_object_id(mailbox, object_id)
+        return object_id
+
     async def list_calendars(self, mailbox_id: str) -> list[CalendarInfo]:
         builder = self._user(mailbox_id).calendars
         query = self._sdk.CalendarsQuery(top=100)
@@ -623,27 +800,83 @@ class GraphSdkAdapter(GraphCalendarPort):
         return result
 
     async def mailbox_time_zone(self, mailbox_id: str) -> str:
+        zone, _ = await self._mailbox_zone(mailbox_id)
+        return zone
+
+    async def _raw_json(self, gate_key: str, action: str, info: Callable[[], Any]) -> Any:
+        """One GET through the SDK's adapter and middleware, its body as plain JSON.
+
+        The raw body instead of the SDK's models where we read a few fields of a large shape: the
+        models cost CPU (see ``event_from_graph``) and fail on shapes Graph sends but its schema
+        does not declare (``userPurpose`` as an object in mailbox settings).
+        """
+        def send() -> Awaitable[bytes | None]:
+            # kiota's error mapping: the key below stands for any error status (beside 4XX / 5XX).
+            result: Awaitable[bytes | None] = self._adapter.send_primitive_async(
+                info(), "bytes", {"XXX": self._sdk.ODataError})
+            return result
+
+        raw = await self._call(gate_key, action, send)
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError as exc:
+            raise TransientError(f"{action}: Graph sent a body that is not JSON", code="graph_unexpected") from exc
+
+    async def _mailbox_zone(self, mailbox_id: str) -> tuple[str, bool]:
+        """The mailbox's zone (IANA) and whether Graph really named it (False: a fallback)."""
         cached = self._zones.get(mailbox_id.lower())
         if cached is not None:
             return cached
+        builder = self._user(mailbox_id).mailbox_settings
         try:
-            settings = await self._call(mailbox_id, "read mailbox settings",
-                                        lambda: self._user(mailbox_id).mailbox_settings.get(self._config()))
+            settings = await self._raw_json(mailbox_id, "read mailbox settings",
+                                            lambda: builder.to_get_request_information(self._config()))
         except AuthError as exc:
             if exc.code != "graph_forbidden":
                 raise  # 401: the token itself is bad, which a fallback would only hide
             # A delegated token may not read *another* user's settings (shared calendars), and an
             # older consent may lack MailboxSettings.Read: fall back rather than fail the link.
             log.warning("mailbox settings not readable; assuming %s", FALLBACK_TIME_ZONE)
-            self._zones[mailbox_id.lower()] = FALLBACK_TIME_ZONE
-            return FALLBACK_TIME_ZONE
-        reported = str(getattr(settings, "time_zone", "") or "")
-        zone = timezones.to_iana(reported) if reported else None
-        if zone is None:
-            log.warning("mailbox time zone %r is unknown; using UTC", reported)
-            zone = "UTC"
-        self._zones[mailbox_id.lower()] = zone
-        return zone
+            self._zones[mailbox_id.lower()] = (FALLBACK_TIME_ZONE, False)
+            return FALLBACK_TIME_ZONE, False
+        settings = settings if isinstance(settings, dict) else {}
+        hours = settings.get("workingHours")
+        hours_zone = hours.get("timeZone") if isinstance(hours, dict) else None
+        candidates = (settings.get("timeZone"), hours_zone.get("name") if isinstance(hours_zone, dict) else None)
+        found: tuple[str, bool] | None = None
+        for name in candidates:
+            zone = known_zone(name)
+            if zone is not None:
+                found = (str(timezones.to_iana(str(name)) or "UTC"), True)
+                break
+        if found is None:
+            # A custom zone ("Customized Time Zone") names no offset. Reading all-day events in UTC
+            # would move them for every user east or west of it; timum's home market is the
+            # better guess, and timed events are never read in a guessed zone.
+            log.warning("mailbox time zone %r is custom or unknown; assuming %s",
+                        _clip(str(candidates[0] or ""), 60), FALLBACK_TIME_ZONE)
+            found = (FALLBACK_TIME_ZONE, False)
+        self._zones[mailbox_id.lower()] = found
+        return found
+
+    async def _complete(self, mailbox_id: str, calendar_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        """The full event for a partial delta item, read through its calendar (the path that also
+        works for a calendar shared with the mailbox)."""
+        event_id = item.get("id")
+        if not isinstance(event_id, str) or not event_id:
+            raise UnreadableEvent("event without id")
+        builder = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).events.by_event_id(event_id)
+        try:
+            full = await self._raw_json(mailbox_id, "read event",
+                                        lambda: builder.to_get_request_information(self._config(PREFER_UTC)))
+        except (NotFound, RemoteGone) as exc:
+            # Deleted since the page was made — or not readable this way. A deletion comes as
+            # @removed in a later round; until then the item keeps whatever slot it had.
+            raise UnreadableEvent("partial item (only changed properties) could not be read in full") from exc
+        if not isinstance(full, dict):
+            raise UnreadableEvent("partial item (only changed properties) could not be read in full")
+        # The read is at least as new as the delta item.
+        return {**item, **full}
 
     # --- delta ----------------------------------------------------------------------------------
     async def delta(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime,
@@ -693,21 +926,40 @@ class GraphSdkAdapter(GraphCalendarPort):
             raise TransientError("calendar delta: Graph sent an empty response", code="graph_unexpected")
         events: list[OutlookEvent] = []
         removed: list[str] = []
-        zone: str | None = None
-        for item in response.get("value") or ():
+        skipped: list[SkippedItem] = []
+        completions = 0
+        items = response.get("value")
+        for item in items if isinstance(items, list) else ():
+            item_id = item.get("id") if isinstance(item, dict) else None
+            shown_id = item_id if isinstance(item_id, str) else ""
             try:
+                if not isinstance(item, dict):
+                    raise UnreadableEvent("item is not an object")
                 if "@removed" in item:
-                    removed.append(str(item["id"]))
+                    # Both documented reasons ("deleted", "changed") mean: no longer in this view.
+                    if not shown_id:
+                        raise UnreadableEvent("removed item without id")
+                    removed.append(shown_id)
                     continue
-                if item.get("isAllDay") is True and zone is None:
-                    zone = await self.mailbox_time_zone(mailbox_id)
-                events.append(event_from_graph(item, zone))
+                if is_partial(item):
+                    if completions >= MAX_COMPLETIONS_PER_PAGE:
+                        raise UnreadableEvent("partial item (only changed properties); page limit of reads reached")
+                    completions += 1
+                    item = await self._complete(mailbox_id, calendar_id, item)
+                zone: str | None = None
+                zone_known = True
+                if needs_mailbox_zone(item):
+                    zone, zone_known = await self._mailbox_zone(mailbox_id)
+                events.append(event_from_graph(item, zone, mailbox_zone_known=zone_known))
             except (ValueError, TypeError, AttributeError, KeyError, ZoneInfoNotFoundError) as exc:
-                raise TransientError(f"calendar delta: unreadable event ({type(exc).__name__})",
-                                     code="graph_unexpected") from exc
+                # One unreadable item must not stop the calendar: the round goes on without it.
+                reason = str(exc) if isinstance(exc, UnreadableEvent) else f"unreadable event ({type(exc).__name__})"
+                skipped.append(SkippedItem(id=_clip(shown_id, 200), reason=_clip(reason, 200)))
+        if skipped:
+            log.warning("calendar delta: %d unreadable item(s) skipped, e.g. %s", len(skipped), skipped[0].reason)
         return DeltaPage(events=events, removed=removed,
                          next_link=str(response.get("@odata.nextLink") or ""),
-                         delta_link=str(response.get("@odata.deltaLink") or ""))
+                         delta_link=str(response.get("@odata.deltaLink") or ""), skipped=skipped)
 
     # --- events ---------------------------------------------------------------------------------
     def _event_body(self, draft: EventDraft, zone: ZoneInfo, *, transaction_id: str | None) -> Any:
@@ -792,8 +1044,8 @@ class GraphSdkAdapter(GraphCalendarPort):
         return SubscriptionInfo(id=str(sub.id), expires_at=expires, resource=str(sub.resource or ""))
 
     async def create_subscription(self, mailbox_id: str, calendar_id: str, *, notification_url: str,
-                                  lifecycle_url: str, client_state: str,
-                                  expires_at: datetime) -> SubscriptionInfo:
+                                  lifecycle_url: str, client_state: str, expires_at: datetime,
+                                  mailbox_wide: bool = False) -> SubscriptionInfo:
         if expires_at.tzinfo is None:
             raise BadRequest("subscription expiry must be timezone-aware", field="expires_at")
         if not client_state or len(client_state) > 128:
@@ -802,7 +1054,8 @@ class GraphSdkAdapter(GraphCalendarPort):
             change_type=SUBSCRIPTION_CHANGE_TYPES,
             notification_url=notification_url,
             lifecycle_notification_url=lifecycle_url,
-            resource=subscription_resource(mailbox_id, calendar_id),
+            resource=(mailbox_subscription_resource(mailbox_id) if mailbox_wide
+                      else subscription_resource(mailbox_id, calendar_id)),
             expiration_date_time=expires_at.astimezone(UTC),
             client_state=client_state,
         )

@@ -284,7 +284,7 @@ async def _app_only_target(services: Services, session: ChooserSession, cal: Cal
                 log.info("shared calendar not found under its id in the owner's mailbox; the link stays delegated")
                 return None
             zone = await _time_zone(services, port, cal.owner_address, provider_id, resource_id)
-            return _AppOnlyTarget(cal.owner_address, match.id, zone)
+            return _AppOnlyTarget(await _object_id(port, cal.owner_address), match.id, zone)
         finally:
             await port.close()
     except AuthError as exc:
@@ -294,6 +294,16 @@ async def _app_only_target(services: Services, session: ChooserSession, cal: Cal
     except SyncError as exc:
         log.warning("app-only look-up failed (%s); the link stays delegated", exc.code)
         return None
+
+
+async def _object_id(port: GraphCalendarPort, address: str) -> str:
+    """The mailbox's directory object id, as Microsoft recommends addressing users; the address when
+    the look-up fails now (``shared/services/mailbox_ids.py`` migrates the link on its first run)."""
+    try:
+        return await port.user_object_id(address)
+    except SyncError as exc:
+        log.info("mailbox object id not resolved (%s); the link keeps the address for now", exc.code)
+        return address
 
 
 async def connect_calendar(services: Services, session: ChooserSession, cal: CalendarInfo, resource_id: str,

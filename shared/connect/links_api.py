@@ -101,6 +101,8 @@ def link_json(link: Link) -> dict[str, Any]:
         "health": link.health.value,
         "icsHost": link.ics_host or None,
         "createdAt": _iso(link.created_at),
+        "skipped": {"count": link.skipped_items, "sample": link.skipped_sample or None},
+        "subscriptionResource": (link.subscription_resource or "calendar") if link.subscription_id else None,
     }
 
 

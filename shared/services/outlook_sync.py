@@ -19,6 +19,10 @@ notifications costs a few delta rounds, not one each. Within a run:
    delta link is cleared, so a fresh round that dies is followed by another fresh round —
    what makes the pending-row rule sound.
 
+Unreadable items (``DeltaPage.skipped``: Graph items the adapter cannot map, ICS events it cannot
+read) never stop a round: they keep whatever slot they had, and the round's commit records how
+many there were and one reason on the link (``skipped_items`` / ``skipped_sample``).
+
 Errors: ``SyncStateExpired`` → a fresh round with reconciliation in the same run. Throttling
 and transient failures propagate (with ``retry_after``) so the queue trigger re-queues with a
 delay — nothing sleeps here. A refused token, a deleted calendar or a deleted timum resource
@@ -113,6 +117,8 @@ class SyncOutcome:
     graph_requests: int = 0
     #: the stored delta state had expired (410) and a fresh round replaced it
     resynced: bool = False
+    #: unreadable items the rounds left out (the link's status counts those of its last round)
+    skipped: int = 0
     health_change: HealthChange | None = None
     reasons: list[str] = field(default_factory=list)
 
@@ -253,6 +259,9 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
                 raise stop from exc
             raise
         try:
+            from shared.services.mailbox_ids import ensure_object_id
+
+            link = await ensure_object_id(services, link, graph)  # app-only links made with an address
             link = await _rounds(services, graph, link, full=full, outcome=outcome)
         finally:
             await graph.close()  # see graph_session
@@ -378,6 +387,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     eventmap = EventMapRepository(services.storage)
     status: dict[str, StatusRow] = await eventmap.load(key) if fresh else {}
     seen: set[str] = set()
+    skipped = _Skipped(fresh=fresh)
     if fresh:
         outcome.full_rounds += 1
 
@@ -408,6 +418,9 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
                 raise TransientError("Graph ended a delta round without a delta link", code="graph_unexpected")
             ids = [e.id for e in page.events] + list(page.removed)
             seen.update(ids)
+            # An unreadable item keeps the slot it had (it is "seen", so reconciliation leaves
+            # it): a block too many is safer than a double booking. It is counted, not planned.
+            seen.update(skipped.add(page))
             if not fresh:
                 # Rows the previous page is still writing must be read as written.
                 await writes.settle()
@@ -429,7 +442,25 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     pending = await eventmap.pending(key)
     status.update(pending)
     await _apply(services, ctx, link, settle_pending(ctx, seen, pending), status, outcome)
-    return await _save_state(services, link, page.delta_link, window)
+    outcome.skipped += skipped.count
+    return await _save_state(services, link, page.delta_link, window, skipped)
+
+
+class _Skipped:
+    """The unreadable items of one round: how many, and one reason to show."""
+
+    def __init__(self, *, fresh: bool) -> None:
+        self.fresh = fresh
+        self.count = 0
+        self.sample = ""
+
+    def add(self, page: DeltaPage) -> list[str]:
+        """Count the page's skipped items; return their ids."""
+        if page.skipped:
+            self.count += len(page.skipped)
+            if not self.sample:
+                self.sample = page.skipped[0].reason[:200]
+        return [item.id for item in page.skipped if item.id]
 
 
 class _Writes:
@@ -538,9 +569,10 @@ async def _bounded(calls: Sequence[Callable[[], Awaitable[None]]], limit: int) -
     return [r if isinstance(r, BaseException) else None for r in results]
 
 
-async def _save_state(services: Services, link: Link, delta_link: str, window: SyncWindow | None) -> Link:
-    """Store the delta state, ETag-checked. With a window: a completed round (and the run's success);
-    without: the delta link is cleared before a fresh round."""
+async def _save_state(services: Services, link: Link, delta_link: str, window: SyncWindow | None,
+                      skipped: _Skipped | None = None) -> Link:
+    """Store the delta state, ETag-checked. With a window: a completed round (and the run's success),
+    with what it skipped; without: the delta link is cleared before a fresh round."""
     repo = LinkRepository(services.storage)
     now = services.clock()
     current = link
@@ -554,6 +586,13 @@ async def _save_state(services: Services, link: Link, delta_link: str, window: S
             current.last_sync_at = now
             # A completed round proves the link works: earlier errors no longer apply.
             current.last_error, current.last_error_at = "", None
+            if skipped is not None and skipped.fresh:
+                current.skipped_items, current.skipped_sample = skipped.count, skipped.sample
+            elif skipped is not None and skipped.count:
+                # An incremental round hears only of changed items: the ones skipped before are
+                # still out (until the next fresh round, at the latest the next day, counts anew).
+                current.skipped_items += skipped.count
+                current.skipped_sample = skipped.sample
         try:
             return await repo.save(current)
         except Conflict:

@@ -1,7 +1,8 @@
 """Graph subscriptions of the links, their upkeep, link set-up and teardown.
 
-* ``ensure_subscription`` — a live subscription on the link's calendar, or polling when Graph
-  refuses one (delegated access to a shared calendar, tenant policy). The clientState is random,
+* ``ensure_subscription`` — a live subscription on the link's calendar; on the whole mailbox
+  (``/users/{id}/events``) when Graph refuses the calendar's resource (400); polling when Graph
+  refuses the access (403: delegated access to a shared calendar, tenant policy). The clientState is random,
   given to Graph once and stored only hashed (``SubscriptionIndex``).
 * ``renew_expiring`` — the timer: extend subscriptions that expire soon; a subscription Graph no
   longer knows is recreated and the link resynced (notifications may have been lost).
@@ -24,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.graph_constants import RESOURCE_CALENDAR, RESOURCE_MAILBOX
 from shared.context import Services
 from shared.core.outlook_plan import SLOT_ID_PREFIX
-from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SyncMode
+from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo, SyncMode
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -134,14 +136,34 @@ async def ensure_subscription(services: Services, link: Link, *, force: bool = F
 
 
 async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, now: datetime) -> Link:
+    from shared.services.mailbox_ids import ensure_object_id
+
     index = SubscriptionIndex(services.storage)
+    # Subscriptions addressed by anything but the object id may fail with 503 "Mailbox info is stale".
+    link = await ensure_object_id(services, link, graph)
     client_state = secrets.token_urlsafe(32)
-    try:
-        info = await graph.create_subscription(
+
+    async def create(mailbox_wide: bool) -> SubscriptionInfo:
+        return await graph.create_subscription(
             link.mailbox_id, link.calendar_id,
             notification_url=services.settings.url("graph/notifications"),
             lifecycle_url=services.settings.url("graph/lifecycle"),
-            client_state=client_state, expires_at=now + _lifetime(services))
+            client_state=client_state, expires_at=now + _lifetime(services), mailbox_wide=mailbox_wide)
+
+    resource = RESOURCE_CALENDAR
+    try:
+        try:
+            info = await create(False)
+        except BadRequest as exc:
+            # Graph documents only /users/{id}/events; where it refuses the per-calendar resource,
+            # the mailbox-wide one feeds the same per-calendar delta round (a change in another
+            # calendar then costs one empty round). A 403 is not retried this way: it refuses
+            # the access itself (a shared calendar under delegated access), and a mailbox-wide
+            # subscription of the signed-in user would watch the wrong calendars.
+            log.info("per-calendar subscription refused (%s); link %s subscribes to its mailbox", exc.code,
+                     link.key)
+            info = await create(True)
+            resource = RESOURCE_MAILBOX
     except AuthError as exc:
         if isinstance(exc, NeedsReconnect | ConsentRequired):
             raise
@@ -153,6 +175,7 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
         def to_polling(current: Link) -> bool:
             current.sync_mode = SyncMode.POLLING
             current.subscription_id, current.subscription_expires_at = "", None
+            current.subscription_resource = ""
             return True
 
         saved = await _save(services, link, to_polling)
@@ -165,6 +188,7 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
     def to_push(current: Link) -> bool:
         current.sync_mode = SyncMode.PUSH
         current.subscription_id, current.subscription_expires_at = info.id, info.expires_at
+        current.subscription_resource = resource
         return True
 
     try:

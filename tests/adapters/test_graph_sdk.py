@@ -185,12 +185,16 @@ async def test_all_day_events_become_midnights_in_the_mailbox_zone(adapter: Grap
     {"@removed": {"reason": "deleted"}},
     "not an object",
 ])
-async def test_an_unreadable_delta_item_is_transient(adapter: GraphSdkAdapter, stub: GraphStub,
-                                                     item: object) -> None:
-    stub.on("GET", DELTA, {"value": [item], "@odata.deltaLink": link("?$deltatoken=d1")})
-    with pytest.raises(TransientError) as caught:
-        await adapter.delta(MAILBOX, CAL, start=START, end=END)
-    assert caught.value.code == "graph_unexpected"
+async def test_an_unreadable_delta_item_is_skipped_and_the_page_goes_on(adapter: GraphSdkAdapter, stub: GraphStub,
+                                                                        item: object) -> None:
+    good = graph_event("ok", "2024-05-02T08:00:00.0000000", "2024-05-02T09:00:00.0000000")
+    stub.on("GET", DELTA, {"value": [item, good], "@odata.deltaLink": link("?$deltatoken=d1")})
+    # A partial item is read in full first; here the full read has no times either.
+    stub.on("GET", r"/events/e1$", {"id": "e1", "subject": "no times"})
+    page = await adapter.delta(MAILBOX, CAL, start=START, end=END)
+    assert [e.id for e in page.events] == ["ok"] and page.removed == []
+    assert len(page.skipped) == 1 and page.skipped[0].reason
+    assert page.delta_link == link("?$deltatoken=d1")
 
 
 async def test_a_delta_body_that_is_not_json_is_transient(adapter: GraphSdkAdapter, stub: GraphStub) -> None:
@@ -516,7 +520,8 @@ async def test_me_and_time_zone(adapter: GraphSdkAdapter, stub: GraphStub) -> No
     assert await adapter.me() == {"id": "u1", "displayName": "Anna", "mail": "", "userPrincipalName": MAILBOX}
     assert await adapter.mailbox_time_zone("a") == "Europe/Berlin"
     assert await adapter.mailbox_time_zone("b") == "Asia/Tokyo"
-    assert await adapter.mailbox_time_zone("c") == "UTC"
+    # An unknown (custom) zone: timum's home market, never UTC (which would move all-day events).
+    assert await adapter.mailbox_time_zone("c") == "Europe/Berlin"
 
 
 # --- subscriptions ----------------------------------------------------------------------------------

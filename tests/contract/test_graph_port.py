@@ -299,3 +299,21 @@ async def test_throttling_surfaces_with_its_retry_after(graph: GraphHarness) -> 
     assert throttled.value.retry_after == 7.5
     # The throttle passed: the same call works.
     assert (await delta_round(graph)).events == {}
+
+
+# --- mailbox addressing and the mailbox-wide subscription -------------------------------------------
+
+async def test_user_object_id_of_an_address_and_of_an_unknown_user(graph: GraphHarness) -> None:
+    assert await graph.port.user_object_id(graph.mail) == graph.mailbox
+    assert await graph.port.user_object_id(graph.mailbox) == graph.mailbox
+    with pytest.raises(NotFound):
+        await graph.port.user_object_id("niemand@praxis.example")
+
+
+async def test_a_mailbox_wide_subscription_uses_the_documented_resource(graph: GraphHarness) -> None:
+    info = await graph.port.create_subscription(graph.mailbox, graph.calendar_id, mailbox_wide=True,
+                                                notification_url=graph.notification_url,
+                                                lifecycle_url=graph.lifecycle_url, client_state="state-9",
+                                                expires_at=datetime.now(UTC) + timedelta(hours=2))
+    assert info.id and info.resource == f"/users/{graph.mailbox}/events"
+    await graph.port.delete_subscription(info.id)

@@ -49,8 +49,9 @@ def _assert_needs_reconnect_without_hot_loop(stack: Stack, names: Names, linked:
                    and len(stack.host.records("booking_worker")) > bookings, what="the wake-up invocations")
     time.sleep(OBSERVATION_SECONDS)  # a deliberate observation window: a hot loop would show up here
 
-    mailbox = owner.mail
-    graph_calls = [e for e in stack.graph_requests(since_seq=seq) if (e.mailbox or "").lower() == mailbox.lower()]
+    # App-only links address the mailbox by object id once migrated, by address before.
+    mailboxes = {owner.mail.lower(), owner.id.lower()}
+    graph_calls = [e for e in stack.graph_requests(since_seq=seq) if (e.mailbox or "").lower() in mailboxes]
     # App-only token requests name the tenant in their path; delegated ones go to the sign-in
     # authority ("organizations"), which only this module's delegated link uses.
     token_calls = [e for e in stack.sandbox.requests.entries(service="identity", since_seq=seq)

@@ -9,6 +9,14 @@ published ICS calendars.
   control API under ``/_sandbox/graph/…``;
 * ``startup()`` / ``shutdown()`` — notification delivery and housekeeping tasks;
 * ``state`` — the thread-safe world (``GraphState``), also the Python API for tests.
+
+Documented Graph behaviours that a well-behaved tenant rarely shows are produced on request,
+through ``PATCH /_sandbox/graph/behaviour`` or the faults page: ``@removed`` with reason
+``changed``, partial delta items, custom zone labels on events, a custom mailbox zone,
+per-calendar subscriptions refused (only ``/users/{id}/events``), https-only notification URLs;
+and through fault rules (``POST /_sandbox/graph/faults``): 429/503 with ``Retry-After`` as
+seconds or as an HTTP date (``retryAfterAsDate``), and the sync-state codes as a 400 with the
+code only in ``innerError`` (kinds ``syncStateNotFound-400``, ``resyncRequired-400``).
 """
 
 from __future__ import annotations

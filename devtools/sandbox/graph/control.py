@@ -213,7 +213,8 @@ def control_routes(state: GraphState) -> list[BaseRoute]:
         count = body.get("count")
         rule = state.add_fault(str(body.get("kind", "")), path=str(body.get("path", ".*")), method=body.get("method"),
                                rate=float(body.get("rate", 1.0)), count=int(count) if count is not None else None,
-                               retry_after=float(body.get("retryAfter", 1.0)), delay=float(body.get("delay", 5.0)))
+                               retry_after=float(body.get("retryAfter", 1.0)), delay=float(body.get("delay", 5.0)),
+                               retry_after_date=bool(body.get("retryAfterAsDate", False)))
         return JSONResponse(fault_json(rule), 201)
 
     async def fault_item(request: Request) -> Any:

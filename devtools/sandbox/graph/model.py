@@ -24,12 +24,15 @@ DEFAULT_PREFIX = "AAMkAGI2TG93AAA"
 class GraphError(Exception):
     """An error Graph would answer with: HTTP status, error code and message."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                 inner_code: str = "") -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        #: a more specific code Graph puts in ``innerError.code`` only
+        self.inner_code = inner_code
 
 
 def _b64(text: str) -> str:
@@ -239,7 +242,7 @@ class Delivery:
 @dataclass
 class FaultRule:
     id: int
-    kind: str                          # 429 | 503 | 504 | slow | timeout
+    kind: str                          # one of FAULT_KINDS
     path: str = ".*"                   # regex searched in the request path
     method: str | None = None
     rate: float = 1.0
@@ -247,14 +250,18 @@ class FaultRule:
     retry_after: float = 1.0
     delay: float = 5.0                 # slow / timeout: seconds to hold the request
     hits: int = 0
+    retry_after_date: bool = False     # 429 / 503: Retry-After as an HTTP date instead of seconds
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "path": self.path, "method": self.method, "rate": self.rate,
                 "remaining": self.remaining, "retryAfter": self.retry_after, "delay": self.delay,
-                "hits": self.hits}
+                "hits": self.hits, "retryAfterAsDate": self.retry_after_date}
 
 
-FAULT_KINDS = ("429", "503", "504", "slow", "timeout")
+#: 429 / 503 / 504 with their usual bodies; slow / timeout hold the request; syncStateNotFound-400
+#: and resyncRequired-400 answer 400 with the sync-state code only in ``innerError`` (Graph's
+#: error guide: clients must read the nested codes too).
+FAULT_KINDS = ("429", "503", "504", "slow", "timeout", "syncStateNotFound-400", "resyncRequired-400")
 
 
 @dataclass
@@ -286,6 +293,19 @@ class Behaviour:
     max_subscriptions_per_mailbox: int = 1000
     max_event_subscription_minutes: int = 4230
     require_https_notification_url: bool = False
+    #: ``@removed`` items give the reason "changed" instead of "deleted" (delta-query overview: both occur)
+    removed_reason_changed: bool = False
+    #: incremental delta rounds report an updated item with only some of its properties (no start
+    #: or end), as the delta-query overview allows; GET on the event still gives all of it
+    partial_delta_items: bool = False
+    #: timed events come in their own wall time under a custom zone label, whatever the Prefer
+    #: header asks: 0 off; 1 ``tzone://Microsoft/Custom`` / ``Customized Time Zone`` on start/end
+    #: with originalStart/EndTimeZone still named; 2 those custom as well
+    custom_zone_labels: int = 0
+    #: mailboxSettings report a user-defined zone ("Customized Time Zone"), in workingHours too
+    custom_mailbox_zone: bool = False
+    #: per-calendar event subscriptions are refused (400); only the documented ``/users/{id}/events``
+    refuse_calendar_subscriptions: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -167,10 +167,42 @@ def user_json(user: SandboxUser) -> dict[str, Any]:
     }
 
 
-def mailbox_settings_json(user: SandboxUser) -> dict[str, Any]:
+#: What Graph names a user-defined zone: the label on a dateTimeTimeZone, and the name of a
+#: mailbox's custom zone.
+CUSTOM_ZONE_ID = "tzone://Microsoft/Custom"
+CUSTOM_ZONE_NAME = "Customized Time Zone"
+
+#: What an incremental delta round may keep of an updated event: no times (delta-query overview).
+_PARTIAL_KEYS = ("@odata.etag", "id", "changeKey", "lastModifiedDateTime", "subject")
+
+
+def partial_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: item[key] for key in _PARTIAL_KEYS if key in item}
+
+
+def label_custom_zone(body: dict[str, Any], inst: Instance, *, originals_too: bool) -> None:
+    """Times in the event's own wall time under custom zone labels, as Graph sends events made with a
+    zone it has no name for (whatever ``Prefer: outlook.timezone`` asked)."""
+    ev = inst.event
+    body["start"] = {"dateTime": graph_wall(to_local(inst.start_utc, ev.tz)), "timeZone": CUSTOM_ZONE_ID}
+    body["end"] = {"dateTime": graph_wall(to_local(inst.end_utc, ev.end_tz or ev.tz)), "timeZone": CUSTOM_ZONE_NAME}
+    if originals_too:
+        body["originalStartTimeZone"] = CUSTOM_ZONE_ID
+        body["originalEndTimeZone"] = CUSTOM_ZONE_NAME
+
+
+def mailbox_settings_json(user: SandboxUser, *, custom_zone: bool = False) -> dict[str, Any]:
+    hours_zone: dict[str, Any] = {"name": user.time_zone}
+    if custom_zone:
+        # A zone the user defined: Graph names no zone, only offsets (customTimeZone).
+        hours_zone = {"@odata.type": "#microsoft.graph.customTimeZone", "name": CUSTOM_ZONE_NAME, "bias": -60,
+                      "standardOffset": {"time": "03:00:00.0000000", "dayOccurrence": 5, "dayOfWeek": "sunday",
+                                         "month": 10, "year": 0},
+                      "daylightOffset": {"daylightBias": -60, "time": "02:00:00.0000000", "dayOccurrence": 5,
+                                         "dayOfWeek": "sunday", "month": 3, "year": 0}}
     return {
         "archiveFolder": "AAMkAGI2TGuLAAA=",
-        "timeZone": user.time_zone,
+        "timeZone": CUSTOM_ZONE_NAME if custom_zone else user.time_zone,
         "automaticRepliesSetting": {
             "status": "disabled", "externalAudience": "all", "internalReplyMessage": "",
             "externalReplyMessage": "",
@@ -181,12 +213,13 @@ def mailbox_settings_json(user: SandboxUser) -> dict[str, Any]:
         "workingHours": {
             "daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
             "startTime": "08:00:00.0000000", "endTime": "17:00:00.0000000",
-            "timeZone": {"name": user.time_zone},
+            "timeZone": hours_zone,
         },
         "dateFormat": "dd.MM.yyyy",
         "timeFormat": "HH:mm",
         "delegateMeetingMessageDeliveryOptions": "sendToDelegateOnly",
-        "userPurpose": "user",
+        # An object in what Graph sends, though its schema declares an enum string.
+        "userPurpose": {"value": "user"},
     }
 
 

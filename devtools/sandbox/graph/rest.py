@@ -14,7 +14,9 @@ Shared calendars: a calendar keeps one id. The owner B (and app-only callers) ad
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,6 +54,7 @@ WRITE_SHARED = frozenset({"Calendars.ReadWrite.Shared"})
 APP_READ = frozenset({"Calendars.Read", "Calendars.ReadWrite", "Calendars.ReadBasic.All"})
 APP_WRITE = frozenset({"Calendars.ReadWrite"})
 MAILBOX_SETTINGS = frozenset({"MailboxSettings.Read", "MailboxSettings.ReadWrite"})
+APP_USER_READ = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
 CHANGE_TYPES = {"created", "updated", "deleted"}
 DELTA_FORBIDDEN = ("$select", "$expand", "$filter", "$orderby", "$search", "$top", "$skip", "$count")
 _PREFER_TZ = re.compile(r'outlook\.timezone\s*=\s*"([^"]*)"', re.I)
@@ -62,6 +65,7 @@ _QUOTED_ID = re.compile(r"\bid\s+eq\s+'((?:[^']|'')*)'", re.I)
 _ANY = re.compile(r"^singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*(.+)\)$", re.I)
 _RESOURCE = re.compile(r"^/?(?:me|users/(?P<user>[^/]+))/(?:calendars/(?P<cal>[^/]+)/events|calendar/events|events)$",
                        re.I)
+_MAILBOX_WIDE = re.compile(r"^/?(?:me|users/[^/]+)/events$", re.I)
 _BATCH_HEADERS = {"content-type": "Content-Type", "retry-after": "Retry-After", "location": "Location",
                   "preference-applied": "Preference-Applied", "etag": "ETag"}
 ACCESS_DENIED = "Access is denied. Check credentials and try again."
@@ -100,9 +104,11 @@ def graph_json(body: Any, status: int = 200, headers: dict[str, str] | None = No
 
 
 def _error_body(err: GraphError, request_id: str, client_request_id: str) -> dict[str, Any]:
-    return {"error": {"code": err.code, "message": err.message,
-                      "innerError": {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-                                     "request-id": request_id, "client-request-id": client_request_id}}}
+    inner: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                             "request-id": request_id, "client-request-id": client_request_id}
+    if err.inner_code:
+        inner = {"code": err.inner_code, **inner}
+    return {"error": {"code": err.code, "message": err.message, "innerError": inner}}
 
 
 def _denied() -> GraphError:
@@ -261,12 +267,15 @@ class GraphApi:
         rule = self.state.pick_fault(request.method, request.url.path)
         if rule is None:
             return
+        retry_after = (_http_date(rule.retry_after) if rule.retry_after_date else _seconds(rule.retry_after))
         if rule.kind == "429":
-            raise GraphError(429, "TooManyRequests", "Too many requests.",
-                             headers={"Retry-After": _seconds(rule.retry_after)})
+            raise GraphError(429, "TooManyRequests", "Too many requests.", headers={"Retry-After": retry_after})
         if rule.kind == "503":
-            raise GraphError(503, "ServiceUnavailable", "Service unavailable.",
-                             headers={"Retry-After": _seconds(rule.retry_after)})
+            raise GraphError(503, "ServiceUnavailable", "Service unavailable.", headers={"Retry-After": retry_after})
+        if rule.kind.endswith("-400"):
+            # The sync-state code only in innerError, under a generic top-level code.
+            raise GraphError(400, "BadRequest", "The sync state is not valid for this request.",
+                             inner_code=rule.kind.removesuffix("-400"))
         if rule.kind == "504":
             raise GraphError(504, "GatewayTimeout", "The request timed out.")
         released = await self.dispatcher.hold(rule.delay)
@@ -344,6 +353,9 @@ class GraphApi:
             master = render.event_id(self.state.instance(inst.event, None), ctx.immutable)
         body = render.event_json(inst, organizer=self._organizer(cal), immutable=ctx.immutable, view_zone=view_zone,
                                  expand_props=expand, series_master_id=master)
+        level = self.state.behaviour.custom_zone_labels
+        if level and not inst.event.is_all_day:
+            render.label_custom_zone(body, inst, originals_too=level >= 2)
         return render.select(body, select)
 
     def _expand(self, ctx: Ctx) -> list[str] | None:
@@ -398,6 +410,9 @@ class GraphApi:
     # --- users, settings, calendars ---------------------------------------------------------------
     async def get_user(self, ctx: Ctx) -> Response:
         assert ctx.mailbox is not None
+        if ctx.claims.app_only and not ctx.claims.roles & APP_USER_READ:
+            # Reading a user without a signed-in user takes User.Read.All (Get user, permissions).
+            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
         body = {"@odata.context": self._context(ctx, "users/$entity"), **render.user_json(ctx.mailbox)}
         return graph_json(body)
 
@@ -410,7 +425,7 @@ class GraphApi:
             if ctx.mailbox.id != ctx.claims.user_id:
                 raise _denied()
         body = {"@odata.context": self._context(ctx, f"users('{ctx.mailbox.id}')/mailboxSettings"),
-                **render.mailbox_settings_json(ctx.mailbox)}
+                **render.mailbox_settings_json(ctx.mailbox, custom_zone=self.state.behaviour.custom_mailbox_zone)}
         return graph_json(body)
 
     def _calendar_json(self, cal: Calendar, *, can_edit: bool, own: bool) -> dict[str, Any]:
@@ -638,12 +653,16 @@ class GraphApi:
             round_state = self.state.begin_round(owner_id=cal.owner_id, calendar_id=cal.id, scope=scope, start=start,
                                                  end=end, previous=None, immutable=ctx.immutable, id_for=id_for)
         page = self.state.serve_page(round_state, size)
+        partial = behaviour.partial_delta_items and round_state.incremental
         value: list[dict[str, Any]] = []
         for inst in page.instances:
-            value.append({"@odata.type": "#microsoft.graph.event",
-                          **self._event_json(ctx, inst, view_zone=ctx.view_zone, expand=None)})
+            item = self._event_json(ctx, inst, view_zone=ctx.view_zone, expand=None)
+            if partial:
+                item = render.partial_item(item)
+            value.append({"@odata.type": "#microsoft.graph.event", **item})
+        reason = "changed" if behaviour.removed_reason_changed else "deleted"
         for removed in page.removed:
-            value.append({"@odata.type": "#microsoft.graph.event", "id": removed, "@removed": {"reason": "deleted"}})
+            value.append({"@odata.type": "#microsoft.graph.event", "id": removed, "@removed": {"reason": reason}})
         body: dict[str, Any] = {"@odata.context": self._context(ctx, "Collection(event)")}
         if page.next_token:
             body["@odata.nextLink"] = f"{ctx.base}{scope}{suffix}?$skiptoken={page.next_token}"
@@ -671,6 +690,9 @@ class GraphApi:
         cal_id = m.group("cal")
         if cal_id is None:
             return user, self.state.default_calendar(user.id)
+        if self.state.behaviour.refuse_calendar_subscriptions:
+            raise GraphError(400, "ExtensionError", f"Operation: Create; Exception: [Status Code: BadRequest; Reason: "
+                             f"Resource '{resource}' is not supported for change notifications.]")
         try:
             cal = self.state.calendar(cal_id)
         except KeyError:
@@ -705,8 +727,11 @@ class GraphApi:
         if not isinstance(raw, str) or not raw:
             raise GraphError(400, "InvalidRequest", f"{name} is required.")
         parts = urlsplit(raw)
-        allowed = ("https",) if self.state.behaviour.require_https_notification_url else ("https", "http")
-        if parts.scheme not in allowed or not parts.netloc:
+        # Graph refuses every non-https URL. The stand-in lets plain http through to a loopback
+        # address only (the local Functions host), unless told to be as strict as Graph.
+        loopback = (parts.hostname or "").lower() in ("127.0.0.1", "::1", "localhost")
+        strict = self.state.behaviour.require_https_notification_url
+        if not parts.netloc or not (parts.scheme == "https" or (parts.scheme == "http" and loopback and not strict)):
             raise GraphError(400, "InvalidRequest", f"Invalid {name}: an absolute https URL is required.")
         return raw
 
@@ -747,11 +772,14 @@ class GraphApi:
         if lifecycle_url:
             await self.dispatcher.validate(lifecycle_url)
         creator = ctx.claims.user_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"sp:{ctx.claims.client_id}"))
+        # /users/{id}/events and /me/events watch every event of the mailbox (Outlook change
+        # notifications overview: "changes to all events in a user's mailbox"): calendar "".
+        mailbox_wide = _MAILBOX_WIDE.match(resource.strip()) is not None
         sub = Subscription(id=str(uuid.uuid4()), resource=resource, change_type=change_type,
                            notification_url=notification_url, lifecycle_url=lifecycle_url,
                            client_state=client_state, expiration=expiration,
                            application_id=ctx.claims.client_id, creator_id=creator, tenant_id=user.tenant_id,
-                           mailbox_id=user.id, calendar_id=cal.id, immutable_ids=ctx.immutable,
+                           mailbox_id=user.id, calendar_id="" if mailbox_wide else cal.id, immutable_ids=ctx.immutable,
                            app_only=ctx.claims.app_only)
         self.state.add_subscription(sub)
         return graph_json(self._sub_body(ctx, sub), 201)
@@ -878,6 +906,11 @@ class GraphApi:
             except ValueError:
                 result["body"] = resp.text
         return result
+
+
+def _http_date(seconds: float) -> str:
+    """A Retry-After as an HTTP date (RFC 9110 allows it beside delta-seconds)."""
+    return email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=math.ceil(seconds)), usegmt=True)
 
 
 def _seconds(value: float) -> str:

@@ -79,6 +79,7 @@ class SyncState:
     baseline: dict[str, tuple[str, str]]          # instance key → (changeKey, id as sent)
     remaining: list[tuple[str, str]] = field(default_factory=list)   # (upsert, key) | (removed, sent id)
     empty_served: bool = False
+    incremental: bool = False                     # a round that followed a delta link
 
 
 @dataclass
@@ -596,7 +597,8 @@ class GraphState:
                 items.append(("upsert", self.rng.choice(unchanged)))
             baseline = {k: (i.change_key, id_for(i)) for k, i in current.items()}
             return SyncState(token="", kind="skip", created=time.time(), owner_id=owner_id, calendar_id=calendar_id,
-                             scope=scope, start=start, end=end, baseline=baseline, remaining=items)
+                             scope=scope, start=start, end=end, baseline=baseline, remaining=items,
+                             incremental=previous is not None)
 
     def serve_page(self, state: SyncState, page_size: int) -> DeltaPage:
         with self._lock:
@@ -605,7 +607,8 @@ class GraphState:
                 return self._store_state(SyncState(
                     token=token, kind=kind, created=time.time(), owner_id=state.owner_id,
                     calendar_id=state.calendar_id, scope=state.scope, start=state.start, end=state.end,
-                    baseline=state.baseline, remaining=remaining, empty_served=empty_served))
+                    baseline=state.baseline, remaining=remaining, empty_served=empty_served,
+                    incremental=state.incremental and kind == "skip"))
 
             if state.remaining and not state.empty_served and self.rng.random() < self.behaviour.empty_page_probability:
                 # Graph may answer a page with no items and a nextLink; clients must keep following.
@@ -677,7 +680,12 @@ class GraphState:
         now = datetime.now(UTC)
         queued = False
         for sub in list(self.subscriptions.values()):
-            if sub.calendar_id != calendar_id or change_type not in sub.change_type.split(","):
+            if change_type not in sub.change_type.split(","):
+                continue
+            # "" watches every calendar of the mailbox (/users/{id}/events).
+            watched = (sub.calendar_id == calendar_id
+                       or (not sub.calendar_id and self._owns(sub.mailbox_id, calendar_id)))
+            if not watched:
                 continue
             if sub.expiration <= now:
                 continue
@@ -701,6 +709,10 @@ class GraphState:
             queued = True
         if queued and self.wake is not None:
             self.wake()
+
+    def _owns(self, mailbox_id: str, calendar_id: str) -> bool:
+        cal = self.calendars.get(calendar_id)
+        return cal is not None and cal.owner_id == mailbox_id
 
     def trigger_lifecycle(self, subscription_id: str, lifecycle_event: str) -> None:
         """Send a lifecycle notification now; ``subscriptionRemoved`` also removes the subscription."""
@@ -790,7 +802,8 @@ class GraphState:
                 raise TimeoutError("requests did not arrive in time")
 
     def add_fault(self, kind: str, *, path: str = ".*", method: str | None = None, rate: float = 1.0,
-                  count: int | None = None, retry_after: float = 1.0, delay: float = 5.0) -> FaultRule:
+                  count: int | None = None, retry_after: float = 1.0, delay: float = 5.0,
+                  retry_after_date: bool = False) -> FaultRule:
         import re
 
         if kind not in FAULT_KINDS:
@@ -803,7 +816,7 @@ class GraphState:
         with self._lock:
             self._fault_seq += 1
             rule = FaultRule(self._fault_seq, kind, path, method.upper() if method else None, rate, count,
-                             retry_after, delay)
+                             retry_after, delay, retry_after_date=retry_after_date)
             self.faults.append(rule)
             return rule
 

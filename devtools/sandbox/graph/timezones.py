@@ -2,8 +2,8 @@
 
 Graph accepts and returns Windows zone names ("W. Europe Standard Time") as well as IANA names
 in ``start/end.timeZone`` and ``Prefer: outlook.timezone``; published ICS feeds carry Windows
-TZIDs. The table follows CLDR's windowsZones (territory 001) for the zones a German practice
-and its neighbours are likely to meet, plus the usual world zones.
+TZIDs. The table is CLDR's windowsZones (territory 001): every Windows name, generated from the
+CLDR data the icalendar package ships, not written by hand.
 """
 
 from __future__ import annotations
@@ -12,41 +12,14 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON as _CLDR_WINDOWS_ZONES
+
+#: Every Windows zone name Exchange accepts → its IANA zone: CLDR's windowsZones (territory 001),
+#: as the icalendar package ships it (regenerated there from CLDR), plus Graph's own UTC spellings.
 WINDOWS_TO_IANA: dict[str, str] = {
+    **_CLDR_WINDOWS_ZONES,
     "UTC": "UTC",
     "Coordinated Universal Time": "UTC",
-    "GMT Standard Time": "Europe/London",
-    "Greenwich Standard Time": "Atlantic/Reykjavik",
-    "W. Europe Standard Time": "Europe/Berlin",
-    "Central Europe Standard Time": "Europe/Budapest",
-    "Central European Standard Time": "Europe/Warsaw",
-    "Romance Standard Time": "Europe/Paris",
-    "E. Europe Standard Time": "Europe/Chisinau",
-    "FLE Standard Time": "Europe/Kiev",
-    "GTB Standard Time": "Europe/Bucharest",
-    "Russian Standard Time": "Europe/Moscow",
-    "Turkey Standard Time": "Europe/Istanbul",
-    "Israel Standard Time": "Asia/Jerusalem",
-    "South Africa Standard Time": "Africa/Johannesburg",
-    "Egypt Standard Time": "Africa/Cairo",
-    "Arabian Standard Time": "Asia/Dubai",
-    "India Standard Time": "Asia/Calcutta",
-    "China Standard Time": "Asia/Shanghai",
-    "Singapore Standard Time": "Asia/Singapore",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "Korea Standard Time": "Asia/Seoul",
-    "AUS Eastern Standard Time": "Australia/Sydney",
-    "New Zealand Standard Time": "Pacific/Auckland",
-    "Eastern Standard Time": "America/New_York",
-    "Central Standard Time": "America/Chicago",
-    "Mountain Standard Time": "America/Denver",
-    "US Mountain Standard Time": "America/Phoenix",
-    "Pacific Standard Time": "America/Los_Angeles",
-    "Alaskan Standard Time": "America/Anchorage",
-    "Hawaiian Standard Time": "Pacific/Honolulu",
-    "Atlantic Standard Time": "America/Halifax",
-    "E. South America Standard Time": "America/Sao_Paulo",
-    "Canada Central Standard Time": "America/Regina",
 }
 
 #: IANA zones that CLDR maps onto a Windows zone without being its primary city

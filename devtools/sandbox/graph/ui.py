@@ -376,7 +376,8 @@ class OutlookUi:
             count = int(form["count"]) if form.get("count") else None
             self.state.add_fault(form.get("kind", ""), path=form.get("path") or ".*", method=form.get("method") or None,
                                  rate=float(form.get("rate") or 1), count=count,
-                                 retry_after=float(form.get("retry_after") or 1), delay=float(form.get("delay") or 5))
+                                 retry_after=float(form.get("retry_after") or 1), delay=float(form.get("delay") or 5),
+                                 retry_after_date=form.get("retry_after_date") == "on")
         except ValueError as exc:
             raise FormError(str(exc)) from exc
         return _back(request, "/outlook/faults", msg="fault")
@@ -404,6 +405,13 @@ class OutlookUi:
                 setattr(b, name, value)
             age = form.get("delta_token_max_age", "").strip()
             b.delta_token_max_age = float(age) if age else None
+            level = int(form.get("custom_zone_labels", b.custom_zone_labels))
+            if level not in (0, 1, 2):
+                raise FormError("custom_zone_labels: 0, 1 or 2")
+            b.custom_zone_labels = level
+            for name in ("removed_reason_changed", "partial_delta_items", "custom_mailbox_zone",
+                         "refuse_calendar_subscriptions", "require_https_notification_url"):
+                setattr(b, name, form.get(name) == "on")
         except ValueError as exc:
             raise FormError(str(exc)) from exc
         return _back(request, "/outlook/faults", msg="behaviour")
