@@ -56,7 +56,8 @@ SHOW_AS_LABEL = {"free": ("Frei", "Free"), "tentative": ("Mit Vorbehalt", "Tenta
                  "busy": ("Gebucht", "Busy"), "oof": ("Abwesend", "Away"),
                  "workingElsewhere": ("An anderem Ort tätig", "Working elsewhere"), "unknown": ("Unbekannt", "Unknown")}
 PUBLISH_DETAIL_LABEL = {"availability": ("Nur Verfügbarkeit", "Availability only"),
-                        "limited": ("Eingeschränkte Details", "Limited details"), "full": ("Alle Details", "All details")}
+                        "limited": ("Eingeschränkte Details", "Limited details"),
+                        "full": ("Alle Details", "All details")}
 DAY_LABEL = [("Mo", "Mon"), ("Di", "Tue"), ("Mi", "Wed"), ("Do", "Thu"), ("Fr", "Fri"), ("Sa", "Sat"), ("So", "Sun")]
 
 
