@@ -12,6 +12,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "providers": "Kalenderprofile",
         "providers_intro": "Wählen Sie ein Kalenderprofil. Alles hier ist ein Nachbau von timum für Tests.",
         "other_lang": "English",
+        "sandbox_home": "Sandbox-Übersicht",
         "integrations": "Integrationen",
         "outlook_integration": "Outlook Integration",
         "outlook_intro": "Verbinden Sie Outlook-Kalender mit Ihren Ressourcen: Buchungen erscheinen in Outlook, "
@@ -168,6 +169,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "providers": "Calendar profiles",
         "providers_intro": "Choose a calendar profile. Everything here imitates timum for testing.",
         "other_lang": "Deutsch",
+        "sandbox_home": "Sandbox overview",
         "integrations": "Integrations",
         "outlook_integration": "Outlook integration",
         "outlook_intro": "Connect Outlook calendars to your resources: bookings appear in Outlook, busy Outlook "

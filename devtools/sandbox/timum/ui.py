@@ -52,7 +52,11 @@ def slot_label(slot: Slot, lang: str) -> str:
     """``Outlook: belegt`` — where a blocked time comes from and what it may show of the event."""
     t = TEXTS[lang]
     source = t.get(f"slot_source_{slot.source}", slot.source)
-    return f"{source}: {slot.title.strip() or t['slot_busy']}"
+    title = " ".join(slot.title.split())
+    # A title that only names the source ("Outlook", the service's privacy label) says nothing more.
+    if title.lower() in ("", slot.source.lower(), source.lower()):
+        title = t["slot_busy"]
+    return f"{source}: {title}"
 
 
 def _parse_time(raw: object) -> datetime | None:
@@ -145,7 +149,7 @@ class TimumUi:
     # --- pages -----------------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:
         lang = pick_lang(request.query_params.get("lang"))
-        return self._render("index.html", lang, providers=self.state.list_providers())
+        return self._render("index.html", lang, providers=self.state.list_providers(), nav="providers")
 
     async def provider_page(self, request: Request, *, lang: str | None = None, error: str = "",
                             status: int = 200) -> Response:
@@ -181,8 +185,8 @@ class TimumUi:
         outlook = request.query_params.get("outlook", "")
         tomorrow = (datetime.now(tz) + timedelta(days=1)).date().isoformat()
         return self._render(
-            "provider.html", lang, status=status, provider=provider, resources=resources, statuses=statuses,
-            names=names, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
+            "provider.html", lang, status=status, provider=provider, nav="provider", resources=resources,
+            statuses=statuses, names=names, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
             outlook=TEXTS[lang].get(f"outlook_{outlook}", ""), outlook_ok=outlook == "connected",
             services=SERVICES, durations=DURATIONS, tomorrow=tomorrow, reachable=reachable,
             other_lang_url=self._url(f"/timum/providers/{pid}", "de" if lang == "en" else "en"))
@@ -198,7 +202,8 @@ class TimumUi:
         except UnknownItem:
             return self._not_found(lang)
         rtz = ZoneInfo(booking.time_zone)
-        return self._render("booking.html", lang, booking=booking, resource=resource,
+        return self._render("booking.html", lang, booking=booking, resource=resource, nav="",
+                            provider=self.state.provider(pid),
                             when=format_span(booking.start.astimezone(rtz), booking.end.astimezone(rtz), lang))
 
     # --- actions ---------------------------------------------------------------------------------
@@ -344,6 +349,7 @@ class TimumUi:
                 values = {}
         done = request.query_params.get("done", "")
         return self._render("settings.html", lang, status=status, provider=provider, values=values,
+                            nav="settings",
                             choices=SETTING_CHOICES, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
                             other_lang_url=self._url(f"/timum/providers/{pid}/settings",
                                                      "de" if lang == "en" else "en"))
