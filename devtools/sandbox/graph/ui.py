@@ -221,7 +221,10 @@ class OutlookUi:
                      prev_week=(start_day - timedelta(days=span)).isoformat(),
                      next_week=(start_day + timedelta(days=span)).isoformat(), today=date.today().isoformat(),
                      show_as_values=SHOW_AS, day_labels=DAY_LABEL, day_names=DAYS, section="calendar",
-                     week=start_day.isoformat())
+                     week=start_day.isoformat(),
+                     # a new event lands in the days shown: today if they include it, else their first day
+                     new_date=(date.today() if start_day <= date.today() < start_day + timedelta(days=span)
+                               else start_day).isoformat())
 
     def _times(self, form: dict[str, str],
                user: SandboxUser) -> tuple[date | datetime, date | datetime, bool, date]:

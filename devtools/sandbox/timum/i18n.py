@@ -57,7 +57,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ics_feed_rotate": "Neuen Link erzeugen (der alte hört auf zu funktionieren)",
         "ics_feed_revoke": "Link widerrufen",
         "ics_feed_url": "Abo-Link",
-        "copy": "Kopieren",
+        "copy_button": "Kopieren",
         "copied": "Kopiert",
         "ics_import": "Veröffentlichten Outlook-Kalender einbinden (ICS)",
         "ics_import_intro": "Ohne Microsoft-Anmeldung: In Outlook den Kalender veröffentlichen und den ICS-Link hier "
@@ -212,7 +212,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ics_feed_rotate": "Create a new link (the old one stops working)",
         "ics_feed_revoke": "Revoke link",
         "ics_feed_url": "Subscription link",
-        "copy": "Copy",
+        "copy_button": "Copy",
         "copied": "Copied",
         "ics_import": "Add a published Outlook calendar (ICS)",
         "ics_import_intro": "Without a Microsoft sign-in: publish the calendar in Outlook and enter its ICS link "
