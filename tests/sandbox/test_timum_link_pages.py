@@ -28,6 +28,7 @@ from devtools.sandbox.timum.state import Slot
 from devtools.sandbox.timum.ui import slot_label
 from shared.connect.links_api import check_provider_scope
 from shared.errors import InvalidSignature
+from shared.signing import sign_webhook
 
 PAGE = f"/timum/providers/{SONNENSCHEIN}"
 NOW = datetime.now(UTC)
@@ -206,6 +207,27 @@ def test_without_the_service_the_last_status_webhook_is_shown_and_unlinked_clear
         assert unlink.status_code == 503 and "Der Sync-Dienst ist nicht erreichbar." in text(unlink)
     finally:
         timum.config.service_base_url = saved
+
+
+def test_an_unlinked_webhook_is_accepted_and_clears_the_state(timum: RunningTimum, client: httpx.Client) -> None:
+    _status(timum, "ok", ANNA_WEBER)
+    data = {"providerId": SONNENSCHEIN, "resourceId": ANNA_WEBER, "status": "unlinked", "mode": "delegated",
+            "reason": "", "calendarName": "Kalender"}
+    event = {"id": "evt-unlinked", "type": "link.status_changed", "occurredAt": "2026-12-01T09:00:00Z",
+             "data": data}
+    body = json.dumps(event).encode()
+    headers = {"Timum-Signature": sign_webhook(body, [timum.config.timum_webhook_secrets[0]],
+                                               timestamp=int(time.time())),
+               "Timum-Delivery": "evt-unlinked", "Content-Type": "application/json"}
+    response = client.post("/timum/v1/webhooks/link-status", content=body, headers=headers)
+    assert response.status_code == 202
+    assert timum.state.resource(SONNENSCHEIN, ANNA_WEBER).link is None
+    assert timum.state.list_received_statuses()[-1].status == "unlinked"
+    bad = json.dumps({**event, "id": "evt-bad", "data": {**data, "status": "gone"}}).encode()
+    refused = client.post("/timum/v1/webhooks/link-status", content=bad, headers={
+        **headers, "Timum-Delivery": "evt-bad",
+        "Timum-Signature": sign_webhook(bad, [timum.config.timum_webhook_secrets[0]], timestamp=int(time.time()))})
+    assert refused.status_code == 400 and refused.json()["field"] == "data.status"
 
 
 def _status(timum: RunningTimum, status: str, resource: str, *, reason: str = "", calendar: str = "K") -> None:
