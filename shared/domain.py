@@ -111,6 +111,7 @@ class Link:
     skipped_items: int = 0          # unreadable items left out by the last completed round
     skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
     created_at: datetime | None = None
+    linked_by: str = ""             # the Microsoft account that linked it ("Name (address)"), for display
     etag: str = field(default="", compare=False)
 
     @property

@@ -257,6 +257,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
                      time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
                      # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
                      sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
+    fresh.linked_by = session.account_name
     await repo.claim_calendar(fresh)
     existing = await repo.get(fresh.key)
     link = fresh
@@ -269,7 +270,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
             # timum already knows a healthy link (the sign-in revived it), so only news is sent.
             tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
             link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
-                           time_zone=fresh.time_zone, health=LinkHealth.OK)
+                           time_zone=fresh.time_zone, health=LinkHealth.OK, linked_by=fresh.linked_by)
         else:
             await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
             link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)

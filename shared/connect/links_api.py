@@ -101,6 +101,7 @@ def link_json(link: Link) -> dict[str, Any]:
         "health": link.health.value,
         "icsHost": link.ics_host or None,
         "createdAt": _iso(link.created_at),
+        "linkedBy": link.linked_by or None,
     }
 
 

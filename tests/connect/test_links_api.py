@@ -81,7 +81,8 @@ async def test_listing_shows_the_providers_links_only(world: MemoryWorld) -> Non
     assert link == {"resourceId": "res-1", "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
                     "mode": "delegated", "syncMode": "push", "subscriptionExpiresAt": None, "lastSyncAt": None,
                     "lastError": "needs_reconnect", "lastErrorAt": None, "needsReconnect": True,
-                    "health": "needs_reconnect", "icsHost": None, "createdAt": None}
+                    "health": "needs_reconnect", "icsHost": None, "createdAt": None,
+                    "linkedBy": None}
 
 
 @pytest.mark.parametrize(("method", "what", "body"), [

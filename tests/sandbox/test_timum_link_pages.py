@@ -148,11 +148,11 @@ def unlinked_cards(response: httpx.Response) -> int:
 # --- state ------------------------------------------------------------------------------------------
 
 def test_link_state_owner_and_freshness_in_plain_words(client: httpx.Client, service: StandInService) -> None:
-    service.links = [linked()]
+    service.links = [linked(linkedBy="Dr. Anna Weber (anna.weber@praxis-sonnenschein.example)")]
     response = client.get(PAGE)
     page = text(response)
     assert "Outlook-Kalender „Behandlungsraum 1“, gehört anna.weber@praxis-sonnenschein.example." in page
-    assert "Verbunden mit der Microsoft-Anmeldung." in page
+    assert "Verbunden mit der Microsoft-Anmeldung." in page and "verbunden von" not in page, "her own calendar"
     assert "Änderungen in Outlook kommen innerhalb von Sekunden an. Zuletzt abgeglichen: vor 3 Minute(n)." in page
     assert "(Anmeldung)" not in page and "Anmeldung)" not in page
     assert unlinked_cards(response) == 1, "Behandlungsraum 1 is not in the links API"
@@ -165,11 +165,13 @@ def test_link_state_owner_and_freshness_in_plain_words(client: httpx.Client, ser
 
 def test_polling_app_only_and_ics_links_say_how_fresh_they_are(client: httpx.Client,
                                                                service: StandInService) -> None:
-    service.links = [linked(mode="app_only", syncMode="polling", lastSyncAt=None, calendarOwner="Jonas Becker"),
+    service.links = [linked(mode="app_only", syncMode="polling", lastSyncAt=None, calendarOwner="Jonas Becker",
+                            linkedBy="Dr. Anna Weber (anna.weber@praxis-sonnenschein.example)"),
                      linked(RAUM_1, mode="ics", syncMode="polling", calendarName="Praxis Weber",
                             calendarOwner="", icsHost="outlook.office365.com")]
     page = text(client.get(PAGE))
-    assert "Outlook-Kalender „Behandlungsraum 1“, gehört Jonas Becker." in page
+    assert ("Outlook-Kalender „Behandlungsraum 1“, gehört Jonas Becker, verbunden von Dr. Anna Weber "
+            "(anna.weber@praxis-sonnenschein.example).") in page
     assert "Verbunden mit der Administrator-Freigabe der Organisation." in page
     assert page.count("Dieser Kalender wird regelmäßig abgefragt (alle paar Minuten)") == 2
     assert "Noch nicht abgeglichen – der erste Abgleich läuft." in page

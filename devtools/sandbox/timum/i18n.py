@@ -31,6 +31,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "mode_ics": "über einen veröffentlichten Kalender-Link",
         "link_calendar": "Outlook-Kalender „{calendar}“",
         "link_owner": "gehört {owner}",
+        "link_linked_by": "verbunden von {who}",
         "link_how": "Verbunden {mode}.",
         "link_ics_readonly": "Nur lesend: Termine aus diesem Kalender blockieren Zeiten, Buchungen erscheinen dort "
                              "nicht.",
@@ -188,6 +189,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "mode_ics": "through a published calendar link",
         "link_calendar": "Outlook calendar “{calendar}”",
         "link_owner": "belongs to {owner}",
+        "link_linked_by": "linked by {who}",
         "link_how": "Connected {mode}.",
         "link_ics_readonly": "Read only: events of this calendar block times, bookings do not appear there.",
         "fresh_push": "Changes in Outlook arrive within seconds.",

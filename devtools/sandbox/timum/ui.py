@@ -89,10 +89,14 @@ def link_view(resource: Resource, link: dict[str, Any] | None, reachable: bool, 
     reason = reported.reason if reported is not None and reported.status == status else ""
     last = _parse_time(link.get("lastSyncAt"))
     mode = str(link.get("mode") or "")
+    owner = str(link.get("calendarOwner") or "")
+    linked_by = str(link.get("linkedBy") or "")
     return {
         "linked": True, "status": status, "mode": mode, "reason": reason, "stale": False,
         "calendar": str(link.get("calendarName") or link.get("icsHost") or ""),
-        "owner": str(link.get("calendarOwner") or ""),
+        "owner": owner,
+        # Only worth saying when someone linked a calendar that is not their own (a shared one).
+        "linked_by": linked_by if linked_by and owner.lower() not in linked_by.lower() else "",
         "fresh": t["fresh_polling"] if link.get("syncMode") == "polling" else t["fresh_push"],
         "last_sync": t["last_sync"].format(ago=ago(last, now, lang)) if last else t["never_synced"],
     }
