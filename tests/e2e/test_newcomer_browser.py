@@ -126,7 +126,8 @@ def test_try_it_as_the_readme_says(stack: Stack, page: Any) -> None:
     shot("chooser")
     # "pick "Behandlungsraum 1" and link it"
     page.get_by_label(re.compile("Behandlungsraum 1")).check()
-    existing = page.get_by_role("button", name=re.compile("„Behandlungsraum 1“"))
+    # the action that links to the timum resource of the same name, not the one creating a new one
+    existing = page.get_by_role("button", name=re.compile(r"^(?!.*(Neue|neue|anlegen)).*„Behandlungsraum 1“"))
     if existing.count():
         existing.first.click()      # the chooser offers the resource of the same name
     else:
