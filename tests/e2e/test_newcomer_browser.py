@@ -1,7 +1,8 @@
 """What a newcomer clicks, in a real headless Chromium against the whole local stack (Azurite, the
 sandbox, the function app): README's "Try it" word for word, then every flow the sandbox timum
 offers on a linked resource — settings, ICS subscription link (copy, rotate, revoke), resync,
-unlink with our Outlook events deleted — and the import of a published Outlook calendar.
+unlink with our Outlook events deleted — the import of a published Outlook calendar, and a calendar
+shared with the person who links it.
 
 Set ``NEWCOMER_SCREENSHOTS=<dir>`` to keep a screenshot of each step for a person to look at.
 """
@@ -300,6 +301,25 @@ def test_every_flow_of_a_linked_resource_by_clicking(stack: Stack, page: Any) ->
          or "ICS-Kalender: Teamrunde" in card(page, ANNA_WEBER).inner_text(),
          what="the imported event as a blocked slot")
     shot("imported")
+
+    # A calendar Jonas shares with Anna, linked to a new resource: whose it is and who linked it.
+    new_resource = page.locator("#new-resource")
+    new_resource.get_by_label("Name").fill("Empfang")
+    new_resource.get_by_role("button", name="Anlegen").click()
+    [reception] = [r.id for r in stack.timum.list_resources(SONNENSCHEIN) if r.name == "Empfang"]
+    card(page, reception).get_by_role("button", name="Kalender verbinden (BETA)").click()
+    sign_in_as_anna(page)
+    page.locator("label", has_text="Jonas Becker").click()
+    page.get_by_role("button", name="Mit „Empfang“ verbinden").click()
+    page.wait_for_url(re.compile(r"outlook=connected"))
+    shared = card(page, reception).locator(".link-details").inner_text()
+    assert ("gehört jonas.becker@praxis-sonnenschein.example, verbunden von Dr. Anna Weber "
+            "(anna.weber@praxis-sonnenschein.example).") in shared
+    shot("shared")
+    card(page, reception).get_by_role("button", name="Verbindung trennen").click()
+    assert stack.link(SONNENSCHEIN, reception) is None
+    stack.timum.delete_resource(SONNENSCHEIN, reception)
+    page.goto(provider_page)
 
     # Clean up for other tests: unlink the import (it wrote nothing to Outlook, so nothing to
     # delete there), settings back to the defaults.
