@@ -134,7 +134,9 @@ def test_published_calendar_is_outlook_like_ics(world: World, web: httpx.Client)
     state.create_event(world.anna.id, "Fortbildung", date(2031, 10, 10), date(2031, 10, 11), all_day=True)
 
     page = web.post(f"/outlook/{world.anna.id}/publish", data={"calendar": cal.id, "detail": "full"})
-    url = re.search(r"https?://[^<\s]+/outlook/published/[0-9a-f]+/calendar\.ics", page.text).group(0)
+    found = re.search(r"https?://[^<\s]+/outlook/published/[0-9a-f]+/calendar\.ics", page.text)
+    assert found is not None, "the published calendar's link is shown"
+    url = found.group(0)
     assert web.get(url, headers={"User-Agent": "python-httpx/0.28"}).headers["content-type"].startswith("text/html")
     resp = web.get(url, headers={"User-Agent": BROWSER})
     assert resp.headers["content-type"] == "text/calendar; charset=utf-8"
