@@ -17,8 +17,8 @@ import httpx
 from devtools.sandbox.config import SandboxConfig
 from shared.connect.links_api import sign_api_request
 
-#: the service answers the pages' calls quickly or the page says it is unreachable
-TIMEOUT = 5.0
+#: a service that is down refuses at once; this only bounds a slow one (a loaded local host)
+TIMEOUT = 10.0
 MAX_DETAIL = 300
 
 
