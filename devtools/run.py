@@ -58,6 +58,7 @@ def _sandbox_config(values: dict[str, str]) -> Any:
                                     if s.strip()) or SandboxConfig.timum_webhook_secrets,
         timum_connect_secrets=(first("TIMUM_CONNECT_SECRETS"),) if first("TIMUM_CONNECT_SECRETS")
         else SandboxConfig.timum_connect_secrets,
+        service_function_key=values.get("FUNCTION_KEY", SandboxConfig.service_function_key),
         state_dir=RUN_DIR / "sandbox",
     )
 

@@ -112,6 +112,7 @@ class Link:
     skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
     subscription_resource: str = ""  # "calendar" | "mailbox" (Graph refused the calendar) | "" (none)
     created_at: datetime | None = None
+    linked_by: str = ""             # the Microsoft account that linked it ("Name (address)"), for display
     etag: str = field(default="", compare=False)
 
     @property

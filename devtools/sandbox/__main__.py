@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=defaults.host, help="interface to listen on (default %(default)s)")
     parser.add_argument("--service-base-url", default=defaults.service_base_url,
                         help="where the service under test listens (default %(default)s)")
+    parser.add_argument("--service-function-key",
+                        default=os.environ.get("FUNCTION_KEY") or defaults.service_function_key,
+                        help="the service's FUNCTION_KEY, for the sandbox timum's management calls "
+                             "(default: $FUNCTION_KEY, else the one of local.settings.json.example)")
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir,
                         help="CA and server certificate live here (default %(default)s)")
     parser.add_argument("--no-seed", action="store_true", help="start without demo tenants, users and data")
@@ -33,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = SandboxConfig(https_port=args.https_port, http_port=args.http_port, host=args.host,
                            service_base_url=args.service_base_url, state_dir=args.state_dir,
+                           service_function_key=args.service_function_key,
                            seed_demo=not args.no_seed)
     try:
         running = start_in_thread(config, with_graph=not args.without_graph, with_timum=not args.without_timum,

@@ -24,12 +24,13 @@ import threading
 from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -115,6 +116,7 @@ class Sandbox:
             Route("/_sandbox/requests", self._requests_json, methods=["GET", "DELETE"]),
             Route("/_sandbox/requests/page", self._requests_page, methods=["GET"]),
             Route("/_sandbox/health", self._health, methods=["GET"]),
+            Route("/_sandbox/reset-demo", self._reset_demo, methods=["POST"]),
             *control_routes(self.identity),
         ]
         if self.graph is not None:
@@ -159,8 +161,31 @@ class Sandbox:
         return ui.render(
             request, "landing.html", lang=lang, title="Sandbox", nav="home", config=self.config,
             tenants=tenants, with_graph=self.graph is not None, with_timum=self.timum is not None,
-            ca_path=str(self.certificates.ca.resolve()),
+            ca_path=str(self.certificates.ca.resolve()), reset_done=request.query_params.get("done") == "reset",
         )
+
+    async def _reset_demo(self, request: Request) -> Response:
+        """The home page's "reset" button: timum and Outlook back to the demo data, faults off, the
+        request log emptied — what tests and trials left behind goes. The service's own links stay
+        (they live in its storage); the sandbox timum still shows and can unlink them."""
+        lang = ui.pick_language(request)
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.url.netloc:
+            return Response("Forbidden", status_code=403)
+        if self.timum is not None:
+            self.timum.state.reset()
+            self.timum.seed_demo()
+        if self.graph is not None:
+            state = self.graph.state
+            state.clear_faults()
+            for user in list(self.directory.users.values()):
+                for calendar in state.own_calendars(user.id):
+                    for event in state.calendar_events(calendar.id):
+                        state.delete_event(state.ids(event).immutable_id)
+            if self.config.seed_demo:
+                self.graph.seed_demo(list(self.directory.users.values()))
+        self.requests.clear()
+        return RedirectResponse("/?done=reset" + ("&lang=en" if lang == "en" else ""), status_code=303)
 
     async def _requests_json(self, request: Request) -> Response:
         if request.method == "DELETE":

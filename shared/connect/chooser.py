@@ -159,6 +159,19 @@ async def _resource_name(services: Services, session: ChooserSession) -> str | N
     return None if resource is None else str(resource.get("name") or rid)
 
 
+async def _names_of_other_resources(services: Services, provider_id: str, choices: list[Choice],
+                                    target: LinkKey | None) -> dict[LinkKey, str]:
+    """Names of this provider's resources that already have one of the calendars, so the chooser
+    can say which one. Another provider's resources stay unnamed; a name that cannot be read
+    leaves the general note alone."""
+    keys = list({c.owner for c in choices
+                 if c.owner is not None and c.owner != target and c.owner.provider_id == provider_id})
+    found = await asyncio.gather(*(services.timum.get_resource(k.provider_id, k.resource_id) for k in keys),
+                                 return_exceptions=True)
+    return {k: str(r["name"]) for k, r in zip(keys, found, strict=True)
+            if isinstance(r, dict) and isinstance(r.get("name"), str) and r["name"]}
+
+
 def _cookie_error(session: ChooserSession | None, code: str, locale: str, status: int) -> ErrorPage:
     return ErrorPage(code, session.context.locale if session else locale, status=status,
                      return_url=session.context.return_url if session else "")
@@ -174,6 +187,7 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
     own: list[dict[str, Any]] = []
     shared: list[dict[str, Any]] = []
     existing: dict[str, dict[str, Any]] = {}
+    taken_by = await _names_of_other_resources(services, ctx.provider_id, choices, target)
     first_free = ""
     current = ""
     for choice in choices:
@@ -185,6 +199,8 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
             notes.append(_("chooser.read_only"))
         if choice.owner is not None and not linked_here:
             notes.append(_("chooser.linked_elsewhere"))
+            if choice.owner in taken_by:
+                notes.append(_("chooser.linked_here_resource", resource=taken_by[choice.owner]))
         if linked_here:
             notes.append(_("chooser.linked_here"))
             notes.append(_("chooser.linked_here_move"))
@@ -329,6 +345,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
                      time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
                      # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
                      sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
+    fresh.linked_by = session.account_name
     await repo.claim_calendar(fresh)
     existing = await repo.get(fresh.key)
     link = fresh
@@ -341,7 +358,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
             # timum already knows a healthy link (the sign-in revived it), so only news is sent.
             tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
             link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
-                           time_zone=fresh.time_zone, health=LinkHealth.OK)
+                           time_zone=fresh.time_zone, health=LinkHealth.OK, linked_by=fresh.linked_by)
         else:
             await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
             link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)

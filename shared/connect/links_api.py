@@ -103,6 +103,7 @@ def link_json(link: Link) -> dict[str, Any]:
         "createdAt": _iso(link.created_at),
         "skipped": {"count": link.skipped_items, "sample": link.skipped_sample or None},
         "subscriptionResource": (link.subscription_resource or "calendar") if link.subscription_id else None,
+        "linkedBy": link.linked_by or None,
     }
 
 

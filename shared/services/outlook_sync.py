@@ -326,6 +326,10 @@ async def _save_ics_state(services: Services, link: Link, source: object) -> Lin
         if source.fetched.status == 200:
             current.ics_etag, current.ics_last_modified = source.fetched.etag, source.fetched.last_modified
             current.ics_skipped = source.skipped
+            # The calendar's own name (X-WR-CALNAME) replaces the host shown until the first fetch.
+            name = " ".join("".join(c for c in source.calendar_name if c.isprintable()).split())[:200]
+            if name:
+                current.calendar_name = name
         current.last_sync_at = services.clock()
         try:
             return await repo.save(current)

@@ -82,7 +82,8 @@ async def test_listing_shows_the_providers_links_only(world: MemoryWorld) -> Non
                     "mode": "delegated", "syncMode": "push", "subscriptionExpiresAt": None, "lastSyncAt": None,
                     "lastError": "needs_reconnect", "lastErrorAt": None, "needsReconnect": True,
                     "health": "needs_reconnect", "icsHost": None, "createdAt": None,
-                    "skipped": {"count": 0, "sample": None}, "subscriptionResource": "calendar"}
+                    "skipped": {"count": 0, "sample": None}, "subscriptionResource": "calendar",
+                    "linkedBy": None}
 
 
 @pytest.mark.parametrize(("method", "what", "body"), [

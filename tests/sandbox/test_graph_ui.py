@@ -86,7 +86,7 @@ def test_forms_create_move_and_delete_events(world: World, web: httpx.Client) ->
     room = state.create_calendar(world.anna.id, "Behandlungsraum 1")
     moved = web.post(f"{base}/events/{state.ids(course).immutable_id}/move",
                      data={"date": "2031-09-12", "start": "08:00", "end": "12:00", "calendar": room.id})
-    assert moved.status_code == 200 and "Termin verschoben" in moved.text
+    assert moved.status_code == 200 and "Termin geändert" in moved.text
     assert course.calendar_id == room.id and not course.is_all_day
     assert course.start_local == datetime(2031, 9, 12, 8, 0)
 
@@ -134,7 +134,9 @@ def test_published_calendar_is_outlook_like_ics(world: World, web: httpx.Client)
     state.create_event(world.anna.id, "Fortbildung", date(2031, 10, 10), date(2031, 10, 11), all_day=True)
 
     page = web.post(f"/outlook/{world.anna.id}/publish", data={"calendar": cal.id, "detail": "full"})
-    url = re.search(r"https?://[^<\s]+/outlook/published/[0-9a-f]+/calendar\.ics", page.text).group(0)
+    found = re.search(r"https?://[^<\s]+/outlook/published/[0-9a-f]+/calendar\.ics", page.text)
+    assert found is not None, "the published calendar's link is shown"
+    url = found.group(0)
     assert web.get(url, headers={"User-Agent": "python-httpx/0.28"}).headers["content-type"].startswith("text/html")
     resp = web.get(url, headers={"User-Agent": BROWSER})
     assert resp.headers["content-type"] == "text/calendar; charset=utf-8"
@@ -241,3 +243,57 @@ def test_control_api(world: World, web: httpx.Client) -> None:
     assert any(u["id"] == world.anna.id for u in overview["users"])
     assert isinstance(web.get(f"{api}/deliveries").json(), list)
     assert web.post(f"{api}/subscriptions/unknown/lifecycle", json={"event": "missed"}).status_code == 404
+
+
+def _current_nav(html: str) -> list[str]:
+    return re.findall(r'<a href="[^"]*" aria-current="page">([^<]+)</a>', html)
+
+
+def test_navigation_marks_the_page_shown(world: World, web: httpx.Client) -> None:
+    anna = world.anna.id
+    assert _current_nav(web.get("/outlook/").text) == ["Postfach wählen"]
+    assert _current_nav(web.get(f"/outlook/{anna}/").text) == ["Kalender"]
+    assert _current_nav(web.get(f"/outlook/{anna}/settings").text) == ["Freigaben"]
+    assert _current_nav(web.get(f"/outlook/{anna}/notifications").text) == ["Benachrichtigungen"]
+    assert _current_nav(web.get("/outlook/faults").text) == ["Fehler &amp; Grenzen"]
+    assert _current_nav(web.get("/outlook/faults", params={"lang": "en"}).text) == ["Faults &amp; limits"]
+    home = web.get(f"/outlook/{anna}/")
+    assert '<a href="/">Sandbox-Übersicht</a>' in home.text, "every Outlook page leads back to the sandbox home"
+
+
+def test_show_as_is_editable_and_deleting_keeps_the_week(world: World, web: httpx.Client) -> None:
+    state = world.env.graph.state
+    cal = state.default_calendar(world.anna.id)
+    base = f"/outlook/{world.anna.id}"
+    web.post(f"{base}/calendars/{cal.id}/events", data={
+        "subject": "Team", "date": "2031-10-15", "start": "10:00", "end": "11:00", "show_as": "busy"})
+    (event,) = state.calendar_events(cal.id)
+    event_id = state.ids(event).immutable_id
+    week = web.get(f"{base}/calendars/{cal.id}", params={"week": "2031-10-15"})
+    assert re.search(r'<select name="show_as">.*?<option value="busy" selected>Gebucht</option>', week.text, re.S)
+
+    changed = web.post(f"{base}/events/{event_id}/move", data={
+        "date": "2031-10-15", "start": "10:00", "end": "11:00", "show_as": "free"})
+    assert changed.status_code == 200 and "Termin geändert" in changed.text
+    assert state.event(event_id).show_as == "free"
+    unchanged = web.post(f"{base}/events/{event_id}/move", data={
+        "date": "2031-10-15", "start": "10:00", "end": "11:00", "show_as": "no-such-value"})
+    assert unchanged.status_code == 200 and state.event(event_id).show_as == "free"
+
+    assert '<input type="hidden" name="week" value="2031-10-13">' in week.text
+    deleted = web.post(f"{base}/events/{event_id}/delete", data={"week": "2031-10-13"})
+    assert "Termin gelöscht" in deleted.text
+    assert deleted.url.params["week"] == "2031-10-13", "back to the week the event was in, not today's"
+    assert "week=2031-10-06" in deleted.text and "week=2031-10-20" in deleted.text, "its back and next links"
+    assert state.calendar_events(cal.id) == []
+
+
+def test_published_calendars_name_their_detail_level_in_words(world: World, web: httpx.Client) -> None:
+    state = world.env.graph.state
+    cal = state.default_calendar(world.anna.id)
+    web.post(f"/outlook/{world.anna.id}/publish", data={"calendar": cal.id, "detail": "availability"})
+    page = web.get(f"/outlook/{world.anna.id}/settings")
+    assert "<td>Nur Verfügbarkeit</td>" in page.text and "<td>availability</td>" not in page.text
+    english = web.get(f"/outlook/{world.anna.id}/settings", params={"lang": "en"})
+    assert "<td>Availability only</td>" in english.text
+    state.unpublish_calendar(cal.id)

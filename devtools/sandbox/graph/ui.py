@@ -36,7 +36,7 @@ _env = jinja2.Environment(
 
 MESSAGES = {
     "created": ("Termin angelegt.", "Event created."),
-    "moved": ("Termin verschoben.", "Event moved."),
+    "moved": ("Termin geändert.", "Event changed."),
     "deleted": ("Termin gelöscht.", "Event deleted."),
     "shared": ("Kalender freigegeben. Die Person sieht ihn, sobald sie die Einladung annimmt.",
                "Calendar shared. The person sees it once they accept the invitation."),
@@ -55,6 +55,9 @@ MESSAGES = {
 SHOW_AS_LABEL = {"free": ("Frei", "Free"), "tentative": ("Mit Vorbehalt", "Tentative"),
                  "busy": ("Gebucht", "Busy"), "oof": ("Abwesend", "Away"),
                  "workingElsewhere": ("An anderem Ort tätig", "Working elsewhere"), "unknown": ("Unbekannt", "Unknown")}
+PUBLISH_DETAIL_LABEL = {"availability": ("Nur Verfügbarkeit", "Availability only"),
+                        "limited": ("Eingeschränkte Details", "Limited details"),
+                        "full": ("Alle Details", "All details")}
 DAY_LABEL = [("Mo", "Mon"), ("Di", "Tue"), ("Mi", "Wed"), ("Do", "Thu"), ("Fr", "Fri"), ("Sa", "Sat"), ("So", "Sun")]
 
 
@@ -80,7 +83,8 @@ def _page(request: Request, template: str, *, title: str, status_code: int = 200
         home_url="/outlook/" + ("?lang=en" if lang == "en" else ""), nav="outlook",
         message=MESSAGES[msg][0 if lang == "de" else 1] if msg in MESSAGES else None,
         error=request.query_params.get("error"), q=lambda: ("?lang=en" if lang == "en" else ""),
-        show_as_label=lambda v: SHOW_AS_LABEL.get(v, (v, v))[0 if lang == "de" else 1], **context)
+        show_as_label=lambda v: SHOW_AS_LABEL.get(v, (v, v))[0 if lang == "de" else 1],
+        detail_label=lambda v: PUBLISH_DETAIL_LABEL.get(v, (v, v))[0 if lang == "de" else 1], **context)
     return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
@@ -173,7 +177,7 @@ class OutlookUi:
             people = [u for u in list(self.state.directory.users.values()) if u.tenant_id == tenant.id]
             if people:
                 tenants.append({"tenant": tenant, "users": people})
-        return _page(request, "outlook_users.html", title="Outlook", tenants=tenants)
+        return _page(request, "outlook_users.html", title="Outlook", tenants=tenants, section="users")
 
     async def mailbox(self, request: Request) -> Response:
         user = self._user(request)
@@ -216,7 +220,11 @@ class OutlookUi:
                      calendars=self._calendars(user), days=days, pending=pending, writable=self._writable(user, cal),
                      prev_week=(start_day - timedelta(days=span)).isoformat(),
                      next_week=(start_day + timedelta(days=span)).isoformat(), today=date.today().isoformat(),
-                     show_as_values=SHOW_AS, day_labels=DAY_LABEL, day_names=DAYS, section="calendar")
+                     show_as_values=SHOW_AS, day_labels=DAY_LABEL, day_names=DAYS, section="calendar",
+                     week=start_day.isoformat(),
+                     # a new event lands in the days shown: today if they include it, else their first day
+                     new_date=(date.today() if start_day <= date.today() < start_day + timedelta(days=span)
+                               else start_day).isoformat())
 
     def _times(self, form: dict[str, str],
                user: SandboxUser) -> tuple[date | datetime, date | datetime, bool, date]:
@@ -272,7 +280,10 @@ class OutlookUi:
             if not self._writable(user, self.state.calendar(target)):
                 raise FormError("keine Schreibrechte / no write access")
             event_id = self.state.move_event_to_calendar(event_id, target).immutable_id
-        self.state.update_event(event_id, start=start, end=end, all_day=all_day)
+        changes: dict[str, Any] = {"start": start, "end": end, "all_day": all_day}
+        if form.get("show_as") in SHOW_AS:
+            changes["show_as"] = form["show_as"]
+        self.state.update_event(event_id, **changes)
         return _back(request, f"/outlook/{user.id}/calendars/{target or ev.calendar_id}"
                               f"?week={day.isoformat()}", msg="moved")
 
@@ -287,7 +298,12 @@ class OutlookUi:
             event_id = self.state.ids(ev).immutable_id
         cal_id = ev.calendar_id
         self.state.delete_event(event_id)
-        return _back(request, f"/outlook/{user.id}/calendars/{cal_id}", msg="deleted")
+        # Back to the week the user was looking at, not to today's.
+        try:
+            week = f"?week={date.fromisoformat(form.get('week', '')).isoformat()}"
+        except ValueError:
+            week = ""
+        return _back(request, f"/outlook/{user.id}/calendars/{cal_id}{week}", msg="deleted")
 
     async def settings(self, request: Request) -> Response:
         user = self._user(request)
@@ -367,7 +383,8 @@ class OutlookUi:
         return _back(request, f"/outlook/{user.id}/notifications", msg="lifecycle")
 
     async def faults(self, request: Request) -> Response:
-        return _page(request, "outlook_faults.html", title="Fehler & Grenzen", rules=list(self.state.faults),
+        return _page(request, "outlook_faults.html", title="Fehler & Grenzen", section="faults",
+                     rules=list(self.state.faults),
                      kinds=FAULT_KINDS, behaviour=self.state.behaviour, states=len(self.state.sync_states))
 
     async def add_fault(self, request: Request) -> Response:

@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 BOOKING_EVENT_TYPES = ("booking.created", "booking.updated", "booking.cancelled")
 SLOT_SOURCES = ("outlook", "ics")
-LINK_STATUSES = ("ok", "needs_reconnect", "error")
+#: ``unlinked``: the service removed the link (timum then shows the resource as not connected)
+LINK_STATUSES = ("ok", "needs_reconnect", "error", "unlinked")
 LINK_MODES = ("delegated", "app_only", "ics")
 #: how the sandbox signs booking webhooks — anything but "valid" is for testing the service's refusal
 SIGNATURE_MODES = ("valid", "all_secrets", "wrong_secret", "stale", "missing")
@@ -287,6 +288,9 @@ class TimumState:
         self.deliveries: list[Delivery] = []
         self.received_statuses: list[ReceivedStatus] = []
         self.faults: list[FaultRule] = []
+        #: ICS feed URLs the service issued, per (provider, resource): the service shows a URL once
+        #: and keeps only its hash, so timum keeps it to show the provider again
+        self.feeds: dict[tuple[str, str], str] = {}
         self.api_log: deque[tuple[str, str, int]] = deque(maxlen=2000)
         self.webhook_url = config.service_base_url.rstrip("/") + "/api/timum/bookings"
         self.signature_mode = "valid"
@@ -405,6 +409,7 @@ class TimumState:
             for bid in [b.id for b in self.bookings.values()
                         if (b.provider_id, b.resource_id) == (provider_id, resource_id)]:
                 del self.bookings[bid]
+            self.feeds.pop((provider_id, resource_id), None)
             self._changed.notify_all()
 
     def reset(self) -> None:
@@ -417,6 +422,7 @@ class TimumState:
             self.deliveries.clear()
             self.received_statuses.clear()
             self.faults.clear()
+            self.feeds.clear()
             self.api_log.clear()
             self.signature_mode = "valid"
             self._paused = False
@@ -654,7 +660,9 @@ class TimumState:
                 occurred_at=str(payload.get("occurredAt") or ""), payload=copy.deepcopy(payload), duplicate=duplicate)
             self.received_statuses.append(received)
             resource = self.resources.get((received.provider_id, received.resource_id))
-            if resource is not None and not duplicate:
+            if resource is not None and not duplicate and received.status == "unlinked":
+                resource.link = None
+            elif resource is not None and not duplicate:
                 resource.link = LinkState(received.status, received.mode, received.reason, received.calendar_name,
                                           received.received_at)
             self._changed.notify_all()
@@ -663,6 +671,21 @@ class TimumState:
     def wait_for_statuses(self, count: int, *, timeout: float = 10.0) -> list[ReceivedStatus]:
         self.wait_until(lambda s: len(s.received_statuses) >= count, timeout=timeout)
         return self.list_received_statuses()
+
+    # --- ICS feed URLs ---------------------------------------------------------------------------
+    def keep_feed_url(self, provider_id: str, resource_id: str, url: str | None) -> None:
+        """Remember the feed URL the service issued (``None``: revoked)."""
+        with self._lock:
+            self.resource(provider_id, resource_id)
+            if url is None:
+                self.feeds.pop((provider_id, resource_id), None)
+            else:
+                self.feeds[(provider_id, resource_id)] = url
+            self._changed.notify_all()
+
+    def feed_url(self, provider_id: str, resource_id: str) -> str | None:
+        with self._lock:
+            return self.feeds.get((provider_id, resource_id))
 
     # --- fault injection ---------------------------------------------------------------------------
     def inject_fault(self, status: int | None = 503, *, rate: float = 1.0, count: int | None = None,

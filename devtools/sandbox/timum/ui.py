@@ -7,7 +7,7 @@ Plain HTML forms (POST, then 303 back), so every page works without JavaScript. 
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -19,11 +19,87 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from devtools.sandbox.timum.i18n import TEXTS, format_span, pick_lang
-from devtools.sandbox.timum.state import SandboxError, TimumState, UnknownItem
+from devtools.sandbox.timum.service import ServiceClient, ServiceError
+from devtools.sandbox.timum.state import Resource, SandboxError, Slot, TimumState, UnknownItem
 from shared.domain import Customer
 
 SERVICES = ("Krankengymnastik 30 min", "Manuelle Therapie", "Lymphdrainage", "Erstgespräch")
 DURATIONS = (15, 30, 45, 60, 90)
+#: the provider settings the service offers, each with its choices (labels in ``i18n``)
+SETTING_CHOICES: dict[str, tuple[str, ...]] = {
+    "titlePrivacy": ("none", "label", "subject"),
+    "customerPrivacy": ("none", "name", "contact"),
+    "cancelPolicy": ("delete", "mark"),
+    "locale": ("de", "en"),
+}
+MAX_URL = 2048
+
+
+def ago(moment: datetime, now: datetime, lang: str) -> str:
+    """``vor 3 Minute(n)`` — how long ago, in the page's language."""
+    t = TEXTS[lang]
+    seconds = max(0, int((now - moment).total_seconds()))
+    if seconds < 60:
+        return t["ago_seconds"]
+    if seconds < 3600:
+        return t["ago_minutes"].format(n=seconds // 60)
+    if seconds < 86400:
+        return t["ago_hours"].format(n=seconds // 3600)
+    return t["ago_days"].format(n=seconds // 86400)
+
+
+def slot_label(slot: Slot, lang: str) -> str:
+    """``Outlook: belegt`` — where a blocked time comes from and what it may show of the event."""
+    t = TEXTS[lang]
+    source = t.get(f"slot_source_{slot.source}", slot.source)
+    title = " ".join(slot.title.split())
+    # A title that only names the source ("Outlook", the service's privacy label) says nothing more.
+    if title.lower() in ("", slot.source.lower(), source.lower()):
+        title = t["slot_busy"]
+    return f"{source}: {title}"
+
+
+def _parse_time(raw: object) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def link_view(resource: Resource, link: dict[str, Any] | None, reachable: bool, lang: str,
+              now: datetime) -> dict[str, Any]:
+    """What the page says about a resource's calendar link, from the links API (``link``, when the
+    service answered) and the last link-status webhook (``resource.link``) — nothing else."""
+    t = TEXTS[lang]
+    reported = resource.link
+    if not reachable:
+        if reported is None or reported.status == "unlinked":
+            return {"linked": False, "status": "unlinked", "stale": True}
+        return {"linked": True, "status": reported.status, "mode": reported.mode, "reason": reported.reason,
+                "calendar": reported.calendar_name, "owner": "", "fresh": "", "last_sync": "", "stale": True}
+    if link is None:
+        return {"linked": False, "status": "unlinked", "stale": False}
+    status = str(link.get("health") or "ok")
+    if status not in ("ok", "needs_reconnect", "error"):
+        status = "error"
+    # The webhook carries the reason in the provider's words; the links API only a code.
+    reason = reported.reason if reported is not None and reported.status == status else ""
+    last = _parse_time(link.get("lastSyncAt"))
+    mode = str(link.get("mode") or "")
+    owner = str(link.get("calendarOwner") or "")
+    linked_by = str(link.get("linkedBy") or "")
+    return {
+        "linked": True, "status": status, "mode": mode, "reason": reason, "stale": False,
+        "calendar": str(link.get("calendarName") or link.get("icsHost") or ""),
+        "owner": owner,
+        # Only worth saying when someone linked a calendar that is not their own (a shared one).
+        "linked_by": linked_by if linked_by and owner.lower() not in linked_by.lower() else "",
+        "fresh": t["fresh_polling"] if link.get("syncMode") == "polling" else t["fresh_push"],
+        "last_sync": t["last_sync"].format(ago=ago(last, now, lang)) if last else t["never_synced"],
+    }
 
 
 def _env() -> Environment:
@@ -34,8 +110,9 @@ def _env() -> Environment:
 
 
 class TimumUi:
-    def __init__(self, state: TimumState) -> None:
+    def __init__(self, state: TimumState, service: ServiceClient | None = None) -> None:
         self.state = state
+        self.service = service or ServiceClient(state.config)
         self.env = _env()
 
     # --- helpers --------------------------------------------------------------------------------
@@ -76,7 +153,7 @@ class TimumUi:
     # --- pages -----------------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:
         lang = pick_lang(request.query_params.get("lang"))
-        return self._render("index.html", lang, providers=self.state.list_providers())
+        return self._render("index.html", lang, providers=self.state.list_providers(), nav="providers")
 
     async def provider_page(self, request: Request, *, lang: str | None = None, error: str = "",
                             status: int = 200) -> Response:
@@ -87,6 +164,12 @@ class TimumUi:
         except UnknownItem:
             return self._not_found(lang)
         tz = ZoneInfo(provider.time_zone)
+        try:
+            links = {str(lk.get("resourceId")): lk for lk in await self.service.list_links(pid)}
+            reachable = True
+        except ServiceError:
+            links, reachable = {}, False
+        now = datetime.now(UTC)
         resources = []
         for res in self.state.list_resources(pid):
             rtz = ZoneInfo(res.time_zone)
@@ -95,19 +178,21 @@ class TimumUi:
                          "time": b.start.astimezone(rtz).strftime("%H:%M")}
                         for b in self.state.list_bookings(pid, res.id)]
             slots = [{"s": s, "when": format_span(s.start.astimezone(rtz), s.end.astimezone(rtz), lang,
-                                                  all_day=s.all_day)}
+                                                  all_day=s.all_day), "label": slot_label(s, lang)}
                      for s in self.state.list_slots(pid, res.id)]
-            resources.append({"r": res, "bookings": bookings, "slots": slots})
+            resources.append({"r": res, "bookings": bookings, "slots": slots,
+                              "link": link_view(res, links.get(res.id), reachable, lang, now),
+                              "feed": self.state.feed_url(pid, res.id)})
         statuses = [s for s in self.state.list_received_statuses() if s.provider_id == pid][-10:]
         names = {res.id: res.name for res in self.state.list_resources(pid)}
         done = request.query_params.get("done", "")
         outlook = request.query_params.get("outlook", "")
         tomorrow = (datetime.now(tz) + timedelta(days=1)).date().isoformat()
         return self._render(
-            "provider.html", lang, status=status, provider=provider, resources=resources, statuses=statuses,
-            names=names, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
+            "provider.html", lang, status=status, provider=provider, nav="provider", resources=resources,
+            statuses=statuses, names=names, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
             outlook=TEXTS[lang].get(f"outlook_{outlook}", ""), outlook_ok=outlook == "connected",
-            services=SERVICES, durations=DURATIONS, tomorrow=tomorrow,
+            services=SERVICES, durations=DURATIONS, tomorrow=tomorrow, reachable=reachable,
             other_lang_url=self._url(f"/timum/providers/{pid}", "de" if lang == "en" else "en"))
 
     async def booking_page(self, request: Request) -> Response:
@@ -121,7 +206,8 @@ class TimumUi:
         except UnknownItem:
             return self._not_found(lang)
         rtz = ZoneInfo(booking.time_zone)
-        return self._render("booking.html", lang, booking=booking, resource=resource,
+        return self._render("booking.html", lang, booking=booking, resource=resource, nav="",
+                            provider=self.state.provider(pid),
                             when=format_span(booking.start.astimezone(rtz), booking.end.astimezone(rtz), lang))
 
     # --- actions ---------------------------------------------------------------------------------
@@ -181,6 +267,116 @@ class TimumUi:
     async def cancel(self, request: Request) -> Response:
         return await self._act(request, "cancel")
 
+    # --- what the service decides: unlink, resync, ICS feed and import, settings ---------------------
+    def _service_error(self, exc: ServiceError, lang: str) -> tuple[str, int]:
+        t = TEXTS[lang]
+        if exc.status == 0:
+            return t["err_service_unreachable"], 503
+        if exc.status == 404:
+            return t["err_service_not_found"], 404
+        if exc.code == "resource_linked":
+            return t["err_service_resource_linked"], 409
+        if exc.field == "url":
+            return t["err_service_url"].format(detail=exc.detail), 400
+        return t["err_service"].format(detail=exc.detail or exc.code), exc.status if exc.status < 500 else 502
+
+    async def _resource_act(self, request: Request, action: str) -> Response:
+        form = await self._form(request)
+        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
+        try:
+            self.state.resource(pid, rid)
+        except UnknownItem:
+            return self._not_found(lang)
+        try:
+            done = await self._apply_service(action, pid, rid, form)
+        except ServiceError as exc:
+            text, status = self._service_error(exc, lang)
+            return await self.provider_page(request, lang=lang, error=text, status=status)
+        except SandboxError as exc:
+            return await self.provider_page(request, lang=lang, error=self._error_text(exc, lang), status=400)
+        target = self._url(f"/timum/providers/{pid}", lang, done=done) + f"#resource-{quote(rid, safe='')}"
+        return RedirectResponse(target, status_code=303)
+
+    async def _apply_service(self, action: str, pid: str, rid: str, form: dict[str, str]) -> str:
+        if action == "unlink":
+            purge = form.get("deleteOutlookEvents") == "true"
+            await self.service.unlink(pid, rid, delete_outlook_events=purge)
+            return "unlinked_deleted" if purge else "unlinked"
+        if action == "resync":
+            await self.service.resync(pid, rid)
+            return "resync"
+        if action == "feed":
+            feed = await self.service.issue_feed(pid, rid)
+            self.state.keep_feed_url(pid, rid, str(feed.get("url") or "") or None)
+            return "feed_issued"
+        if action == "revoke":
+            await self.service.revoke_feed(pid, rid)
+            self.state.keep_feed_url(pid, rid, None)
+            return "feed_revoked"
+        url = form.get("url", "")
+        if not url:
+            raise SandboxError("url missing", field="url", key="url_required")
+        if len(url) > MAX_URL:
+            raise SandboxError("url too long", field="url", key="url_required")
+        await self.service.ics_import(pid, rid, url)
+        return "ics_imported"
+
+    async def unlink(self, request: Request) -> Response:
+        return await self._resource_act(request, "unlink")
+
+    async def resync(self, request: Request) -> Response:
+        return await self._resource_act(request, "resync")
+
+    async def issue_feed(self, request: Request) -> Response:
+        return await self._resource_act(request, "feed")
+
+    async def revoke_feed(self, request: Request) -> Response:
+        return await self._resource_act(request, "revoke")
+
+    async def ics_import(self, request: Request) -> Response:
+        return await self._resource_act(request, "import")
+
+    async def settings_page(self, request: Request, *, lang: str | None = None, error: str = "",
+                            status: int = 200, values: dict[str, Any] | None = None) -> Response:
+        lang = lang or pick_lang(request.query_params.get("lang"))
+        pid = request.path_params["providerId"]
+        try:
+            provider = self.state.provider(pid)
+        except UnknownItem:
+            return self._not_found(lang)
+        if values is None:
+            try:
+                values = await self.service.get_settings(pid)
+            except ServiceError as exc:
+                error, status = error or self._service_error(exc, lang)[0], 503 if exc.status == 0 else 502
+                values = {}
+        done = request.query_params.get("done", "")
+        return self._render("settings.html", lang, status=status, provider=provider, values=values,
+                            nav="settings",
+                            choices=SETTING_CHOICES, error=error, done=TEXTS[lang].get(f"done_{done}", ""),
+                            other_lang_url=self._url(f"/timum/providers/{pid}/settings",
+                                                     "de" if lang == "en" else "en"))
+
+    async def save_settings(self, request: Request) -> Response:
+        form = await self._form(request)
+        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        pid = request.path_params["providerId"]
+        try:
+            self.state.provider(pid)
+        except UnknownItem:
+            return self._not_found(lang)
+        # Only the choices the form offers go to the service, which checks them again.
+        values: dict[str, Any] = {name: form[name] for name in SETTING_CHOICES if form.get(name)}
+        values["tentativeBlocks"] = form.get("tentativeBlocks") == "true"
+        try:
+            await self.service.put_settings(pid, values)
+        except ServiceError as exc:
+            text, status = self._service_error(exc, lang)
+            return await self.settings_page(request, lang=lang, error=text, status=status, values=values)
+        return RedirectResponse(self._url(f"/timum/providers/{pid}/settings", lang, done="settings_saved"),
+                                status_code=303)
+
     async def connect(self, request: Request) -> Response:
         """The two buttons: send the browser to the service with a freshly signed connect link."""
         form = await self._form(request)
@@ -207,6 +403,13 @@ class TimumUi:
             Route(f"{p}/connect", self.connect, methods=["POST"]),
             Route(f"{p}/resources", self.add_resource, methods=["POST"]),
             Route(f"{p}/resources/{{resourceId}}/connect", self.connect, methods=["POST"]),
+            Route(f"{p}/resources/{{resourceId}}/unlink", self.unlink, methods=["POST"]),
+            Route(f"{p}/resources/{{resourceId}}/resync", self.resync, methods=["POST"]),
+            Route(f"{p}/resources/{{resourceId}}/ics-feed", self.issue_feed, methods=["POST"]),
+            Route(f"{p}/resources/{{resourceId}}/ics-feed/revoke", self.revoke_feed, methods=["POST"]),
+            Route(f"{p}/resources/{{resourceId}}/ics-import", self.ics_import, methods=["POST"]),
+            Route(f"{p}/settings", self.settings_page, methods=["GET"]),
+            Route(f"{p}/settings", self.save_settings, methods=["POST"]),
             Route(f"{p}/bookings", self.book, methods=["POST"]),
             Route(f"{p}/bookings/{{bookingId}}", self.booking_page, methods=["GET"]),
             Route(f"{p}/bookings/{{bookingId}}/reschedule", self.reschedule, methods=["POST"]),
