@@ -102,7 +102,8 @@ class StandInService:
 def linked(resource: str = ANNA_WEBER, **extra: Any) -> dict[str, Any]:
     return {"resourceId": resource, "calendarName": "Behandlungsraum 1",
             "calendarOwner": "anna.weber@praxis-sonnenschein.example", "mode": "delegated", "syncMode": "push",
-            "lastSyncAt": (NOW - timedelta(minutes=3)).isoformat().replace("+00:00", "Z"), "health": "ok",
+            # From the clock at the call, not at import: the page counts minutes from its own now.
+            "lastSyncAt": (datetime.now(UTC) - timedelta(minutes=3)).isoformat().replace("+00:00", "Z"), "health": "ok",
             "needsReconnect": False, "icsHost": None, **extra}
 
 
