@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import BlockedSlot, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
+from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
 
 
 class GraphCalendarPort(ABC):
@@ -96,6 +96,11 @@ class TimumPort(ABC):
     @abstractmethod
     async def list_blocked_slots(self, provider_id: str, resource_id: str,
                                  source: str | None = None) -> list[BlockedSlot]: ...
+
+    @abstractmethod
+    async def list_bookings(self, provider_id: str, resource_id: str, *, start: datetime,
+                            end: datetime) -> list[Booking]:
+        """Bookings overlapping ``[start, end)``, confirmed and cancelled, every page read."""
 
     @abstractmethod
     async def send_link_status(self, payload: Mapping[str, Any]) -> None:

@@ -288,7 +288,12 @@ async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, own
 async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
     """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
     if "replay_link" in data:
-        return await replay_link_bookings(services, LinkKey.parse(str(data["replay_link"])))
+        return await replay_link_bookings(services, _message_key(data["replay_link"]))
+    if "backfill" in data:
+        # A new ICS feed: its resource may have no link, so only the store is brought up to date.
+        from shared.bookings.backfill import backfill_resource
+
+        return WriteOutcome(f"backfilled:{await backfill_resource(services, _message_key(data['backfill']))}")
     try:
         incoming = booking_from_json(data["booking"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -298,10 +303,21 @@ async def apply_booking_message(services: Services, data: dict[str, Any]) -> Wri
     return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
 
 
+def _message_key(raw: Any) -> LinkKey:
+    try:
+        return LinkKey.parse(str(raw))
+    except ValueError as exc:
+        raise BadRequest("malformed link key in a booking message") from exc
+
+
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
-    """Write every stored booking of a resource (after linking or reconnecting). Idempotent."""
+    """Backfill the resource's bookings from timum, then write every stored booking of it (after
+    linking or reconnecting). Idempotent."""
+    from shared.bookings.backfill import backfill_resource
+
     if await _usable_link(services, key) is None:
         return WriteOutcome("no_link")
+    await backfill_resource(services, key)
     written = 0
     here = await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id)
     # Events of bookings that moved to another resource while this link could not be written to
