@@ -48,7 +48,7 @@ from shared.signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger(__name__)
 
-LINK_STATUSES = ("ok", "needs_reconnect", "error")
+LINK_STATUSES = ("ok", "needs_reconnect", "error", "unlinked")
 LINK_MODES = ("delegated", "app_only", "ics")
 SLOT_SOURCES = ("outlook", "ics")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)

@@ -416,6 +416,10 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
     if current is not None:
         await finish(services, key, subscription_id)
         return "relinked"
+    from shared.connect.status import resend_unlinked
+
+    # The unlink's own attempt may have failed; a failure here retries the teardown message.
+    await resend_unlinked(services, key)
     leases = LeaseRepository(services.storage)
     if not await leases.acquire(key, TEARDOWN_OWNER, now=services.clock()):
         # A sync run is still writing for this link; clean up after it.

@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 BOOKING_EVENT_TYPES = ("booking.created", "booking.updated", "booking.cancelled")
 SLOT_SOURCES = ("outlook", "ics")
-LINK_STATUSES = ("ok", "needs_reconnect", "error")
+LINK_STATUSES = ("ok", "needs_reconnect", "error", "unlinked")
 LINK_MODES = ("delegated", "app_only", "ics")
 #: how the sandbox signs booking webhooks — anything but "valid" is for testing the service's refusal
 SIGNATURE_MODES = ("valid", "all_secrets", "wrong_secret", "stale", "missing")
