@@ -158,13 +158,18 @@ async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOut
 
     try:
         outcome = await write_booking(services, link, booking)
-    except NeedsReconnect as exc:
-        # No retry: without a token every retry fails. The booking stays in the store and is
-        # written when the user reconnects (the link set-up replays the store).
+    except (NeedsReconnect, AuthError) as exc:
+        if not isinstance(exc, NeedsReconnect) and exc.code != "graph_unauthorized":
+            # 403: the calendar is no longer writable for us; retrying cannot help; tell timum.
+            await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
+            return WriteOutcome("link_error")
+        # No retry: without a token every retry fails (a 401 reaches here only after the adapter
+        # got a fresh token and Graph refused that one too). The booking stays in the store and
+        # is written when the user reconnects (the link set-up replays the store).
         await set_health(services, link, LinkHealth.NEEDS_RECONNECT, f"{exc.code}: {exc.message}")
         return WriteOutcome("needs_reconnect")
-    except (RemoteGone, NotFound, AuthError) as exc:
-        # The calendar is gone or no longer writable: retrying cannot help; tell timum.
+    except (RemoteGone, NotFound) as exc:
+        # The calendar is gone: retrying cannot help; tell timum.
         await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
         return WriteOutcome("link_error")
     if link.health is not LinkHealth.OK:

@@ -143,7 +143,9 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
             lifecycle_url=services.settings.url("graph/lifecycle"),
             client_state=client_state, expires_at=now + _lifetime(services))
     except AuthError as exc:
-        if isinstance(exc, NeedsReconnect | ConsentRequired):
+        if isinstance(exc, NeedsReconnect | ConsentRequired) or exc.code == "graph_unauthorized":
+            # A 401 here survived a fresh token (the adapter retries once): the sign-in is bad,
+            # which polling would only hide.
             raise
         # Delegated access to a shared calendar, or the tenant allows no subscriptions: delta on
         # a timer still syncs, only later. The link's status shows sync_mode = polling.
@@ -354,8 +356,14 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
         return AdminOutcome(message.action.value, "ics")
     try:
         if message.action is AdminAction.SETUP:
+            polling = link.sync_mode is SyncMode.POLLING
+            if polling:
+                # Delegated access to a shared calendar: Graph will refuse the subscription, so the
+                # first sync must not wait for that answer (nor for the polling timer).
+                await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
             saved = await ensure_subscription(services, link)
-            await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
+            if not polling:
+                await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
             result = saved.sync_mode.value
         elif message.action is AdminAction.RESUBSCRIBE:
             if message.subscription_id and message.subscription_id != link.subscription_id:
