@@ -161,10 +161,14 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
         await _drop(graph, index, old)
         return saved
     # Index before link: a notification that arrives at once must already find its link.
-    await index.put(info.id, link.key, client_state)
+    await index.put(info.id, link.key, client_state, now=now)
     old = link.subscription_id
 
     def to_push(current: Link) -> bool:
+        if current.subscription_id != old:
+            # Another worker (a second SETUP of a reconnect, a duplicate lifecycle message) gave the
+            # link a subscription while we created ours: theirs stays, ours is the loser.
+            return False
         current.sync_mode = SyncMode.PUSH
         current.subscription_id, current.subscription_expires_at = info.id, info.expires_at
         return True
@@ -174,9 +178,18 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
     except LinkGone:
         await _drop(graph, index, info.id)
         raise
+    if saved.subscription_id != info.id:
+        # At most one live subscription per link: the one the link row names.
+        log.info("link %s got another subscription meanwhile; deleting ours", link.key)
+        await _drop(graph, index, info.id)
+        return saved
     if old and old != info.id:
         await _drop(graph, index, old)
     return saved
+
+
+#: An indexed subscription younger than this may still be on its way into its link row.
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -185,6 +198,7 @@ class RenewReport:
     recreated: int = 0
     deferred: int = 0      # transient failures: the next timer run tries again
     failed: int = 0
+    orphans: int = 0       # subscriptions no link uses, deleted
     health_changes: list[tuple[LinkKey, HealthChange]] = field(default_factory=list)
 
 
@@ -224,7 +238,41 @@ async def renew_expiring(services: Services, within: timedelta = timedelta(hours
 
     # Each renewal handles its own failures, so one bad link never stops the others.
     await asyncio.gather(*(one(link) for link in due))
+    report.orphans = await delete_orphans(services)
     return report
+
+
+async def delete_orphans(services: Services) -> int:
+    """Delete subscriptions that no link row names (a lost race or a crash between creating one
+    and saving the link): in Graph through the link's access when the resource is still linked
+    to the same calendar, and always from the index, so their notifications are refused.
+
+    Pending teardowns own the subscriptions of unlinked links (their index rows are gone already)."""
+    now = services.clock()
+    index = SubscriptionIndex(services.storage)
+    links = LinkRepository(services.storage)
+    removed = 0
+    for record, created in await index.list_all():
+        if created is not None and created > now - ORPHAN_GRACE:
+            continue
+        link = await links.get(record.link)
+        if link is not None and link.subscription_id == record.subscription_id:
+            continue
+        graph: GraphCalendarPort | None = None
+        if link is not None and link.mode is not LinkMode.ICS:
+            try:
+                graph = await services.graph.for_link(link)
+            except SyncError as exc:
+                log.warning("orphan subscription of %s: no Graph access (%s)", record.link, exc.code)
+        try:
+            await _drop(graph, index, record.subscription_id)
+        finally:
+            if graph is not None:
+                await graph.close()
+        removed += 1
+    if removed:
+        log.info("deleted %d orphaned subscriptions", removed)
+    return removed
 
 
 async def _renew_one(services: Services, link: Link, report: RenewReport) -> None:
