@@ -106,5 +106,10 @@ class TimumPort(ABC):
     async def send_link_status(self, payload: Mapping[str, Any]) -> None:
         """POST a signed link-status webhook to timum."""
 
+    @abstractmethod
+    async def send_booking_conflict(self, payload: Mapping[str, Any]) -> None:
+        """POST a signed ``booking.outlook_conflict`` event to timum's link-status webhook: the
+        Outlook event of a booking was edited or deleted there (provider setting ``report``)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from shared.bookings.outlook_edits import BookingEventGuard
 from shared.context import Services
 from shared.core.outlook_plan import (
     Action,
@@ -380,6 +381,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     seen: set[str] = set()
     if fresh:
         outcome.full_rounds += 1
+    guard = BookingEventGuard(services, link, provider, own)
 
     async def fetch(page_link: str) -> DeltaPage:
         outcome.graph_requests += 1
@@ -413,6 +415,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
                 await writes.settle()
                 status.update(await eventmap.get_many(key, [i for i in ids if i not in status]))
             await _apply(services, ctx, link, plan_page(ctx, page, status), status, outcome, writes)
+            await _guard_booking_events(guard, page)
         await writes.settle()
     except BaseException:
         if upcoming is not None:
@@ -430,6 +433,17 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     status.update(pending)
     await _apply(services, ctx, link, settle_pending(ctx, seen, pending), status, outcome)
     return await _save_state(services, link, page.delta_link, window)
+
+
+async def _guard_booking_events(guard: BookingEventGuard, page: DeltaPage) -> None:
+    """Booking events edited or deleted in Outlook (``shared.bookings.outlook_edits``). Their
+    restore or report never fails the round: the blocked slots are what this round is for."""
+    try:
+        await guard.check(page)
+    except TransientError:
+        raise  # the round is retried, and with it the check
+    except SyncError as exc:
+        log.warning("could not restore or report an edited booking event: %s", exc.code)
 
 
 class _Writes:
