@@ -5,6 +5,7 @@ instead of forcing a reconnect; a shared calendar (polling) syncs at once after 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,7 +16,7 @@ from devtools.stack import Stack, _ConnectWalker
 from shared.connect.links_api import sign_api_request
 from shared.domain import Customer, LinkHealth, SyncMode
 from shared.ics.feed import event_uid
-from tests.e2e.conftest import LOG, Names, berlin, fresh_user, utc
+from tests.e2e.conftest import ANNA, LOG, Names, berlin, fresh_user, slots, utc
 from tests.e2e.test_timum_to_outlook import booking_events, times, wait_event
 
 
@@ -145,3 +146,52 @@ def test_shared_calendar_polls_and_syncs_at_once(stack: Stack, names: Names) -> 
     # timer did not have to run for it — when it ran meanwhile, this run cannot tell them apart.
     if len(stack.host.records("poll_links")) == polls:
         LOG.info("first sync of the polling link came from its set-up")
+
+
+def _booking_event_id(stack: Stack, calendar_id: str, booking_id: str) -> str:
+    [event] = booking_events(stack, calendar_id, booking_id)
+    return stack.graph.ids(event, None).immutable_id
+
+
+def test_outlook_edit_of_a_booking_event_is_restored(stack: Stack, names: Names) -> None:
+    linked = stack.link_app_only(ANNA, names.calendar, names.provider, names.resource)
+    start = berlin(22, 10)
+    booking = stack.timum.make_booking(names.provider, names.resource, start, service_name="Massage")
+    wait_event(stack, linked, booking.id, what="booking event", began=time.monotonic())
+
+    began = time.monotonic()
+    stack.graph.update_event(_booking_event_id(stack, linked.calendar_id, booking.id),
+                             start=berlin(22, 15), end=berlin(22, 16), subject="Verschoben")
+    restored = wait_event(stack, linked, booking.id,
+                          lambda e: times(stack, e)[0] == utc(start) and e.subject.startswith("Massage"),
+                          what="edited booking event restored", began=began)
+
+    began = time.monotonic()
+    stack.graph.delete_event(_booking_event_id(stack, linked.calendar_id, booking.id))
+    again = wait_event(stack, linked, booking.id, lambda e: e.key != restored.key,
+                       what="deleted booking event recreated", began=began)
+    assert times(stack, again)[0] == utc(start)
+    assert slots(stack, names) == []  # our own event never blocks its own booking's time
+
+
+def test_outlook_edit_of_a_booking_event_is_reported_when_the_provider_says_so(stack: Stack,
+                                                                              names: Names) -> None:
+    provider = f"prov-report-{uuid.uuid4().hex[:6]}"  # settings are per provider: keep them to this test
+    names = Names(provider, names.resource, names.calendar)
+    stack.ensure_resource(provider, names.resource, names.calendar)
+    answer = api(stack, "PUT", provider, "settings", b'{"bookingEventEdits": "report"}')
+    assert answer.status_code == 200 and answer.json()["bookingEventEdits"] == "report"
+    linked = stack.link_app_only(ANNA, names.calendar, provider, names.resource)
+    booking = stack.timum.make_booking(provider, names.resource, berlin(23, 10))
+    wait_event(stack, linked, booking.id, what="booking event", began=time.monotonic())
+    moved = berlin(23, 14)
+    stack.graph.update_event(_booking_event_id(stack, linked.calendar_id, booking.id), start=moved,
+                             end=moved + timedelta(minutes=30))
+
+    def reported() -> list[dict[str, object]] | None:
+        found = [c for c in stack.timum.list_booking_conflicts() if c["data"]["bookingId"] == booking.id]
+        return found or None
+
+    [report] = stack.wait_for(reported, what="conflict report")
+    assert report["data"]["change"] == "edited"  # type: ignore[index]
+    assert [times(stack, e)[0] for e in booking_events(stack, linked.calendar_id, booking.id)] == [utc(moved)]
