@@ -414,8 +414,11 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
                 await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
             result = saved.sync_mode.value
         elif message.action is AdminAction.RESUBSCRIBE:
-            if message.subscription_id and message.subscription_id != link.subscription_id:
+            if message.subscription_id and link.subscription_id and message.subscription_id != link.subscription_id:
                 return AdminOutcome(message.action.value, "stale")
+            # Graph removed it: the link must not keep naming it, or a set-up after a reconnect
+            # (the usual way out when the removal came with lost access) would think it live.
+            link = await _forget_subscription(services, link, link.subscription_id)
             saved = await resubscribe(services, link)
             result = saved.sync_mode.value
         else:
@@ -430,6 +433,21 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
         change = await _set_health(services, link, LinkHealth.ERROR, exc)
         return AdminOutcome(message.action.value, "error", change)
     return AdminOutcome(message.action.value, result)
+
+
+async def _forget_subscription(services: Services, link: Link, subscription_id: str) -> Link:
+    """Clear a subscription Graph no longer has from the link (only if the link still names it)."""
+    if not subscription_id:
+        return link
+    await SubscriptionIndex(services.storage).delete(subscription_id)
+
+    def clear(current: Link) -> bool:
+        if current.subscription_id != subscription_id:
+            return False
+        current.subscription_id, current.subscription_expires_at = "", None
+        return True
+
+    return await _save(services, link, clear)
 
 
 async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "",

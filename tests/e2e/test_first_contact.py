@@ -195,3 +195,39 @@ def test_outlook_edit_of_a_booking_event_is_reported_when_the_provider_says_so(s
     [report] = stack.wait_for(reported, what="conflict report")
     assert report["data"]["change"] == "edited"  # type: ignore[index]
     assert [times(stack, e)[0] for e in booking_events(stack, linked.calendar_id, booking.id)] == [utc(moved)]
+
+
+def test_reconnect_leaves_one_subscription_and_unlink_none(stack: Stack, names: Names) -> None:
+    owner = fresh_user(stack, name="Abo")
+    stack.sandbox.identity.set_access_token_lifetime(120)
+    try:
+        linked = stack.link_delegated(owner.mail, names.calendar, names.provider, names.resource)
+        stack.sandbox.identity.revoke_refresh_tokens(owner.id)
+        stack.graph.create_event(owner.id, "Weckt den Link", berlin(19, 9), berlin(19, 10),
+                                 calendar_id=linked.calendar_id)
+
+        def broken() -> bool | None:
+            link = stack.link(names.provider, names.resource)
+            return True if link is not None and link.health is LinkHealth.NEEDS_RECONNECT else None
+
+        stack.wait_for(broken, what="needs_reconnect")
+        # Graph drops the subscriptions of an account that lost access; the service cannot replace
+        # it without a token.
+        [removed] = [s for s in stack.graph.list_subscriptions() if s.calendar_id == linked.calendar_id]
+        stack.graph.trigger_lifecycle(removed.id, "subscriptionRemoved")
+        stack.wait_for(lambda: stack.queue_depth("link-admin") == 0 or None, what="resubscribe tried")
+        # The reconnect: the sign-in revives the link (one set-up) and the chooser saves it (another).
+        stack.link_delegated(owner.mail, names.calendar, names.provider, names.resource)
+    finally:
+        stack.sandbox.identity.set_access_token_lifetime(None)
+
+    def live() -> list[object]:
+        return [s for s in stack.graph.list_subscriptions() if s.calendar_id == linked.calendar_id]
+
+    stack.wait_for(lambda: stack.queue_depth("link-admin") == 0 or None, what="set-ups done")
+    link = stack.link(names.provider, names.resource)
+    assert link is not None and link.health is LinkHealth.OK
+    [subscription] = live()
+    assert subscription.id == link.subscription_id  # type: ignore[attr-defined]
+    assert api(stack, "DELETE", names.provider, f"links/{names.resource}").status_code == 204
+    stack.wait_for(lambda: (not live()) or None, what="no subscription after unlinking")
