@@ -57,3 +57,25 @@ async def test_renewal_timer_deletes_orphans_after_a_grace_period(world: World) 
     current = await world.link()
     assert set(world.graph.subscriptions) == {current.subscription_id}
     assert await _indexed(world) == {current.subscription_id}
+
+
+async def test_subscription_removed_while_access_is_lost_is_replaced_after_the_reconnect(world: World) -> None:
+    from shared.domain import LinkHealth
+    from shared.messages import AdminAction, AdminMessage
+    from shared.services.subscriptions import handle_admin_message
+
+    link = await ensure_subscription(world.services, await world.link())
+    removed = link.subscription_id
+    world.provider.revoked.add("acc-1")
+    world.graph.remove_subscription(removed)  # Graph drops it with the lost access
+    outcome = await handle_admin_message(world.services, AdminMessage(str(KEY), AdminAction.RESUBSCRIBE,
+                                                                      subscription_id=removed))
+    assert outcome.result == "needs_reconnect"
+    after = await world.link()
+    assert after.health is LinkHealth.NEEDS_RECONNECT and after.subscription_id == ""
+    assert await _indexed(world) == set()
+    world.provider.revoked.clear()  # the user signed in again; the reconnect queues set-ups
+    for _ in range(2):
+        await handle_admin_message(world.services, AdminMessage(str(KEY), AdminAction.SETUP))
+    current = await world.link()
+    assert current.subscription_id and set(world.graph.subscriptions) == {current.subscription_id}
