@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 
 from shared.bookings.render import draft_hash, render_event
 from shared.bookings.store import BookingStore
@@ -30,8 +31,15 @@ from shared.core.outlook_plan import (
 )
 from shared.domain import BookingStatus, DeltaPage, EventDraft, Link, ProviderSettings, stable_id
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
+from shared.storage.base import encode_key
 
 log = logging.getLogger(__name__)
+
+#: ``bookingrestores`` (PK link key, RK event id): the last restore of a booking event and what
+#: Outlook showed before it. Written only when a restore happens.
+RESTORES = "bookingrestores"
+#: The same sight of an event is restored at most once in this time.
+RESTORE_MEMORY = timedelta(hours=1)
 
 
 def expected_draft(row: BookingMapRow, status: BookingStatus, settings: ProviderSettings,
@@ -68,14 +76,30 @@ class BookingEventGuard:
         actions = plan_booking_event_edits(page, expected, self._settings.booking_event_edits)
         for action in actions:
             if isinstance(action, RestoreBookingEvent):
-                from shared.bookings.service import restore_booking_event
-
-                outcome = await restore_booking_event(self._services, self._link, action.booking_id,
-                                                      action.event_id)
-                log.info("booking event edited in Outlook: %s", outcome.result)
+                await self._restore(action)
             else:
                 await self._report(action, page)
         return len(actions)
+
+    async def _restore(self, action: RestoreBookingEvent) -> None:
+        """Restore, unless this very sight of the event was restored within ``RESTORE_MEMORY``:
+        should Graph ever report our restored event differently from what we wrote (a property it
+        normalises, an item with only some fields), restoring again would loop every round."""
+        from shared.bookings.service import restore_booking_event
+
+        table = self._services.storage.table(RESTORES)
+        pk, rk = encode_key(str(self._link.key)), encode_key(action.event_id)
+        now = self._services.clock()
+        last = await table.get(pk, rk)
+        if (last is not None and last.get("fingerprint") == action.fingerprint
+                and last["restored_at"] > now - RESTORE_MEMORY):
+            log.warning("booking event still differs right after its restore; not restoring it again now")
+            return
+        outcome = await restore_booking_event(self._services, self._link, action.booking_id, action.event_id)
+        if outcome.result in ("restored", "recreated"):
+            await table.upsert({"PartitionKey": pk, "RowKey": rk, "fingerprint": action.fingerprint,
+                                "restored_at": now})
+        log.info("booking event edited in Outlook: %s", outcome.result)
 
     async def _load(self) -> Mapping[str, ExpectedBookingEvent]:
         if self._expected is not None:

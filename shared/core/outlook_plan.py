@@ -344,6 +344,7 @@ class RestoreBookingEvent:
     event_id: str
     booking_id: str
     deleted: bool = False
+    fingerprint: str = ""  # of what Outlook shows now (a guard against restoring the same sight twice)
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,7 @@ def plan_booking_event_edits(page: DeltaPage, expected: Mapping[str, ExpectedBoo
         if policy is BookingEventEdits.REPORT:
             actions.append(ReportBookingEventEdit(event_id, booking_id, deleted, fingerprint))
         else:
-            actions.append(RestoreBookingEvent(event_id, booking_id, deleted))
+            actions.append(RestoreBookingEvent(event_id, booking_id, deleted, fingerprint))
 
     for event in page.events:
         want = expected.get(event.id)
