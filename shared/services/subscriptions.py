@@ -44,6 +44,7 @@ from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
 from shared.services.outlook_sync import HealthChange, graph_session
+from shared.storage.base import encode_key
 
 log = logging.getLogger(__name__)
 
@@ -507,12 +508,23 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
             deleted_events = await _delete_our_events(graph, snapshot.mailbox_id, await bookings.list(key))
         await EventMapRepository(services.storage).clear(key)
         await bookings.clear(key)
+        await _clear_restores(services, key)
     finally:
         for _ in range(3):  # a dirty mark keeps the lease once; the next release lets go
             if not await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
                 break
     await finish(services, key, subscription_id)
     return f"removed {removed} slots, {deleted_events} events"
+
+
+async def _clear_restores(services: Services, key: LinkKey) -> None:
+    from shared.bookings.outlook_edits import RESTORES
+
+    table = services.storage.table(RESTORES)
+    pk = encode_key(str(key))
+    rows = await table.query(pk)
+    if rows:
+        await table.delete_many(pk, [row.rk for row in rows])
 
 
 async def _delete_our_events(graph: GraphCalendarPort, mailbox_id: str, rows: list[BookingMapRow]) -> int:

@@ -158,3 +158,18 @@ async def test_an_event_that_keeps_differing_is_restored_once_per_sight(world: W
     for _ in range(3):
         await _sync(world)
     assert world.graph.requests.get("update_event", 0) == 1
+
+
+async def test_teardown_forgets_the_restores(world: World) -> None:
+    from shared.bookings.outlook_edits import RESTORES
+    from shared.connect.teardown import unlink
+    from shared.repos.links import LinkRepository
+    from shared.services.subscriptions import teardown
+
+    event_id = await _booked(world)
+    world.graph.edit_event(event_id, subject="Privat")
+    await _sync(world)
+    assert await world.services.storage.table(RESTORES).query()
+    await unlink(world.services, await LinkRepository(world.services.storage).require(KEY))
+    await teardown(world.services, KEY)
+    assert await world.services.storage.table(RESTORES).query() == []
