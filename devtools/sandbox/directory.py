@@ -246,8 +246,10 @@ class Directory:
             return n
 
     # --- mid-life token faults (appended) ---------------------------------------------------------
-    def refuse_access_tokens(self, *, user_id: str | None = None, mode: str = "revoked") -> int:
-        """Make Graph refuse live, unexpired access tokens (all, or one user's) while refresh tokens
+    def refuse_access_tokens(self, *, user_id: str | None = None, mode: str = "revoked",
+                             tenant_id: str | None = None) -> int:
+        """Make Graph refuse live, unexpired access tokens (all, one user's, or — app-only ones
+        included — one tenant's) while refresh tokens
         keep working — the case a client must survive by getting a fresh token.
 
         ``mode``: "revoked" → a plain 401; "claims_challenge" → a Continuous Access Evaluation 401
@@ -260,7 +262,8 @@ class Directory:
             n = 0
             now = time.time()
             for tok, claims in self.access_tokens.items():
-                if (user_id is None or claims.user_id == user_id) and claims.expires_at > now:
+                if ((user_id is None or claims.user_id == user_id)
+                        and (tenant_id is None or claims.tenant_id == tenant_id) and claims.expires_at > now):
                     self.refused_access_tokens[tok] = mode
                     n += 1
                     if mode == "claims_challenge" and claims.user_id is not None:

@@ -345,10 +345,13 @@ class IdentityPlatform:
     def expire_access_tokens(self, user: str | None = None) -> int:
         return self.directory.expire_access_tokens(user_id=self.user_or_raise(user).id if user else None)
 
-    def refuse_access_tokens(self, user: str | None = None, *, mode: str = "revoked") -> int:
-        """Graph refuses live access tokens (all, or one user's) but refresh tokens still work:
-        ``mode`` "revoked" (plain 401) or "claims_challenge" (a CAE challenge)."""
-        return self.directory.refuse_access_tokens(user_id=self.user_or_raise(user).id if user else None, mode=mode)
+    def refuse_access_tokens(self, user: str | None = None, *, mode: str = "revoked",
+                             tenant: str | None = None) -> int:
+        """Graph refuses live access tokens (all, one user's, or one tenant's, app-only included) but
+        refresh tokens and client credentials still work: ``mode`` "revoked" (plain 401) or
+        "claims_challenge" (a CAE challenge)."""
+        return self.directory.refuse_access_tokens(user_id=self.user_or_raise(user).id if user else None, mode=mode,
+                                                   tenant_id=tenant)
 
     def sign_out(self, user: str | None = None) -> int:
         """End browser sessions (all, or one user's): the next authorize shows the account picker."""

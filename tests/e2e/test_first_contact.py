@@ -114,6 +114,19 @@ def test_revoked_access_token_is_renewed_not_reconnected(stack: Stack, names: Na
     _refused_token_is_renewed(stack, names, "revoked")
 
 
+def test_revoked_app_only_token_is_renewed(stack: Stack, names: Names) -> None:
+    owner = fresh_user(stack, name="AppToken")
+    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    before = len(statuses(stack, names))
+    assert stack.sandbox.identity.refuse_access_tokens(tenant=owner.tenant_id) >= 1
+    booking = stack.timum.make_booking(names.provider, names.resource, berlin(17, 9))
+    wait_event(stack, linked, booking.id, what="booking written after a refused app-only token",
+               began=time.monotonic())
+    link = stack.link(names.provider, names.resource)
+    assert link is not None and link.health is LinkHealth.OK
+    assert statuses(stack, names)[before:] == []
+
+
 def test_claims_challenge_is_answered_with_the_claims(stack: Stack, names: Names) -> None:
     _refused_token_is_renewed(stack, names, "claims_challenge")
     owner = stack.link(names.provider, names.resource)
