@@ -177,15 +177,18 @@ class _Control:
         return await self._run(request, act)
 
     async def refuse(self, request: Request) -> Response:
-        """Revoke live access tokens but keep refresh tokens ({"user"?, "mode": "revoked" |
+        """Revoke live access tokens but keep refresh tokens ({"user"?, "tenant"?, "mode": "revoked" |
         "claims_challenge"}): Graph answers 401 until the client gets a fresh token."""
         async def act(body: dict[str, Any]) -> dict[str, Any]:
             who = body.get("user") or None
             if who is not None:
                 self._user(who)
+            tenant = body.get("tenant") or None
+            if tenant is not None:
+                tenant = self._tenant(str(tenant)).id
             mode = str(body.get("mode") or "revoked")
             try:
-                count = self.identity.refuse_access_tokens(who, mode=mode)
+                count = self.identity.refuse_access_tokens(who, mode=mode, tenant=tenant)
             except ValueError as exc:
                 raise BadControlRequest(str(exc)) from exc
             return {"refused": count, "mode": mode}

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 
+import httpx
 import pytest
 
 from devtools.sandbox.directory import Directory, TokenError
+from devtools.sandbox.server import RunningSandbox
+from tests.sandbox.conftest import FreshTenant
+
+TenantFactory = Callable[..., FreshTenant]
 
 
 def _directory() -> tuple[Directory, str]:
@@ -51,3 +57,18 @@ def test_unknown_mode_is_refused() -> None:
     directory, uid = _directory()
     with pytest.raises(ValueError):
         directory.refuse_access_tokens(user_id=uid, mode="everything")
+
+
+def test_control_endpoint_refuses_one_users_tokens(sandbox: RunningSandbox, tenant_factory: TenantFactory) -> None:
+    tenant = tenant_factory()
+    directory = sandbox.directory
+    token, _ = directory.issue_access_token(tenant_id=tenant.id, client_id="c", user_id=tenant.user.id)
+    other, _ = directory.issue_access_token(tenant_id=tenant.id, client_id="c", user_id=tenant.admin.id)
+    url = f"{sandbox.http_base}/_sandbox/identity/access-tokens/refuse"
+    answer = httpx.post(url, json={"user": tenant.user.mail, "mode": "claims_challenge"})
+    assert answer.status_code == 200 and answer.json() == {"refused": 1, "mode": "claims_challenge"}
+    with pytest.raises(TokenError):
+        directory.verify_access_token(token)
+    assert directory.verify_access_token(other).user_id == tenant.admin.id
+    assert httpx.post(url, json={"tenant": tenant.id}).json()["refused"] == 2  # every live token of the tenant
+    assert httpx.post(url, json={"mode": "everything", "tenant": tenant.id}).status_code == 400
