@@ -65,13 +65,12 @@ class BookingEventGuard:
         self._settings = settings
         self._own = own_event_ids
         self._expected: dict[str, ExpectedBookingEvent] | None = None
-        self._drafts: dict[str, EventDraft] = {}
 
     async def check(self, page: DeltaPage) -> int:
         """Act on the booking events of ``page`` that were edited or deleted; returns how many."""
-        if not self._own or not any(e.id in self._own for e in page.events) and not any(
-                i in self._own for i in page.removed):
-            return 0
+        mentioned = [e.id for e in page.events] + list(page.removed)
+        if not any(i in self._own for i in mentioned):
+            return 0  # no booking event on this page: nothing to load
         expected = await self._load()
         actions = plan_booking_event_edits(page, expected, self._settings.booking_event_edits)
         for action in actions:
@@ -118,7 +117,6 @@ class BookingEventGuard:
                                    render_event(booking, self._settings, cancelled_mark=True))
             if draft is None or draft_hash(draft) != row.content_hash:
                 continue  # the writer has not caught up with this booking yet: not ours to judge now
-            self._drafts[row.event_id] = draft
             expected[row.event_id] = ExpectedBookingEvent(
                 booking.id, visible_fingerprint(draft.subject, draft.start, draft.end, draft.show_as))
         self._expected = expected
