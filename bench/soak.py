@@ -421,6 +421,12 @@ class Soak:
         (503); the user then tries again. After three failed tries the soak lifts the faults for
         the next ones — it checks the sync, not how often a user must retry — and counts that."""
         delegated = next(lk for lk in self.links if lk.delegated)
+        # A booking timum took while the link waited, whose webhook never came: only the backfill
+        # of the reconnect (listBookings) can bring it to Outlook; ``check_bookings`` looks for it.
+        start, _ = self._times(len(self.bookings) % 7, 9)
+        made = self.stack.timum.make_booking(delegated.key.provider_id, delegated.key.resource_id, start,
+                                             duration=timedelta(minutes=30), force=True, emit=False)
+        self.bookings[f"backfill-{made.id}"] = made.id
         last: Exception | None = None
         faulty = bool(self.stack.graph.faults or self.stack.timum.faults)
         for attempt in range(6):

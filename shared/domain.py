@@ -36,6 +36,13 @@ class TitlePrivacy(StrEnum):
     SUBJECT = "subject"  # the event subject, never for private events
 
 
+class BookingEventEdits(StrEnum):
+    """What happens when someone edits or deletes, in Outlook, the event a booking owns."""
+
+    RESTORE = "restore"  # write the booking's event back at once (timum is the source of truth)
+    REPORT = "report"    # leave Outlook as it is and tell timum (a conflict the provider resolves)
+
+
 class CancelPolicy(StrEnum):
     """What happens to our Outlook event when its booking is cancelled."""
 
@@ -77,6 +84,7 @@ class ProviderSettings:
     customer_privacy: CustomerPrivacy = CustomerPrivacy.NAME
     cancel_policy: CancelPolicy = CancelPolicy.DELETE
     locale: str = "de"
+    booking_event_edits: BookingEventEdits = BookingEventEdits.RESTORE
 
 
 @dataclass

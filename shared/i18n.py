@@ -140,6 +140,13 @@ MESSAGES: dict[str, dict[str, str]] = {
                             "automatisch fortgesetzt.",
         "status.gave_up": "Der Abgleich ist mehrfach fehlgeschlagen. Ein neuer Versuch läuft automatisch.",
         "status.error": "Der Abgleich ist fehlgeschlagen ({code}). Wir versuchen es weiter.",
+        "status.graph_unauthorized": "Microsoft lehnt die Anmeldung auch nach einer Erneuerung ab. Bitte "
+                                     "verbinden Sie den Kalender erneut.",
+        "status.graph_forbidden": "Microsoft verweigert den Zugriff auf diesen Kalender (Freigabe oder "
+                                  "Berechtigung entzogen). Bitte prüfen Sie die Freigabe und verbinden Sie den "
+                                  "Kalender erneut.",
+        "chooser.polling_freshness": "Freigegebener Kalender: Der erste Abgleich startet sofort; danach werden "
+                                     "Änderungen in Outlook etwa alle {minutes} Minuten übernommen.",
     },
     "en": {
         "brand": "timum Outlook connection",
@@ -249,6 +256,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.transient": "Microsoft or timum was unavailable for a moment. Syncing continues automatically.",
         "status.gave_up": "Syncing failed several times. Another attempt runs automatically.",
         "status.error": "Syncing failed ({code}). We keep trying.",
+        "status.graph_unauthorized": "Microsoft refuses the sign-in even after renewing it. Please connect the "
+                                    "calendar again.",
+        "status.graph_forbidden": "Microsoft denies access to this calendar (sharing or permission withdrawn). "
+                                  "Please check the sharing and connect the calendar again.",
+        "chooser.polling_freshness": "Shared calendar: the first sync starts at once; after that, changes in "
+                                     "Outlook arrive about every {minutes} minutes.",
     },
 }
 

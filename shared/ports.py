@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import BlockedSlot, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
+from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
 
 
 class GraphCalendarPort(ABC):
@@ -115,8 +115,18 @@ class TimumPort(ABC):
                                  source: str | None = None) -> list[BlockedSlot]: ...
 
     @abstractmethod
+    async def list_bookings(self, provider_id: str, resource_id: str, *, start: datetime,
+                            end: datetime) -> list[Booking]:
+        """Bookings overlapping ``[start, end)``, confirmed and cancelled, every page read."""
+
+    @abstractmethod
     async def send_link_status(self, payload: Mapping[str, Any]) -> None:
         """POST a signed link-status webhook to timum."""
+
+    @abstractmethod
+    async def send_booking_conflict(self, payload: Mapping[str, Any]) -> None:
+        """POST a signed ``booking.outlook_conflict`` event to timum's link-status webhook: the
+        Outlook event of a booking was edited or deleted there (provider setting ``report``)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""

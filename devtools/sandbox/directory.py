@@ -7,6 +7,8 @@ apps), looked up on each request, so revocation and expiry act immediately.
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import threading
 import time
@@ -101,6 +103,10 @@ class Directory:
         self.apps: dict[str, AppRegistration] = {}
         self.access_tokens: dict[str, AccessClaims] = {}
         self.refresh_tokens: dict[str, RefreshGrant] = {}
+        #: access tokens Graph refuses before they expire: token → "revoked" | "claims_challenge"
+        self.refused_access_tokens: dict[str, str] = {}
+        #: users with a pending Continuous Access Evaluation challenge → the base64 claims Graph sends
+        self.claims_challenges: dict[str, str] = {}
 
     # --- set-up -------------------------------------------------------------------------
     def add_tenant(self, name: str, domain: str, *, tenant_id: str | None = None,
@@ -213,6 +219,9 @@ class Directory:
             claims = self.access_tokens.get(token)
             if claims is None:
                 raise TokenError("invalid")
+            refused = self.refused_access_tokens.get(token)
+            if refused is not None:
+                raise TokenError(refused)
             if claims.expires_at <= time.time():
                 raise TokenError("expired")
             return claims
@@ -240,3 +249,53 @@ class Directory:
                 if claims.user_id == user_id:
                     del self.access_tokens[tok]
             return n
+
+    # --- mid-life token faults (appended) ---------------------------------------------------------
+    def refuse_access_tokens(self, *, user_id: str | None = None, mode: str = "revoked",
+                             tenant_id: str | None = None) -> int:
+        """Make Graph refuse live, unexpired access tokens (all, one user's, or — app-only ones
+        included — one tenant's) while refresh tokens
+        keep working — the case a client must survive by getting a fresh token.
+
+        ``mode``: "revoked" → a plain 401; "claims_challenge" → a Continuous Access Evaluation 401
+        with ``error="insufficient_claims"`` and base64 ``claims`` in ``WWW-Authenticate``, and
+        until a token request carries claims (``claims`` form field) every token issued to the user
+        is refused the same way."""
+        if mode not in ("revoked", "claims_challenge"):
+            raise ValueError("mode must be 'revoked' or 'claims_challenge'")
+        with self._lock:
+            n = 0
+            now = time.time()
+            for tok, claims in self.access_tokens.items():
+                if ((user_id is None or claims.user_id == user_id)
+                        and (tenant_id is None or claims.tenant_id == tenant_id) and claims.expires_at > now):
+                    self.refused_access_tokens[tok] = mode
+                    n += 1
+                    if mode == "claims_challenge" and claims.user_id is not None:
+                        self.claims_challenges[claims.user_id] = self.claims_challenge_value(now)
+            return n
+
+    @staticmethod
+    def claims_challenge_value(now: float) -> str:
+        """What CAE puts in ``claims``: base64 of a claims request for a token issued after now."""
+        request = {"access_token": {"nbf": {"essential": True, "value": str(int(now))}}}
+        return base64.b64encode(json.dumps(request, separators=(",", ":")).encode()).decode()
+
+    def claims_challenge_for(self, token: str) -> str | None:
+        with self._lock:
+            claims = self.access_tokens.get(token)
+            if claims is None or claims.user_id is None:
+                return None
+            return self.claims_challenges.get(claims.user_id)
+
+    def issued_by_refresh(self, token: str, requested_claims: str | None) -> None:
+        """A token just issued through the refresh grant: it satisfies a pending claims challenge
+        only if the request asked for claims; otherwise Graph refuses it like the old one."""
+        with self._lock:
+            claims = self.access_tokens.get(token)
+            if claims is None or claims.user_id is None or claims.user_id not in self.claims_challenges:
+                return
+            if requested_claims:
+                del self.claims_challenges[claims.user_id]
+            else:
+                self.refused_access_tokens[token] = "claims_challenge"

@@ -356,6 +356,14 @@ class IdentityPlatform:
     def expire_access_tokens(self, user: str | None = None) -> int:
         return self.directory.expire_access_tokens(user_id=self.user_or_raise(user).id if user else None)
 
+    def refuse_access_tokens(self, user: str | None = None, *, mode: str = "revoked",
+                             tenant: str | None = None) -> int:
+        """Graph refuses live access tokens (all, one user's, or one tenant's, app-only included) but
+        refresh tokens and client credentials still work: ``mode`` "revoked" (plain 401) or
+        "claims_challenge" (a CAE challenge)."""
+        return self.directory.refuse_access_tokens(user_id=self.user_or_raise(user).id if user else None, mode=mode,
+                                                   tenant_id=tenant)
+
     def sign_out(self, user: str | None = None) -> int:
         """End browser sessions (all, or one user's): the next authorize shows the account picker."""
         user_id = self.user_or_raise(user).id if user else None
@@ -902,7 +910,9 @@ class IdentityPlatform:
             # The grant already allows offline access; a refresh keeps doing so even when the
             # client does not repeat offline_access in the scope.
             scopes = Scopes(scopes.permissions, scopes.written, scopes.oidc | {"offline_access"})
-        return self._user_tokens(app, user, scopes, nonce=None, auth_time=None)
+        body = self._user_tokens(app, user, scopes, nonce=None, auth_time=None)
+        self.directory.issued_by_refresh(str(body["access_token"]), form.get("claims"))
+        return body
 
     def _client_credentials(self, form: Mapping[str, str], app: AppRegistration, tenant: SandboxTenant | None
                             ) -> dict[str, Any]:

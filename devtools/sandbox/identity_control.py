@@ -48,6 +48,7 @@ def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
         Route("/_sandbox/identity/users/{user}/revoke-refresh-tokens", control.revoke, methods=["POST"]),
         Route("/_sandbox/identity/access-tokens/expire", control.expire, methods=["POST"]),
         Route("/_sandbox/identity/access-tokens/lifetime", control.lifetime, methods=["POST"]),
+        Route("/_sandbox/identity/access-tokens/refuse", control.refuse, methods=["POST"]),
         Route("/_sandbox/identity/sessions/sign-out", control.sign_out, methods=["POST"]),
         Route("/_sandbox/identity/sign-in-failures", control.sign_in_failure, methods=["POST"]),
     ]
@@ -175,6 +176,24 @@ class _Control:
             if who is not None:
                 self._user(who)
             return {"expired": self.identity.expire_access_tokens(who)}
+        return await self._run(request, act)
+
+    async def refuse(self, request: Request) -> Response:
+        """Revoke live access tokens but keep refresh tokens ({"user"?, "tenant"?, "mode": "revoked" |
+        "claims_challenge"}): Graph answers 401 until the client gets a fresh token."""
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            who = body.get("user") or None
+            if who is not None:
+                self._user(who)
+            tenant = body.get("tenant") or None
+            if tenant is not None:
+                tenant = self._tenant(str(tenant)).id
+            mode = str(body.get("mode") or "revoked")
+            try:
+                count = self.identity.refuse_access_tokens(who, mode=mode, tenant=tenant)
+            except ValueError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return {"refused": count, "mode": mode}
         return await self._run(request, act)
 
     async def lifetime(self, request: Request) -> Response:

@@ -675,6 +675,8 @@ class GraphSdkAdapter(GraphCalendarPort):
         self._http = sdk.GraphClientFactory.create_with_default_middleware(client=client, options=options)
         # allowed_hosts: a host missing here would silently get no Authorization header.
         auth = sdk.AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[self._host])
+        # Asked for a fresh token when Graph refuses one that has not expired (see ``_call``).
+        self._token_credential = credential
         request_adapter = sdk.GraphRequestAdapter(auth, client=self._http)
         request_adapter.base_url = self._base_url
         self._adapter = request_adapter
@@ -713,6 +715,8 @@ class GraphSdkAdapter(GraphCalendarPort):
             metrics.increment("graph_requests", operation=action, outcome=failure.code)
             if isinstance(failure, Throttled):
                 metrics.increment("graph_throttled", operation=action)
+            if attempt == 0 and await self._refreshed_after_401(failure, action):
+                continue
             short = (isinstance(failure, Throttled) and failure.retry_after is not None
                      and failure.retry_after <= SHORT_RETRY_SECONDS)
             if attempt == 0 and short:
@@ -722,6 +726,19 @@ class GraphSdkAdapter(GraphCalendarPort):
                 continue
             raise failure from cause
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refreshed_after_401(self, failure: SyncError, action: str) -> bool:
+        """On Graph's 401 (a token revoked before it expired; kiota already answered a CAE claims
+        challenge once), drop the credential's token so the retry gets a fresh one. The one place
+        every Graph call passes through; a refused refresh raises ``NeedsReconnect`` from there."""
+        if not (isinstance(failure, AuthError) and failure.code == "graph_unauthorized"):
+            return False
+        invalidate = getattr(self._token_credential, "invalidate", None)
+        if invalidate is None:
+            return False
+        log.info("%s: Graph refused the access token; retrying once with a fresh one", action)
+        await invalidate()
+        return True
 
     def _user(self, mailbox_id: str) -> Any:
         return self._client.users.by_user_id(mailbox_id)

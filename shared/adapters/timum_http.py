@@ -48,7 +48,7 @@ from shared.signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger(__name__)
 
-LINK_STATUSES = ("ok", "needs_reconnect", "error")
+LINK_STATUSES = ("ok", "needs_reconnect", "error", "unlinked")
 LINK_MODES = ("delegated", "app_only", "ics")
 SLOT_SOURCES = ("outlook", "ics")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -178,6 +178,31 @@ def link_status_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any
         raise BadRequest("id: must be a string of at most 128 characters", field="id")
     occurred = envelope.get("occurredAt") or datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
     return {"id": event_id, "type": "link.status_changed", "occurredAt": occurred, "data": data}
+
+
+CONFLICT_EVENT = "booking.outlook_conflict"
+CONFLICT_CHANGES = ("edited", "deleted")
+
+
+def booking_conflict_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any]:
+    """The complete ``booking.outlook_conflict`` event (``id`` required: it names the edit, so a
+    repeated report is dropped by timum). Raises ``BadRequest``."""
+    data_raw = payload.get("data")
+    if not isinstance(data_raw, Mapping):
+        raise BadRequest("data: must be an object", field="data")
+    data = dict(data_raw)
+    for key in ("providerId", "resourceId", "bookingId"):
+        _str(data, key, "data.")
+    if data.get("change") not in CONFLICT_CHANGES:
+        raise BadRequest(f"data.change: must be one of {', '.join(CONFLICT_CHANGES)}", field="data.change")
+    for key in ("outlookStart", "outlookEnd", "outlookSubject"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise BadRequest(f"data.{key}: must be a string", field=f"data.{key}")
+    event_id = payload.get("id")
+    if not isinstance(event_id, str) or not 1 <= len(event_id) <= 128:
+        raise BadRequest("id: required, at most 128 characters", field="id")
+    occurred = payload.get("occurredAt") or datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    return {"id": event_id, "type": CONFLICT_EVENT, "occurredAt": occurred, "data": data}
 
 
 def _problem(response: httpx.Response) -> tuple[str, str | None, str]:
@@ -382,11 +407,20 @@ class TimumHttpAdapter(TimumPort):
         if not self._secrets:
             raise BadRequest("no webhook secret to sign the link status with", code="config")
         now = self._clock()
-        event = link_status_body(payload, now=now)
+        await self._post_signed(link_status_body(payload, now=now), now, "the link-status webhook")
+
+    async def send_booking_conflict(self, payload: Mapping[str, Any]) -> None:
+        if not self._status_url:
+            return
+        if not self._secrets:
+            raise BadRequest("no webhook secret to sign the conflict report with", code="config")
+        now = self._clock()
+        await self._post_signed(booking_conflict_body(payload, now=now), now, "the booking conflict report")
+
+    async def _post_signed(self, event: Mapping[str, Any], now: float, what: str) -> None:
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "Timum-Delivery": event["id"],
+        headers = {"Content-Type": "application/json", "Timum-Delivery": str(event["id"]),
                    SIGNATURE_HEADER: sign_webhook(body, self._secrets[:1], timestamp=int(now))}
-        what = "the link-status webhook"
         response = await self._send("POST", self._status_url, what, headers=headers, content=body)
         if not 200 <= response.status_code < 300:
             self._fail(response, what)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.adapters.timum_http import EXTERNAL_ID, SLOT_SOURCES, link_status_body
+from shared.adapters.timum_http import EXTERNAL_ID, SLOT_SOURCES, booking_conflict_body, link_status_body
 from shared.domain import BlockedSlot, Booking
 from shared.errors import AuthError, BadRequest, Conflict, NotFound, RemoteGone, SyncError
 from shared.ports import TimumPort
@@ -48,6 +48,7 @@ class MemoryTimum(TimumPort):
         self.bookings: dict[tuple[str, str], dict[str, Booking]] = {}
         #: events as ``send_link_status`` would have POSTed them (None: no status URL configured)
         self.status_webhooks: list[dict[str, Any]] = []
+        self.booking_conflicts: list[dict[str, Any]] = []
         self.status_webhooks_enabled = status_webhooks
         #: (operation, provider, resource, external id or "") of every call that reached the twin
         self.calls: list[tuple[str, str, str, str]] = []
@@ -204,3 +205,11 @@ class MemoryTimum(TimumPort):
         event = link_status_body(payload, now=self._clock())
         self._enter("send_link_status", str(event["data"]["providerId"]), str(event["data"]["resourceId"]))
         self.status_webhooks.append(event)
+
+    async def send_booking_conflict(self, payload: Mapping[str, Any]) -> None:
+        if not self.status_webhooks_enabled:
+            return
+        event = booking_conflict_body(payload, now=self._clock())
+        self._enter("send_booking_conflict", str(event["data"]["providerId"]), str(event["data"]["resourceId"]))
+        if all(e["id"] != event["id"] for e in self.booking_conflicts):  # timum drops repeated deliveries
+            self.booking_conflicts.append(event)

@@ -158,13 +158,18 @@ async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOut
 
     try:
         outcome = await write_booking(services, link, booking)
-    except NeedsReconnect as exc:
-        # No retry: without a token every retry fails. The booking stays in the store and is
-        # written when the user reconnects (the link set-up replays the store).
+    except (NeedsReconnect, AuthError) as exc:
+        if not isinstance(exc, NeedsReconnect) and exc.code != "graph_unauthorized":
+            # 403: the calendar is no longer writable for us; retrying cannot help; tell timum.
+            await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
+            return WriteOutcome("link_error")
+        # No retry: without a token every retry fails (a 401 reaches here only after the adapter
+        # got a fresh token and Graph refused that one too). The booking stays in the store and
+        # is written when the user reconnects (the link set-up replays the store).
         await set_health(services, link, LinkHealth.NEEDS_RECONNECT, f"{exc.code}: {exc.message}")
         return WriteOutcome("needs_reconnect")
-    except (RemoteGone, NotFound, AuthError) as exc:
-        # The calendar is gone or no longer writable: retrying cannot help; tell timum.
+    except (RemoteGone, NotFound) as exc:
+        # The calendar is gone: retrying cannot help; tell timum.
         await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
         return WriteOutcome("link_error")
     if link.health is not LinkHealth.OK:
@@ -288,7 +293,15 @@ async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, own
 async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
     """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
     if "replay_link" in data:
-        return await replay_link_bookings(services, LinkKey.parse(str(data["replay_link"])))
+        return await replay_link_bookings(services, _message_key(data["replay_link"]))
+    if "restore_event" in data:
+        raw = data["restore_event"]
+        return await retry_restore(services, raw if isinstance(raw, dict) else {})
+    if "backfill" in data:
+        # A new ICS feed: its resource may have no link, so only the store is brought up to date.
+        from shared.bookings.backfill import backfill_resource
+
+        return WriteOutcome(f"backfilled:{await backfill_resource(services, _message_key(data['backfill']))}")
     try:
         incoming = booking_from_json(data["booking"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -298,10 +311,21 @@ async def apply_booking_message(services: Services, data: dict[str, Any]) -> Wri
     return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
 
 
+def _message_key(raw: Any) -> LinkKey:
+    try:
+        return LinkKey.parse(str(raw))
+    except ValueError as exc:
+        raise BadRequest("malformed link key in a booking message") from exc
+
+
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
-    """Write every stored booking of a resource (after linking or reconnecting). Idempotent."""
+    """Backfill the resource's bookings from timum, then write every stored booking of it (after
+    linking or reconnecting). Idempotent."""
+    from shared.bookings.backfill import backfill_resource
+
     if await _usable_link(services, key) is None:
         return WriteOutcome("no_link")
+    await backfill_resource(services, key)
     written = 0
     here = await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id)
     # Events of bookings that moved to another resource while this link could not be written to
@@ -317,3 +341,72 @@ async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome
         written += outcome.result in ("created", "updated", "recreated", "deleted")
     return WriteOutcome(f"replayed:{written}")
 
+
+
+#: Delay before a restore that met the booking's held lease is tried again.
+RESTORE_RETRY_SECONDS = 5
+
+
+async def restore_booking_event(services: Services, link: Link, booking_id: str, event_id: str) -> WriteOutcome:
+    """Write the booking's event back after someone edited or deleted it in Outlook (provider
+    setting ``restore``). Under the booking's lease, like every write of its event; a held lease
+    hands the restore to the booking queue, since the holder sees no change of its own to write."""
+    leases = LeaseRepository(services.storage, ttl=LEASE_TTL)
+    key = _lease_key(link.provider_id, booking_id)
+    owner = uuid.uuid4().hex
+    if not await leases.acquire(key, owner, now=services.clock()):
+        await services.storage.queue(BOOKING_QUEUE).send(
+            {"restore_event": {"link": str(link.key), "booking": booking_id, "event": event_id}},
+            delay_seconds=RESTORE_RETRY_SECONDS)
+        return WriteOutcome("restore_queued")
+    try:
+        return await _restore(services, link, booking_id, event_id)
+    finally:
+        with contextlib.suppress(Exception):
+            await _let_go(services, leases, key, owner)
+
+
+async def _restore(services: Services, link: Link, booking_id: str, event_id: str) -> WriteOutcome:
+    from shared.bookings.outlook_edits import expected_draft
+
+    maps = BookingMapRepository(services.storage)
+    row = await maps.get(link.key, booking_id)
+    if row is None or row.event_id != event_id:
+        return WriteOutcome("stale")  # the writer replaced or removed the event meanwhile
+    stored = await BookingStore(services.storage).get(link.provider_id, link.resource_id, booking_id)
+    if stored is None:
+        return WriteOutcome("stale")
+    booking = stored.booking
+    settings = await ProviderSettingsRepository(services.storage).get(link.provider_id)
+    draft = expected_draft(row, booking.status, settings, render_event(booking, settings),
+                           render_event(booking, settings, cancelled_mark=True))
+    if draft is None:
+        return WriteOutcome("stale")
+    digest = draft_hash(draft)
+    graph = await services.graph.for_link(link)
+    try:
+        try:
+            await graph.update_event(link.mailbox_id, event_id, draft)
+        except NotFound:
+            # Deleted in Outlook: a new event, with a fresh transactionId (the old one would
+            # collapse into the deleted event).
+            new_id = await _create(graph, maps, link, booking, draft, digest, recreate_transaction_id(booking))
+            return WriteOutcome("recreated", new_id)
+    finally:
+        await graph.close()
+    await maps.put(link.key, BookingMapRow(booking.id, event_id, booking.version, digest, row.transaction_id,
+                                           row.state))
+    return WriteOutcome("restored", event_id)
+
+
+async def retry_restore(services: Services, data: dict[str, Any]) -> WriteOutcome:
+    """The booking queue's ``restore_event`` message (a restore that met a held lease)."""
+    try:
+        key = LinkKey.parse(str(data["link"]))
+        booking_id, event_id = str(data["booking"]), str(data["event"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest("malformed restore message") from exc
+    link = await _usable_link(services, key)
+    if link is None:
+        return WriteOutcome("no_link")
+    return await restore_booking_event(services, link, booking_id, event_id)

@@ -8,6 +8,12 @@
   until five minutes before it expires.
 * ``AppOnlyCredential`` — client credentials for a tenant that granted admin consent
   (azure-identity's async ``ClientSecretCredential``).
+
+Both have ``invalidate()``: when Graph answers 401 to a token that has not expired (revoked,
+or a Continuous Access Evaluation event), the Graph adapter calls it and retries once with a
+fresh token. A claims challenge (``WWW-Authenticate: … error="insufficient_claims", claims=…``)
+reaches ``get_token(claims=…)`` through kiota's request adapter, and MSAL redeems the refresh
+token with those claims (``claims_challenge``).
 * ``RealGraphProvider`` — builds a ``GraphSdkAdapter`` for a link with the right credential.
 
 Both credentials serve Graph only, so they ask for Graph's scopes whatever the caller names:
@@ -51,7 +57,8 @@ REFRESH_MARGIN = 300.0
 APP_ROLES = frozenset({"Calendars.ReadWrite"})
 
 
-def _silent(settings: Settings, stored: StoredCache, claims: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def _silent(settings: Settings, stored: StoredCache, claims: str | None,
+            force_refresh: bool = False) -> tuple[dict[str, Any] | None, str | None]:
     """Blocking MSAL part: (result or None if the account is not in the cache, new cache or None)."""
     import msal
 
@@ -63,7 +70,8 @@ def _silent(settings: Settings, stored: StoredCache, claims: str | None) -> tupl
     account = next((a for a in app.get_accounts() if a.get("home_account_id") == stored.account_id), None)
     if account is None:
         return None, None
-    result = app.acquire_token_silent_with_error(list(DELEGATED_SCOPES), account=account, claims_challenge=claims)
+    result = app.acquire_token_silent_with_error(list(DELEGATED_SCOPES), account=account, claims_challenge=claims,
+                                                 force_refresh=force_refresh)
     return result, (cache.serialize() if cache.has_state_changed else None)
 
 
@@ -76,6 +84,14 @@ class DelegatedCredential:
         self.account_id = account_id
         self._token: AccessToken | None = None
         self._lock: asyncio.Lock | None = None
+        self._force_refresh = False
+
+    async def invalidate(self) -> None:
+        """Graph refused the current access token (401) although it has not expired: the next
+        request redeems the refresh token instead of reusing it from memory or MSAL's cache.
+        Only a refused refresh then means the user must reconnect."""
+        self._token = None
+        self._force_refresh = True
 
     async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
                         enable_cae: bool = False, **kwargs: Any) -> AccessToken:
@@ -85,15 +101,16 @@ class DelegatedCredential:
             token = self._token
             if token is not None and claims is None and token.expires_on - REFRESH_MARGIN > time.time():
                 return token
-            self._token = await self._acquire(claims)
+            self._token = await self._acquire(claims, self._force_refresh)
+            self._force_refresh = False
             return self._token
 
-    async def _acquire(self, claims: str | None) -> AccessToken:
+    async def _acquire(self, claims: str | None, force_refresh: bool = False) -> AccessToken:
         stored = await self._accounts.load(self.account_id)
         if stored is None:
             raise NeedsReconnect("no Microsoft sign-in is stored for this account")
         try:
-            result, new_cache = await asyncio.to_thread(_silent, self._settings, stored, claims)
+            result, new_cache = await asyncio.to_thread(_silent, self._settings, stored, claims, force_refresh)
         except OSError as exc:  # requests' errors are OSErrors
             raise TransientError("the identity platform is unreachable", code="identity_unreachable") from exc
         if new_cache is not None:
@@ -131,8 +148,20 @@ class AppOnlyCredential:
         if not is_microsoft_host(settings.entra_authority_host):
             kwargs["disable_instance_discovery"] = True
         self.tenant_id = tenant_id
+        self._settings = settings
+        self._kwargs = kwargs
         self._inner = ClientSecretCredential(tenant_id, settings.entra_client_id, settings.entra_client_secret,
                                              **kwargs)
+
+    async def invalidate(self) -> None:
+        """Graph refused the current token (401): forget it. azure-identity keeps tokens in the
+        credential's own cache, so a fresh credential is the way to a fresh token."""
+        from azure.identity.aio import ClientSecretCredential
+
+        old = self._inner
+        self._inner = ClientSecretCredential(self.tenant_id, self._settings.entra_client_id,
+                                             self._settings.entra_client_secret, **self._kwargs)
+        await old.close()
 
     async def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
                         enable_cae: bool = False, **kwargs: Any) -> AccessToken:

@@ -31,7 +31,15 @@ from urllib.parse import urlsplit
 from shared.connect import status
 from shared.connect.teardown import unlink
 from shared.context import Services
-from shared.domain import CancelPolicy, CustomerPrivacy, Link, LinkKey, ProviderSettings, TitlePrivacy
+from shared.domain import (
+    BookingEventEdits,
+    CancelPolicy,
+    CustomerPrivacy,
+    Link,
+    LinkKey,
+    ProviderSettings,
+    TitlePrivacy,
+)
 from shared.errors import BadRequest, InvalidSignature
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
@@ -130,17 +138,19 @@ async def resync(services: Services, provider_id: str, resource_id: str) -> None
 def settings_json(settings: ProviderSettings) -> dict[str, Any]:
     return {"titlePrivacy": settings.title_privacy.value, "tentativeBlocks": settings.tentative_blocks,
             "customerPrivacy": settings.customer_privacy.value, "cancelPolicy": settings.cancel_policy.value,
-            "locale": settings.locale}
+            "locale": settings.locale, "bookingEventEdits": settings.booking_event_edits.value}
 
 
 async def get_settings(services: Services, provider_id: str) -> dict[str, Any]:
     return settings_json(await ProviderSettingsRepository(services.storage).get(_check_id(provider_id, "provider")))
 
 
-_ENUMS: dict[str, tuple[str, type[TitlePrivacy] | type[CustomerPrivacy] | type[CancelPolicy]]] = {
+_ENUMS: dict[str, tuple[str, type[TitlePrivacy] | type[CustomerPrivacy] | type[CancelPolicy]
+                         | type[BookingEventEdits]]] = {
     "titlePrivacy": ("title_privacy", TitlePrivacy),
     "customerPrivacy": ("customer_privacy", CustomerPrivacy),
     "cancelPolicy": ("cancel_policy", CancelPolicy),
+    "bookingEventEdits": ("booking_event_edits", BookingEventEdits),
 }
 
 
@@ -149,7 +159,8 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
     wrong values are refused with the field named, and nothing is saved."""
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(data) - {"titlePrivacy", "tentativeBlocks", "customerPrivacy", "cancelPolicy", "locale"})
+    unknown = sorted(set(data) - {"titlePrivacy", "tentativeBlocks", "customerPrivacy", "cancelPolicy", "locale",
+                                  "bookingEventEdits"})
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]}", field=unknown[0])
     values: dict[str, Any] = {}

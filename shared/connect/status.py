@@ -10,19 +10,26 @@ A crash or a failed POST after step 2 leaves the row pending, so the caller's re
 finds the health already changed — still sends it, and a retry after step 3 sends nothing.
 The delivery id derives from the link version the change was made on, so two workers racing
 on the same change send the same id and timum drops the duplicate (``Timum-Delivery``).
+
+Every change of a link's state reaches timum this way: health changes (``set_health``), a new
+link, relink or reconnect (``announce``) and the end of a link (``announce_unlinked``, status
+``unlinked``). The links API and these webhooks are the only source of what timum shows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import UTC
 
 from shared.context import Services
-from shared.domain import Link, LinkHealth, stable_id
-from shared.errors import Conflict, NotFound
+from shared.domain import Link, LinkHealth, LinkKey, stable_id
+from shared.errors import Conflict, NotFound, SyncError
 from shared.i18n import has, message
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.storage.base import encode_key
+
+log = logging.getLogger(__name__)
 
 LINK_STATUS = "linkstatus"
 EVENT_TYPE = "link.status_changed"
@@ -122,6 +129,59 @@ async def _deliver(services: Services, link: Link, pk: str) -> None:
         await outbox.update({**row, "sent": True}, etag=row.etag)
 
 
+#: The ``status`` timum receives when a link ended (not a ``LinkHealth``: there is no link left).
+UNLINKED = "unlinked"
+
+
+async def announce_unlinked(services: Services, link: Link) -> bool:
+    """Tell timum that ``link`` ended, so it stops showing it as connected. Returns True when
+    timum took it.
+
+    Recorded in the outbox first: if the POST fails, the teardown worker that every unlink
+    queues sends it again (``resend_unlinked``) with the same delivery id, which timum
+    deduplicates. A new link of the resource overwrites the row with its own status.
+    """
+    pk = encode_key(str(link.key))
+    delivery_id = stable_id(str(link.key), UNLINKED, link.etag or "-", link.calendar_id, prefix="ls-", length=32)
+    await services.storage.table(LINK_STATUS).upsert({
+        "PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": UNLINKED, "reason": "",
+        "occurred_at": services.clock(), "sent": False, "mode": link.mode.value,
+        "calendar_name": link.calendar_name})
+    try:
+        return await resend_unlinked(services, link.key)
+    except SyncError as exc:
+        log.warning("unlink webhook not delivered now (%s); the teardown worker retries", exc.code)
+        return False
+
+
+async def resend_unlinked(services: Services, key: LinkKey) -> bool:
+    """Deliver a pending ``unlinked`` status of ``key`` (raises the tree's errors so a worker
+    retries); True if one was sent. The row goes once timum took it."""
+    outbox = services.storage.table(LINK_STATUS)
+    pk = encode_key(str(key))
+    row = await outbox.get(pk, "")
+    if row is None or row.get("sent") or row.get("health") != UNLINKED:
+        return False
+    occurred = row["occurred_at"]
+    await services.timum.send_link_status({
+        "id": row["delivery_id"],
+        "type": EVENT_TYPE,
+        "occurredAt": occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": {"providerId": key.provider_id, "resourceId": key.resource_id, "status": UNLINKED,
+                 "mode": str(row.get("mode") or "delegated"), "reason": "",
+                 "calendarName": str(row.get("calendar_name") or "")},
+    })
+    # Only this row: a new link's status written meanwhile has another ETag and stays.
+    with contextlib.suppress(Conflict, NotFound):
+        await outbox.delete(pk, "", etag=row.etag)
+    return True
+
+
 async def forget(services: Services, link: Link) -> None:
-    """Drop the outbox row of an unlinked link."""
-    await services.storage.table(LINK_STATUS).delete(encode_key(str(link.key)), "")
+    """Drop the outbox row of an unlinked link — unless its ``unlinked`` status still waits for
+    delivery (the teardown worker sends it and drops the row then)."""
+    pk = encode_key(str(link.key))
+    row = await services.storage.table(LINK_STATUS).get(pk, "")
+    if row is not None and row.get("health") == UNLINKED and not row.get("sent"):
+        return
+    await services.storage.table(LINK_STATUS).delete(pk, "")

@@ -83,6 +83,11 @@ async def unlink(services: Services, link: Link, *, delete_outlook_events: bool 
         await services.storage.table(LINKS).delete(encode_key(link.provider_id), encode_key(link.resource_id))
     if not keep_claim:
         await repo.release_calendar(link)
+    if not keep_row:
+        from shared.connect.status import announce_unlinked
+
+        # timum must stop showing the link as connected; a relink (keep_row) announces the new one.
+        await announce_unlinked(services, link)
     if needs_worker or not keep_row:
         await services.storage.queue(LINK_ADMIN_QUEUE).send(AdminMessage(
             link=str(link.key), action=AdminAction.TEARDOWN, subscription_id=link.subscription_id,

@@ -38,6 +38,7 @@ from shared.core.hashing import content_hash
 from shared.core.window import SyncWindow
 from shared.domain import (
     BlockedSlot,
+    BookingEventEdits,
     DeltaPage,
     LinkKey,
     OutlookEvent,
@@ -324,3 +325,78 @@ def pending_row(action: UpsertBlock, round_tag: str) -> StatusRow:
     """The row recorded before a new slot is written: the slot may exist from here on."""
     return StatusRow(action.event_id, action.external_id, PENDING_HASH, action.slot.start, action.slot.end,
                      round_tag)
+
+
+# --- Outlook edits of the events our bookings own ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ExpectedBookingEvent:
+    """What the event of a booking looks like as we last wrote it (or would write it now)."""
+
+    booking_id: str
+    fingerprint: str      # ``visible_fingerprint`` of the draft
+
+
+@dataclass(frozen=True)
+class RestoreBookingEvent:
+    """Write the booking's event back (``deleted``: create it again)."""
+
+    event_id: str
+    booking_id: str
+    deleted: bool = False
+    fingerprint: str = ""  # of what Outlook shows now (a guard against restoring the same sight twice)
+
+
+@dataclass(frozen=True)
+class ReportBookingEventEdit:
+    """Leave Outlook as it is and tell timum that the booking's event was changed or deleted."""
+
+    event_id: str
+    booking_id: str
+    deleted: bool = False
+    fingerprint: str = ""  # of what Outlook shows now (the report's identity: one per distinct edit)
+
+
+BookingEventAction = RestoreBookingEvent | ReportBookingEventEdit
+
+
+def visible_fingerprint(subject: str, start: datetime, end: datetime, show_as: str) -> str:
+    """What a person can change about a booking's event and delta reports back: subject, times
+    and availability. Equal fingerprints mean the event is as we wrote it — our own write coming
+    back through delta (no echo loop), or a change that touched nothing visible."""
+    view = [subject[:255], start.timestamp(), end.timestamp(), show_as.lower()]
+    return stable_id(*(str(v) for v in view), length=32)
+
+
+def plan_booking_event_edits(page: DeltaPage, expected: Mapping[str, ExpectedBookingEvent],
+                             policy: BookingEventEdits) -> list[BookingEventAction]:
+    """Booking events that someone edited or deleted in Outlook, and what to do about each.
+
+    ``expected`` names only the events of bookings that are still to be in Outlook (confirmed,
+    or cancelled and kept as marked): an event reported for another booking is not ours to guard.
+    """
+    actions: list[BookingEventAction] = []
+
+    def act(event_id: str, booking_id: str, deleted: bool, fingerprint: str) -> None:
+        if policy is BookingEventEdits.REPORT:
+            actions.append(ReportBookingEventEdit(event_id, booking_id, deleted, fingerprint))
+        else:
+            actions.append(RestoreBookingEvent(event_id, booking_id, deleted, fingerprint))
+
+    for event in page.events:
+        want = expected.get(event.id)
+        if want is None:
+            continue
+        if event.is_cancelled:
+            # Deleted by its organiser but still listed: as good as deleted.
+            act(event.id, want.booking_id, True, "cancelled")
+            continue
+        seen = visible_fingerprint(event.subject, event.start, event.end, event.show_as)
+        if seen != want.fingerprint:
+            act(event.id, want.booking_id, False, seen)
+    for event_id in page.removed:
+        want = expected.get(event_id)
+        if want is not None:
+            # Deleted, or moved out of the window — both take the booking's time away from Outlook.
+            act(event_id, want.booking_id, True, "removed")
+    return actions

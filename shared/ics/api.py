@@ -43,6 +43,9 @@ async def issue_feed(services: Services, provider_id: str, resource_id: str, bod
         resource = await services.timum.get_resource(key.provider_id, key.resource_id)
         name = str(resource.get("name", "")) if resource else ""
     token = await FeedTokens(services.storage).issue(key, name or "timum")
+    from shared.bookings.backfill import queue_backfill
+
+    await queue_backfill(services, key)  # bookings made before the feed existed
     return {"resourceId": key.resource_id, "calendarName": name or "timum",
             "url": services.settings.url(f"ics/{token}"),
             "webcalUrl": "webcal://" + services.settings.url(f"ics/{token}").split("://", 1)[1]}

@@ -25,7 +25,8 @@ async def booking_worker(msg: func.QueueMessage) -> None:
         services = get_services()
         raw = data.get("booking")
         booking: dict[str, object] = raw if isinstance(raw, dict) else {}
-        link = str(data.get("replay_link") or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}")
+        link = str(data.get("replay_link") or data.get("backfill")
+                   or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}")
         with bind(link=link, booking=str(booking.get("id", "")), dequeue=msg.dequeue_count or 1):
             outcome = await apply_booking_message(services, data)
     except BadRequest as exc:
@@ -58,7 +59,8 @@ async def booking_poison(msg: func.QueueMessage) -> None:
     metrics.increment("poison_messages", queue=BOOKING_QUEUE)
     raw = data.get("booking")
     booking: dict[str, object] = raw if isinstance(raw, dict) else {}
-    link = data.get("replay_link") or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}"
+    link = (data.get("replay_link") or data.get("backfill")
+            or f"{booking.get('providerId', '')}|{booking.get('resourceId', '')}")
     if isinstance(link, str) and link.count("|") == 1 and not link.startswith("|") and not link.endswith("|"):
         await record_link_error(link, "gave_up", f"{BOOKING_QUEUE}: a booking change failed repeatedly; "
                                                "the next change or a resync retries it")

@@ -111,8 +111,8 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
     report = await renew_expiring(get_services())
     if report.failed:
         metrics.increment("subscription_renewal_failures", report.failed, reason="renewal")
-    log.info("subscriptions: renewed=%d recreated=%d deferred=%d failed=%d", report.renewed, report.recreated,
-             report.deferred, report.failed)
+    log.info("subscriptions: renewed=%d recreated=%d deferred=%d failed=%d orphans=%d", report.renewed,
+             report.recreated, report.deferred, report.failed, report.orphans)
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from shared.domain import Link, LinkKey, ProviderSettings, stable_id
 from shared.errors import Conflict, NotFound
 from shared.repos.codec import from_entity, to_entity
-from shared.storage.base import StoragePort, encode_key
+from shared.storage.base import StoragePort, decode_key, encode_key
 
 LINKS = "links"
 CALENDAR_INDEX = "calendarindex"
@@ -115,9 +115,11 @@ class SubscriptionIndex:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(SUBSCRIPTIONS)
 
-    async def put(self, subscription_id: str, link: LinkKey, client_state: str) -> None:
+    async def put(self, subscription_id: str, link: LinkKey, client_state: str, *,
+                  now: datetime | None = None) -> None:
         await self._table.upsert({"PartitionKey": encode_key(subscription_id), "RowKey": "",
-                                  "link": str(link), "client_state_hash": hash_secret(client_state)})
+                                  "link": str(link), "client_state_hash": hash_secret(client_state),
+                                  "created_at": now or datetime.now(UTC)})
 
     async def get(self, subscription_id: str) -> SubscriptionRecord | None:
         row = await self._table.get(encode_key(subscription_id), "")
@@ -127,6 +129,16 @@ class SubscriptionIndex:
 
     async def delete(self, subscription_id: str) -> None:
         await self._table.delete(encode_key(subscription_id), "")
+
+    async def list_all(self) -> list[tuple[SubscriptionRecord, datetime | None]]:
+        """Every indexed subscription with the time it was indexed (None for older rows)."""
+        found: list[tuple[SubscriptionRecord, datetime | None]] = []
+        for row in await self._table.query():
+            created = row.get("created_at")
+            found.append((SubscriptionRecord(decode_key(str(row["PartitionKey"])), LinkKey.parse(row["link"]),
+                                             row["client_state_hash"]),
+                          created if isinstance(created, datetime) else None))
+        return found
 
 
 class LeaseRepository:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from shared.bookings.outlook_edits import BookingEventGuard
 from shared.context import Services
 from shared.core.outlook_plan import (
     Action,
@@ -394,6 +395,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     skipped = _Skipped(fresh=fresh)
     if fresh:
         outcome.full_rounds += 1
+    guard = BookingEventGuard(services, link, provider, own)
 
     async def fetch(page_link: str) -> DeltaPage:
         outcome.graph_requests += 1
@@ -430,6 +432,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
                 await writes.settle()
                 status.update(await eventmap.get_many(key, [i for i in ids if i not in status]))
             await _apply(services, ctx, link, plan_page(ctx, page, status), status, outcome, writes)
+            await _guard_booking_events(guard, page)
         await writes.settle()
     except BaseException:
         if upcoming is not None:
@@ -465,6 +468,17 @@ class _Skipped:
             if not self.sample:
                 self.sample = page.skipped[0].reason[:200]
         return [item.id for item in page.skipped if item.id]
+
+
+async def _guard_booking_events(guard: BookingEventGuard, page: DeltaPage) -> None:
+    """Booking events edited or deleted in Outlook (``shared.bookings.outlook_edits``). Their
+    restore or report never fails the round: the blocked slots are what this round is for."""
+    try:
+        await guard.check(page)
+    except TransientError:
+        raise  # the round is retried, and with it the check
+    except SyncError as exc:
+        log.warning("could not restore or report an edited booking event: %s", exc.code)
 
 
 class _Writes:

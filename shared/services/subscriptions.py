@@ -46,6 +46,7 @@ from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
 from shared.services.outlook_sync import HealthChange, graph_session
+from shared.storage.base import encode_key
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,9 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
             info = await create(True)
             resource = RESOURCE_MAILBOX
     except AuthError as exc:
-        if isinstance(exc, NeedsReconnect | ConsentRequired):
+        if isinstance(exc, NeedsReconnect | ConsentRequired) or exc.code == "graph_unauthorized":
+            # A 401 here survived a fresh token (the adapter retries once): the sign-in is bad,
+            # which polling would only hide.
             raise
         # Delegated access to a shared calendar, or the tenant allows no subscriptions: delta on
         # a timer still syncs, only later. The link's status shows sync_mode = polling.
@@ -182,10 +185,14 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
         await _drop(graph, index, old)
         return saved
     # Index before link: a notification that arrives at once must already find its link.
-    await index.put(info.id, link.key, client_state)
+    await index.put(info.id, link.key, client_state, now=now)
     old = link.subscription_id
 
     def to_push(current: Link) -> bool:
+        if current.subscription_id != old:
+            # Another worker (a second SETUP of a reconnect, a duplicate lifecycle message) gave the
+            # link a subscription while we created ours: theirs stays, ours is the loser.
+            return False
         current.sync_mode = SyncMode.PUSH
         current.subscription_id, current.subscription_expires_at = info.id, info.expires_at
         current.subscription_resource = resource
@@ -196,9 +203,18 @@ async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, n
     except LinkGone:
         await _drop(graph, index, info.id)
         raise
+    if saved.subscription_id != info.id:
+        # At most one live subscription per link: the one the link row names.
+        log.info("link %s got another subscription meanwhile; deleting ours", link.key)
+        await _drop(graph, index, info.id)
+        return saved
     if old and old != info.id:
         await _drop(graph, index, old)
     return saved
+
+
+#: An indexed subscription younger than this may still be on its way into its link row.
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -207,6 +223,7 @@ class RenewReport:
     recreated: int = 0
     deferred: int = 0      # transient failures: the next timer run tries again
     failed: int = 0
+    orphans: int = 0       # subscriptions no link uses, deleted
     health_changes: list[tuple[LinkKey, HealthChange]] = field(default_factory=list)
 
 
@@ -246,7 +263,41 @@ async def renew_expiring(services: Services, within: timedelta = timedelta(hours
 
     # Each renewal handles its own failures, so one bad link never stops the others.
     await asyncio.gather(*(one(link) for link in due))
+    report.orphans = await delete_orphans(services)
     return report
+
+
+async def delete_orphans(services: Services) -> int:
+    """Delete subscriptions that no link row names (a lost race or a crash between creating one
+    and saving the link): in Graph through the link's access when the resource is still linked
+    to the same calendar, and always from the index, so their notifications are refused.
+
+    Pending teardowns own the subscriptions of unlinked links (their index rows are gone already)."""
+    now = services.clock()
+    index = SubscriptionIndex(services.storage)
+    links = LinkRepository(services.storage)
+    removed = 0
+    for record, created in await index.list_all():
+        if created is not None and created > now - ORPHAN_GRACE:
+            continue
+        link = await links.get(record.link)
+        if link is not None and link.subscription_id == record.subscription_id:
+            continue
+        graph: GraphCalendarPort | None = None
+        if link is not None and link.mode is not LinkMode.ICS:
+            try:
+                graph = await services.graph.for_link(link)
+            except SyncError as exc:
+                log.warning("orphan subscription of %s: no Graph access (%s)", record.link, exc.code)
+        try:
+            await _drop(graph, index, record.subscription_id)
+        finally:
+            if graph is not None:
+                await graph.close()
+        removed += 1
+    if removed:
+        log.info("deleted %d orphaned subscriptions", removed)
+    return removed
 
 
 async def _renew_one(services: Services, link: Link, report: RenewReport) -> None:
@@ -378,12 +429,21 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
         return AdminOutcome(message.action.value, "ics")
     try:
         if message.action is AdminAction.SETUP:
+            polling = link.sync_mode is SyncMode.POLLING
+            if polling:
+                # Delegated access to a shared calendar: Graph will refuse the subscription, so the
+                # first sync must not wait for that answer (nor for the polling timer).
+                await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
             saved = await ensure_subscription(services, link)
-            await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
+            if not polling:
+                await _enqueue_sync(services, key, SyncReason.SETUP, full=True)
             result = saved.sync_mode.value
         elif message.action is AdminAction.RESUBSCRIBE:
-            if message.subscription_id and message.subscription_id != link.subscription_id:
+            if message.subscription_id and link.subscription_id and message.subscription_id != link.subscription_id:
                 return AdminOutcome(message.action.value, "stale")
+            # Graph removed it: the link must not keep naming it, or a set-up after a reconnect
+            # (the usual way out when the removal came with lost access) would think it live.
+            link = await _forget_subscription(services, link, link.subscription_id)
             saved = await resubscribe(services, link)
             result = saved.sync_mode.value
         else:
@@ -398,6 +458,21 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
         change = await _set_health(services, link, LinkHealth.ERROR, exc)
         return AdminOutcome(message.action.value, "error", change)
     return AdminOutcome(message.action.value, result)
+
+
+async def _forget_subscription(services: Services, link: Link, subscription_id: str) -> Link:
+    """Clear a subscription Graph no longer has from the link (only if the link still names it)."""
+    if not subscription_id:
+        return link
+    await SubscriptionIndex(services.storage).delete(subscription_id)
+
+    def clear(current: Link) -> bool:
+        if current.subscription_id != subscription_id:
+            return False
+        current.subscription_id, current.subscription_expires_at = "", None
+        return True
+
+    return await _save(services, link, clear)
 
 
 async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "",
@@ -440,6 +515,10 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
     if current is not None:
         await finish(services, key, subscription_id)
         return "relinked"
+    from shared.connect.status import resend_unlinked
+
+    # The unlink's own attempt may have failed; a failure here retries the teardown message.
+    await resend_unlinked(services, key)
     leases = LeaseRepository(services.storage)
     if not await leases.acquire(key, TEARDOWN_OWNER, now=services.clock()):
         # A sync run is still writing for this link; clean up after it.
@@ -453,12 +532,23 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
             deleted_events = await _delete_our_events(graph, snapshot.mailbox_id, await bookings.list(key))
         await EventMapRepository(services.storage).clear(key)
         await bookings.clear(key)
+        await _clear_restores(services, key)
     finally:
         for _ in range(3):  # a dirty mark keeps the lease once; the next release lets go
             if not await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
                 break
     await finish(services, key, subscription_id)
     return f"removed {removed} slots, {deleted_events} events"
+
+
+async def _clear_restores(services: Services, key: LinkKey) -> None:
+    from shared.bookings.outlook_edits import RESTORES
+
+    table = services.storage.table(RESTORES)
+    pk = encode_key(str(key))
+    rows = await table.query(pk)
+    if rows:
+        await table.delete_many(pk, [row.rk for row in rows])
 
 
 async def _delete_our_events(graph: GraphCalendarPort, mailbox_id: str, rows: list[BookingMapRow]) -> int:

@@ -472,3 +472,42 @@ async def test_twin_failure_injection_targets_one_operation() -> None:
             await twin.put_blocked_slot("p", rid, slot("ol-a"))
     await twin.put_blocked_slot("p", rid, slot("ol-a"))
     assert twin.writes() == 1 and twin.slot_count() == 1
+
+
+# --- booking conflict reports (an Outlook edit of a booking's event) ----------------------------------
+
+CONFLICT = {"id": "bc-1", "occurredAt": "2026-12-01T08:00:00Z",
+            "data": {"providerId": "p", "resourceId": "r", "bookingId": "bk-1", "change": "edited",
+                     "outlookStart": "2026-12-01T11:00:00Z", "outlookEnd": "2026-12-01T11:30:00Z"}}
+
+
+async def test_booking_conflict_reaches_the_sandbox_and_twin_alike(running_timum: RunningTimum) -> None:
+    twin = MemoryTimum()
+    await twin.send_booking_conflict(CONFLICT)
+    await twin.send_booking_conflict(CONFLICT)  # a repeated report: timum keeps one
+    assert twin.booking_conflicts == [{**CONFLICT, "type": "booking.outlook_conflict"}]
+    running = running_timum
+    cfg = running.config
+    adapter = TimumHttpAdapter(running.api_base_url, cfg.timum_api_key, cfg.timum_webhook_secrets,
+                               running.status_webhook_url, client=httpx.AsyncClient(timeout=5.0))
+    try:
+        await adapter.send_booking_conflict(CONFLICT)
+        await adapter.send_booking_conflict(CONFLICT)
+    finally:
+        await adapter.close()
+    assert [c for c in running.state.list_booking_conflicts() if c["id"] == "bc-1"] == twin.booking_conflicts
+
+
+@pytest.mark.parametrize(("change", "field_name"), [
+    ({"change": "moved"}, "data.change"), ({"bookingId": ""}, "data.bookingId"),
+    ({"outlookStart": 5}, "data.outlookStart"),
+])
+async def test_malformed_booking_conflict_is_refused_before_sending(change: dict[str, Any], field_name: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    for port in (MemoryTimum(), mock_adapter(handler)):
+        with pytest.raises(BadRequest) as caught:
+            await port.send_booking_conflict({**CONFLICT, "data": {**CONFLICT["data"], **change}})  # type: ignore[dict-item]
+        assert caught.value.field == field_name
+        await port.close()

@@ -187,6 +187,13 @@ class GraphApi:
         try:
             return self.directory.verify_access_token(token.strip())
         except TokenError as exc:
+            if exc.reason == "claims_challenge":
+                challenge = self.directory.claims_challenge_for(token.strip()) or ""
+                raise GraphError(401, "InvalidAuthenticationToken", "Continuous access evaluation resulted in "
+                                 "challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocation",
+                                 headers={"WWW-Authenticate": _cae_challenge(challenge)}) from exc
+            if exc.reason == "revoked":
+                raise GraphError(401, "InvalidAuthenticationToken", "Access token has been revoked.") from exc
             if exc.reason == "expired":
                 raise GraphError(401, "InvalidAuthenticationToken",
                                  "Lifetime validation failed, the token is expired.") from exc
@@ -251,7 +258,7 @@ class GraphApi:
                         self.state.leave(*slot)
             except GraphError as err:
                 response = graph_json(_error_body(err, request_id, client_request_id), err.status, err.headers)
-                if err.status == 401:
+                if err.status == 401 and "www-authenticate" not in response.headers:
                     response.headers["WWW-Authenticate"] = ('Bearer realm="", authorization_uri="https://login.'
                                                             'microsoftonline.com/common/oauth2/authorize", '
                                                             'client_id="00000003-0000-0000-c000-000000000000"')
@@ -919,3 +926,9 @@ def _seconds(value: float) -> str:
 
 def iso_z(moment: datetime) -> str:
     return graph_instant(moment)
+
+
+def _cae_challenge(claims: str) -> str:
+    """The ``WWW-Authenticate`` value of a Continuous Access Evaluation 401."""
+    return ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+            f'client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="{claims}"')

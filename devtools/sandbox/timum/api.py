@@ -275,6 +275,13 @@ class TimumApi:
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
+        if isinstance(payload, dict) and payload.get("type") == "booking.outlook_conflict":
+            delivery_id = self._check_booking_conflict(payload)
+            if request.headers.get("Timum-Delivery") != delivery_id:
+                raise ApiProblem(400, "bad_request", "Timum-Delivery: must be present and equal the body's id",
+                                 field="Timum-Delivery")
+            self.state.record_booking_conflict(delivery_id, payload)
+            return Response(status_code=202)
         delivery_id = self._check_link_status(payload)
         header_id = request.headers.get("Timum-Delivery")
         if header_id != delivery_id:
@@ -313,6 +320,28 @@ class TimumApi:
         for name in ("reason", "calendarName"):
             if name in data and not isinstance(data[name], str):
                 raise bad(f"data.{name}", "must be a string")
+        return delivery_id
+
+    @staticmethod
+    def _check_booking_conflict(payload: dict[str, Any]) -> str:
+        def bad(field: str, message: str) -> ApiProblem:
+            return ApiProblem(400, "bad_request", f"{field}: {message}", field=field)
+
+        delivery_id = payload.get("id")
+        if not isinstance(delivery_id, str) or not 1 <= len(delivery_id) <= 128:
+            raise bad("id", "required, 1–128 characters")
+        try:
+            parse_datetime(payload.get("occurredAt"), "occurredAt")
+        except InvalidInput:
+            raise bad("occurredAt", "required, an RFC 3339 date-time") from None
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise bad("data", "required, an object")
+        for name in ("providerId", "resourceId", "bookingId"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise bad(f"data.{name}", "required, a non-empty string")
+        if data.get("change") not in ("edited", "deleted"):
+            raise bad("data.change", "must be one of edited, deleted")
         return delivery_id
 
     # --- routes -------------------------------------------------------------------------------------

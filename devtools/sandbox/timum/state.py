@@ -287,6 +287,8 @@ class TimumState:
         self.slots: dict[tuple[str, str, str], Slot] = {}
         self.deliveries: list[Delivery] = []
         self.received_statuses: list[ReceivedStatus] = []
+        #: ``booking.outlook_conflict`` reports from the service, once per delivery id
+        self.received_conflicts: list[dict[str, Any]] = []
         self.faults: list[FaultRule] = []
         #: ICS feed URLs the service issued, per (provider, resource): the service shows a URL once
         #: and keeps only its hash, so timum keeps it to show the provider again
@@ -421,6 +423,7 @@ class TimumState:
             self.slots.clear()
             self.deliveries.clear()
             self.received_statuses.clear()
+            self.received_conflicts.clear()
             self.faults.clear()
             self.feeds.clear()
             self.api_log.clear()
@@ -667,6 +670,20 @@ class TimumState:
                                           received.received_at)
             self._changed.notify_all()
             return copy.deepcopy(received)
+
+    def record_booking_conflict(self, delivery_id: str, payload: dict[str, Any]) -> bool:
+        """A ``booking.outlook_conflict`` report: the Outlook event of a booking was edited or
+        deleted there. Kept once per delivery id; True if new."""
+        with self._lock:
+            if any(c["id"] == delivery_id for c in self.received_conflicts):
+                return False
+            self.received_conflicts.append(copy.deepcopy(payload))
+            self._changed.notify_all()
+            return True
+
+    def list_booking_conflicts(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self.received_conflicts)
 
     def wait_for_statuses(self, count: int, *, timeout: float = 10.0) -> list[ReceivedStatus]:
         self.wait_until(lambda s: len(s.received_statuses) >= count, timeout=timeout)
