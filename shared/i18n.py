@@ -126,8 +126,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chooser.problem": "Bitte prüfen Sie Ihre Auswahl",
         "chooser.app_only_note": "Freigegebener Kalender: Dank der Zustimmung Ihres Administrators werden "
                                  "Änderungen sofort abgeglichen.",
-        "chooser.polling_note": "Freigegebener Kalender: Änderungen in Outlook werden alle paar Minuten "
-                                "abgeglichen.",
         # link status reasons (sent to timum, shown to the provider)
         "status.ok": "",
         "status.needs_reconnect": "Die Anmeldung bei Microsoft ist abgelaufen oder wurde widerrufen. Bitte "
@@ -246,7 +244,6 @@ MESSAGES: dict[str, dict[str, str]] = {
         "chooser.problem": "Please check your choice",
         "chooser.app_only_note": "Shared calendar: thanks to your administrator's approval changes sync "
                                  "immediately.",
-        "chooser.polling_note": "Shared calendar: changes in Outlook sync every few minutes.",
         "status.ok": "",
         "status.needs_reconnect": "The Microsoft sign-in has expired or was revoked. Please connect the calendar "
                                   "again.",

@@ -206,7 +206,8 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
             notes.append(_("chooser.linked_here_move"))
             current = current or choice.key
         if selectable and cal.is_shared:
-            notes.append(_("chooser.app_only_note" if app_only else "chooser.polling_note"))
+            notes.append(_("chooser.app_only_note") if app_only else
+                         _("chooser.polling_freshness", minutes=services.settings.polling_interval_minutes))
         match = _matches(choice, resources) if selectable else None
         if match is not None:
             notes.append(_("chooser.same_name", resource=match["name"]))
