@@ -444,7 +444,7 @@ def resolve_zone(name: str) -> str | None:
     found = to_iana(name)
     if found is not None:
         return found
-    olson = WINDOWS_TO_OLSON.get(name)
+    olson = str(WINDOWS_TO_OLSON.get(name) or "")
     if olson and _is_iana(olson):
         return _IANA_ALIASES.get(olson, olson)
     if name.startswith("("):

@@ -317,6 +317,7 @@ async def _save_ics_state(services: Services, link: Link, source: object) -> Lin
         if source.fetched.status == 200:
             current.ics_etag, current.ics_last_modified = source.fetched.etag, source.fetched.last_modified
             current.ics_skipped = source.skipped
+            current.skipped_items, current.skipped_sample = source.skipped, source.skipped_sample
         current.last_sync_at = services.clock()
         try:
             return await repo.save(current)
