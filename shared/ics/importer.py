@@ -198,6 +198,9 @@ def _occurrence_event(occ: Any, zone: ZoneInfo, series: set[str]) -> OutlookEven
         # RFC 5545 3.6.1: a date lasts one day; a date-time without end or duration has no
         # length and blocks nothing (the planner drops events with end ≤ start, as for Graph).
         end = start + timedelta(days=1) if all_day else start
+    if not all_day:
+        # Instants in UTC: a zone built from the file's VTIMEZONE must not travel beyond the import.
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
     uid = str(occ["UID"])
     recurring = uid in series
     occurrence_id = uid

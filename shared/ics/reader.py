@@ -18,7 +18,8 @@ from shared.errors import BadRequest
 _LINE_END = re.compile(r"\r\n|\n|\r")
 #: Properties whose values carry a TZID parameter that decides what instant they mean.
 TIME_PROPERTIES = frozenset({"DTSTART", "DTEND", "DUE", "RECURRENCE-ID", "EXDATE", "RDATE"})
-_TZID = re.compile(r';TZID=("[^"]*"|[^;:]*)', re.IGNORECASE)
+_TZID = re.compile(r';TZID=("[^"]*"|[^;]*)', re.IGNORECASE)
+_NAME = re.compile(r"[^;:]*")
 
 
 class IcsLimitExceeded(BadRequest):
@@ -75,17 +76,28 @@ def unfold(text: str) -> list[str]:
 
 
 def split_line(line: str) -> tuple[str, str, str]:
-    """(upper-case name, parameter part with its leading ';', value) of a content line."""
+    """(upper-case name, parameter part with its leading ';', value) of a content line.
+
+    Time values never contain a colon, so for time properties the value starts after the *last*
+    unquoted one: Exchange 2010 writes display-name TZIDs unquoted ("TZID=(UTC+01:00) Amsterdam, …").
+    """
+    lead = _NAME.match(line)
+    last = lead is not None and lead.group(0).strip().upper() in TIME_PROPERTIES
     quoted = False
+    cut_at = -1
     for index, char in enumerate(line):
         if char == '"':
             quoted = not quoted
         elif char == ":" and not quoted:
-            head, value = line[:index], line[index + 1:]
-            cut = head.find(";")
-            name = head if cut < 0 else head[:cut]
-            return name.strip().upper(), "" if cut < 0 else head[cut:], value
-    return line.strip().upper(), "", ""
+            cut_at = index
+            if not last:
+                break
+    if cut_at < 0:
+        return line.strip().upper(), "", ""
+    head, value = line[:cut_at], line[cut_at + 1:]
+    cut = head.find(";")
+    name = head if cut < 0 else head[:cut]
+    return name.strip().upper(), "" if cut < 0 else head[cut:], value
 
 
 def tzids_of(line: str) -> list[str]:
