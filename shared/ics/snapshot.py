@@ -184,12 +184,12 @@ class SnapshotTable:
         for _ in range(3):
             try:
                 row = await self._table.get(pk, SERVED)
-                if row is not None and row.get("etag") == etag:
+                if row is not None and row.get("body_etag") == etag:
                     return datetime.fromisoformat(str(row["modified"]))
                 previous = datetime.fromisoformat(str(row["modified"])) if row is not None else None
                 # Strictly later than the previous body, at the one-second precision of HTTP dates.
                 modified = now if previous is None or now > previous else previous + timedelta(seconds=1)
-                entity = {"PartitionKey": pk, "RowKey": SERVED, "etag": etag, "modified": modified.isoformat()}
+                entity = {"PartitionKey": pk, "RowKey": SERVED, "body_etag": etag, "modified": modified.isoformat()}
                 if row is None:
                     await self._table.insert(entity)
                 else:
