@@ -156,10 +156,11 @@ class FetchResult:
 
 async def fetch_ics(url: str, *, etag: str = "", last_modified: str = "", allow_loopback: bool = False,
                     transport: httpx.AsyncBaseTransport | None = None, max_bytes: int = MAX_BYTES,
-                    deadline: float = DEADLINE) -> FetchResult:
+                    deadline: float | None = None) -> FetchResult:
     """Conditional GET with manual redirects (each hop re-checked), a size cap, per-read timeouts
     and one deadline for the whole fetch (httpx's timeouts are per read: a server sending a byte
     every few seconds never trips them)."""
+    deadline = DEADLINE if deadline is None else deadline
     try:
         async with asyncio.timeout(deadline):
             return await _fetch(url, etag=etag, last_modified=last_modified, allow_loopback=allow_loopback,
