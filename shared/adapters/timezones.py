@@ -280,8 +280,14 @@ def iana_to_windows(name: str) -> str | None:
 def to_iana(name: str) -> str | None:
     """Normalise what Graph reports (a Windows name, usually; sometimes already IANA) to IANA.
 
-    None when the name is neither a known Windows name nor a valid IANA zone.
+    The same resolver as for ICS imports (``resolve_zone``): Graph has been seen to report
+    display names too. None when the name cannot be known.
     """
+    return resolve_zone(name)
+
+
+def _known(name: str) -> str | None:
+    """A Windows name of this module's table, an IANA zone or one of its old spellings."""
     name = name.strip()
     windows = windows_to_iana(name)
     if windows is not None:
@@ -441,7 +447,7 @@ def resolve_zone(name: str) -> str | None:
     name = name.strip().strip('"').strip()
     if not name or len(name) > 200:
         return None
-    found = to_iana(name)
+    found = _known(name)
     if found is not None:
         return found
     olson = str(WINDOWS_TO_OLSON.get(name) or "")
