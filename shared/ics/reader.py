@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from shared.errors import BadRequest
 
@@ -83,15 +84,18 @@ def split_line(line: str) -> tuple[str, str, str]:
     """
     lead = _NAME.match(line)
     last = lead is not None and lead.group(0).strip().upper() in TIME_PROPERTIES
-    quoted = False
-    cut_at = -1
-    for index, char in enumerate(line):
-        if char == '"':
-            quoted = not quoted
-        elif char == ":" and not quoted:
-            cut_at = index
-            if not last:
-                break
+    if '"' not in line:
+        cut_at = line.rfind(":") if last else line.find(":")
+    else:
+        quoted = False
+        cut_at = -1
+        for index, char in enumerate(line):
+            if char == '"':
+                quoted = not quoted
+            elif char == ":" and not quoted:
+                cut_at = index
+                if not last:
+                    break
     if cut_at < 0:
         return line.strip().upper(), "", ""
     head, value = line[:cut_at], line[cut_at + 1:]
@@ -124,19 +128,27 @@ class Block:
     def text(self) -> str:
         return "\r\n".join(self.lines) + "\r\n"
 
-    def own_properties(self, wanted: str) -> list[str]:
-        """Lines of property ``wanted`` of this component itself (not of nested ones like VALARM)."""
+    @cached_property
+    def names(self) -> list[str]:
+        """Each line's property name, upper-case."""
+        return [split_line(line)[0] for line in self.lines]
+
+    @cached_property
+    def _own(self) -> dict[str, list[str]]:
         depth = 0
-        out: list[str] = []
-        for line in self.lines[1:-1]:
-            name, _, value = split_line(line)
+        out: dict[str, list[str]] = {}
+        for line, name in zip(self.lines[1:-1], self.names[1:-1], strict=True):
             if name == "BEGIN":
                 depth += 1
             elif name == "END":
                 depth -= 1
-            elif depth == 0 and name == wanted:
-                out.append(line)
+            elif depth == 0:
+                out.setdefault(name, []).append(line)
         return out
+
+    def own_properties(self, wanted: str) -> list[str]:
+        """Lines of property ``wanted`` of this component itself (not of nested ones like VALARM)."""
+        return self._own.get(wanted, [])
 
 
 @dataclass
