@@ -3,6 +3,7 @@ ends as a clear link error with nothing written, slots carry source ``ics``."""
 
 from __future__ import annotations
 
+import gzip
 from datetime import timedelta
 
 import pytest
@@ -104,3 +105,12 @@ async def test_a_parser_failure_is_a_link_error_not_a_poison_message(storage: St
     assert await _run(svc) == "error"        # returned, not raised: the queue message completes
     link = await LinkRepository(storage).require(KEY)
     assert link.health is LinkHealth.ERROR and link.last_error.startswith("ics_unreadable")
+
+
+async def test_gzip_sent_although_identity_was_asked_and_a_byte_order_mark(storage: StoragePort,
+                                                                         published: str) -> None:
+    svc = services(storage)
+    Published.body, Published.encoding = gzip.compress(b"\xef\xbb\xbf" + Published.body), "gzip"
+    await api.set_ics_import(svc, "p", "r", {"url": published})
+    assert await _run(svc) == "ok"
+    assert len(await svc.timum.list_blocked_slots("p", "r")) == 5
