@@ -114,3 +114,21 @@ async def test_gzip_sent_although_identity_was_asked_and_a_byte_order_mark(stora
     await api.set_ics_import(svc, "p", "r", {"url": published})
     assert await _run(svc) == "ok"
     assert len(await svc.timum.list_blocked_slots("p", "r")) == 5
+
+
+async def test_unlinking_an_ics_link_removes_its_ics_slots(storage: StoragePort, published: str) -> None:
+    from shared.services.subscriptions import teardown
+
+    svc = services(storage)
+    timum = svc.timum
+    assert isinstance(timum, MemoryTimum)
+    await api.set_ics_import(svc, "p", "r", {"url": published})
+    assert await _run(svc) == "ok"
+    # A slot of this link that lost its status row (a crash between the PUT and the row).
+    orphan = BlockedSlot(slot_external_id(KEY, "ORPHAN"), NOW + timedelta(days=3), NOW + timedelta(days=3, hours=1),
+                         title="", source="ics")
+    await timum.put_blocked_slot("p", "r", orphan)
+    repo = LinkRepository(storage)
+    await repo.delete(await repo.require(KEY))
+    await teardown(svc, KEY)
+    assert await timum.list_blocked_slots("p", "r") == []
