@@ -55,7 +55,7 @@ sandbox: setup-local
 test: setup browser calendar-readers
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: setup
+test-fast: setup calendar-readers
 	$(PY) -m pytest -q -m "not browser and not slow"
 
 lint: setup
