@@ -37,6 +37,8 @@ _BREAKS = dict.fromkeys(map(ord, "\r\x0b\x0c\x85\u2028\u2029"), "\n")
 def clean_text(value: str) -> str:
     """Text a strict reader accepts: line breaks as ``\n``, other control characters (NUL, ESC,
     DEL, C1), lone surrogates and non-characters removed; a TAB stays (RFC 5545 TSAFE-CHAR)."""
+    if value.isprintable():
+        return value  # the common case: nothing to clean (isprintable is False for every character dropped)
     value = value.replace("\r\n", "\n").translate(_BREAKS)
     return "".join(c for c in value
                    if c in "\t\n" or not (c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff"
