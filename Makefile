@@ -9,7 +9,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_LOCAL := $(VENV)/.installed-local
 STAMP_NODE := node_modules/.installed
 
-.PHONY: setup setup-local run sandbox test test-fast check lint typecheck bench soak fuzz clean browser
+.PHONY: setup setup-local run sandbox test test-fast check lint typecheck bench soak fuzz clean browser calendar-readers
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
@@ -37,6 +37,12 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# calcurse reads the ICS feed in tests as one of its independent clients (tests/ics/feed_readers.py).
+calendar-readers:
+	@command -v calcurse >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq calcurse; }
+
 ## make run — Azurite + sandbox (Microsoft identity, Graph, timum) + the function app on http://127.0.0.1:7071
 run: setup-local
 	$(PY) -m devtools.run
@@ -46,11 +52,11 @@ sandbox: setup-local
 	$(PY) -m devtools.sandbox
 
 ## make test — the whole suite against real Azurite, the sandbox and headless Chromium
-test: setup browser
+test: setup browser calendar-readers
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## the fast tier: twins only, no Azurite, sandbox or local host (tests/conftest.py marks the rest 'stack')
-test-fast: setup
+test-fast: setup calendar-readers
 	TIMUM_TEST_TIER=fast $(PY) -m pytest -q -p no:cacheprovider -m "not browser and not slow and not stack"
 
 lint: setup

@@ -371,3 +371,40 @@ MESSAGES["en"].update({
     "chooser.name_invalid": "The name is too long or contains control characters (200 characters at most).",
     "chooser.resource_unavailable": "This resource is no longer free or does not belong to this timum account.",
 })
+
+# Link status reasons of ICS imports (reason codes of shared.ics: fetch, reader, importer, source).
+MESSAGES["de"].update({
+    "status.ics_gone": "Der veröffentlichte Kalender ist nicht mehr erreichbar (Veröffentlichung in Outlook beendet?).",
+    "status.ics_not_calendar": "Der Link liefert keinen Kalender. Bitte den ICS-Link der Kalenderveröffentlichung "
+                               "verwenden.",
+    "status.ics_unsafe_address": "Der Link zeigt auf eine Adresse, die nicht erlaubt ist (kein öffentlicher Server).",
+    "status.ics_too_large": "Der veröffentlichte Kalender ist zu groß.",
+    "status.ics_too_many_events": "Der veröffentlichte Kalender enthält zu viele Termine. Bitte einen Kalender mit "
+                                  "weniger Terminen veröffentlichen.",
+    "status.ics_series_too_long": "Eine Serie im veröffentlichten Kalender hat zu viele Termine im "
+                                  "Abgleichszeitraum. Nichts wurde übernommen.",
+    "status.ics_too_many_occurrences": "Der veröffentlichte Kalender hat zu viele Termine im Abgleichszeitraum. "
+                                       "Nichts wurde übernommen.",
+    "status.ics_parse_timeout": "Das Lesen des veröffentlichten Kalenders dauerte zu lange. Nichts wurde übernommen.",
+    "status.ics_fetch_deadline": "Der Server des Kalenders hat ihn nicht rechtzeitig geliefert. Wir versuchen es "
+                                 "weiter.",
+    "status.ics_unreadable": "Der veröffentlichte Kalender konnte nicht gelesen werden. Nichts wurde übernommen.",
+    "status.ics_missing": "Für diese Verknüpfung ist kein Kalender-Link hinterlegt.",
+})
+MESSAGES["en"].update({
+    "status.ics_gone": "The published calendar can no longer be reached (unpublished in Outlook?).",
+    "status.ics_not_calendar": "The link does not return a calendar. Please use the ICS link of the published "
+                               "calendar.",
+    "status.ics_unsafe_address": "The link points to an address that is not allowed (not a public server).",
+    "status.ics_too_large": "The published calendar is too large.",
+    "status.ics_too_many_events": "The published calendar holds too many events. Please publish a calendar with "
+                                  "fewer events.",
+    "status.ics_series_too_long": "A series in the published calendar has too many occurrences in the sync "
+                                  "period. Nothing was taken over.",
+    "status.ics_too_many_occurrences": "The published calendar has too many events in the sync period. Nothing was "
+                                       "taken over.",
+    "status.ics_parse_timeout": "Reading the published calendar took too long. Nothing was taken over.",
+    "status.ics_fetch_deadline": "The calendar's server did not deliver it in time. We keep trying.",
+    "status.ics_unreadable": "The published calendar could not be read. Nothing was taken over.",
+    "status.ics_missing": "No calendar link is stored for this connection.",
+})

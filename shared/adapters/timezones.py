@@ -9,8 +9,10 @@ and the older CLDR spellings are accepted as input.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 #: Windows name → IANA zone (CLDR territory "001").
 WINDOWS_TO_IANA: dict[str, str] = {
@@ -278,8 +280,14 @@ def iana_to_windows(name: str) -> str | None:
 def to_iana(name: str) -> str | None:
     """Normalise what Graph reports (a Windows name, usually; sometimes already IANA) to IANA.
 
-    None when the name is neither a known Windows name nor a valid IANA zone.
+    The same resolver as for ICS imports (``resolve_zone``): Graph has been seen to report
+    display names too. None when the name cannot be known.
     """
+    return resolve_zone(name)
+
+
+def _known(name: str) -> str | None:
+    """A Windows name of this module's table, an IANA zone or one of its old spellings."""
     name = name.strip()
     windows = windows_to_iana(name)
     if windows is not None:
@@ -293,3 +301,158 @@ def to_graph_zone(iana: str) -> str:
     """The name to send in a ``dateTimeTimeZone``: the Windows name where we know it (every
     Graph method accepts those), otherwise the IANA name (Graph accepts many, not all)."""
     return iana_to_windows(iana) or iana
+
+
+# --- One resolver for every zone name a calendar producer writes (Graph and ICS imports) ----------
+#
+# Outlook writes TZIDs as Windows names ("W. Europe Standard Time") and, in OWA and some desktop
+# exports, as the Windows *display* name ("(UTC+01:00) Amsterdam, Berlin, Bern, Rome, Stockholm,
+# Vienna"). libical-based clients (Thunderbird, Evolution) write "globally unique" TZIDs such as
+# "/mozilla.org/20050126_1/Europe/Berlin". ``resolve_zone`` maps all of them to an IANA zone, or
+# None: an unknown zone is reported by the caller, never guessed.
+
+#: Display names whose text names no city that tzdata knows: Windows display text → Windows name.
+_DISPLAY_TEXT: dict[str, str] = {
+    "coordinated universal time": "UTC",
+    "utc": "UTC",
+    "international date line west": "Dateline Standard Time",
+    "coordinated universal time-11": "UTC-11",
+    "coordinated universal time-09": "UTC-09",
+    "coordinated universal time-08": "UTC-08",
+    "coordinated universal time-02": "UTC-02",
+    "coordinated universal time+12": "UTC+12",
+    "coordinated universal time+13": "UTC+13",
+    "mid-atlantic": "UTC-02",
+    "hawaii": "Hawaiian Standard Time",
+    "aleutian islands": "Aleutian Standard Time",
+    "alaska": "Alaskan Standard Time",
+    "pacific time (us & canada)": "Pacific Standard Time",
+    "pacific time (us and canada)": "Pacific Standard Time",
+    "baja california": "Pacific Standard Time (Mexico)",
+    "arizona": "US Mountain Standard Time",
+    "mountain time (us & canada)": "Mountain Standard Time",
+    "mountain time (us and canada)": "Mountain Standard Time",
+    "yukon": "Yukon Standard Time",
+    "central america": "Central America Standard Time",
+    "central time (us & canada)": "Central Standard Time",
+    "central time (us and canada)": "Central Standard Time",
+    "saskatchewan": "Canada Central Standard Time",
+    "eastern time (us & canada)": "Eastern Standard Time",
+    "eastern time (us and canada)": "Eastern Standard Time",
+    "indiana (east)": "US Eastern Standard Time",
+    "turks and caicos": "Turks And Caicos Standard Time",
+    "atlantic time (canada)": "Atlantic Standard Time",
+    "newfoundland": "Newfoundland Standard Time",
+    "brasilia": "E. South America Standard Time",
+    "greenland": "Greenland Standard Time",
+    "cayenne, fortaleza": "SA Eastern Standard Time",
+    "salvador": "Bahia Standard Time",
+    "azores": "Azores Standard Time",
+    "cabo verde is.": "Cape Verde Standard Time",
+    "cape verde is.": "Cape Verde Standard Time",
+    "dublin, edinburgh, lisbon, london": "GMT Standard Time",
+    "west central africa": "W. Central Africa Standard Time",
+    "harare, pretoria": "South Africa Standard Time",
+    "chennai, kolkata, mumbai, new delhi": "India Standard Time",
+    "sri jayawardenepura": "Sri Lanka Standard Time",
+    "beijing, chongqing, hong kong, urumqi": "China Standard Time",
+    "canberra, melbourne, sydney": "AUS Eastern Standard Time",
+    "guam, port moresby": "West Pacific Standard Time",
+    "solomon is., new caledonia": "Central Pacific Standard Time",
+    "chatham islands": "Chatham Islands Standard Time",
+    "samoa": "Samoa Standard Time",
+    "kiritimati island": "Line Islands Standard Time",
+    "marquesas islands": "Marquesas Standard Time",
+    "easter island": "Easter Island Standard Time",
+}
+
+_DISPLAY = re.compile(r"^\((?:UTC|GMT)(?:([+-])(\d{1,2})[:.]?(\d{2}))?\)\s*(.*)$", re.IGNORECASE)
+_REFERENCE_DAYS = (datetime(2026, 1, 15, 12, tzinfo=UTC), datetime(2026, 7, 15, 12, tzinfo=UTC))
+
+
+@lru_cache(maxsize=1)
+def _cities() -> dict[str, str]:
+    """tzdata's zones by their city ("new york" → America/New_York), canonical areas first."""
+    areas = ("Europe/", "America/", "Asia/", "Africa/", "Australia/", "Pacific/", "Atlantic/", "Indian/",
+             "Antarctica/", "Arctic/")
+    out: dict[str, str] = {}
+    for zone in sorted(available_timezones(), key=lambda z: (not z.startswith(areas), z)):
+        if not zone.startswith(areas):
+            continue
+        city = zone.rsplit("/", 1)[-1].replace("_", " ").lower()
+        out.setdefault(city, _IANA_ALIASES.get(zone, zone))
+    return out
+
+
+def _standard_offsets(zone: str) -> set[timedelta]:
+    tz = ZoneInfo(zone)
+    out: set[timedelta] = set()
+    local = [day.astimezone(tz) for day in _REFERENCE_DAYS]
+    for moment in local:
+        offset, dst = moment.utcoffset(), moment.dst()
+        if offset is not None:
+            out.add(offset - (dst or timedelta(0)))
+    offsets = [m.utcoffset() for m in local]
+    out.add(min(o for o in offsets if o is not None))
+    return out
+
+
+def _from_display_name(name: str) -> str | None:
+    """IANA zone of a Windows display name: its text when that names no city, else the first
+    city tzdata knows whose standard offset is the one the name states."""
+    match = _DISPLAY.match(name.strip())
+    if match is None:
+        return None
+    sign, hours, minutes, text = match.groups()
+    offset = timedelta(0)
+    if hours is not None:
+        offset = timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
+    text = " ".join(text.split()).lower()
+    windows = _DISPLAY_TEXT.get(text)
+    if windows is not None:
+        return windows_to_iana(windows)
+    # "Yangon (Rangoon)", "Astana, Dhaka": every name and every bracketed alternative.
+    candidates = [c.strip(" .") for c in re.split(r",|\(|\)|/| and ", text) if c.strip(" .")]
+    cities = _cities()
+    for candidate in candidates:
+        zone = cities.get(candidate)
+        if zone is not None and offset in _standard_offsets(zone):
+            # The Windows zone's primary IANA zone where CLDR names one (Amsterdam → Berlin's).
+            windows = iana_to_windows(zone)
+            return (windows_to_iana(windows) if windows else None) or zone
+    return None
+
+
+def _from_global_id(name: str) -> str | None:
+    """"/mozilla.org/20050126_1/Europe/Berlin" and similar vendor-prefixed ids (RFC 5545 3.2.19)."""
+    parts = [p for p in name.strip("/").split("/") if p]
+    for size in (3, 2, 1):
+        if len(parts) > size:
+            tail = "/".join(parts[-size:])
+            found = _IANA_ALIASES.get(tail) or (tail if _is_iana(tail) and "/" in tail else None)
+            if found:
+                return found
+    return None
+
+
+@lru_cache(maxsize=1024)
+def resolve_zone(name: str) -> str | None:
+    """IANA zone for any zone name a calendar producer writes, or None when it cannot be known.
+
+    IANA names (and old spellings), Windows names (this module's CLDR table, then the one
+    icalendar ships), Windows display names, and vendor-prefixed global ids.
+    """
+    from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+    name = name.strip().strip('"').strip()
+    if not name or len(name) > 200:
+        return None
+    found = _known(name)
+    if found is not None:
+        return found
+    olson = str(WINDOWS_TO_OLSON.get(name) or "")
+    if olson and _is_iana(olson):
+        return _IANA_ALIASES.get(olson, olson)
+    if name.startswith("("):
+        return _from_display_name(name)
+    return _from_global_id(name) if "/" in name else None

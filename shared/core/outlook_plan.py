@@ -119,6 +119,8 @@ class PlanContext:
     own_event_ids: frozenset[str] = frozenset()
     #: identity of the state this round started from (``round_tag``)
     round_tag: str = FRESH_ROUND
+    #: slot source in timum (``SlotSource``): "outlook" for Graph links, "ics" for ICS imports
+    source: str = _SOURCE
 
 
 def round_tag(delta_link: str) -> str:
@@ -161,7 +163,7 @@ def slot_title(event: OutlookEvent, privacy: TitlePrivacy) -> str:
 def slot_for(ctx: PlanContext, event: OutlookEvent) -> BlockedSlot:
     return BlockedSlot(external_id=slot_external_id(ctx.link, event.id), start=event.start, end=event.end,
                        all_day=event.is_all_day, title=slot_title(event, ctx.settings.title_privacy),
-                       source=_SOURCE)
+                       source=ctx.source)
 
 
 def slot_hash(slot: BlockedSlot) -> str:
@@ -260,7 +262,8 @@ def reconcile(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, Status
             actions.append(_gone(ctx, status[event_id]))
     known = {row.external_id for row in status.values()}
     for slot in sorted(timum_slots, key=lambda s: s.external_id):
-        if slot.source != _SOURCE or slot.external_id in known or ctx.window.ended_before(slot.end):
+        # An ICS link also owns its slots written under "outlook" before imports had a source of their own.
+        if slot.source not in (ctx.source, _SOURCE) or slot.external_id in known or ctx.window.ended_before(slot.end):
             continue
         if not slot.external_id.startswith(SLOT_ID_PREFIX):
             continue  # not an id this service derives; someone else's slot

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from icalendar import vText
 
@@ -28,14 +29,49 @@ def event_uid(booking_id: str) -> str:
     return f"{booking_id}@{UID_DOMAIN}"
 
 
+#: Characters that mean a line break in the text they come from: CR, vertical tab and form feed
+#: (Word's line and page breaks), NEL, U+2028/U+2029. They become an escaped ``\n``.
+_BREAKS = dict.fromkeys(map(ord, "\r\x0b\x0c\x85\u2028\u2029"), "\n")
+
+
+def clean_text(value: str) -> str:
+    """Text a strict reader accepts: line breaks as ``\n``, other control characters (NUL, ESC,
+    DEL, C1), lone surrogates and non-characters removed; a TAB stays (RFC 5545 TSAFE-CHAR)."""
+    if value.isprintable():
+        return value  # the common case: nothing to clean (isprintable is False for every character dropped)
+    value = value.replace("\r\n", "\n").translate(_BREAKS)
+    return "".join(c for c in value
+                   if c in "\t\n" or not (c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff"
+                                          or c in "\ufffe\uffff"))
+
+
 def _text(value: str) -> str:
-    # icalendar's encoder escapes backslash, comma, semicolon and newlines as RFC 5545 demands.
-    return bytes(vText(value).to_ical()).decode()
+    # icalendar's encoder escapes backslash, comma, semicolon and newlines as RFC 5545 demands;
+    # clean_text first, so no control character ever reaches the output raw.
+    return bytes(vText(clean_text(value)).to_ical()).decode()
+
+
+def one_line(value: str) -> str:
+    """A title on one line: readers such as calcurse drop an event whose SUMMARY has a line break."""
+    return " ".join(clean_text(value).split())
 
 
 def calendar_title(name: str) -> str:
-    """One line of printable text: parsers treat X-WR-CALNAME as an unknown property, raw."""
-    return " ".join("".join(c for c in name if c.isprintable() or c.isspace()).split())[:200]
+    """The calendar's name on one line, at most 200 characters (escaped by ``_text`` when written)."""
+    return one_line(name)[:200]
+
+
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
+
+
+def clean_url(url: str) -> str:
+    """The booking's link as a URI value: http(s) only, anything but printable ASCII
+    percent-encoded (no CR/LF or control character can end the line), or "" when unusable."""
+    url = clean_text(url).replace("\n", "").strip()
+    if not url.lower().startswith(("http://", "https://")):
+        return ""
+    quoted = quote(url, safe=_URL_SAFE, errors="replace")
+    return quoted if len(quoted) <= 2000 else ""
 
 
 def _utc(value: datetime) -> str:
@@ -67,9 +103,9 @@ def render_header(calendar_name: str) -> str:
         f"PRODID:{PRODID}\r\n",
         "CALSCALE:GREGORIAN\r\n",
         "METHOD:PUBLISH\r\n",
-        # Written raw: icalendar and ical.js both return X- properties unescaped-as-is, so
-        # escaping a comma would show up as "\\," in the client; calendar_title() removes line breaks.
-        fold(f"X-WR-CALNAME:{calendar_title(calendar_name)}"),
+        # Escaped like any TEXT value: a raw ";" or "," would split the value for readers that
+        # type X-WR-CALNAME as text (Apple, Thunderbird), a raw line break would end the line.
+        fold(f"X-WR-CALNAME:{_text(calendar_title(calendar_name))}"),
         "X-WR-TIMEZONE:UTC\r\n",
         # Clients ignore these in practice (Outlook ~4 h, Google 8–24 h) but they are the only hint we can give.
         "REFRESH-INTERVAL;VALUE=DURATION:PT1H\r\n",
@@ -78,6 +114,27 @@ def render_header(calendar_name: str) -> str:
 
 
 FOOTER = "END:VCALENDAR\r\n"
+#: RFC 5545 wants at least one component in a calendar; strict readers refuse an empty one.
+#: A fixed UTC zone is the harmless component an empty feed carries (no RDATE: Outlook-safe).
+EMPTY_BODY = ("BEGIN:VTIMEZONE\r\nTZID:UTC\r\nBEGIN:STANDARD\r\nDTSTART:19700101T000000\r\n"
+              "TZOFFSETFROM:+0000\r\nTZOFFSETTO:+0000\r\nTZNAME:UTC\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n")
+#: SEQUENCE is a 32-bit signed INTEGER (RFC 5545 3.3.8).
+_MAX_SEQUENCE = 2**31 - 1
+
+
+def sequence_of(stored: StoredBooking) -> int:
+    """SEQUENCE for a booking's event: never lower than any value the UID had before.
+
+    The stored count of time changes restarts at 0 when a booking's row is written anew (moved
+    to another resource and back, deleted and restored). timum's booking version starts at 1 and
+    rises with every change and never restarts; the count rises at most once per version, so
+    ``version - 1`` is at least every count ever written and only ever grows.
+    """
+    return min(_MAX_SEQUENCE, max(stored.sequence, stored.booking.version - 1, 0))
+
+
+def body_of(events: list[str]) -> list[str]:
+    return events or [EMPTY_BODY]
 
 
 def in_feed(stored: StoredBooking) -> bool:
@@ -100,15 +157,16 @@ def render_event(stored: StoredBooking, settings: ProviderSettings) -> str:
         f"LAST-MODIFIED:{stamp}\r\n",
         f"DTSTART:{_utc(b.start)}\r\n",
         f"DTEND:{_utc(b.end)}\r\n",
-        f"SEQUENCE:{stored.sequence}\r\n",
-        fold(f"SUMMARY:{_text(summary)}"),
+        f"SEQUENCE:{sequence_of(stored)}\r\n",
+        fold(f"SUMMARY:{_text(one_line(summary))}"),
         "STATUS:CONFIRMED\r\n",
         "TRANSP:OPAQUE\r\n",
         "X-MICROSOFT-CDO-BUSYSTATUS:BUSY\r\n",
         "CLASS:PRIVATE\r\n",
     ]
-    if b.url:
-        out.append(fold(f"URL:{b.url}"))
+    url = clean_url(b.url) if b.url else ""
+    if url:
+        out.append(fold(f"URL:{url}"))
     out.append("END:VEVENT\r\n")
     return "".join(out)
 
@@ -121,4 +179,5 @@ def render_feed(bookings: Iterable[StoredBooking], *, calendar_name: str, settin
     chosen = [s for s in bookings
               if in_feed(s) and s.booking.end > window_start and s.booking.start < window_end]
     chosen.sort(key=lambda s: (s.booking.start, s.booking.id))
-    return "".join([render_header(calendar_name), *(render_event(s, settings) for s in chosen), FOOTER]).encode()
+    events = [render_event(s, settings) for s in chosen]
+    return "".join([render_header(calendar_name), *body_of(events), FOOTER]).encode()

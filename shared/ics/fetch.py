@@ -1,17 +1,24 @@
 """Fetch a published Outlook calendar (ICS URL) without becoming an SSRF proxy.
 
 The URL comes from a user, so every connection — including each redirect hop — is checked
-*at connect time* against the address it actually reaches: loopback, private, link-local,
-CGNAT, multicast, reserved and cloud-metadata addresses are refused. Checking at connect time
-(a guarded httpcore network backend) also defeats DNS rebinding, which a check before the
-request would miss. Production allows only https; a development setting admits loopback so
-the sandbox's published calendars can be imported.
+*at connect time* against the address it actually reaches: only globally routable addresses
+(``ipaddress``'s ``is_global``, an allow-list by construction) are admitted, so private,
+CGNAT, link-local, multicast, reserved, cloud-platform addresses (169.254.169.254,
+168.63.129.16), 6to4 / Teredo wrappers of private IPv4, site-local fec0::/10 and every
+special-purpose block IANA lists are refused without a denylist to keep current. Checking at
+connect time (a guarded httpcore network backend) also defeats DNS rebinding, which a check
+before the request would miss. Production allows only https; a development setting admits
+loopback so the sandbox's published calendars can be imported.
+
+The whole fetch — every hop, headers and body — has one deadline (``DEADLINE``): a server
+that trickles bytes cannot hold a worker beyond it.
 
 Outlook answers HTML to non-browser user agents since 2025, hence the browser-like UA.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -24,31 +31,58 @@ import httpcore
 import httpx
 
 from shared.errors import BadRequest, NotFound, TransientError
+from shared.ics.reader import IcsLimitExceeded
 
 USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/131.0.0.0 Safari/537.36 timum-outlook-sync")
 MAX_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
-             ipaddress.ip_address("100.100.100.200")}
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+#: Seconds for the whole fetch, redirects and body included.
+DEADLINE = 30.0
+#: Global by IANA's registry yet platform-internal: Azure's wire server (DNS, DHCP, health).
+_PLATFORM = {ipaddress.ip_address("168.63.129.16")}
+#: fec0::/10 (deprecated site-local) counts as global to ``ipaddress``; it is routed internally.
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+#: IETF protocol assignments; only .9 and .10 are globally reachable (RFC 7723, RFC 8155).
+#: Python before 3.12.4 calls the whole block global.
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
+_IETF_GLOBAL = {ipaddress.ip_address("192.0.0.9"), ipaddress.ip_address("192.0.0.10")}
 
 
 class UnsafeAddress(BadRequest):
     code = "ics_unsafe_address"
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 transition address wraps (mapped, 6to4, Teredo, NAT64), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in ipaddress.ip_network("64:ff9b::/96"):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in _METADATA:
-        return False
+    """Only globally routable addresses (loopback too when ``allow_loopback``, for development)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id:
+            return False
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            # The wrapper is only as good as what it wraps (6to4 of 10.0.0.1 reaches 10.0.0.1).
+            return address_allowed(inner, allow_loopback=allow_loopback)
+        if ip in _SITE_LOCAL:
+            return False
     if ip.is_loopback:
         return allow_loopback
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
+    if isinstance(ip, ipaddress.IPv4Address) and ip in _IETF_PROTOCOL and ip not in _IETF_GLOBAL:
         return False
-    return not (ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified)
+    return ip.is_global and not ip.is_multicast and ip not in _PLATFORM
 
 
 def check_url(url: str, *, allow_loopback: bool) -> str:
@@ -121,8 +155,23 @@ class FetchResult:
 
 
 async def fetch_ics(url: str, *, etag: str = "", last_modified: str = "", allow_loopback: bool = False,
-                    transport: httpx.AsyncBaseTransport | None = None, max_bytes: int = MAX_BYTES) -> FetchResult:
-    """Conditional GET with manual redirects (each hop re-checked), a size cap and a timeout."""
+                    transport: httpx.AsyncBaseTransport | None = None, max_bytes: int = MAX_BYTES,
+                    deadline: float | None = None) -> FetchResult:
+    """Conditional GET with manual redirects (each hop re-checked), a size cap, per-read timeouts
+    and one deadline for the whole fetch (httpx's timeouts are per read: a server sending a byte
+    every few seconds never trips them)."""
+    deadline = DEADLINE if deadline is None else deadline
+    try:
+        async with asyncio.timeout(deadline):
+            return await _fetch(url, etag=etag, last_modified=last_modified, allow_loopback=allow_loopback,
+                                transport=transport, max_bytes=max_bytes)
+    except TimeoutError as exc:
+        raise IcsLimitExceeded(f"the calendar host did not deliver the calendar within {deadline:g} s",
+                               field="url", code="ics_fetch_deadline") from exc
+
+
+async def _fetch(url: str, *, etag: str, last_modified: str, allow_loopback: bool,
+                 transport: httpx.AsyncBaseTransport | None, max_bytes: int) -> FetchResult:
     current = check_url(url, allow_loopback=allow_loopback)
     headers = {"User-Agent": USER_AGENT, "Accept": "text/calendar, */*;q=0.5", "Accept-Encoding": "identity"}
     if etag:

@@ -7,7 +7,8 @@ calendar name), so a booking change invalidates them without any message passing
 change, the feed is brought up to date from a snapshot of rendered events (this process's, or
 the stored one a fresh instance reads) by re-reading only the bookings the revision log names
 (``shared.ics.snapshot``). The strong ETag is the SHA-256 of the bytes, so identical data gives
-an identical ETag across instances.
+an identical ETag across instances; If-None-Match compares weakly. Last-Modified is when the
+current body first appeared (``SnapshotTable.body_modified``), so it moves whenever the body does.
 """
 
 from __future__ import annotations
@@ -98,11 +99,17 @@ class FeedCache:
         return value
 
 
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag[:2] in ("W/", "w/") else tag
+
+
 def _not_modified(feed: RenderedFeed, if_none_match: str | None, if_modified_since: str | None) -> bool:
     if if_none_match:
-        # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
-        tags = {t.strip() for t in if_none_match.split(",")}
-        return "*" in tags or feed.etag in tags
+        # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2) and compares weakly
+        # (13.1.2): W/"x" matches "x" — proxies and some clients weaken the tag.
+        tags = {_opaque(t) for t in if_none_match.split(",")}
+        return "*" in tags or _opaque(feed.etag) in tags
     if if_modified_since:
         try:
             since = parsedate_to_datetime(if_modified_since)
@@ -167,8 +174,9 @@ async def serve_feed(storage: StoragePort, settings: Settings, cache: FeedCache,
         window_end = midnight + timedelta(days=settings.ics_window_future_days + 1)
         snap = await current_snapshot(storage, cache, link, revision, provider, day=day, window_start=window_start)
         body = snap.render(record.calendar_name, window_start, window_end)
-        last_modified = (snap.last_modified or midnight).astimezone(UTC).replace(microsecond=0)
-        feed = RenderedFeed(body, f'"{hashlib.sha256(body).hexdigest()[:32]}"', last_modified)
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        last_modified = await SnapshotTable(storage).body_modified(link, etag, now)
+        feed = RenderedFeed(body, etag, last_modified)
         cache.put(key, feed)
     if _not_modified(feed, if_none_match, if_modified_since):
         return FeedResponse(304, feed)

@@ -31,16 +31,18 @@ from typing import Any
 
 from shared.bookings.store import StoredBooking
 from shared.domain import LinkKey, ProviderSettings
-from shared.errors import StorageError
-from shared.ics.feed import FOOTER, in_feed, render_event, render_header
+from shared.errors import Conflict, NotFound, StorageError
+from shared.ics.feed import FOOTER, body_of, in_feed, render_event, render_header
 from shared.storage.base import StoragePort, encode_key
 
 log = logging.getLogger(__name__)
 
 SNAPSHOTS = "icssnapshots"
 HEAD = "head"
+#: Row of the last body served (its ETag and when that body first appeared): Last-Modified.
+SERVED = "served"
 # Raise when render_event's output changes: stored snapshots of the old format are then rebuilt.
-FORMAT = 1
+FORMAT = 2
 PART = 64 * 1024
 # Azurite counts binary values base64-encoded against the 1 MiB entity limit (10 parts of 64 KiB
 # were accepted, 12 refused); 8 leave room. A larger snapshot (~15,000 events) is kept in
@@ -82,7 +84,7 @@ class FeedSnapshot:
         """The same bytes as ``render_feed`` over the bookings this snapshot reflects."""
         lo, hi = _micros(window_start), _micros(window_end)
         chosen = [e.text for start, _, e in self._ordered if e.end > lo and start < hi]
-        return "".join([render_header(calendar_name), *chosen, FOOTER]).encode()
+        return "".join([render_header(calendar_name), *body_of(chosen), FOOTER]).encode()
 
     def patched(self, revision: int, changed: Iterable[tuple[str, StoredBooking | None]],
                 settings: ProviderSettings) -> FeedSnapshot:
@@ -170,3 +172,32 @@ class SnapshotTable:
             log.warning("storing a feed snapshot failed: %s", exc)
             return False
         return True
+
+    async def body_modified(self, link: LinkKey, etag: str, now: datetime) -> datetime:
+        """When the body with ``etag`` first appeared: Last-Modified changes whenever the body
+        does, whatever changed it (a booking, a privacy setting, a booking leaving the window or
+        the resource), so date-validating clients never keep a stale feed. Shared by all
+        instances through one row; a racing writer's value is adopted."""
+        pk = encode_key(str(link))
+        now = now.astimezone(UTC).replace(microsecond=0)
+        modified = now
+        for _ in range(3):
+            try:
+                row = await self._table.get(pk, SERVED)
+                if row is not None and row.get("body_etag") == etag:
+                    return datetime.fromisoformat(str(row["modified"]))
+                previous = datetime.fromisoformat(str(row["modified"])) if row is not None else None
+                # Strictly later than the previous body, at the one-second precision of HTTP dates.
+                modified = now if previous is None or now > previous else previous + timedelta(seconds=1)
+                entity = {"PartitionKey": pk, "RowKey": SERVED, "body_etag": etag, "modified": modified.isoformat()}
+                if row is None:
+                    await self._table.insert(entity)
+                else:
+                    await self._table.update(entity, etag=row.etag)
+                return modified
+            except (Conflict, NotFound):
+                continue
+            except (StorageError, KeyError, ValueError) as exc:
+                log.warning("feed body stamp unavailable: %s", type(exc).__name__)
+                return modified
+        return modified

@@ -331,6 +331,7 @@ async def _save_ics_state(services: Services, link: Link, source: object) -> Lin
             name = " ".join("".join(c for c in source.calendar_name if c.isprintable()).split())[:200]
             if name:
                 current.calendar_name = name
+            current.skipped_items, current.skipped_sample = source.skipped, source.skipped_sample
         current.last_sync_at = services.clock()
         try:
             return await repo.save(current)
@@ -388,7 +389,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
     tag = round_tag("" if fresh else link.delta_link)
     provider = await ProviderSettingsRepository(services.storage).get(link.provider_id)
     own = await BookingMapRepository(services.storage).event_ids(key)
-    ctx = PlanContext(key, window, provider, own, tag)
+    ctx = PlanContext(key, window, provider, own, tag, source="ics" if link.mode is LinkMode.ICS else "outlook")
     eventmap = EventMapRepository(services.storage)
     status: dict[str, StatusRow] = await eventmap.load(key) if fresh else {}
     seen: set[str] = set()
@@ -444,7 +445,9 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
             await writes.settle()
         raise
     if fresh:
-        slots = await _timum(services.timum.list_blocked_slots(link.provider_id, link.resource_id, source="outlook"))
+        # An ICS link lists every source: its slots from before imports had the source "ics" are its too.
+        slots = await _timum(services.timum.list_blocked_slots(link.provider_id, link.resource_id,
+                                                               source=None if ctx.source == "ics" else "outlook"))
         await _apply(services, ctx, link, reconcile(ctx, seen, status, slots), status, outcome)
     pending = await eventmap.pending(key)
     status.update(pending)

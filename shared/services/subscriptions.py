@@ -572,7 +572,8 @@ async def _remove_slots(services: Services, key: LinkKey) -> int:
     rows = await EventMapRepository(services.storage).load(key)
     targets = {row.external_id for row in rows.values()}
     try:
-        listed = await services.timum.list_blocked_slots(key.provider_id, key.resource_id, source="outlook")
+        # Every source: an ICS link's slots carry "ics" (older ones "outlook"); the id prefix tells ours.
+        listed = await services.timum.list_blocked_slots(key.provider_id, key.resource_id)
     except (RemoteGone, NotFound):
         return 0  # the resource is gone in timum, and its slots with it
     now = services.clock()

@@ -22,7 +22,8 @@ WINDOW = (datetime(2026, 11, 30, tzinfo=UTC), datetime(2027, 1, 31, tzinfo=UTC))
 
 def test_published_outlook_calendar_is_understood() -> None:
     result = parse_published(DATA.read_bytes(), window_start=WINDOW[0], window_end=WINDOW[1])
-    assert result.calendar_name == "Kalender" and result.skipped == 1  # the broken DTSTART
+    # the event with a broken DTSTART is skipped and named
+    assert result.calendar_name == "Kalender" and [s.id for s in result.skipped] == ["BROKEN-0001"]
     by_subject: dict[str, list[object]] = {}
     for e in result.events:
         by_subject.setdefault(e.subject, []).append(e)

@@ -31,6 +31,7 @@ class Published(http.server.BaseHTTPRequestHandler):
     body = b""
     status = 200
     hits = 0
+    encoding = ""  # a Content-Encoding the server declares (whatever the client asked for)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         type(self).hits += 1
@@ -42,6 +43,8 @@ class Published(http.server.BaseHTTPRequestHandler):
         self.send_response(self.status)
         self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(self.body)))
+        if self.encoding:
+            self.send_header("Content-Encoding", self.encoding)
         self.end_headers()
         self.wfile.write(self.body)
 
@@ -51,7 +54,7 @@ class Published(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def published() -> Iterator[str]:
-    Published.body, Published.status, Published.hits = DATA.read_bytes(), 200, 0
+    Published.body, Published.status, Published.hits, Published.encoding = DATA.read_bytes(), 200, 0, ""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Published)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
