@@ -77,6 +77,15 @@ class ProviderSettings:
     customer_privacy: CustomerPrivacy = CustomerPrivacy.NAME
     cancel_policy: CancelPolicy = CancelPolicy.DELETE
     locale: str = "de"
+    # Which Outlook free/busy statuses block the resource (``tentative_blocks`` above is the
+    # tentative one). Defaults keep the behaviour from before the rules were configurable.
+    free_blocks: bool = False
+    busy_blocks: bool = True
+    oof_blocks: bool = True
+    working_elsewhere_blocks: bool = False
+    unknown_blocks: bool = True       # also any status Graph may add later
+    #: all-day events block even when marked free (Outlook's default for all-day events is free)
+    all_day_free_blocks: bool = False
 
 
 @dataclass

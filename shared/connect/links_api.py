@@ -35,6 +35,7 @@ from shared.domain import CancelPolicy, CustomerPrivacy, Link, LinkKey, Provider
 from shared.errors import BadRequest, InvalidSignature
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.safety import rules
 from shared.signing import sign_webhook, verify_webhook
 
 PROVIDER_HEADER = "X-Timum-Provider"
@@ -127,7 +128,7 @@ async def resync(services: Services, provider_id: str, resource_id: str) -> None
 def settings_json(settings: ProviderSettings) -> dict[str, Any]:
     return {"titlePrivacy": settings.title_privacy.value, "tentativeBlocks": settings.tentative_blocks,
             "customerPrivacy": settings.customer_privacy.value, "cancelPolicy": settings.cancel_policy.value,
-            "locale": settings.locale}
+            "locale": settings.locale, **rules.rules_json(settings)}
 
 
 async def get_settings(services: Services, provider_id: str) -> dict[str, Any]:
@@ -146,7 +147,8 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
     wrong values are refused with the field named, and nothing is saved."""
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    unknown = sorted(set(data) - {"titlePrivacy", "tentativeBlocks", "customerPrivacy", "cancelPolicy", "locale"})
+    unknown = sorted(set(data) - {"titlePrivacy", "tentativeBlocks", "customerPrivacy", "cancelPolicy", "locale"}
+                     - rules.FIELDS)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]}", field=unknown[0])
     values: dict[str, Any] = {}
@@ -156,15 +158,11 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
             if data[name] not in allowed:
                 raise BadRequest(f"{name} must be one of {', '.join(allowed)}", field=name)
             values[attr] = enum(data[name])
-    if "tentativeBlocks" in data:
-        if not isinstance(data["tentativeBlocks"], bool):
-            raise BadRequest("tentativeBlocks must be true or false", field="tentativeBlocks")
-        values["tentative_blocks"] = data["tentativeBlocks"]
     if "locale" in data:
         if data["locale"] not in ("de", "en"):
             raise BadRequest("locale must be de or en", field="locale")
         values["locale"] = data["locale"]
-    return replace(current, provider_id=provider_id, **values)
+    return rules.parse_rules(data, replace(current, provider_id=provider_id, **values))
 
 
 async def put_settings(services: Services, provider_id: str, data: Any) -> dict[str, Any]:

@@ -180,7 +180,10 @@ async def test_resync_queues_a_full_sync(world: MemoryWorld) -> None:
 async def test_settings_are_validated(world: MemoryWorld) -> None:
     got = await _call(world, "GET", "settings", _request("GET", "prov-1", "settings"))
     assert json.loads(got.get_body()) == {"titlePrivacy": "none", "tentativeBlocks": True, "customerPrivacy": "name",
-                                          "cancelPolicy": "delete", "locale": "de"}
+                                          "cancelPolicy": "delete", "locale": "de",
+                                          "blocking": {"free": False, "tentative": True, "busy": True, "oof": True,
+                                                       "workingElsewhere": False, "unknown": True},
+                                          "allDayBlocksWhenFree": False}
     body = b'{"titlePrivacy": "label", "tentativeBlocks": false, "locale": "en"}'
     put = await _call(world, "PUT", "settings", _request("PUT", "prov-1", "settings", body=body))
     assert put.status_code == 200 and json.loads(put.get_body())["tentativeBlocks"] is False
