@@ -29,6 +29,7 @@ EXPECTED_HTTP = {
     "provider_settings": ("providers/{provider}/settings", {"GET", "PUT"}, "function"),
     "provider_ics_feed": ("providers/{provider}/links/{resource}/ics-feed", {"POST", "DELETE"}, "function"),
     "provider_ics_import": ("providers/{provider}/links/{resource}/ics-import", {"POST"}, "function"),
+    "resource_conflicts": ("providers/{provider}/resources/{resource}/conflicts", {"POST"}, "function"),
 }
 EXPECTED_QUEUES = {
     "sync_worker": "link-sync",

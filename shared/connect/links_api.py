@@ -83,6 +83,10 @@ def _check_id(value: str, name: str) -> str:
     return value
 
 
+#: The id check every provider-scoped route applies (for routes defined outside this module).
+check_id = _check_id
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
