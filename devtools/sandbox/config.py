@@ -22,6 +22,8 @@ class SandboxConfig:
     timum_api_key: str = "sandbox-timum-api-key"
     #: booking webhooks to the service are signed with the first; link-status webhooks verify with all
     timum_webhook_secrets: tuple[str, ...] = ("sandbox-webhook-secret",)
+    #: function key the sandbox timum sends to the service's timum API (the conflict check)
+    service_function_key: str = "local-function-key"
     #: connect links produced by the sandbox timum are signed with the first
     timum_connect_secrets: tuple[str, ...] = ("sandbox-connect-secret",)
     #: CA and server certificate are written here (the service's CA_BUNDLE points at ca.pem)
