@@ -86,6 +86,10 @@ class ProviderSettings:
     unknown_blocks: bool = True       # also any status Graph may add later
     #: all-day events block even when marked free (Outlook's default for all-day events is free)
     all_day_free_blocks: bool = False
+    #: a link whose Outlook changes lag more than this is announced ``stale`` (0: never)
+    stale_after_minutes: int = 60
+    #: days after a link began to need a reconnect on which timum is reminded ("1,3,7"; "": never)
+    reconnect_reminder_days: str = "1,3,7"
 
 
 @dataclass

@@ -43,6 +43,7 @@ EXPECTED_TIMERS = {
     "renew_subscriptions": "0 */30 * * * *",
     "poll_links": "0 * * * * *",
     "purge_expired_sign_in_state": "0 17 * * * *",
+    "watch_links": "0 */5 * * * *",
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ from shared.errors import BadRequest, InvalidSignature
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.safety import rules
+from shared.safety.freshness import synced_through
 from shared.signing import sign_webhook, verify_webhook
 
 PROVIDER_HEADER = "X-Timum-Provider"
@@ -106,6 +107,9 @@ def link_json(link: Link) -> dict[str, Any]:
         "health": link.health.value,
         "icsHost": link.ics_host or None,
         "createdAt": _iso(link.created_at),
+        # Without a clock of its own here: the lease is not read, so a round running at this very
+        # moment does not hold a push link's value back (the conflict check does read it).
+        "syncedThrough": _iso(synced_through(link, datetime.now(UTC), round_running=False)),
     }
 
 

@@ -39,8 +39,14 @@ def age(synced: datetime | None, now: datetime) -> timedelta | None:
 
 
 def is_stale(synced: datetime | None, now: datetime, threshold: timedelta) -> bool:
-    """Whether the link fell behind ``threshold`` (never synced counts as stale; a zero
-    threshold switches the check off)."""
-    if threshold <= timedelta(0):
+    """Whether ``synced`` lags ``now`` by more than ``threshold`` (a zero threshold: never)."""
+    if threshold <= timedelta(0) or synced is None:
         return False
-    return synced is None or now - synced > threshold
+    return now - synced > threshold
+
+
+def link_is_stale(link: Link, now: datetime, threshold: timedelta) -> bool:
+    """A link that never completed a sync counts from its creation: a new link is not stale at
+    once, but one whose first sync never happens becomes so."""
+    through = synced_through(link, now, round_running=False)
+    return is_stale(through if through is not None else link.created_at, now, threshold)

@@ -1,7 +1,8 @@
-"""The provider's blocking rules as the settings API shows and accepts them.
+"""The provider's booking-safety settings as the settings API shows and accepts them: blocking
+rules (``blocking`` per Outlook status, ``allDayBlocksWhenFree``), the ``stale`` threshold
+(``staleAfterMinutes``) and the reconnect reminder days (``reconnectReminderDays``).
 
-The rules themselves are applied in one place only, ``shared.core.outlook_plan.blocks_time``;
-this module maps them to and from JSON (``blocking`` per Outlook status, ``allDayBlocksWhenFree``).
+The blocking rules themselves are applied in one place only, ``shared.core.outlook_plan.blocks_time``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,28 @@ from shared.errors import BadRequest
 BLOCKING = "blocking"
 ALL_DAY_FREE = "allDayBlocksWhenFree"
 TENTATIVE = "tentativeBlocks"
-FIELDS = frozenset({BLOCKING, ALL_DAY_FREE})
+STALE_AFTER = "staleAfterMinutes"
+REMINDER_DAYS = "reconnectReminderDays"
+FIELDS = frozenset({BLOCKING, ALL_DAY_FREE, STALE_AFTER, REMINDER_DAYS})
+#: a week: beyond it "stale" no longer warns of anything
+MAX_STALE_AFTER_MINUTES = 7 * 24 * 60
+MAX_REMINDERS = 10
+MAX_REMINDER_DAY = 90
+
+
+def reminder_days(settings: ProviderSettings) -> list[int]:
+    """The provider's reminder days, sorted; an unreadable stored value counts as none."""
+    try:
+        days = sorted({int(part) for part in settings.reconnect_reminder_days.split(",") if part.strip()})
+    except ValueError:
+        return []
+    return [d for d in days if 1 <= d <= MAX_REMINDER_DAY][:MAX_REMINDERS]
 
 
 def rules_json(settings: ProviderSettings) -> dict[str, Any]:
     return {BLOCKING: {status: status_blocks(settings, status) for status in SHOW_AS_STATUSES},
-            ALL_DAY_FREE: settings.all_day_free_blocks}
+            ALL_DAY_FREE: settings.all_day_free_blocks, STALE_AFTER: settings.stale_after_minutes,
+            REMINDER_DAYS: reminder_days(settings)}
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -53,4 +70,17 @@ def parse_rules(data: dict[str, Any], settings: ProviderSettings) -> ProviderSet
         values["tentative_blocks"] = tentative
     if ALL_DAY_FREE in data:
         values["all_day_free_blocks"] = _flag(data[ALL_DAY_FREE], ALL_DAY_FREE)
+    if STALE_AFTER in data:
+        minutes = data[STALE_AFTER]
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 <= minutes <= MAX_STALE_AFTER_MINUTES:
+            raise BadRequest(f"{STALE_AFTER} must be a whole number of minutes from 0 (off) to "
+                             f"{MAX_STALE_AFTER_MINUTES}", field=STALE_AFTER)
+        values["stale_after_minutes"] = minutes
+    if REMINDER_DAYS in data:
+        days = data[REMINDER_DAYS]
+        if (not isinstance(days, list) or len(days) > MAX_REMINDERS
+                or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_REMINDER_DAY for d in days)):
+            raise BadRequest(f"{REMINDER_DAYS} must be a list of at most {MAX_REMINDERS} days from 1 to "
+                             f"{MAX_REMINDER_DAY}", field=REMINDER_DAYS)
+        values["reconnect_reminder_days"] = ",".join(str(d) for d in sorted(set(days)))
     return replace(settings, **values)

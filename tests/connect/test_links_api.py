@@ -81,7 +81,7 @@ async def test_listing_shows_the_providers_links_only(world: MemoryWorld) -> Non
     assert link == {"resourceId": "res-1", "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
                     "mode": "delegated", "syncMode": "push", "subscriptionExpiresAt": None, "lastSyncAt": None,
                     "lastError": "needs_reconnect", "lastErrorAt": None, "needsReconnect": True,
-                    "health": "needs_reconnect", "icsHost": None, "createdAt": None}
+                    "health": "needs_reconnect", "icsHost": None, "createdAt": None, "syncedThrough": None}
 
 
 @pytest.mark.parametrize(("method", "what", "body"), [
@@ -183,7 +183,8 @@ async def test_settings_are_validated(world: MemoryWorld) -> None:
                                           "cancelPolicy": "delete", "locale": "de",
                                           "blocking": {"free": False, "tentative": True, "busy": True, "oof": True,
                                                        "workingElsewhere": False, "unknown": True},
-                                          "allDayBlocksWhenFree": False}
+                                          "allDayBlocksWhenFree": False, "staleAfterMinutes": 60,
+                                          "reconnectReminderDays": [1, 3, 7]}
     body = b'{"titlePrivacy": "label", "tentativeBlocks": false, "locale": "en"}'
     put = await _call(world, "PUT", "settings", _request("PUT", "prov-1", "settings", body=body))
     assert put.status_code == 200 and json.loads(put.get_body())["tentativeBlocks"] is False
