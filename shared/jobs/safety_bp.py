@@ -1,4 +1,4 @@
-"""Timer of booking safety: the link watch (stale / fresh notices, reconnect reminders)."""
+"""Timer of booking safety: the link watch (stale / fresh, conflict / resolved, reconnect reminders)."""
 
 from __future__ import annotations
 
@@ -18,5 +18,6 @@ async def watch_links(timer: func.TimerRequest) -> None:
     from shared.wiring import get_services
 
     outcome = await sweep(get_services())
-    log.info("link watch: %d links, %d stale, %d fresh, %d reminders, %d failed", outcome.links, outcome.stale,
-             outcome.fresh, outcome.reminders, len(outcome.failed))
+    log.info("link watch: %d links, %d stale, %d fresh, %d reminders, %d conflicts, %d resolved, %d failed",
+             outcome.links, outcome.stale, outcome.fresh, outcome.reminders, outcome.conflicts, outcome.resolved,
+             len(outcome.failed))

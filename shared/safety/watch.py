@@ -1,5 +1,6 @@
 """The link watch: a timer's sweep over all links that tells timum when a link falls behind
-(``stale``) and catches up (``fresh``), and reminds it of links that keep needing a reconnect.
+(``stale``) and catches up (``fresh``), reminds it of links that keep needing a reconnect, and
+reports Outlook events that overlap confirmed bookings (``shared.safety.overlaps``).
 
 Decisions are pure (``next_freshness``, ``due_reminder``); ``sweep`` does the I/O. Every webhook
 goes through ``shared.connect.status.notice``: one per key, also under retries and when two
@@ -29,6 +30,7 @@ from shared.context import Services
 from shared.domain import Link, LinkHealth, ProviderSettings, stable_id
 from shared.errors import Conflict
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.safety import overlaps
 from shared.safety.freshness import link_is_stale
 from shared.safety.rules import reminder_days
 from shared.storage.base import encode_key
@@ -53,6 +55,8 @@ class SweepOutcome:
     stale: int = 0
     fresh: int = 0
     reminders: int = 0
+    conflicts: int = 0
+    resolved: int = 0
     failed: list[str] = field(default_factory=list)
 
 
@@ -133,6 +137,9 @@ async def sweep(services: Services) -> SweepOutcome:
                     outcome.fresh += 1
                 if await check_reminder(services, link, settings, now):
                     outcome.reminders += 1
+                opened, closed = await overlaps.check_conflicts(services, link, now)
+                outcome.conflicts += opened
+                outcome.resolved += closed
             except Exception as exc:  # noqa: BLE001 - one link must not stop the sweep; the next one retries
                 log.warning("link watch failed for %s: %s", link.key, getattr(exc, "code", type(exc).__name__))
                 outcome.failed.append(str(link.key))
