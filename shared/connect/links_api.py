@@ -94,7 +94,11 @@ def _iso(value: datetime | None) -> str | None:
 
 def link_json(link: Link) -> dict[str, Any]:
     return {
-        "resourceId": link.resource_id,
+        "resourceId": link.timum_resource_id,
+        # the id this link is managed by (unlink, resync): the resource for its own calendar, a
+        # longer id for each block-only calendar of the resource
+        "linkId": link.resource_id,
+        "calendarRole": "block_only" if link.block_only else "bookings",
         "calendarName": link.calendar_name,
         "calendarOwner": link.calendar_owner,
         "mode": link.mode.value,

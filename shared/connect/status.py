@@ -122,6 +122,7 @@ async def _deliver(services: Services, link: Link, pk: str) -> None:
     through = synced_through(link, services.clock(), round_running=False)
     if through is not None:  # absent until the link's first completed sync
         payload["data"]["syncedThrough"] = _iso(through)
+    payload["data"].update(_calendar_fields(link))
     await services.timum.send_link_status(payload)
     # Conflict: a newer change was recorded meanwhile; it has its own delivery.
     with contextlib.suppress(Conflict, NotFound):
@@ -144,6 +145,14 @@ async def forget(services: Services, link: Link) -> None:
 
 LINK_NOTICES = "linknotices"
 NOTICE_KINDS = frozenset({"stale", "fresh", "conflict", "resolved", "reminder"})
+
+
+def _calendar_fields(link: Link) -> dict[str, str]:
+    """A block-only calendar speaks for its resource: timum gets the resource's id, the calendar's
+    role and the link id it manages the calendar by (links API)."""
+    if not link.block_only:
+        return {}
+    return {"resourceId": link.timum_resource_id, "calendarRole": "block_only", "linkId": link.resource_id}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -185,6 +194,7 @@ async def notice(services: Services, link: Link, kind: str, key: str, data: dict
             "syncedThrough": _iso(synced_through(link, services.clock(), round_running=False)),
             "kind": kind,
             **json.loads(str(row.get("data") or "{}")),
+            **_calendar_fields(link),
         },
     }
     await services.timum.send_link_status(payload)

@@ -44,6 +44,7 @@ from shared.domain import (
     ProviderSettings,
     TitlePrivacy,
     slot_external_id,
+    slot_prefix,
     stable_id,
 )
 
@@ -276,8 +277,8 @@ def reconcile(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, Status
     for slot in sorted(timum_slots, key=lambda s: s.external_id):
         if slot.source != _SOURCE or slot.external_id in known or ctx.window.ended_before(slot.end):
             continue
-        if not slot.external_id.startswith(SLOT_ID_PREFIX):
-            continue  # not an id this service derives; someone else's slot
+        if not slot.external_id.startswith(slot_prefix(ctx.link)):
+            continue  # not an id this link derives: someone else's, or another calendar's of this resource
         # An orphan: a slot of ours without a status row. No event claims it any more.
         actions.append(DeleteBlock(slot.external_id, ""))
     return actions

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.context import Services
 from shared.core.outlook_plan import StatusRow, blocks_time, is_own_event, show_as_status, slot_title
-from shared.domain import Link, LinkKey, LinkMode, OutlookEvent, ProviderSettings, TitlePrivacy
-from shared.errors import BadRequest
+from shared.domain import Link, LinkKey, LinkMode, OutlookEvent, ProviderSettings, TitlePrivacy, is_block_only
+from shared.errors import BadRequest, NotFound
 from shared.repos.links import LEASES, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import EventMapRepository
 from shared.safety.freshness import age, synced_through
@@ -64,8 +64,9 @@ class Answer:
     checked_live: bool
     synced_through: datetime | None
     age: timedelta | None
-    #: why the answer is not live: "" | ics | needs_reconnect | error | timeout | graph_failed
+    #: why the answer is not live: "" | ics | needs_reconnect | timeout | graph_failed
     fallback_reason: str = ""
+    calendars: tuple[CalendarAnswer, ...] = ()
 
 
 # --- pure decisions ----------------------------------------------------------------------------
@@ -137,7 +138,12 @@ def answer_json(answer: Answer) -> dict[str, Any]:
     return {"free": answer.free, "conflicts": conflicts, "checkedLive": answer.checked_live,
             "syncedThrough": _iso(answer.synced_through),
             "ageSeconds": None if answer.age is None else int(answer.age.total_seconds()),
-            "fallbackReason": answer.fallback_reason or None}
+            "fallbackReason": answer.fallback_reason or None,
+            "calendars": [{"linkId": a.link.resource_id, "calendarName": a.link.calendar_name,
+                           "calendarRole": "block_only" if a.link.block_only else "bookings",
+                           "checkedLive": a.checked_live, "syncedThrough": _iso(a.synced_through),
+                           "fallbackReason": a.fallback_reason or None, "conflicts": len(a.busy)}
+                          for a in answer.calendars]}
 
 
 # --- the check -----------------------------------------------------------------------------
@@ -167,23 +173,24 @@ def _abandon(task: asyncio.Task[Any]) -> None:
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
-async def check_conflicts(services: Services, provider_id: str, resource_id: str, data: Any, *,
-                          live_budget: float = LIVE_BUDGET_SECONDS) -> dict[str, Any]:
-    """Answer a conflict check. ``BadRequest`` for a bad body, ``NotFound`` for an unknown link;
-    never an error for Graph's or the sign-in's failures."""
-    from shared.connect.links_api import check_id
+@dataclass(frozen=True)
+class CalendarAnswer:
+    link: Link
+    busy: tuple[Busy, ...]
+    checked_live: bool
+    synced_through: datetime | None
+    fallback_reason: str = ""
 
-    key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
-    start, end = parse_interval(data)
-    link, settings = await asyncio.gather(LinkRepository(services.storage).require(key),
-                                          ProviderSettingsRepository(services.storage).get(key.provider_id))
-    now = services.clock()
+
+async def _check_calendar(services: Services, link: Link, settings: ProviderSettings, start: datetime,
+                          end: datetime, now: datetime, live_budget: float) -> CalendarAnswer:
+    """One linked calendar of the resource: live if Graph answers within the budget, else synced."""
     if link.mode is LinkMode.ICS:
         reason = "ics"
     elif link.needs_reconnect:
         reason = "needs_reconnect"
     else:
-        running = asyncio.ensure_future(_round_running(services, key, now))
+        running = asyncio.ensure_future(_round_running(services, link.key, now))
         live = asyncio.ensure_future(_live(services, link, start, end))
         done, _ = await asyncio.wait({live}, timeout=live_budget)
         if not done:
@@ -195,12 +202,47 @@ async def check_conflicts(services: Services, provider_id: str, resource_id: str
                      getattr(exc, "code", type(exc).__name__))
         else:
             busy = live_conflicts(live.result(), settings, start, end)
-            through = synced_through(link, now, round_running=await running)
-            return answer_json(Answer(not busy, tuple(busy), True, through, age(through, now)))
+            return CalendarAnswer(link, tuple(busy), True,
+                                  synced_through(link, now, round_running=await running))
         running.cancel()
-    rows = await EventMapRepository(services.storage).load(key)
-    busy = synced_conflicts(rows.values(), start, end)
+    rows = await EventMapRepository(services.storage).load(link.key)
     # Graph did not answer: what we know is what the last completed round saw, even for a push
     # link (its notifications may be failing just the same).
-    through = synced_through(link, now, round_running=True)
-    return answer_json(Answer(not busy, tuple(busy), False, through, age(through, now), reason))
+    return CalendarAnswer(link, tuple(synced_conflicts(rows.values(), start, end)), False,
+                          synced_through(link, now, round_running=True), reason)
+
+
+def combine(answers: Sequence[CalendarAnswer], now: datetime) -> Answer:
+    """The resource's answer from its calendars': busy if any is, live only if all are, known up
+    to the least fresh one."""
+    busy = sorted((b for a in answers for b in a.busy), key=lambda b: (b.start, b.end))
+    throughs = [a.synced_through for a in answers]
+    through = None if any(t is None for t in throughs) else min(t for t in throughs if t is not None)
+    reason = next((a.fallback_reason for a in answers if a.fallback_reason), "")
+    return Answer(not busy, tuple(busy), all(a.checked_live for a in answers), through, age(through, now), reason,
+                  tuple(answers))
+
+
+async def check_conflicts(services: Services, provider_id: str, resource_id: str, data: Any, *,
+                          live_budget: float = LIVE_BUDGET_SECONDS) -> dict[str, Any]:
+    """Answer a conflict check over the resource's linked calendar and its block-only calendars.
+    ``BadRequest`` for a bad body, ``NotFound`` for a resource without any linked calendar; never
+    an error for Graph's or the sign-in's failures."""
+    from shared.connect.links_api import check_id
+
+    key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
+    if is_block_only(key):
+        raise BadRequest("ask for the resource, not for one of its calendars", field="resource")
+    start, end = parse_interval(data)
+    repo = LinkRepository(services.storage)
+    main, blocks, settings = await asyncio.gather(repo.get(key), repo.list_block_only(key.provider_id,
+                                                                                      key.resource_id),
+                                                  ProviderSettingsRepository(services.storage).get(key.provider_id))
+    links = ([main] if main is not None else []) + sorted(blocks, key=lambda lk: lk.resource_id)
+    if not links:
+        raise NotFound(f"no linked calendar for resource {key.resource_id}")
+    now = services.clock()
+    # Side by side: the budget holds for the whole answer, not per calendar.
+    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, live_budget)
+                                     for link in links))
+    return answer_json(combine(answers, now))

@@ -92,14 +92,14 @@ async def check_conflicts(services: Services, link: Link, now: datetime) -> tupl
         state = await status.notice_state(services, link, "conflicts")
         open_now: dict[str, dict[str, Any]] = json.loads(state["open"]) if state else {}
         closed: dict[str, dict[str, Any]] = json.loads(state["closed"]) if state else {}
-        revision = await store.revision(link.provider_id, link.resource_id)
+        revision = await store.revision(link.provider_id, link.timum_resource_id)
         synced = link.last_sync_at.isoformat() if link.last_sync_at else ""
         unchanged = state is not None and state.get("synced") == synced and state.get("revision") == revision
         if unchanged:
             changes = ConflictChanges({}, {})
         else:
             rows = (await EventMapRepository(services.storage).load(link.key)).values()
-            bookings = [s.booking for s in await store.list_for_resource(link.provider_id, link.resource_id)]
+            bookings = [s.booking for s in await store.list_for_resource(link.provider_id, link.timum_resource_id)]
             changes = diff_overlaps(open_now, closed, find_overlaps(rows, bookings, now))
             open_now = {cid: e for cid, e in open_now.items() if cid not in changes.closed} | changes.opened
             closed = {cid: e for cid, e in closed.items() if cid not in changes.opened} | changes.closed

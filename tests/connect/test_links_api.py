@@ -78,7 +78,8 @@ async def test_listing_shows_the_providers_links_only(world: MemoryWorld) -> Non
     data = json.loads(response.get_body())
     assert data["providerId"] == "prov-1"
     [link] = data["links"]
-    assert link == {"resourceId": "res-1", "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
+    assert link == {"resourceId": "res-1", "linkId": "res-1", "calendarRole": "bookings",
+                    "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
                     "mode": "delegated", "syncMode": "push", "subscriptionExpiresAt": None, "lastSyncAt": None,
                     "lastError": "needs_reconnect", "lastErrorAt": None, "needsReconnect": True,
                     "health": "needs_reconnect", "icsHost": None, "createdAt": None, "syncedThrough": None}

@@ -142,7 +142,10 @@ async def test_live_answer_lists_the_conflict(world: MemoryWorld) -> None:  # no
                     "conflicts": [{"start": "2031-04-07T09:30:00Z", "end": "2031-04-07T11:00:00Z", "showAs": "busy",
                                    "allDay": False}],
                     # push, live subscription, no round running: everything up to now is known
-                    "syncedThrough": "2031-04-07T06:00:00Z", "ageSeconds": 0}
+                    "syncedThrough": "2031-04-07T06:00:00Z", "ageSeconds": 0,
+                    "calendars": [{"linkId": "res-1", "calendarName": "Behandlungsraum 1", "calendarRole": "bookings",
+                                   "checkedLive": True, "syncedThrough": "2031-04-07T06:00:00Z",
+                                   "fallbackReason": None, "conflicts": 1}]}
 
 
 async def test_free_when_only_free_and_own_events_overlap(world: MemoryWorld) -> None:  # noqa: F811
@@ -184,7 +187,10 @@ async def test_graph_failure_answers_from_the_synced_state(world: MemoryWorld) -
                     "conflicts": [{"start": "2031-04-07T09:00:00Z", "end": "2031-04-07T09:30:00Z", "showAs": None,
                                    "allDay": False}],
                     # Graph did not answer: known only up to the last completed round
-                    "syncedThrough": "2031-04-07T05:57:00Z", "ageSeconds": 180}
+                    "syncedThrough": "2031-04-07T05:57:00Z", "ageSeconds": 180,
+                    "calendars": [{"linkId": "res-1", "calendarName": "Behandlungsraum 1", "calendarRole": "bookings",
+                                   "checkedLive": False, "syncedThrough": "2031-04-07T05:57:00Z",
+                                   "fallbackReason": "graph_failed", "conflicts": 1}]}
 
 
 async def test_a_revoked_sign_in_is_no_error_either(world: MemoryWorld) -> None:  # noqa: F811
@@ -243,3 +249,30 @@ async def test_refusals(world: MemoryWorld) -> None:  # noqa: F811
     status, problem = await check(world, signer="prov-2")
     assert status == 403 and problem["code"] == "provider_scope"
     assert (await check(world, {"start": "x" * 5000}))[0] == 413
+
+
+# --- block-only calendars ------------------------------------------------------------------------
+
+async def test_block_only_calendars_count_too(world: MemoryWorld) -> None:  # noqa: F811
+    from shared.domain import block_key
+
+    await seed(world)
+    # Jonas's calendar, shared with Anna: another calendar that only blocks res-1's time.
+    jonas = world.graph.default_calendar("jonas@praxis.example")
+    bkey = block_key("prov-1", "res-1", "tid-1", "anna", jonas)
+    await seed(world, resource_id=bkey.resource_id, calendar_id=jonas, calendar_name="Jonas privat",
+               block_of="res-1", sync_mode=SyncMode.POLLING, subscription_id="", subscription_expires_at=None,
+               last_sync_at=NOW - timedelta(minutes=10))
+    world.graph.put_event("jonas@praxis.example", jonas, subject="Zweitjob", start=T0 + HOUR / 2, end=T0 + HOUR)
+    status, body = await check(world)
+    assert status == 200 and body["free"] is False and body["checkedLive"] is True
+    assert [c["calendarRole"] for c in body["calendars"]] == ["bookings", "block_only"]
+    assert [c["conflicts"] for c in body["calendars"]] == [0, 1]
+    # known up to the least fresh calendar (the polling one)
+    assert body["syncedThrough"] == "2031-04-07T05:50:00Z"
+    # A failure of one calendar makes the answer not live, but still an answer.
+    world.graph.fail_next(TransientError("Graph answered 503", code="graph_unavailable"), op="calendar_view")
+    _, partial = await check(world)
+    assert partial["checkedLive"] is False and partial["fallbackReason"] == "graph_failed"
+    # One of the resource's calendars is not a resource to ask about.
+    assert (await check(world, resource=bkey.resource_id))[0] == 400
