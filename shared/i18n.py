@@ -140,6 +140,17 @@ MESSAGES: dict[str, dict[str, str]] = {
                             "automatisch fortgesetzt.",
         "status.gave_up": "Der Abgleich ist mehrfach fehlgeschlagen. Ein neuer Versuch läuft automatisch.",
         "status.error": "Der Abgleich ist fehlgeschlagen ({code}). Wir versuchen es weiter.",
+        # booking safety: block-only calendars and the all-day hint in the chooser
+        "chooser.action_block": "Nur Zeiten blockieren für „{resource}“",
+        "chooser.action_block_hint": "Termine in diesem Kalender (z. B. privat oder aus einem Zweitjob) sperren die "
+                                     "Zeiten der Ressource, timum trägt dort aber nichts ein. Auch schreibgeschützte "
+                                     "Kalender sind möglich.",
+        "chooser.read_only_block": "Nur Lesezugriff – kann nur Zeiten blockieren.",
+        "chooser.blocks_here": "Blockiert bereits Zeiten dieser Ressource.",
+        "chooser.block_needs_resource": "Zeiten blockieren geht nur für eine Ressource aus timum.",
+        "chooser.all_day_hint": "Hinweis: Ganztägige Termine gelten in Outlook standardmäßig als „frei“ und "
+                                "sperren dann keine Zeit. Ob sie trotzdem blockieren, stellen Sie in den "
+                                "timum-Einstellungen ein.",
     },
     "en": {
         "brand": "timum Outlook connection",
@@ -249,6 +260,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.transient": "Microsoft or timum was unavailable for a moment. Syncing continues automatically.",
         "status.gave_up": "Syncing failed several times. Another attempt runs automatically.",
         "status.error": "Syncing failed ({code}). We keep trying.",
+        "chooser.action_block": "Only block times of “{resource}”",
+        "chooser.action_block_hint": "Events in this calendar (e.g. private ones or from a second job) block the "
+                                     "resource's times, but timum adds nothing there. Read-only calendars work too.",
+        "chooser.read_only_block": "Read-only – can only block times.",
+        "chooser.blocks_here": "Already blocks times of this resource.",
+        "chooser.block_needs_resource": "Blocking times needs a resource from timum.",
+        "chooser.all_day_hint": "Note: Outlook marks all-day events as “free” by default, so they block no time. "
+                                "Whether they block anyway is a setting in timum.",
     },
 }
 

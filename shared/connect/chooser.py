@@ -28,7 +28,17 @@ from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_param
 from shared.connect.store import ChooserSession
 from shared.connect.teardown import unlink
 from shared.context import Services
-from shared.domain import CalendarInfo, Link, LinkHealth, LinkKey, LinkMode, SyncMode
+from shared.domain import (
+    CalendarInfo,
+    Link,
+    LinkHealth,
+    LinkKey,
+    LinkMode,
+    SyncMode,
+    block_key,
+    is_block_only,
+    timum_resource,
+)
 from shared.errors import AuthError, Conflict, NeedsReconnect, NotFound, SyncError, TransientError
 from shared.i18n import translator
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
@@ -134,17 +144,21 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
         cal = choice.calendar
         notes: list[str] = []
         linked_here = target is not None and choice.owner == target
-        selectable = cal.can_edit and (choice.owner is None or linked_here)
+        blocks_here = _blocks_here(choice, target)
+        # A read-only calendar can still only block the resource's times (action "block").
+        selectable = (cal.can_edit or target is not None) and (choice.owner is None or linked_here or blocks_here)
         if not cal.can_edit:
-            notes.append(_("chooser.read_only"))
-        if choice.owner is not None and not linked_here:
+            notes.append(_("chooser.read_only_block" if target is not None else "chooser.read_only"))
+        if blocks_here:
+            notes.append(_("chooser.blocks_here"))
+        elif choice.owner is not None and not linked_here:
             notes.append(_("chooser.linked_elsewhere"))
         if linked_here:
             notes.append(_("chooser.linked_here"))
             current = current or choice.key
         if selectable and cal.is_shared:
             notes.append(_("chooser.app_only_note" if app_only else "chooser.polling_note"))
-        if selectable and not first_free:
+        if selectable and cal.can_edit and not first_free:
             first_free = choice.key
         item = {"key": choice.key, "name": cal.name, "owner": _owner_label(cal) if cal.is_shared else "",
                 "is_default": cal.is_default, "selectable": selectable, "notes": notes, "checked": False}
@@ -158,6 +172,13 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
                   session_id), "form_action": settings.url("connect/calendars"),
               "cancel_url": with_params(ctx.return_url, outlook="cancelled")}
     return ChooserPage(locale=ctx.locale, status=status, values=values, return_url=ctx.return_url)
+
+
+def _blocks_here(choice: Choice, target: LinkKey | None) -> bool:
+    """The calendar is one of the target resource's block-only calendars."""
+    owner = choice.owner
+    return (target is not None and owner is not None and is_block_only(owner)
+            and owner.provider_id == target.provider_id and timum_resource(owner.resource_id) == target.resource_id)
 
 
 async def view(services: Services, session_id: str | None, *, locale: str) -> ChooserPage | ErrorPage:
@@ -257,6 +278,8 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
                      time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
                      # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
                      sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
+    if fresh.block_only:
+        fresh = replace(fresh, block_of=fresh.timum_resource_id)
     await repo.claim_calendar(fresh)
     existing = await repo.get(fresh.key)
     link = fresh
@@ -317,20 +340,28 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
             return await _page(services, session, session_id, choices, resource_name=resource_name,
                                problem=problem, selected=selected, status=status)
 
-        if action not in ("link", "create"):
+        if action not in ("link", "create", "block"):
             return await again("invalid_action")
+        if action == "block" and not ctx.resource_id:
+            return await again("block_needs_resource")
         if action == "link" and not ctx.resource_id:
             return await again("no_resource")
-        if action == "link" and resource_name is None:
+        if action in ("link", "block") and resource_name is None:
             return await again("resource_gone", 404)
         if not selected:
             return await again("choose_first")
         choice = next((c for c in choices if c.key == selected), None)
         if choice is None:
             return await again("calendar_gone", 404)
-        if not choice.calendar.can_edit:
+        if not choice.calendar.can_edit and action != "block":
             return await again("calendar_read_only")
         target = LinkKey(ctx.provider_id, ctx.resource_id) if action == "link" and ctx.resource_id else None
+        if action == "block":
+            assert ctx.resource_id is not None
+            cal = choice.calendar
+            target = block_key(ctx.provider_id, ctx.resource_id, session.tenant_id, cal.mailbox_id, cal.id)
+            if choice.owner is not None and _blocks_here(choice, LinkKey(ctx.provider_id, ctx.resource_id)):
+                target = choice.owner  # a reconnect of the same block-only calendar
         if choice.owner is not None and choice.owner != target:
             return await again("calendar_taken", 409)
         try:
@@ -340,6 +371,9 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         try:
             if action == "create":
                 resource_id = await services.timum.create_resource(ctx.provider_id, choice.calendar.name)
+            elif action == "block":
+                assert target is not None
+                resource_id = target.resource_id
             else:
                 assert ctx.resource_id is not None
                 resource_id = ctx.resource_id
@@ -357,5 +391,5 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         await graph.close()
     await store.delete(session)
     log.info("calendar connected for provider %s", ctx.provider_id)
-    return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.resource_id),
+    return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.timum_resource_id),
                     clear_session=True)
