@@ -147,6 +147,9 @@ class TimumUi:
         from devtools.sandbox.timum.conflicts import check_outlook
 
         resource = self.state.resource(pid, form.get("resourceId", ""))
+        if resource.stale:
+            raise SandboxError("online booking is paused: the Outlook calendar is not up to date",
+                               key="booking_paused")
         start = self._local_datetime(form.get("date", ""), form.get("time", ""), resource.time_zone)
         minutes = int(form["duration"]) if form.get("duration", "").isdigit() else 30
         await check_outlook(self.state.config, pid, resource.id, start, start + timedelta(minutes=max(1, minutes)))
