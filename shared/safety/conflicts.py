@@ -205,6 +205,7 @@ async def _check_calendar(services: Services, link: Link, settings: ProviderSett
             return CalendarAnswer(link, tuple(busy), True,
                                   synced_through(link, now, round_running=await running))
         running.cancel()
+        running.add_done_callback(lambda t: t.cancelled() or t.exception())  # not needed any more
     rows = await EventMapRepository(services.storage).load(link.key)
     # Graph did not answer: what we know is what the last completed round saw, even for a push
     # link (its notifications may be failing just the same).
