@@ -39,6 +39,13 @@ def _warm_graph_sdk() -> None:
         from shared.adapters.graph_sdk import warm_up
 
         _warming = asyncio.ensure_future(asyncio.to_thread(warm_up))
+        _warming.add_done_callback(_warmed)
+
+
+def _warmed(task: asyncio.Task[float]) -> None:
+    # A failed warm-up only means the first real request pays the cost; say so, do not raise.
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("Graph SDK warm-up failed: %s", type(task.exception()).__name__)
 
 
 async def handle_conflicts(services: Services, req: func.HttpRequest) -> func.HttpResponse:
