@@ -124,6 +124,10 @@ class Link:
     skipped_items: int = 0          # unreadable items left out by the last completed round
     skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
     block_of: str = ""              # block-only link: the resource it blocks (also in its key)
+    #: timum's page the link was connected from (its "Kalender verbinden" button): where a
+    #: reconnect reminder sends the provider. A connect link itself lives 15 minutes, so no link
+    #: minted at connect time could serve a reminder days later.
+    reconnect_url: str = ""
     created_at: datetime | None = None
     etag: str = field(default="", compare=False)
 

@@ -278,6 +278,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
                      time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
                      # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
                      sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
+    fresh = replace(fresh, reconnect_url=session.context.return_url)
     if fresh.block_only:
         fresh = replace(fresh, block_of=fresh.timum_resource_id)
     await repo.claim_calendar(fresh)
@@ -292,7 +293,7 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
             # timum already knows a healthy link (the sign-in revived it), so only news is sent.
             tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
             link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
-                           time_zone=fresh.time_zone, health=LinkHealth.OK)
+                           time_zone=fresh.time_zone, health=LinkHealth.OK, reconnect_url=fresh.reconnect_url)
         else:
             await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
             link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)

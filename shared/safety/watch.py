@@ -112,7 +112,10 @@ async def check_reminder(services: Services, link: Link, settings: ProviderSetti
     day = due_reminder(since, now, reminder_days(settings))
     if day is None:
         return False
-    return await status.notice(services, link, "reminder", f"{episode}|{day}", {"reminderDay": day})
+    data: dict[str, Any] = {"reminderDay": day}
+    if link.reconnect_url:
+        data["reconnectUrl"] = link.reconnect_url
+    return await status.notice(services, link, "reminder", f"{episode}|{day}", data)
 
 
 async def sweep(services: Services) -> SweepOutcome:

@@ -8,7 +8,7 @@ from shared.domain import LinkKey, SyncMode, block_key
 from shared.http.connect_bp import handle_calendars
 from shared.messages import LINK_ADMIN_QUEUE
 from shared.repos.links import LinkRepository
-from tests.connect.conftest import ROOM, MemoryWorld, open_session, query_of, world  # noqa: F401 - the fixture
+from tests.connect.conftest import RETURN_BASE, ROOM, MemoryWorld, open_session, query_of, world  # noqa: F401 - the fixture
 from tests.connect.test_chooser import _get, _key, _post
 
 
@@ -33,6 +33,7 @@ async def test_a_read_only_calendar_blocks_the_resource(world: MemoryWorld) -> N
     [block] = await repo.list_block_only("prov-1", "res-1")
     assert block.key == block_key("prov-1", "res-1", "tid-1", "anna", room)
     assert block.calendar_id == room and block.block_of == "res-1"
+    assert block.reconnect_url == main.reconnect_url == RETURN_BASE + "providers/prov-1"
     # delegated access cannot subscribe to a shared calendar: it is polled
     assert block.sync_mode is SyncMode.POLLING
     messages = world.storage.queue(LINK_ADMIN_QUEUE).drain()

@@ -144,7 +144,8 @@ async def test_reminders_on_the_providers_days_until_reconnected(world: MemoryWo
     clock = Clock(T0)
     world.services.clock = clock
     await ProviderSettingsRepository(world.storage).save(ProviderSettings("prov-1", stale_after_minutes=0))
-    link = await LinkRepository(world.storage).save(link_of(sync_mode=SyncMode.PUSH))
+    link = await LinkRepository(world.storage).save(link_of(sync_mode=SyncMode.PUSH,
+                                                           reconnect_url="https://timum.example/providers/prov-1"))
     link = await status.set_health(world.services, link, LinkHealth.NEEDS_RECONNECT, "needs_reconnect")
     sent: list[int] = []
     for hours in (1, 12, 24, 25, 47, 72, 100, 24 * 7, 24 * 7 + 5, 24 * 20):
@@ -154,6 +155,7 @@ async def test_reminders_on_the_providers_days_until_reconnected(world: MemoryWo
     assert sent == [1, 3, 7]
     reminder = notices(world, "reminder")[0]
     assert reminder["status"] == "needs_reconnect" and reminder["reason"]
+    assert reminder["reconnectUrl"] == "https://timum.example/providers/prov-1"
 
     # Reconnected: no more reminders; a new failure starts a new episode from day 1.
     link = await status.set_health(world.services, await LinkRepository(world.storage).require(KEY), LinkHealth.OK)
