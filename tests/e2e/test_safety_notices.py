@@ -64,3 +64,33 @@ def test_links_api_reports_synced_through(stack: Stack, names: Names) -> None:
     assert response.status_code == 200
     [link] = [lk for lk in json.loads(response.text)["links"] if lk["resourceId"] == names.resource]
     assert link["syncedThrough"] is not None
+
+
+def test_a_lagging_link_is_stale_until_it_catches_up(stack: Stack, names: Names) -> None:
+    """A link whose subscription lapsed and whose last round is two hours old (the clock moved on,
+    simulated in its row) is announced stale; timum pauses online booking; a round makes it fresh."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
+    from shared.repos.links import LinkRepository
+
+    stack.link_app_only(ANNA, names.calendar, names.provider, names.resource)
+
+    async def age_it() -> None:
+        repo = LinkRepository(stack.storage)
+        link = await repo.require(names.key)
+        past = datetime.now(UTC) - timedelta(hours=2)
+        await repo.save(replace(link, last_sync_at=past, subscription_expires_at=past))
+
+    stack.run(age_it())
+    [stale] = _watch_until(stack, names, "stale", 1)
+    assert stale["staleAfterMinutes"] == 60 and stale["status"] == "ok"
+    assert stack.timum.resource(names.provider, names.resource).stale
+
+    stack.run(stack.storage.queue(SYNC_QUEUE).send(
+        SyncMessage(link=str(names.key), reason=SyncReason.RESYNC, full=True).to_json()))
+    [fresh] = _watch_until(stack, names, "fresh", 1)
+    assert fresh["syncedThrough"] > stale["syncedThrough"]
+    assert not stack.timum.resource(names.provider, names.resource).stale
+    assert len(_notices(stack, names, "stale")) == 1
