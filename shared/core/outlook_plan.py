@@ -37,6 +37,7 @@ from datetime import datetime
 from shared.core.hashing import content_hash
 from shared.core.window import SyncWindow
 from shared.domain import (
+    MAIN_SLOT_PREFIX,
     BlockedSlot,
     DeltaPage,
     LinkKey,
@@ -58,8 +59,9 @@ OUTLOOK_LABEL = "Outlook"
 MAX_TITLE = 200
 #: Prefix of the transactionId on every event we create for a booking (``booking_transaction_id``).
 OWN_TRANSACTION_PREFIX = "timum-"
-#: Prefix of every slot id we derive (``slot_external_id``); other prefixes belong to someone else.
-SLOT_ID_PREFIX = "ol-"
+#: Prefix of the slot ids of a resource's own calendar (``slot_external_id``; a block-only
+#: calendar's are ``BLOCK_SLOT_PREFIX``); other prefixes belong to someone else.
+SLOT_ID_PREFIX = MAIN_SLOT_PREFIX
 
 #: Graph's free/busy statuses, each with its own blocking rule in ``ProviderSettings``.
 SHOW_AS_STATUSES = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
