@@ -191,12 +191,14 @@ async def notice(services: Services, link: Link, kind: str, key: str, data: dict
             "mode": link.mode.value,
             "reason": reason_text(locale, link.health, link.last_error),
             "calendarName": link.calendar_name,
-            "syncedThrough": _iso(synced_through(link, services.clock(), round_running=False)),
             "kind": kind,
             **json.loads(str(row.get("data") or "{}")),
             **_calendar_fields(link),
         },
     }
+    through = synced_through(link, services.clock(), round_running=False)
+    if through is not None:  # absent until the link's first completed sync, as in status changes
+        payload["data"]["syncedThrough"] = _iso(through)
     await services.timum.send_link_status(payload)
     with contextlib.suppress(Conflict, NotFound):
         await table.update({**row, "sent": True}, etag=row.etag)
