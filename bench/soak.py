@@ -15,11 +15,16 @@ sandbox, while the sandbox injects 429 / 503 / timeouts into a share of Graph an
   connect flow; a subscription removed by Graph (``subscriptionRemoved``), ``missed``
   notifications; delta state lost by Graph (410 on the next round).
 
+The link watch (stale / fresh, conflict / resolved notices) runs every ``WATCH_EVERY`` steps, with
+the provider's stale threshold at one minute so that the revoked link's outage makes it stale.
+
 Then, at quiescence — faults off, held deliveries released, queues empty, nothing running, and
 a final resync of every link through timum's links API — it checks: the blocked slots of each
 resource are exactly the blocking Outlook events in the sync window (by id, with their times),
 the Outlook events we wrote are exactly the confirmed bookings (one each, at the booking's
-times), nothing is left in a queue, and every message that went to a poison queue is listed.
+times), nothing is left in a queue, and every message that went to a poison queue is listed;
+after a last watch: the conflicts timum was told about are exactly the blocking events that
+overlap upcoming confirmed bookings, each told once per opening, and no resource is left stale.
 
 The plan is a pure function of the seed and the sizes (``make_plan``); timing inside the stack
 is not, so two runs of one seed make the same changes but may interleave them differently.
@@ -66,6 +71,8 @@ MAX_EVENTS_PER_LINK = 25
 #: steps of the soak inside ``python -m bench`` (its 20-minute budget); the soak's own CLI runs 10,000
 BENCH_STEPS = 800
 MAX_BOOKINGS_PER_LINK = 15
+#: steps between two runs of the link watch timer (fired through the host's admin API)
+WATCH_EVERY = 50
 SHOW_AS = ("busy", "busy", "busy", "tentative", "oof", "free")
 
 
@@ -197,6 +204,9 @@ class SoakReport:
     actual_slots: int = 0
     active_bookings: int = 0
     booking_events: int = 0
+    expected_conflicts: int = 0
+    open_conflicts: int = 0
+    stale_notices: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -215,6 +225,8 @@ class SoakReport:
                f"  poison messages consumed: {len(self.poison)}" + (f" {self.poison}" if self.poison else ""),
                f"  blocked slots: expected {self.expected_slots}, found {self.actual_slots}",
                f"  bookings: confirmed {self.active_bookings}, Outlook events {self.booking_events}",
+               f"  conflicts: expected {self.expected_conflicts}, told and open {self.open_conflicts}; "
+               f"stale notices {self.stale_notices}",
                f"  problems: {len(self.problems)}"]
         out += [f"    - {p}" for p in self.problems[:50]]
         return out
@@ -248,6 +260,7 @@ class Soak:
             _, (person,) = add_tenant(stack, "Soak Einzelpraxis", 1, admin_consent=False)
             linked = stack.link_delegated(person.mail, "Sprechzimmer", "soak", "zimmer-1", timeout=120)
             self.links.append(SoakLink(linked.link.key, person, linked.calendar_id, delegated=True))
+        self.stale_after_one_minute()
         wait_quiet(stack, timeout=120)
         # From here on the host stops with the configured grace (see ``restart_host``).
         self.restart()
@@ -289,6 +302,8 @@ class Soak:
                 if not self.do(step):
                     skipped[step.kind] += 1
                 time.sleep(self.config.pace)
+                if (step.n + 1) % WATCH_EVERY == 0:
+                    self.watch()
                 if time.monotonic() - last_report > 30:
                     last_report = time.monotonic()
                     self.log(f"step {step.n + 1}/{len(plan)}, queues {queue_depths(self.stack)}")
@@ -477,6 +492,66 @@ class Soak:
                 if response.status_code != 202:
                     self.report.problems.append(f"resync of {link.key} answered {response.status_code}")
 
+    # --- booking safety: the link watch -----------------------------------------------------------
+    def stale_after_one_minute(self) -> None:
+        from shared.domain import ProviderSettings
+        from shared.repos.links import ProviderSettingsRepository
+
+        repo = ProviderSettingsRepository(self.stack.storage)
+
+        async def save() -> None:
+            current = await repo.get("soak")
+            await repo.save(ProviderSettings(**{**current.__dict__, "stale_after_minutes": 1}))
+
+        self.stack.run(save())
+
+    def watch(self) -> None:
+        """Run the link watch now (its timer's 5 minutes are longer than a soak's phases)."""
+        try:
+            response = self.stack.fire("watch_links")
+        except Exception as exc:  # noqa: BLE001 - the host may be restarting; the next watch runs
+            self.log(f"link watch not fired: {type(exc).__name__}")
+            return
+        if response.status_code >= 300:
+            self.log(f"link watch answered {response.status_code}")
+
+    def check_notices(self) -> None:
+        """Conflict notices equal the overlaps of blocking events and upcoming confirmed bookings; a
+        conflict is told once per opening; no resource stays stale."""
+        report, stack = self.report, self.stack
+        self.watch()
+        wait_quiet(stack, timeout=120, settle=1.0)
+        now = datetime.now(UTC)
+        received = [r for r in stack.timum.list_received_statuses() if r.provider_id == "soak" and not r.duplicate]
+        for link in self.links:
+            resource = stack.timum.resource(link.key.provider_id, link.key.resource_id)
+            if resource.stale:
+                report.problems.append(f"{link.key}: still stale after quiescence")
+            confirmed = [b for b in stack.timum.list_bookings(link.key.provider_id, link.key.resource_id)
+                         if b.status == "confirmed" and b.end.astimezone(UTC) > now]
+            expected = sorted((b.id, start, end) for (start, end, _, _) in self.expected_slots(link).values()
+                              for b in confirmed
+                              if b.start.astimezone(UTC) < end and b.end.astimezone(UTC) > start)
+            told = sorted((c["bookingId"], datetime.fromisoformat(c["start"].replace("Z", "+00:00")),
+                           datetime.fromisoformat(c["end"].replace("Z", "+00:00")))
+                          for c in resource.conflicts.values())
+            report.expected_conflicts += len(expected)
+            report.open_conflicts += len(told)
+            if told != expected:
+                report.problems.append(f"{link.key}: conflicts told {len(told)}, expected {len(expected)} "
+                                       f"(missing {sorted(set(expected) - set(told))[:3]}, "
+                                       f"extra {sorted(set(told) - set(expected))[:3]})")
+            kinds: dict[str, list[str]] = {}
+            for r in received:
+                data = r.payload["data"]
+                if r.resource_id == link.key.resource_id and data.get("kind") in ("conflict", "resolved"):
+                    kinds.setdefault(str(data.get("conflictId")), []).append(str(data["kind"]))
+            for cid, sequence in kinds.items():
+                if any(a == b for a, b in zip(sequence, sequence[1:], strict=False)):
+                    report.problems.append(f"{link.key}: conflict {cid} told {sequence}, not alternating")
+            report.stale_notices += sum(1 for r in received if r.resource_id == link.key.resource_id
+                                        and r.payload["data"].get("kind") == "stale")
+
     def check(self) -> None:
         report, stack = self.report, self.stack
         depths = queue_depths(stack, [*APP_QUEUES, *(f"{q}-poison" for q in APP_QUEUES)])
@@ -494,6 +569,7 @@ class Soak:
                 report.problems.append(f"{link.key}: the link is gone")
             elif stored.health.value != "ok":
                 report.problems.append(f"{link.key}: health {stored.health.value} ({stored.last_error})")
+        self.check_notices()
 
     def expected_slots(self, link: SoakLink) -> dict[str, tuple[datetime, datetime, str, str]]:
         """external id → (start, end, event id, what it is) of every Outlook instance in the window

@@ -85,6 +85,19 @@ class ProviderSettings:
     cancel_policy: CancelPolicy = CancelPolicy.DELETE
     locale: str = "de"
     booking_event_edits: BookingEventEdits = BookingEventEdits.RESTORE
+    # Which Outlook free/busy statuses block the resource (``tentative_blocks`` above is the
+    # tentative one). Defaults keep the behaviour from before the rules were configurable.
+    free_blocks: bool = False
+    busy_blocks: bool = True
+    oof_blocks: bool = True
+    working_elsewhere_blocks: bool = False
+    unknown_blocks: bool = True       # also any status Graph may add later
+    #: all-day events block even when marked free (Outlook's default for all-day events is free)
+    all_day_free_blocks: bool = False
+    #: a link whose Outlook changes lag more than this is announced ``stale`` (0: never)
+    stale_after_minutes: int = 60
+    #: days after a link began to need a reconnect on which timum is reminded ("1,3,7"; "": never)
+    reconnect_reminder_days: str = "1,3,7"
 
 
 @dataclass
@@ -119,6 +132,11 @@ class Link:
     skipped_items: int = 0          # unreadable items left out by the last completed round
     skipped_sample: str = ""        # one of their reasons, for the links API and status webhooks
     subscription_resource: str = ""  # "calendar" | "mailbox" (Graph refused the calendar) | "" (none)
+    block_of: str = ""              # block-only link: the resource it blocks (also in its key)
+    #: timum's page the link was connected from (its "Kalender verbinden" button): where a
+    #: reconnect reminder sends the provider. A connect link itself lives 15 minutes, so no link
+    #: minted at connect time could serve a reminder days later.
+    reconnect_url: str = ""
     created_at: datetime | None = None
     linked_by: str = ""             # the Microsoft account that linked it ("Name (address)"), for display
     etag: str = field(default="", compare=False)
@@ -130,6 +148,16 @@ class Link:
     @property
     def needs_reconnect(self) -> bool:
         return self.health is LinkHealth.NEEDS_RECONNECT
+
+    @property
+    def block_only(self) -> bool:
+        """A calendar that only blocks its resource's time (never written to); see ``block_key``."""
+        return is_block_only(self.key)
+
+    @property
+    def timum_resource_id(self) -> str:
+        """The timum resource whose slots this link writes (for a block-only link, not its key's)."""
+        return timum_resource(self.resource_id)
 
 
 @dataclass(frozen=True)
@@ -256,12 +284,42 @@ def stable_id(*parts: str, prefix: str = "", length: int = 40) -> str:
     return prefix + digest
 
 
+#: Marks a block-only link's key: ``<resource><BLOCK_MARK><calendar tag>``. A resource keeps one
+#: linked calendar that bookings are written to (key = the resource) and may add calendars that
+#: only block its time; each is a link of its own (own sync state, health, freshness) under such a
+#: key, so the writer — which looks links up by the booking's resource — never writes to one.
+BLOCK_MARK = "~block~"
+#: Slot id prefixes: the resource's own linked calendar, and its block-only calendars. Distinct,
+#: so one link's reconciliation never takes another link's slots of the same resource for orphans.
+MAIN_SLOT_PREFIX = "ol-"
+BLOCK_SLOT_PREFIX = "ob-"
+
+
+def is_block_only(key: LinkKey) -> bool:
+    return BLOCK_MARK in key.resource_id
+
+
+def timum_resource(resource_id: str) -> str:
+    """The timum resource of a link's key (the key itself, or what precedes ``BLOCK_MARK``)."""
+    return resource_id.split(BLOCK_MARK, 1)[0]
+
+
+def block_key(provider_id: str, resource_id: str, tenant_id: str, mailbox_id: str, calendar_id: str) -> LinkKey:
+    """The key of a block-only link of ``resource_id`` to one calendar (stable for that calendar)."""
+    tag = stable_id(tenant_id, mailbox_id.lower(), calendar_id, length=12)
+    return LinkKey(provider_id, f"{resource_id}{BLOCK_MARK}{tag}")
+
+
+def slot_prefix(link: LinkKey) -> str:
+    return BLOCK_SLOT_PREFIX if is_block_only(link) else MAIN_SLOT_PREFIX
+
+
 def slot_external_id(link: LinkKey, event_id: str) -> str:
     """External id of the blocked slot for one Outlook event (or occurrence) on one link.
 
     Derived, not stored-then-read, so a replay after a crash PUTs the same slot again.
     """
-    return stable_id(link.provider_id, link.resource_id, event_id, prefix="ol-")
+    return stable_id(link.provider_id, link.resource_id, event_id, prefix=slot_prefix(link))
 
 
 def booking_transaction_id(booking_id: str, resource_id: str = "") -> str:

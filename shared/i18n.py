@@ -145,6 +145,17 @@ MESSAGES: dict[str, dict[str, str]] = {
                                   "Kalender erneut.",
         "chooser.polling_freshness": "Freigegebener Kalender: Der erste Abgleich startet sofort; danach werden "
                                      "Änderungen in Outlook etwa alle {minutes} Minuten übernommen.",
+        # booking safety: block-only calendars and the all-day hint in the chooser
+        "chooser.action_block": "Nur Zeiten blockieren für „{resource}“",
+        "chooser.action_block_hint": "Termine in diesem Kalender (z. B. privat oder aus einem Zweitjob) sperren die "
+                                     "Zeiten der Ressource, timum trägt dort aber nichts ein. Auch schreibgeschützte "
+                                     "Kalender sind möglich.",
+        "chooser.read_only_block": "Nur Lesezugriff – kann nur Zeiten blockieren.",
+        "chooser.blocks_here": "Blockiert bereits Zeiten dieser Ressource.",
+        "chooser.block_needs_resource": "Zeiten blockieren geht nur für eine Ressource aus timum.",
+        "chooser.all_day_hint": "Hinweis: Ganztägige Termine gelten in Outlook standardmäßig als „frei“ und "
+                                "sperren dann keine Zeit. Ob sie trotzdem blockieren, stellen Sie in den "
+                                "timum-Einstellungen ein.",
     },
     "en": {
         "brand": "timum Outlook connection",
@@ -259,6 +270,14 @@ MESSAGES: dict[str, dict[str, str]] = {
                                   "Please check the sharing and connect the calendar again.",
         "chooser.polling_freshness": "Shared calendar: the first sync starts at once; after that, changes in "
                                      "Outlook arrive about every {minutes} minutes.",
+        "chooser.action_block": "Only block times of “{resource}”",
+        "chooser.action_block_hint": "Events in this calendar (e.g. private ones or from a second job) block the "
+                                     "resource's times, but timum adds nothing there. Read-only calendars work too.",
+        "chooser.read_only_block": "Read-only – can only block times.",
+        "chooser.blocks_here": "Already blocks times of this resource.",
+        "chooser.block_needs_resource": "Blocking times needs a resource from timum.",
+        "chooser.all_day_hint": "Note: Outlook marks all-day events as “free” by default, so they block no time. "
+                                "Whether they block anyway is a setting in timum.",
     },
 }
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, SubscriptionInfo
+from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SubscriptionInfo
 
 
 class GraphCalendarPort(ABC):
@@ -38,6 +38,16 @@ class GraphCalendarPort(ABC):
         """One page of ``calendarView/delta``: a fresh round (no link) or a stored next/delta link.
 
         Raises ``SyncStateExpired`` on 410 / syncStateNotFound.
+        """
+
+    @abstractmethod
+    async def read_calendar_view(self, mailbox_id: str, calendar_id: str, *, start: datetime,
+                                 end: datetime) -> list[OutlookEvent]:
+        """The calendar's items overlapping [start, end) as Graph's ``calendarView`` lists them now:
+        single events, occurrences and exceptions (no series masters), each with our booking id
+        where it has one. For the live conflict check: a plain read, no delta state.
+
+        Raises ``RemoteGone`` when the calendar is gone, ``BadRequest`` for a bad interval.
         """
 
     @abstractmethod

@@ -29,6 +29,7 @@ EXPECTED_HTTP = {
     "provider_settings": ("providers/{provider}/settings", {"GET", "PUT"}, "function"),
     "provider_ics_feed": ("providers/{provider}/links/{resource}/ics-feed", {"POST", "DELETE"}, "function"),
     "provider_ics_import": ("providers/{provider}/links/{resource}/ics-import", {"POST"}, "function"),
+    "resource_conflicts": ("providers/{provider}/resources/{resource}/conflicts", {"POST"}, "function"),
 }
 EXPECTED_QUEUES = {
     "sync_worker": "link-sync",
@@ -42,6 +43,7 @@ EXPECTED_TIMERS = {
     "renew_subscriptions": "0 */30 * * * *",
     "poll_links": "0 * * * * *",
     "purge_expired_sign_in_state": "0 17 * * * *",
+    "watch_links": "0 */5 * * * *",
 }
 
 

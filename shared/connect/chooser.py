@@ -29,7 +29,17 @@ from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_param
 from shared.connect.store import ChooserSession
 from shared.connect.teardown import unlink
 from shared.context import Services
-from shared.domain import CalendarInfo, Link, LinkHealth, LinkKey, LinkMode, SyncMode
+from shared.domain import (
+    CalendarInfo,
+    Link,
+    LinkHealth,
+    LinkKey,
+    LinkMode,
+    SyncMode,
+    block_key,
+    is_block_only,
+    timum_resource,
+)
 from shared.errors import AuthError, Conflict, NeedsReconnect, NotFound, SyncError, TransientError
 from shared.i18n import translator
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
@@ -194,10 +204,14 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
         cal = choice.calendar
         notes: list[str] = []
         linked_here = target is not None and choice.owner == target
-        selectable = cal.can_edit and (choice.owner is None or linked_here)
+        blocks_here = _blocks_here(choice, target)
+        # A read-only calendar can still only block the resource's times (action "block").
+        selectable = (cal.can_edit or target is not None) and (choice.owner is None or linked_here or blocks_here)
         if not cal.can_edit:
-            notes.append(_("chooser.read_only"))
-        if choice.owner is not None and not linked_here:
+            notes.append(_("chooser.read_only_block" if target is not None else "chooser.read_only"))
+        if blocks_here:
+            notes.append(_("chooser.blocks_here"))
+        elif choice.owner is not None and not linked_here:
             notes.append(_("chooser.linked_elsewhere"))
             if choice.owner in taken_by:
                 notes.append(_("chooser.linked_here_resource", resource=taken_by[choice.owner]))
@@ -208,12 +222,14 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
         if selectable and cal.is_shared:
             notes.append(_("chooser.app_only_note") if app_only else
                          _("chooser.polling_freshness", minutes=services.settings.polling_interval_minutes))
-        match = _matches(choice, resources) if selectable else None
+        # Only a writable calendar can become a resource's own (new or existing); a read-only one
+        # can only block times.
+        match = _matches(choice, resources) if selectable and cal.can_edit else None
         if match is not None:
             notes.append(_("chooser.same_name", resource=match["name"]))
             entry = existing.setdefault(match["id"], {"id": match["id"], "name": match["name"], "calendars": []})
             entry["calendars"].append(cal.name)
-        if selectable and not first_free:
+        if selectable and cal.can_edit and not first_free:
             first_free = choice.key
         item = {"key": choice.key, "name": cal.name, "owner": _owner_label(cal) if cal.is_shared else "",
                 "is_default": cal.is_default, "selectable": selectable, "notes": notes, "checked": False,
@@ -233,6 +249,13 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
                   session_id), "form_action": settings.url("connect/calendars"),
               "cancel_url": with_params(ctx.return_url, outlook="cancelled")}
     return ChooserPage(locale=ctx.locale, status=status, values=values, return_url=ctx.return_url)
+
+
+def _blocks_here(choice: Choice, target: LinkKey | None) -> bool:
+    """The calendar is one of the target resource's block-only calendars."""
+    owner = choice.owner
+    return (target is not None and owner is not None and is_block_only(owner)
+            and owner.provider_id == target.provider_id and timum_resource(owner.resource_id) == target.resource_id)
 
 
 async def view(services: Services, session_id: str | None, *, locale: str) -> ChooserPage | ErrorPage:
@@ -346,7 +369,9 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
                      time_zone=await _time_zone(services, graph, cal.mailbox_id, provider_id, resource_id),
                      # Delegated permissions cannot subscribe to calendars shared with the user: poll those.
                      sync_mode=SyncMode.POLLING if cal.is_shared else SyncMode.PUSH, created_at=services.clock())
-    fresh.linked_by = session.account_name
+    fresh = replace(fresh, reconnect_url=session.context.return_url, linked_by=session.account_name)
+    if fresh.block_only:
+        fresh = replace(fresh, block_of=fresh.timum_resource_id)
     await repo.claim_calendar(fresh)
     existing = await repo.get(fresh.key)
     link = fresh
@@ -359,7 +384,8 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
             # timum already knows a healthy link (the sign-in revived it), so only news is sent.
             tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
             link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
-                           time_zone=fresh.time_zone, health=LinkHealth.OK, linked_by=fresh.linked_by)
+                           time_zone=fresh.time_zone, health=LinkHealth.OK, linked_by=fresh.linked_by,
+                           reconnect_url=fresh.reconnect_url)
         else:
             await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
             link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)
@@ -419,11 +445,13 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
                                new_name=typed_name[:MAX_RESOURCE_NAME], status=status)
 
         existing_id = action.removeprefix("existing:") if action.startswith("existing:") else ""
-        if action not in ("link", "create") and not existing_id:
+        if action not in ("link", "create", "block") and not existing_id:
             return await again("invalid_action")
+        if action == "block" and not ctx.resource_id:
+            return await again("block_needs_resource")
         if action == "link" and not ctx.resource_id:
             return await again("no_resource")
-        if action == "link" and resource_name is None:
+        if action in ("link", "block") and resource_name is None:
             return await again("resource_gone", 404)
         if existing_id and not any(r["id"] == existing_id for r in resources):
             # Only resources the page offered: the provider's, and without a calendar.
@@ -433,12 +461,20 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         choice = next((c for c in choices if c.key == selected), None)
         if choice is None:
             return await again("calendar_gone", 404)
-        if not choice.calendar.can_edit:
+        if not choice.calendar.can_edit and action != "block":
             return await again("calendar_read_only")
         here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
         # The page lets the user pick a free calendar or the one this resource already has; the
         # latter may move to another (new or existing) resource, as every action on it offers.
-        if choice.owner is not None and choice.owner != here:
+        # A block-only calendar has a key of its own (and may be reconnected as such).
+        target = here
+        if action == "block":
+            assert ctx.resource_id is not None and here is not None
+            cal = choice.calendar
+            target = block_key(ctx.provider_id, ctx.resource_id, session.tenant_id, cal.mailbox_id, cal.id)
+            if choice.owner is not None and _blocks_here(choice, here):
+                target = choice.owner  # a reconnect of the same block-only calendar
+        if choice.owner is not None and choice.owner != target:
             return await again("calendar_taken", 409)
         new_name = ""
         if action == "create":
@@ -455,6 +491,9 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
                 resource_id = await services.timum.create_resource(ctx.provider_id, new_name)
             elif existing_id:
                 resource_id = existing_id
+            elif action == "block":
+                assert target is not None
+                resource_id = target.resource_id
             else:
                 assert ctx.resource_id is not None
                 resource_id = ctx.resource_id
@@ -478,7 +517,7 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         await graph.close()
     await store.delete(session)
     log.info("calendar connected for provider %s", ctx.provider_id)
-    return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.resource_id),
+    return Redirect(with_params(ctx.return_url, outlook="connected", resourceId=link.timum_resource_id),
                     clear_session=True)
 
 

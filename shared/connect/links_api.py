@@ -24,7 +24,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,6 +43,8 @@ from shared.domain import (
 from shared.errors import BadRequest, InvalidSignature
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.safety import rules
+from shared.safety.freshness import synced_through
 from shared.signing import sign_webhook, verify_webhook
 
 PROVIDER_HEADER = "X-Timum-Provider"
@@ -90,13 +92,21 @@ def _check_id(value: str, name: str) -> str:
     return value
 
 
+#: The id check every provider-scoped route applies (for routes defined outside this module).
+check_id = _check_id
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def link_json(link: Link) -> dict[str, Any]:
     return {
-        "resourceId": link.resource_id,
+        "resourceId": link.timum_resource_id,
+        # the id this link is managed by (unlink, resync): the resource for its own calendar, a
+        # longer id for each block-only calendar of the resource
+        "linkId": link.resource_id,
+        "calendarRole": "block_only" if link.block_only else "bookings",
         "calendarName": link.calendar_name,
         "calendarOwner": link.calendar_owner,
         "mode": link.mode.value,
@@ -112,6 +122,9 @@ def link_json(link: Link) -> dict[str, Any]:
         "skipped": {"count": link.skipped_items, "sample": link.skipped_sample or None},
         "subscriptionResource": (link.subscription_resource or "calendar") if link.subscription_id else None,
         "linkedBy": link.linked_by or None,
+        # Without a clock of its own here: the lease is not read, so a round running at this very
+        # moment does not hold a push link's value back (the conflict check does read it).
+        "syncedThrough": _iso(synced_through(link, datetime.now(UTC), round_running=False)),
     }
 
 
@@ -138,7 +151,8 @@ async def resync(services: Services, provider_id: str, resource_id: str) -> None
 def settings_json(settings: ProviderSettings) -> dict[str, Any]:
     return {"titlePrivacy": settings.title_privacy.value, "tentativeBlocks": settings.tentative_blocks,
             "customerPrivacy": settings.customer_privacy.value, "cancelPolicy": settings.cancel_policy.value,
-            "locale": settings.locale, "bookingEventEdits": settings.booking_event_edits.value}
+            "locale": settings.locale, "bookingEventEdits": settings.booking_event_edits.value,
+            **rules.rules_json(settings)}
 
 
 async def get_settings(services: Services, provider_id: str) -> dict[str, Any]:
@@ -160,7 +174,7 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     unknown = sorted(set(data) - {"titlePrivacy", "tentativeBlocks", "customerPrivacy", "cancelPolicy", "locale",
-                                  "bookingEventEdits"})
+                                  "bookingEventEdits"} - rules.FIELDS)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]}", field=unknown[0])
     values: dict[str, Any] = {}
@@ -170,15 +184,11 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
             if data[name] not in allowed:
                 raise BadRequest(f"{name} must be one of {', '.join(allowed)}", field=name)
             values[attr] = enum(data[name])
-    if "tentativeBlocks" in data:
-        if not isinstance(data["tentativeBlocks"], bool):
-            raise BadRequest("tentativeBlocks must be true or false", field="tentativeBlocks")
-        values["tentative_blocks"] = data["tentativeBlocks"]
     if "locale" in data:
         if data["locale"] not in ("de", "en"):
             raise BadRequest("locale must be de or en", field="locale")
         values["locale"] = data["locale"]
-    return replace(current, provider_id=provider_id, **values)
+    return rules.parse_rules(data, replace(current, provider_id=provider_id, **values))
 
 
 async def put_settings(services: Services, provider_id: str, data: Any) -> dict[str, Any]:

@@ -19,14 +19,17 @@ link, relink or reconnect (``announce``) and the end of a link (``announce_unlin
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from datetime import UTC
+from datetime import UTC, datetime
+from typing import Any
 
 from shared.context import Services
-from shared.domain import Link, LinkHealth, LinkKey, stable_id
+from shared.domain import Link, LinkHealth, LinkKey, is_block_only, stable_id, timum_resource
 from shared.errors import Conflict, NotFound, SyncError
 from shared.i18n import has, message
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
+from shared.safety.freshness import synced_through
 from shared.storage.base import encode_key
 
 log = logging.getLogger(__name__)
@@ -123,6 +126,10 @@ async def _deliver(services: Services, link: Link, pk: str) -> None:
             "calendarName": link.calendar_name,
         },
     }
+    through = synced_through(link, services.clock(), round_running=False)
+    if through is not None:  # absent until the link's first completed sync
+        payload["data"]["syncedThrough"] = _iso(through)
+    payload["data"].update(_calendar_fields(link))
     await services.timum.send_link_status(payload)
     # Conflict: a newer change was recorded meanwhile; it has its own delivery.
     with contextlib.suppress(Conflict, NotFound):
@@ -167,9 +174,11 @@ async def resend_unlinked(services: Services, key: LinkKey) -> bool:
         "id": row["delivery_id"],
         "type": EVENT_TYPE,
         "occurredAt": occurred.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data": {"providerId": key.provider_id, "resourceId": key.resource_id, "status": UNLINKED,
+        "data": {"providerId": key.provider_id, "resourceId": timum_resource(key.resource_id), "status": UNLINKED,
                  "mode": str(row.get("mode") or "delegated"), "reason": "",
-                 "calendarName": str(row.get("calendar_name") or "")},
+                 "calendarName": str(row.get("calendar_name") or ""),
+                 # A block-only calendar ended, not the resource's own link (as ``_calendar_fields``).
+                 **({"calendarRole": "block_only", "linkId": key.resource_id} if is_block_only(key) else {})},
     })
     # Only this row: a new link's status written meanwhile has another ETag and stays.
     with contextlib.suppress(Conflict, NotFound):
@@ -179,9 +188,106 @@ async def resend_unlinked(services: Services, key: LinkKey) -> bool:
 
 async def forget(services: Services, link: Link) -> None:
     """Drop the outbox row of an unlinked link — unless its ``unlinked`` status still waits for
-    delivery (the teardown worker sends it and drops the row then)."""
+    delivery (the teardown worker sends it and drops the row then) — and its notices."""
+    await forget_notices(services, link)
     pk = encode_key(str(link.key))
     row = await services.storage.table(LINK_STATUS).get(pk, "")
     if row is not None and row.get("health") == UNLINKED and not row.get("sent"):
         return
     await services.storage.table(LINK_STATUS).delete(pk, "")
+
+
+# --- notices: stale / fresh, conflict / resolved, reconnect reminders -------------------------------
+#
+# The same webhook (``link.status_changed``, ``data.status`` the link's current health) with a
+# ``data.kind`` saying what happened besides a health change. Each notice has a key chosen by its
+# caller (e.g. "stale|3", "reminder|<episode>|7"); a notice is sent at most once per key, also under
+# retries and from several instances: its row is inserted (a second insert conflicts) before the
+# POST and marked sent after it, and a row still unsent is sent again by the next caller.
+
+LINK_NOTICES = "linknotices"
+NOTICE_KINDS = frozenset({"stale", "fresh", "conflict", "resolved", "reminder"})
+
+
+def _calendar_fields(link: Link) -> dict[str, str]:
+    """A block-only calendar speaks for its resource: timum gets the resource's id, the calendar's
+    role and the link id it manages the calendar by (links API)."""
+    if not link.block_only:
+        return {}
+    return {"resourceId": link.timum_resource_id, "calendarRole": "block_only", "linkId": link.resource_id}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def notice(services: Services, link: Link, kind: str, key: str, data: dict[str, Any]) -> bool:
+    """Tell timum ``kind`` about ``link`` once for ``key``; True if this call delivered it."""
+    if kind not in NOTICE_KINDS:
+        raise ValueError(f"unknown notice kind {kind}")
+    table = services.storage.table(LINK_NOTICES)
+    pk, rk = encode_key(str(link.key)), encode_key(f"{kind}|{key}")
+    row = await table.get(pk, rk)
+    if row is None:
+        now = services.clock()
+        fresh = {"PartitionKey": pk, "RowKey": rk, "kind": kind, "occurred_at": now, "sent": False,
+                 "delivery_id": stable_id(str(link.key), kind, key, prefix="ln-", length=32),
+                 "data": json.dumps(data, separators=(",", ":"), default=str)}
+        try:
+            row = await table.insert(fresh)
+        except Conflict:
+            row = await table.get(pk, rk)
+            if row is None:
+                return False
+    if row.get("sent"):
+        return False
+    locale = (await ProviderSettingsRepository(services.storage).get(link.provider_id)).locale
+    payload = {
+        "id": row["delivery_id"],
+        "type": EVENT_TYPE,
+        "occurredAt": _iso(row["occurred_at"]),
+        "data": {
+            "providerId": link.provider_id,
+            "resourceId": link.resource_id,
+            "status": link.health.value,
+            "mode": link.mode.value,
+            "reason": reason_text(locale, link.health, link.last_error),
+            "calendarName": link.calendar_name,
+            "kind": kind,
+            **json.loads(str(row.get("data") or "{}")),
+            **_calendar_fields(link),
+        },
+    }
+    through = synced_through(link, services.clock(), round_running=False)
+    if through is not None:  # absent until the link's first completed sync, as in status changes
+        payload["data"]["syncedThrough"] = _iso(through)
+    await services.timum.send_link_status(payload)
+    with contextlib.suppress(Conflict, NotFound):
+        await table.update({**row, "sent": True}, etag=row.etag)
+    return True
+
+
+async def notice_state(services: Services, link: Link, name: str) -> dict[str, Any] | None:
+    """A small per-link state row of the notices (e.g. "freshness"), with its ETag under ``etag``."""
+    row = await services.storage.table(LINK_NOTICES).get(encode_key(str(link.key)), encode_key(f"~{name}"))
+    return None if row is None else {**row, "etag": row.etag}
+
+
+async def save_notice_state(services: Services, link: Link, name: str, values: dict[str, Any],
+                            etag: str | None) -> None:
+    """Write the state row; ``Conflict`` if another writer changed it since ``etag`` was read."""
+    table = services.storage.table(LINK_NOTICES)
+    entity = {**values, "PartitionKey": encode_key(str(link.key)), "RowKey": encode_key(f"~{name}")}
+    entity.pop("etag", None)
+    if etag:
+        await table.update(entity, etag=etag)
+    else:
+        await table.insert(entity)
+
+
+async def forget_notices(services: Services, link: Link) -> None:
+    """Drop an unlinked link's notices and their state (a relink starts afresh)."""
+    table = services.storage.table(LINK_NOTICES)
+    pk = encode_key(str(link.key))
+    rows = await table.query(pk)
+    await table.delete_many(pk, [row.rk for row in rows])

@@ -37,6 +37,7 @@ from datetime import datetime
 from shared.core.hashing import content_hash
 from shared.core.window import SyncWindow
 from shared.domain import (
+    MAIN_SLOT_PREFIX,
     BlockedSlot,
     BookingEventEdits,
     DeltaPage,
@@ -45,6 +46,7 @@ from shared.domain import (
     ProviderSettings,
     TitlePrivacy,
     slot_external_id,
+    slot_prefix,
     stable_id,
 )
 
@@ -58,10 +60,15 @@ OUTLOOK_LABEL = "Outlook"
 MAX_TITLE = 200
 #: Prefix of the transactionId on every event we create for a booking (``booking_transaction_id``).
 OWN_TRANSACTION_PREFIX = "timum-"
-#: Prefix of every slot id we derive (``slot_external_id``); other prefixes belong to someone else.
-SLOT_ID_PREFIX = "ol-"
+#: Prefix of the slot ids of a resource's own calendar (``slot_external_id``; a block-only
+#: calendar's are ``BLOCK_SLOT_PREFIX``); other prefixes belong to someone else.
+SLOT_ID_PREFIX = MAIN_SLOT_PREFIX
 
-_NEVER_BLOCKS = frozenset({"free", "workingelsewhere"})
+#: Graph's free/busy statuses, each with its own blocking rule in ``ProviderSettings``.
+SHOW_AS_STATUSES = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
+_SHOW_AS = {status.lower(): status for status in SHOW_AS_STATUSES}
+RULE_FIELDS = {"free": "free_blocks", "tentative": "tentative_blocks", "busy": "busy_blocks",
+               "oof": "oof_blocks", "workingElsewhere": "working_elsewhere_blocks", "unknown": "unknown_blocks"}
 _HIDDEN = frozenset({"private", "confidential"})
 _SOURCE = "outlook"
 
@@ -138,16 +145,27 @@ def is_own_event(event: OutlookEvent, own_event_ids: frozenset[str]) -> bool:
             or event.transaction_id.startswith(OWN_TRANSACTION_PREFIX))
 
 
+def show_as_status(show_as: str) -> str:
+    """Graph's ``showAs`` in its canonical spelling; anything we do not know counts as ``unknown``."""
+    return _SHOW_AS.get(show_as.strip().lower(), "unknown")
+
+
+def status_blocks(settings: ProviderSettings, status: str) -> bool:
+    """The provider's rule for one canonical status (``SHOW_AS_STATUSES``)."""
+    return bool(getattr(settings, RULE_FIELDS[status]))
+
+
 def blocks_time(event: OutlookEvent, settings: ProviderSettings) -> bool:
-    """Whether the event's free/busy status keeps the resource from taking bookings."""
-    show_as = event.show_as.strip().lower()
-    if show_as in _NEVER_BLOCKS:
-        return False
-    if show_as == "tentative":
-        return settings.tentative_blocks
-    # busy, oof, unknown and anything Graph may add later: blocking is the safe side
-    # (a missed busy event means a double booking; a spurious block only a lost slot).
-    return True
+    """Whether the event keeps the resource from taking bookings: the one place the provider's
+    blocking rules apply (Graph sync, ICS import and the live conflict check all ask here)."""
+    status = show_as_status(event.show_as)
+    if event.is_all_day and status == "free" and settings.all_day_free_blocks:
+        # Outlook makes all-day events free by default, which few users notice: a holiday
+        # entered as an all-day event would otherwise leave the whole day bookable.
+        return True
+    # Unknown statuses (and any Graph may add later) follow the ``unknown`` rule, which blocks by
+    # default: a missed busy event means a double booking, a spurious block only a lost slot.
+    return status_blocks(settings, status)
 
 
 def slot_title(event: OutlookEvent, privacy: TitlePrivacy) -> str:
@@ -265,8 +283,8 @@ def reconcile(ctx: PlanContext, seen: Iterable[str], status: Mapping[str, Status
         # An ICS link also owns its slots written under "outlook" before imports had a source of their own.
         if slot.source not in (ctx.source, _SOURCE) or slot.external_id in known or ctx.window.ended_before(slot.end):
             continue
-        if not slot.external_id.startswith(SLOT_ID_PREFIX):
-            continue  # not an id this service derives; someone else's slot
+        if not slot.external_id.startswith(slot_prefix(ctx.link)):
+            continue  # not an id this link derives: someone else's, or another calendar's of this resource
         # An orphan: a slot of ours without a status row. No event claims it any more.
         actions.append(DeleteBlock(slot.external_id, ""))
     return actions

@@ -60,6 +60,11 @@ class LinkRepository:
     async def list_for_provider(self, provider_id: str) -> list[Link]:
         return [self._from(r, r.etag) for r in await self._links.query(encode_key(provider_id))]
 
+    async def list_block_only(self, provider_id: str, resource_id: str) -> list[Link]:
+        """The block-only links of one resource (``Link.block_of``)."""
+        rows = await self._links.query(encode_key(provider_id), equals={"block_of": resource_id})
+        return [self._from(r, r.etag) for r in rows]
+
     async def list_all(self) -> list[Link]:
         return [self._from(r, r.etag) for r in await self._links.query()]
 

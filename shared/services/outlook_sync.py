@@ -446,7 +446,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
         raise
     if fresh:
         # An ICS link lists every source: its slots from before imports had the source "ics" are its too.
-        slots = await _timum(services.timum.list_blocked_slots(link.provider_id, link.resource_id,
+        slots = await _timum(services.timum.list_blocked_slots(link.provider_id, link.timum_resource_id,
                                                                source=None if ctx.source == "ics" else "outlook"))
         await _apply(services, ctx, link, reconcile(ctx, seen, status, slots), status, outcome)
     pending = await eventmap.pending(key)
@@ -541,9 +541,9 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
 
     async def perform(action: Action) -> None:
         if isinstance(action, UpsertBlock):
-            await services.timum.put_blocked_slot(link.provider_id, link.resource_id, action.slot)
+            await services.timum.put_blocked_slot(link.provider_id, link.timum_resource_id, action.slot)
         elif isinstance(action, DeleteBlock):
-            await services.timum.delete_blocked_slot(link.provider_id, link.resource_id, action.external_id)
+            await services.timum.delete_blocked_slot(link.provider_id, link.timum_resource_id, action.external_id)
 
     failures = await _bounded([functools.partial(perform, a) for a in actions], TIMUM_WRITE_CONCURRENCY)
     done = [a for a, failure in zip(actions, failures, strict=True) if failure is None]

@@ -27,8 +27,7 @@ from typing import Any
 
 from shared.adapters.graph_constants import RESOURCE_CALENDAR, RESOURCE_MAILBOX
 from shared.context import Services
-from shared.core.outlook_plan import SLOT_ID_PREFIX
-from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo, SyncMode
+from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo, SyncMode, slot_prefix, timum_resource
 from shared.errors import (
     AuthError,
     BadRequest,
@@ -571,17 +570,18 @@ async def _remove_slots(services: Services, key: LinkKey) -> int:
     ended (history stays)."""
     rows = await EventMapRepository(services.storage).load(key)
     targets = {row.external_id for row in rows.values()}
+    resource = timum_resource(key.resource_id)  # a block-only link's slots are its resource's
     try:
         # Every source: an ICS link's slots carry "ics" (older ones "outlook"); the id prefix tells ours.
-        listed = await services.timum.list_blocked_slots(key.provider_id, key.resource_id)
+        listed = await services.timum.list_blocked_slots(key.provider_id, resource)
     except (RemoteGone, NotFound):
         return 0  # the resource is gone in timum, and its slots with it
     now = services.clock()
-    targets.update(s.external_id for s in listed if s.external_id.startswith(SLOT_ID_PREFIX) and s.end > now)
+    targets.update(s.external_id for s in listed if s.external_id.startswith(slot_prefix(key)) and s.end > now)
 
     async def delete(external_id: str) -> None:
         try:
-            await services.timum.delete_blocked_slot(key.provider_id, key.resource_id, external_id)
+            await services.timum.delete_blocked_slot(key.provider_id, resource, external_id)
         except (RemoteGone, NotFound):
             return
 

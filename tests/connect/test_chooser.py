@@ -61,11 +61,11 @@ async def test_lists_own_and_shared_calendars_with_their_limits(world: MemoryWor
     assert "Outlook-Kalender auswählen" in page and "Dr. Anna Weber" in page
     assert "Behandlungsraum 1" in page and "von Jonas Becker &lt;jonas@praxis.example&gt;" in page
     room = _key(world, world.graph.default_calendar(ROOM))
-    # the read-only room calendar cannot be chosen, and says why
+    # the read-only room calendar can only block the resource's times, and says so
     assert f'value="{room}"\n' in page or f'value="{room}"' in page
     [tag] = re.findall(rf'<input[^>]*id="cal-{room}"[^>]*>', page)
-    assert re.search(r"\sdisabled[\s>]", tag) and f'aria-describedby="cal-{room}-notes"' in tag
-    assert "Nur Lesezugriff" in page
+    assert not re.search(r"\sdisabled[\s>]", tag) and f'aria-describedby="cal-{room}-notes"' in tag
+    assert "Nur Lesezugriff – kann nur Zeiten blockieren." in page and 'value="block"' in page
     assert "freigegeben sind und Sie die Freigabe in Outlook angenommen" in page
     assert 'value="link"' in page and 'value="create"' in page
     cancel = query_of(page.split('href="')[-1].split('"')[0].replace("&amp;", "&"))

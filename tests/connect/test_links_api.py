@@ -78,12 +78,13 @@ async def test_listing_shows_the_providers_links_only(world: MemoryWorld) -> Non
     data = json.loads(response.get_body())
     assert data["providerId"] == "prov-1"
     [link] = data["links"]
-    assert link == {"resourceId": "res-1", "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
+    assert link == {"resourceId": "res-1", "linkId": "res-1", "calendarRole": "bookings",
+                    "calendarName": "Behandlungsraum 1", "calendarOwner": "anna@praxis.example",
                     "mode": "delegated", "syncMode": "push", "subscriptionExpiresAt": None, "lastSyncAt": None,
                     "lastError": "needs_reconnect", "lastErrorAt": None, "needsReconnect": True,
                     "health": "needs_reconnect", "icsHost": None, "createdAt": None,
                     "skipped": {"count": 0, "sample": None}, "subscriptionResource": "calendar",
-                    "linkedBy": None}
+                    "linkedBy": None, "syncedThrough": None}
 
 
 @pytest.mark.parametrize(("method", "what", "body"), [
@@ -182,7 +183,11 @@ async def test_resync_queues_a_full_sync(world: MemoryWorld) -> None:
 async def test_settings_are_validated(world: MemoryWorld) -> None:
     got = await _call(world, "GET", "settings", _request("GET", "prov-1", "settings"))
     assert json.loads(got.get_body()) == {"titlePrivacy": "none", "tentativeBlocks": True, "customerPrivacy": "name",
-                                          "cancelPolicy": "delete", "locale": "de", "bookingEventEdits": "restore"}
+                                          "cancelPolicy": "delete", "locale": "de", "bookingEventEdits": "restore",
+                                          "blocking": {"free": False, "tentative": True, "busy": True, "oof": True,
+                                                       "workingElsewhere": False, "unknown": True},
+                                          "allDayBlocksWhenFree": False, "staleAfterMinutes": 60,
+                                          "reconnectReminderDays": [1, 3, 7]}
     body = b'{"titlePrivacy": "label", "tentativeBlocks": false, "locale": "en"}'
     put = await _call(world, "PUT", "settings", _request("PUT", "prov-1", "settings", body=body))
     assert put.status_code == 200 and json.loads(put.get_body())["tentativeBlocks"] is False

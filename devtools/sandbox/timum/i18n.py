@@ -154,6 +154,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "outlook_failed": "Die Verbindung mit Outlook ist fehlgeschlagen.",
         "err_slot_conflict": "Diese Zeit ist durch den verbundenen Kalender blockiert.",
         "err_booking_conflict": "Diese Zeit überschneidet sich mit einer anderen Buchung.",
+        "err_outlook_conflict": "Diese Zeit ist im verbundenen Outlook-Kalender belegt. Bitte eine andere Zeit wählen.",
+        "err_booking_paused": "Die Online-Buchung für diese Ressource ist pausiert, weil ihr Outlook-Kalender "
+                              "nicht aktuell ist.",
+        "banner_stale": "Der Outlook-Abgleich von „{resource}“ ist verzögert. Die Online-Buchung ist pausiert, bis er "
+                        "wieder aktuell ist.",
+        "banner_conflicts": "Outlook-Termine überschneiden sich mit Buchungen von „{resource}“:",
+        "conflict_item": "Buchung {booking}: {start} – {end}",
         "err_end_before_start": "Das Ende muss nach dem Beginn liegen.",
         "err_bad_time": "Bitte Datum und Uhrzeit vollständig angeben.",
         "err_booking_cancelled": "Die Buchung ist bereits abgesagt.",
@@ -309,6 +316,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "outlook_failed": "Connecting Outlook failed.",
         "err_slot_conflict": "This time is blocked by the connected calendar.",
         "err_booking_conflict": "This time overlaps another booking.",
+        "err_outlook_conflict": "This time is busy in the connected Outlook calendar. Please choose another time.",
+        "err_booking_paused": "Online booking for this resource is paused because its Outlook calendar is not "
+                              "up to date.",
+        "banner_stale": "Syncing “{resource}” with Outlook is delayed. Online booking is paused until it is up to "
+                        "date again.",
+        "banner_conflicts": "Outlook events overlap bookings of “{resource}”:",
+        "conflict_item": "Booking {booking}: {start} – {end}",
         "err_end_before_start": "The end must be after the start.",
         "err_bad_time": "Please give a complete date and time.",
         "err_booking_cancelled": "The booking is already cancelled.",

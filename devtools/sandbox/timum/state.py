@@ -118,6 +118,10 @@ class Resource:
     time_zone: str = "Europe/Berlin"
     archived: bool = False
     link: LinkState | None = None
+    #: the service said the calendars lag behind (``stale``): online booking pauses until ``fresh``
+    stale: bool = False
+    #: Outlook events overlapping bookings, by the service's conflict id (``conflict`` / ``resolved``)
+    conflicts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "timeZone": self.time_zone, "archived": self.archived}
@@ -663,9 +667,14 @@ class TimumState:
                 occurred_at=str(payload.get("occurredAt") or ""), payload=copy.deepcopy(payload), duplicate=duplicate)
             self.received_statuses.append(received)
             resource = self.resources.get((received.provider_id, received.resource_id))
-            if resource is not None and not duplicate and received.status == "unlinked":
+            kind = data.get("kind")
+            own_calendar = not data.get("calendarRole")
+            if resource is not None and not duplicate and kind:
+                self._apply_notice(resource, str(kind), data)
+            elif resource is not None and not duplicate and own_calendar and received.status == "unlinked":
                 resource.link = None
-            elif resource is not None and not duplicate:
+            elif resource is not None and not duplicate and own_calendar:
+                # (a block-only calendar's status is its own, not the resource's calendar link's)
                 resource.link = LinkState(received.status, received.mode, received.reason, received.calendar_name,
                                           received.received_at)
             self._changed.notify_all()
@@ -684,6 +693,17 @@ class TimumState:
     def list_booking_conflicts(self) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self.received_conflicts)
+
+    @staticmethod
+    def _apply_notice(resource: Resource, kind: str, data: dict[str, Any]) -> None:
+        """What timum does with the service's notices: pause on ``stale``, list conflicts."""
+        if kind in ("stale", "fresh"):
+            resource.stale = kind == "stale"
+        elif kind == "conflict" and data.get("conflictId"):
+            resource.conflicts[str(data["conflictId"])] = {
+                name: str(data.get(name) or "") for name in ("bookingId", "start", "end")}
+        elif kind == "resolved":
+            resource.conflicts.pop(str(data.get("conflictId") or ""), None)
 
     def wait_for_statuses(self, count: int, *, timeout: float = 10.0) -> list[ReceivedStatus]:
         self.wait_until(lambda s: len(s.received_statuses) >= count, timeout=timeout)

@@ -220,11 +220,25 @@ class TimumUi:
         except UnknownItem:
             return self._not_found(lang)
         try:
+            if action == "book":
+                await self._check_outlook(pid, form)
             done = self._apply(action, pid, request.path_params, form)
         except SandboxError as exc:
             status = 404 if isinstance(exc, UnknownItem) else 400 if exc.field else 409
             return await self.provider_page(request, lang=lang, error=self._error_text(exc, lang), status=status)
         return RedirectResponse(self._url(f"/timum/providers/{pid}", lang, done=done), status_code=303)
+
+    async def _check_outlook(self, pid: str, form: dict[str, str]) -> None:
+        """Right before confirming: does the linked Outlook calendar have that time?"""
+        from devtools.sandbox.timum.conflicts import check_outlook
+
+        resource = self.state.resource(pid, form.get("resourceId", ""))
+        if resource.stale:
+            raise SandboxError("online booking is paused: the Outlook calendar is not up to date",
+                               key="booking_paused")
+        start = self._local_datetime(form.get("date", ""), form.get("time", ""), resource.time_zone)
+        minutes = int(form["duration"]) if form.get("duration", "").isdigit() else 30
+        await check_outlook(self.state.config, pid, resource.id, start, start + timedelta(minutes=max(1, minutes)))
 
     def _apply(self, action: str, pid: str, params: Any, form: dict[str, str]) -> str:
         if action == "book":
