@@ -33,6 +33,7 @@ from shared.connect.teardown import unlink
 from shared.context import Services
 from shared.domain import CancelPolicy, CustomerPrivacy, Link, LinkKey, ProviderSettings, TitlePrivacy
 from shared.errors import BadRequest, InvalidSignature
+from shared.ids import check_id
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.signing import sign_webhook, verify_webhook
@@ -77,9 +78,7 @@ def check_provider_scope(*, method: str, url: str, headers: Mapping[str, str], b
 
 
 def _check_id(value: str, name: str) -> str:
-    if not value or len(value) > MAX_ID_LENGTH or any(ord(c) < 32 for c in value):
-        raise BadRequest(f"{name} is not a valid id", field=name)
-    return value
+    return check_id(value, name)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from shared.crypto import Cipher
 from shared.errors import Conflict, InvalidSignature, NotFound
+from shared.ids import secrets_equal
 from shared.storage.base import StoragePort
 
 NONCES = "nonces"
@@ -192,7 +193,7 @@ class SessionStore:
         return hmac.new(self._csrf_key, f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session_id: str, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(session_id), str(token))
+        return bool(token) and secrets_equal(self.csrf_token(session_id), str(token))
 
 
 def derive_key(keys: tuple[tuple[str, bytes], ...], purpose: str) -> bytes:
