@@ -15,6 +15,11 @@ The endpoint is anonymous, so what one POST may cost is bounded:
   (``LookupsDeferred``) after the verified ones were enqueued, so Graph delivers it again and
   the next attempt starts from a warmer cache. Real POSTs name few subscriptions; a POST that
   names a thousand unknown ones is a flood and costs ``MAX_LOOKUPS_PER_POST`` reads;
+* look-ups of unknown ids draw on a per-process budget (``UNKNOWN_LOOKUPS_PER_SECOND``, bursts of
+  ``UNKNOWN_LOOKUP_BURST``): a flood of POSTs, however fast, causes at most that many table reads
+  per second; past it, a POST with unknown ids is answered 503 without any read. Subscriptions the
+  process has seen before are re-read (after their cache entry expired) outside the budget: an
+  attacker cannot make an id known, so the flood cannot delay them;
 * look-ups of all POSTs of a process share ``MAX_CONCURRENT_LOOKUPS`` slots, so a flood cannot
   crowd storage with reads, while notifications of known subscriptions (cache hits) never wait;
 * the cache keeps known subscriptions and misses in separate LRU lists: random ids evict only
@@ -55,6 +60,10 @@ MAX_VALIDATION_TOKEN = 2048
 MAX_LOOKUPS_PER_POST = 16
 #: table reads in flight at once for all notification POSTs of a process
 MAX_CONCURRENT_LOOKUPS = 8
+#: table reads per second (and the burst) one process spends on subscription ids it has never seen;
+#: a new instance learns ~50 subscriptions a second, far more than the notifications of a cold start
+UNKNOWN_LOOKUPS_PER_SECOND = 50.0
+UNKNOWN_LOOKUP_BURST = 100.0
 #: seconds Graph is asked to wait before delivering a POST again whose look-ups were deferred
 DEFERRED_RETRY_AFTER = 2.0
 
@@ -84,6 +93,10 @@ class SubscriptionCache:
         self._misses: OrderedDict[str, float] = OrderedDict()
         self._concurrency = max_concurrent_lookups
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._rate = UNKNOWN_LOOKUPS_PER_SECOND
+        self._burst = UNKNOWN_LOOKUP_BURST
+        self._tokens = UNKNOWN_LOOKUP_BURST
+        self._tokens_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._hits) + len(self._misses)
@@ -95,7 +108,8 @@ class SubscriptionCache:
             if hit[0] >= now:
                 self._hits.move_to_end(subscription_id)
                 return True, hit[1]
-            del self._hits[subscription_id]
+            # Expired entries stay (until LRU eviction) so that ``seen`` can tell them apart.
+            return False, None
         miss = self._misses.get(subscription_id)
         if miss is not None:
             if miss >= now:
@@ -111,10 +125,24 @@ class SubscriptionCache:
             while len(self._hits) > self._max:
                 self._hits.popitem(last=False)
         else:
+            self._hits.pop(subscription_id, None)
             self._misses[subscription_id] = now + self._miss_ttl
             self._misses.move_to_end(subscription_id)
             while len(self._misses) > self._max_misses:
                 self._misses.popitem(last=False)
+
+    def seen(self, subscription_id: str) -> bool:
+        """True if the id was a subscription when last looked up (its entry may have expired)."""
+        return subscription_id in self._hits
+
+    def take_lookups(self, wanted: int, now: float) -> int:
+        """How many of ``wanted`` look-ups of unknown ids the budget allows now (and spend them)."""
+        if self._tokens_at is not None and now > self._tokens_at:
+            self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now if self._tokens_at is None else max(now, self._tokens_at)
+        granted = min(wanted, int(self._tokens))
+        self._tokens -= granted
+        return granted
 
     def forget(self, subscription_id: str) -> None:
         self._hits.pop(subscription_id, None)
@@ -165,10 +193,13 @@ async def _records(storage: StoragePort, cache: SubscriptionCache, ids: Iterable
             out[sid] = record
         else:
             missing.append(sid)
+    # Ids the process knew as subscriptions are re-read outside the caps: only real ids get there.
+    lookups = [sid for sid in missing if cache.seen(sid)]
     # Sorted, so that Graph's retry of a deferred POST looks up the next ids, not the same ones.
-    missing.sort()
-    deferred = set(missing[MAX_LOOKUPS_PER_POST:])
-    lookups = missing[:MAX_LOOKUPS_PER_POST]
+    unknown = sorted(sid for sid in missing if not cache.seen(sid))
+    allowed = cache.take_lookups(min(len(unknown), MAX_LOOKUPS_PER_POST), now) if unknown else 0
+    lookups += unknown[:allowed]
+    deferred = set(unknown[allowed:])
     if lookups:
         gate = cache.lookup_gate()
 

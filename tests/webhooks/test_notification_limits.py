@@ -19,6 +19,8 @@ from shared.repos.links import SUBSCRIPTIONS, SubscriptionIndex, SubscriptionRec
 from shared.services.notifications import (
     MAX_CONCURRENT_LOOKUPS,
     MAX_LOOKUPS_PER_POST,
+    UNKNOWN_LOOKUP_BURST,
+    UNKNOWN_LOOKUPS_PER_SECOND,
     LookupsDeferred,
     SubscriptionCache,
     accept_change_notifications,
@@ -140,6 +142,41 @@ async def test_lookups_of_concurrent_posts_share_one_bound() -> None:
     await asyncio.gather(*(post() for _ in range(6)))
     assert counting.reads == 6 * MAX_LOOKUPS_PER_POST
     assert counting.max_in_flight == MAX_CONCURRENT_LOOKUPS
+
+
+async def test_a_fast_flood_spends_only_the_per_second_budget() -> None:
+    counting = CountingStorage()
+    cache = SubscriptionCache()
+    for second in range(3):
+        for _ in range(10):  # ten hostile POSTs a second
+            with pytest.raises(LookupsDeferred):
+                await accept_change_notifications(counting.storage, cache, _hostile(1000), now=1000.0 + second)
+    assert counting.reads <= UNKNOWN_LOOKUP_BURST + 2 * UNKNOWN_LOOKUPS_PER_SECOND
+
+
+async def test_known_subscriptions_are_re_read_outside_the_budget() -> None:
+    """After its cache entry expired, a real subscription is read again even while a flood has spent
+    the budget for unknown ids: an attacker cannot turn a random id into a known one."""
+    counting = CountingStorage()
+    (sid, state, link), = await _subscriptions(counting.storage, 1)
+    cache = SubscriptionCache(ttl=60)
+    normal = _body([{"subscriptionId": sid, "clientState": state}])
+    await accept_change_notifications(counting.storage, cache, normal, now=0.0)
+    for _ in range(20):
+        with pytest.raises(LookupsDeferred):
+            await accept_change_notifications(counting.storage, cache, _hostile(1000), now=100.0)
+    assert cache.take_lookups(1, 100.0) == 0  # the budget is spent
+    result = await accept_change_notifications(counting.storage, cache, normal, now=100.0)
+    assert (result.accepted, result.deferred) == (1, 0)
+    assert str(link) in _links(counting.storage)
+
+
+def test_a_subscription_found_gone_loses_its_place_among_known_ones() -> None:
+    cache = SubscriptionCache(ttl=60)
+    cache.put("sub", _record("sub"), now=0.0)
+    assert cache.get("sub", 61.0) == (False, None) and cache.seen("sub")
+    cache.put("sub", None, now=61.0)
+    assert not cache.seen("sub") and cache.get("sub", 62.0) == (True, None)
 
 
 def _record(sid: str) -> SubscriptionRecord:
