@@ -210,3 +210,15 @@ def test_expired_entries_are_looked_up_again() -> None:
     assert cache.get("gone", 4.0) == (True, None)
     assert cache.get("gone", 6.0) == (False, None)
     assert cache.get("known", 61.0) == (False, None)
+
+
+@pytest.mark.parametrize("route", ["graph_notifications", "graph_lifecycle"])
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_used(route: str) -> None:
+    import azure.functions as func
+
+    from shared.http import graph_bp
+
+    request = func.HttpRequest(method="POST", url="http://localhost/api/graph/notifications", params={},
+                               headers={"Content-Length": str(64 * 1024 * 1024)}, body=b'{"value": []}')
+    answer = await getattr(graph_bp, route)(request)
+    assert answer.status_code == 413
