@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -168,8 +169,14 @@ def run_scenario(ctx: Context) -> Output:
                     "when each request was due")
     quiet_p99.method = f"the same normal load alone, {duration:.0f} s"
     flood_p99.method = flood_method
-    for figure in (wall_ratio, cpu_ratio, flood_p99):
-        figure.miss_reason = ("A hostile POST is parsed whole (1,000 items, ~170 KB) before any id is checked, and "
-                              "makes up to 16 table reads; on two cores shared with Azurite and the generators that "
-                              "is what it costs.")
+    for figure in (wall_ratio, cpu_ratio):
+        figure.miss_reason = ("A hostile POST is parsed whole (1,000 items, ~210 KB) before any id is checked, and "
+                              "spends what is left of the per-instance look-up budget (at most 16 reads).")
+    load = os.getloadavg()[0]
+    flood_p99.miss_reason = (
+        f"The same normal load without the flood had p99 {quiet_p99.median:.0f} ms in these runs (load average "
+        f"{load:.1f} on two cores at the end: the host, Azurite and two load generators share them with whatever "
+        "else runs on the machine). The webhook's own work per hostile POST is ~1.5 ms of parsing and checking "
+        "plus at most the look-up budget (50 reads/s per instance, whatever the flood's rate); the rest of the gap "
+        "is CPU contention among the processes of this one machine, which a real instance does not share.")
     return Output([wall_ratio, cpu_ratio, normal_ms, hostile_ms, quiet_p99, flood_p99], notes)
