@@ -66,6 +66,26 @@ def test_booking_webhook_refuses_a_bad_delivery_id(stack: Stack, client: httpx.C
     assert answer.status_code == 400 and answer.json()["field"] == "id"
 
 
+@pytest.mark.parametrize(("provider", "resource"), [("sec|p", "r1"), ("sec-p", "r|1"), ("sec-p", "r..1"),
+                                                    ("sec-p\u2028", "r1")])
+def test_connect_links_with_bad_ids_are_refused(stack: Stack, client: httpx.Client, provider: str,
+                                                resource: str) -> None:
+    """Even a correctly signed connect link may not name an id that breaks a link key."""
+    import secrets
+    import time
+
+    from shared.signing import ConnectLink, sign_connect_link
+
+    allowed = stack.settings.timum_return_url_allowlist[0]
+    link = ConnectLink(provider_id=provider, resource_id=resource, locale="de", return_url=allowed,
+                       expires_at=int(time.time()) + 300, nonce=secrets.token_urlsafe(24))
+    token = sign_connect_link(link, stack.settings.timum_connect_secrets[0])
+    answer = client.get(stack.api_url("connect"), params={"token": token})
+    assert answer.status_code == 400, answer.text[:300]
+    assert "text/html" in answer.headers["Content-Type"]
+    assert "location" not in answer.headers  # no sign-in started
+
+
 # --- body size ----------------------------------------------------------------------------------
 
 def test_booking_webhook_refuses_an_oversized_body_before_reading_it(stack: Stack, client: httpx.Client) -> None:
