@@ -592,3 +592,16 @@ def test_http_client_records_are_dropped_even_if_a_level_is_lowered_later(caplog
     for captured in (stream.getvalue(), caplog.text):
         assert "Zx81kq0Secret" not in captured and "reachcalendar" not in captured
         assert "client trouble" in captured  # warnings and errors still come through
+
+
+def test_unconfigure_gives_the_http_client_loggers_their_levels_back() -> None:
+    logging.getLogger("httpcore").setLevel(logging.ERROR)  # already quieter: left alone
+    try:
+        configure_logging()
+        assert logging.getLogger("httpx").level == logging.WARNING
+        assert logging.getLogger("httpcore").level == logging.ERROR
+        unconfigure_logging()
+        assert logging.getLogger("httpx").level == logging.NOTSET
+        assert logging.getLogger("httpcore").level == logging.ERROR
+    finally:
+        logging.getLogger("httpcore").setLevel(logging.NOTSET)
