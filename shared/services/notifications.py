@@ -60,8 +60,9 @@ MAX_VALIDATION_TOKEN = 2048
 MAX_LOOKUPS_PER_POST = 16
 #: table reads in flight at once for all notification POSTs of a process
 MAX_CONCURRENT_LOOKUPS = 8
-#: table reads per second (and the burst) one process spends on subscription ids it has never seen;
-#: a new instance learns ~50 subscriptions a second, far more than the notifications of a cold start
+#: table reads per second (and the burst) one process spends on subscription ids it has never seen:
+#: a new instance learns up to 50 subscriptions a second after a first 100; notifications beyond that
+#: wait for Graph's next delivery of their POST, they are never dropped
 UNKNOWN_LOOKUPS_PER_SECOND = 50.0
 UNKNOWN_LOOKUP_BURST = 100.0
 #: seconds Graph is asked to wait before delivering a POST again whose look-ups were deferred
@@ -69,7 +70,8 @@ DEFERRED_RETRY_AFTER = 2.0
 
 
 class LookupsDeferred(TransientError):
-    """A POST named more unknown subscriptions than one POST may look up (→ 503, Graph retries)."""
+    """A POST named more unknown subscriptions than the per-POST cap or the look-up budget allowed
+    reading now (→ 503 with Retry-After; Graph delivers the POST again)."""
 
     code = "lookups_deferred"
 
@@ -80,7 +82,8 @@ class SubscriptionCache:
     A subscription's link and clientState never change during its life, so a hit is always
     right; a stale hit for a deleted subscription only enqueues a sync the worker ignores.
     Misses are cached briefly too, so that a repeated unknown id costs one read, not one per
-    POST. Both lists evict least recently used entries one at a time when full.
+    POST. Both lists evict least recently used entries one at a time when full. The cache also
+    holds the process's look-up budget for unknown ids and the semaphore bounding reads in flight.
     """
 
     def __init__(self, ttl: float = 300.0, miss_ttl: float = 10.0, max_entries: int = 50_000,
@@ -161,7 +164,7 @@ class NotificationResult:
     links: list[LinkKey] = field(default_factory=list)
     accepted: int = 0
     dropped: int = 0
-    #: notifications whose subscription was not looked up in this POST (over the per-POST cap)
+    #: notifications whose subscription was not looked up in this POST (per-POST cap or budget)
     deferred: int = 0
 
 
