@@ -177,6 +177,6 @@ def run_scenario(ctx: Context) -> Output:
         f"The same normal load without the flood had p99 {quiet_p99.median:.0f} ms in these runs (load average "
         f"{load:.1f} on two cores at the end: the host, Azurite and two load generators share them with whatever "
         "else runs on the machine). The webhook's own work per hostile POST is ~1.5 ms of parsing and checking "
-        "plus at most the look-up budget (50 reads/s per instance, whatever the flood's rate); the rest of the gap "
+        "plus at most the look-up budget (20 reads/s per instance, whatever the flood's rate); the rest of the gap "
         "is CPU contention among the processes of this one machine, which a real instance does not share.")
     return Output([wall_ratio, cpu_ratio, normal_ms, hostile_ms, quiet_p99, flood_p99], notes)

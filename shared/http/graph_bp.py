@@ -16,6 +16,8 @@ import azure.functions as func
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+#: the body of a 503 that sheds look-ups (a flood of unknown subscriptions), not a storage failure
+DEFERRED_ANSWER = "unknown subscriptions deferred; deliver again"
 
 
 def _validation(token: str) -> func.HttpResponse:
@@ -48,7 +50,7 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
         return func.HttpResponse(exc.message, status_code=400, mimetype="text/plain")
     except notifications.LookupsDeferred as exc:
         log.warning("notifications deferred: %s", exc.message)
-        return func.HttpResponse("try again", status_code=503, mimetype="text/plain",
+        return func.HttpResponse(DEFERRED_ANSWER, status_code=503, mimetype="text/plain",
                                  headers={"Retry-After": str(max(1, round(exc.retry_after or 1)))})
     except StorageError:
         log.exception("could not persist notifications; Graph will retry")

@@ -61,10 +61,10 @@ MAX_LOOKUPS_PER_POST = 16
 #: table reads in flight at once for all notification POSTs of a process
 MAX_CONCURRENT_LOOKUPS = 8
 #: table reads per second (and the burst) one process spends on subscription ids it has never seen:
-#: a new instance learns up to 50 subscriptions a second after a first 100; notifications beyond that
+#: a new instance learns up to 20 subscriptions a second after a first 40; notifications beyond that
 #: wait for Graph's next delivery of their POST, they are never dropped
-UNKNOWN_LOOKUPS_PER_SECOND = 50.0
-UNKNOWN_LOOKUP_BURST = 100.0
+UNKNOWN_LOOKUPS_PER_SECOND = 20.0
+UNKNOWN_LOOKUP_BURST = 40.0
 #: seconds Graph is asked to wait before delivering a POST again whose look-ups were deferred
 DEFERRED_RETRY_AFTER = 2.0
 
@@ -87,7 +87,9 @@ class SubscriptionCache:
     """
 
     def __init__(self, ttl: float = 300.0, miss_ttl: float = 10.0, max_entries: int = 50_000,
-                 max_misses: int = 5_000, max_concurrent_lookups: int = MAX_CONCURRENT_LOOKUPS) -> None:
+                 max_misses: int = 5_000, max_concurrent_lookups: int = MAX_CONCURRENT_LOOKUPS,
+                 unknown_lookups_per_second: float = UNKNOWN_LOOKUPS_PER_SECOND,
+                 unknown_lookup_burst: float = UNKNOWN_LOOKUP_BURST) -> None:
         self._ttl = ttl
         self._miss_ttl = miss_ttl
         self._max = max_entries
@@ -96,9 +98,9 @@ class SubscriptionCache:
         self._misses: OrderedDict[str, float] = OrderedDict()
         self._concurrency = max_concurrent_lookups
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-        self._rate = UNKNOWN_LOOKUPS_PER_SECOND
-        self._burst = UNKNOWN_LOOKUP_BURST
-        self._tokens = UNKNOWN_LOOKUP_BURST
+        self._rate = unknown_lookups_per_second
+        self._burst = unknown_lookup_burst
+        self._tokens = unknown_lookup_burst
         self._tokens_at: float | None = None
 
     def __len__(self) -> int:

@@ -133,7 +133,7 @@ async def test_known_subscriptions_are_served_from_the_cache_amid_a_flood() -> N
 
 async def test_lookups_of_concurrent_posts_share_one_bound() -> None:
     counting = CountingStorage(delay=0.01)
-    cache = SubscriptionCache()
+    cache = SubscriptionCache(unknown_lookup_burst=1000)
 
     async def post() -> None:
         with pytest.raises(LookupsDeferred):
