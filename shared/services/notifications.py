@@ -57,7 +57,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_NOTIFICATIONS = 1000
 MAX_VALIDATION_TOKEN = 2048
 #: distinct subscription ids one POST may cause to be read from the table
-MAX_LOOKUPS_PER_POST = 16
+MAX_LOOKUPS_PER_POST = 10
 #: table reads in flight at once for all notification POSTs of a process
 MAX_CONCURRENT_LOOKUPS = 8
 #: table reads per second (and the burst) one process spends on subscription ids it has never seen:
