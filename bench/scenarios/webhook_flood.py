@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,7 @@ def run_scenario(ctx: Context) -> Output:
         if host is not None:
             host.stop()
         stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     method_cost = (f"{normal_n} normal POSTs (one notification of a known subscription), then {WORST_N} hostile "
                    f"POSTs ({HOSTILE_IDS:,} notifications, each a fresh random GUID with a guessed clientState) "
                    f"{WORST_PAUSE} s apart so that each finds the look-up budget refilled and makes "
