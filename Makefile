@@ -9,7 +9,7 @@ STAMP_PY := $(VENV)/.installed
 STAMP_LOCAL := $(VENV)/.installed-local
 STAMP_NODE := node_modules/.installed
 
-.PHONY: setup setup-local run sandbox test test-fast check lint typecheck bench soak fuzz clean browser calendar-readers
+.PHONY: setup setup-local run sandbox test test-fast check lint typecheck bench soak fuzz clean browser calendar-readers lock
 
 setup: $(STAMP_PY) $(STAMP_NODE)
 
@@ -17,15 +17,33 @@ setup: $(STAMP_PY) $(STAMP_NODE)
 # newcomer's first `make run` does not wait for the test stack to install.
 setup-local: $(STAMP_LOCAL) $(STAMP_NODE)
 
-$(STAMP_LOCAL): requirements.txt requirements-local.txt
+# Installs come from the hashed locks only (exact versions, every file checked against its hash);
+# `make lock` is the one way to change them.
+$(STAMP_LOCAL): requirements.txt requirements-local.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-local.txt
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-local.lock
 	@touch $@
 
-$(STAMP_PY): $(STAMP_LOCAL) requirements-dev.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+$(STAMP_PY): $(STAMP_LOCAL) requirements-dev.lock
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	@touch $@
+
+## make lock — resolve the ranges again (requirements.in: deployed; requirements-local.txt: make run;
+## requirements-dev.txt: make test) into requirements.txt, requirements-local.lock and
+## requirements-dev.lock: newest versions within the ranges, with hashes, for Python 3.11 on Linux.
+## Each lock is constrained by the one before, so all three pin the runtime packages alike.
+LOCK_VENV := .lock-venv
+PIP_TOOLS := pip-tools==7.6.2
+LOCK := $(LOCK_VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
+lock:
+	@test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && \
+	  $(LOCK_VENV)/bin/pip install --quiet "$(PIP_TOOLS)"; }
+	$(LOCK) --output-file requirements.txt requirements.in
+	$(LOCK) --constraint requirements.txt --output-file requirements-local.lock requirements-local.txt
+	$(LOCK) --constraint requirements-local.lock --output-file requirements-dev.lock requirements-dev.txt
 
 $(STAMP_NODE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -44,6 +44,7 @@ SCENARIOS: tuple[Entry, ...] = (
     Entry("7", "cold-start", "Import time and first invocation per function kind", "bench.scenarios.cold_start"),
     Entry("8", "soak", "Fault-injection soak over the whole stack", "bench.soak"),
     Entry("9", "fuzz", "Fuzzing every HTTP endpoint", "bench.fuzz"),
+    Entry("10", "webhook-flood", "Hostile POSTs to the anonymous Graph webhook", "bench.scenarios.webhook_flood"),
 )
 
 

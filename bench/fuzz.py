@@ -438,9 +438,18 @@ def send(client: httpx.Client, base: str, request: FuzzRequest) -> httpx.Respons
                           content=request.body if request.body or request.method not in ("GET", "HEAD") else None)
 
 
+def _shed(op: Operation, response: httpx.Response) -> bool:
+    """The Graph webhook's deliberate 503 when a POST names more unknown subscriptions than it may
+    look up now (Graph delivers again): load shedding, documented, not a failure."""
+    from shared.http.graph_bp import DEFERRED_ANSWER
+
+    return (response.status_code == 503 and op.path.startswith("/graph/") and "Retry-After" in response.headers
+            and response.text == DEFERRED_ANSWER)
+
+
 def check_response(op: Operation, request: FuzzRequest, response: httpx.Response) -> str | None:
     status = response.status_code
-    if status >= 500:
+    if status >= 500 and not _shed(op, response):
         return f"{status} for {request.describe()}"
     if request.method == op.method and status not in op.statuses | HOST_STATUSES:
         return f"undocumented status {status} for {request.describe()}"

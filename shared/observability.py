@@ -16,6 +16,18 @@ tokens (``sbx-at.…``), ``code=``/``token=``/``validationToken=``/``clientState
 published calendar URLs, URL user-info, and every configured secret value (registered from
 ``Settings`` at start-up: all of ``SECRET_SETTING_NAMES``).
 
+**No forged lines.** After redaction, CR, LF and every other control character (C0, DEL, C1, the
+Unicode line and paragraph separators) in a message, a string ``extra`` field or a bound id is
+written as an escape (``\\n``, ``\\x1b``, ``\\u2028``): a value from an anonymous request (an OAuth
+callback's ``error_description``, an id, a header) cannot start a line of its own. Tracebacks keep
+their own line breaks; the exception messages inside them are escaped like messages.
+
+**Quiet HTTP clients.** The HTTP client libraries log every request line, URL and query included,
+at INFO (headers at DEBUG) — and an ICS import URL is a credential. ``configure_logging`` sets
+their loggers (``QUIET_LOGGERS``) to WARNING, and the root handlers' filter drops their records
+below WARNING even if a level is lowered later, so a request URL does not depend on a redaction
+pattern to stay out of the log.
+
 **Metrics.** ``metrics.record(name, value, **dims)`` / ``metrics.increment(name, **dims)`` for the
 names in ``METRICS`` (the alerts in ``infra/`` query exactly these). With
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set they go out as OpenTelemetry metrics through
@@ -44,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRICS",
+    "QUIET_LOGGERS",
     "REDACTED",
     "MetricSpec",
     "Metrics",
@@ -51,6 +64,7 @@ __all__ = [
     "bind",
     "configure_logging",
     "current_ids",
+    "escape_controls",
     "metrics",
     "prepare_record",
     "redact",
@@ -90,7 +104,56 @@ def _ids_suffix(ids: Mapping[str, str]) -> str:
     if not ids:
         return ""
     keys = [k for k in _ID_ORDER if k in ids] + sorted(k for k in ids if k not in _ID_ORDER)
-    return " [" + " ".join(f"{k}={redact(ids[k])}" for k in keys) + "]"
+    return " [" + " ".join(f"{escape_controls(k)}={escape_controls(redact(ids[k]))}" for k in keys) + "]"
+
+
+# --- control characters ------------------------------------------------------------------------
+
+def _control_escapes(keep_newline: bool) -> dict[int, str]:
+    table: dict[int, str] = {}
+    for code in (*range(0x00, 0x20), *range(0x7F, 0xA0), 0x2028, 0x2029):
+        if code == 0x09 or (keep_newline and code == 0x0A):
+            continue  # a tab cannot start a line
+        table[code] = {0x0A: "\\n", 0x0D: "\\r"}.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return table
+
+
+_ESCAPES = _control_escapes(keep_newline=False)
+_ESCAPES_KEEP_NEWLINE = _control_escapes(keep_newline=True)
+
+
+def escape_controls(text: str, *, keep_newline: bool = False) -> str:
+    """``text`` with CR, LF and other control characters written as escapes (``\\n``, ``\\x1b``)."""
+    return text.translate(_ESCAPES_KEEP_NEWLINE if keep_newline else _ESCAPES)
+
+
+def _format_traceback(exc_info: Any) -> str:
+    """A traceback whose line breaks are its own: exception messages inside it are escaped."""
+    import traceback
+
+    try:
+        te = traceback.TracebackException(*exc_info[:3])
+    except Exception:  # noqa: BLE001 - an odd exc_info still gets the standard rendering
+        return escape_controls(_TRACEBACK_FORMATTER.formatException(exc_info), keep_newline=True)
+    messages: set[str] = set()
+    pending, seen = [te], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        messages.update(current.format_exception_only())
+        pending.extend(t for t in (current.__cause__, current.__context__) if t is not None)
+        pending.extend(getattr(current, "exceptions", None) or ())
+    parts = []
+    for chunk in te.format():
+        if chunk in messages:
+            body, newline = (chunk[:-1], "\n") if chunk.endswith("\n") else (chunk, "")
+            chunk = escape_controls(body) + newline
+        else:
+            chunk = escape_controls(chunk, keep_newline=True)
+        parts.append(chunk)
+    return "".join(parts).rstrip("\n")
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -285,15 +348,15 @@ def _prepare_message(record: logging.LogRecord) -> None:
         message = f"{record.msg!s} (arguments did not fit the format)"
     ids = _IDS.get()
     setattr(record, "correlation", dict(ids))  # noqa: B010 - LogRecord declares no such attribute
-    record.msg = redact(message) + _ids_suffix(ids)
+    record.msg = escape_controls(redact(message)) + _ids_suffix(ids)
     record.args = ()
     if record.exc_info and not record.exc_text:
-        # Formatters reuse exc_text, so the traceback is rendered once, here, and redacted.
-        record.exc_text = _TRACEBACK_FORMATTER.formatException(record.exc_info)
+        # Formatters reuse exc_text, so the traceback is rendered once, here, redacted and escaped.
+        record.exc_text = _format_traceback(record.exc_info)
     if record.exc_text:
-        record.exc_text = redact(record.exc_text)
+        record.exc_text = escape_controls(redact(record.exc_text), keep_newline=True)
     if record.stack_info:
-        record.stack_info = redact(record.stack_info)
+        record.stack_info = escape_controls(redact(record.stack_info), keep_newline=True)
 
 
 def _scrub_extra_fields(record: logging.LogRecord) -> None:
@@ -306,13 +369,27 @@ def _scrub_extra_fields(record: logging.LogRecord) -> None:
         if secret_field:
             setattr(record, key, REDACTED)
         elif isinstance(value, str):
-            setattr(record, key, redact(value))
+            setattr(record, key, escape_controls(redact(value)))
+
+
+#: HTTP client loggers: each request's URL (query included) at INFO, headers at DEBUG
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3", "azure.core.pipeline.policies.http_logging_policy")
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+        return False
+    name = record.name
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in QUIET_LOGGERS)
 
 
 class RedactionFilter(logging.Filter):
-    """Handler filter: scrubs ``extra`` fields, and whole records that bypassed the record factory."""
+    """Handler filter: scrubs ``extra`` fields, and whole records that bypassed the record factory;
+    drops the HTTP clients' records below WARNING."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _quiet(record):
+            return False
         prepare_record(record)
         return True
 
@@ -321,6 +398,8 @@ class _LoggingState:
     def __init__(self) -> None:
         self.factory: Callable[..., logging.LogRecord] | None = None
         self.previous_factory: Callable[..., logging.LogRecord] | None = None
+        #: logger name → the level it had before configure_logging raised it
+        self.quieted: dict[str, int] = {}
 
 
 _STATE = _LoggingState()
@@ -349,11 +428,18 @@ def configure_logging(settings: Settings | None = None, *, environ: Mapping[str,
         for handler in logging.getLogger().handlers:
             if not any(isinstance(f, RedactionFilter) for f in handler.filters):
                 handler.addFilter(_FILTER)
+        for name in QUIET_LOGGERS:
+            # Explicitly, not by inheritance: the host may lower the root logger's level.
+            quiet = logging.getLogger(name)
+            if quiet.level < logging.WARNING:
+                _STATE.quieted.setdefault(name, quiet.level)
+                quiet.setLevel(logging.WARNING)
     metrics.configure(environ)
 
 
 def unconfigure_logging() -> None:
-    """Undo ``configure_logging`` (tests, tools): factory, root-handler filters, registered secrets, metrics."""
+    """Undo ``configure_logging`` (tests, tools): factory, root-handler filters, HTTP client logger levels,
+    registered secrets, metrics."""
     with _STATE_LOCK:
         if _STATE.factory is not None and logging.getLogRecordFactory() is _STATE.factory:
             assert _STATE.previous_factory is not None
@@ -362,6 +448,9 @@ def unconfigure_logging() -> None:
         for handler in logging.getLogger().handlers:
             for f in [f for f in handler.filters if isinstance(f, RedactionFilter)]:
                 handler.removeFilter(f)
+        for name, level in _STATE.quieted.items():
+            logging.getLogger(name).setLevel(level)
+        _STATE.quieted.clear()
     _REDACTOR.clear()
     metrics.reset()
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.errors import InvalidSignature
+from shared.ids import id_problem
 
 SIGNATURE_HEADER = "Timum-Signature"
 DEFAULT_TOLERANCE = 300
@@ -143,7 +144,7 @@ def verify_connect_link(token: str | None, secrets: Sequence[str], *, now: float
         raise InvalidSignature("the link lives longer than allowed", code="link_malformed")
     if not _NONCE.match(link.nonce):
         raise InvalidSignature("the link's nonce is malformed", code="link_malformed")
-    if not link.provider_id or len(link.provider_id) > 128 or (link.resource_id and len(link.resource_id) > 128):
+    if id_problem(link.provider_id) or (link.resource_id is not None and id_problem(link.resource_id)):
         raise InvalidSignature("the link names no valid provider", code="link_malformed")
     if not return_url_allowed(link.return_url, allowlist):
         raise InvalidSignature("the link's return address is not allowed", code="link_return_url")

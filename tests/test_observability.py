@@ -499,3 +499,109 @@ def test_azure_monitor_is_configured_for_metrics_only_with_entra_auth(monkeypatc
 def test_monitor_credential_is_none_without_entra_auth() -> None:
     assert observability._monitor_credential("") is None
     assert observability._monitor_credential("Authorization=Key") is None
+
+
+# --- forged lines and HTTP client loggers -------------------------------------------------------
+
+FORGERY = "denied\r\n2026-01-01 00:00:00 INFO shared.connect admin signed in\u2028\x1b[2Jx\x85y"
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().split("\n") if line]
+
+
+def test_control_characters_in_a_logged_value_cannot_start_a_line(caplog: pytest.LogCaptureFixture,
+                                                                     stream: io.StringIO) -> None:
+    configure_logging()
+    caplog.set_level(logging.INFO)
+    LOG.info("sign-in refused: error=%s", FORGERY)
+    LOG.warning(FORGERY)
+    assert len(_lines(stream)) == 2
+    for captured in (stream.getvalue(), caplog.text):
+        assert "\r" not in captured and "\u2028" not in captured and "\x1b" not in captured and "\x85" not in captured
+        assert "denied\\r\\n2026-01-01" in captured and "\\u2028\\x1b[2Jx\\x85y" in captured
+    assert all(line.startswith(("INFO tests.observability", "WARNING tests.observability"))
+               for line in _lines(stream))
+
+
+def test_extra_fields_and_bound_ids_are_escaped_too(caplog: pytest.LogCaptureFixture, stream: io.StringIO) -> None:
+    configure_logging()
+    caplog.set_level(logging.INFO)
+    with bind(link="p1|r1\nFAKE line"):
+        LOG.info("sync done", extra={"detail": "a\nb"})
+    record = caplog.records[-1]
+    assert getattr(record, "detail") == "a\\nb"  # noqa: B009 - extra fields are not declared attributes
+    assert record.getMessage().endswith("[link=p1|r1\\nFAKE line]")
+    assert len(_lines(stream)) == 1
+
+
+def test_tracebacks_keep_their_lines_but_not_forged_ones(caplog: pytest.LogCaptureFixture,
+                                                        stream: io.StringIO) -> None:
+    configure_logging()
+    caplog.set_level(logging.INFO)
+    try:
+        try:
+            raise KeyError("first\nCRITICAL forged")
+        except KeyError as exc:
+            raise ValueError("bad value\r\nERROR also forged") from exc
+    except ValueError:
+        LOG.exception("request failed")
+    text = stream.getvalue()
+    assert "ValueError: bad value\\r\\nERROR also forged" in text
+    assert "first\\nCRITICAL forged" in text
+    assert "\nCRITICAL" not in text and "\nERROR" not in text
+    assert "Traceback (most recent call last):\n" in text and "\n  File " in text
+    assert "The above exception was the direct cause of the following exception:" in text
+
+
+# A published-calendar URL of a shape no redaction pattern knows: only the logger levels keep it out.
+ICS_URL = "https://calendar.example.net/export/abc/Zx81kq0Secret/reachcalendar"
+
+
+def _fetch_with_httpx(url: str) -> None:
+    import httpx
+
+    with httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, text="BEGIN:VCALENDAR"))) as c:
+        c.get(url, headers={"Authorization": "Bearer " + SBX_ACCESS})
+
+
+def test_http_client_loggers_are_held_at_warning(caplog: pytest.LogCaptureFixture, stream: io.StringIO) -> None:
+    configure_logging()
+    caplog.set_level(logging.DEBUG)
+    for name in observability.QUIET_LOGGERS:
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
+    _fetch_with_httpx(ICS_URL + "?token=q")
+    for captured in (stream.getvalue(), caplog.text):
+        assert "Zx81kq0Secret" not in captured and "reachcalendar" not in captured and "HTTP Request" not in captured
+
+
+def test_http_client_records_are_dropped_even_if_a_level_is_lowered_later(caplog: pytest.LogCaptureFixture,
+                                                                         stream: io.StringIO) -> None:
+    configure_logging()
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "azure.core.pipeline.policies.http_logging_policy"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        _fetch_with_httpx(ICS_URL)
+        logging.getLogger("httpcore.http11").debug("send_request_headers.started request=%s", ICS_URL)
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: '%s'", ICS_URL)
+        logging.getLogger("httpx").warning("client trouble")
+    finally:
+        for name in ("httpx", "httpcore", "azure.core.pipeline.policies.http_logging_policy"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    for captured in (stream.getvalue(), caplog.text):
+        assert "Zx81kq0Secret" not in captured and "reachcalendar" not in captured
+        assert "client trouble" in captured  # warnings and errors still come through
+
+
+def test_unconfigure_gives_the_http_client_loggers_their_levels_back() -> None:
+    logging.getLogger("httpcore").setLevel(logging.ERROR)  # already quieter: left alone
+    try:
+        configure_logging()
+        assert logging.getLogger("httpx").level == logging.WARNING
+        assert logging.getLogger("httpcore").level == logging.ERROR
+        unconfigure_logging()
+        assert logging.getLogger("httpx").level == logging.NOTSET
+        assert logging.getLogger("httpcore").level == logging.ERROR
+    finally:
+        logging.getLogger("httpcore").setLevel(logging.NOTSET)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.domain import Booking, BookingStatus, Customer
 from shared.errors import BadRequest
+from shared.ids import check_id
 
 EVENT_TYPES = ("booking.created", "booking.updated", "booking.cancelled")
 MAX_BODY_BYTES = 256 * 1024
@@ -48,9 +49,14 @@ def _str(data: dict[str, Any], key: str, path: str, *, required: bool = True, ma
         raise BadRequest(f"{field} must be a string", field=field)
     if len(value) > max_len:
         raise BadRequest(f"{field} is longer than {max_len} characters", field=field)
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise BadRequest(f"{field} has characters that are not allowed", field=field)
     return value
+
+
+def _id(data: dict[str, Any], key: str, path: str) -> str:
+    # The booking payload's own character set, then the rule every entry point applies (no "..").
+    return check_id(_str(data, key, path, max_len=128, pattern=_ID), f"{path}.{key}" if path else key)
 
 
 def _time(data: dict[str, Any], key: str, path: str) -> datetime:
@@ -73,7 +79,7 @@ def parse_booking_event(body: bytes) -> BookingEvent:
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("body is not JSON", field="body") from None
     root = _obj(data, "body")
-    delivery = _str(root, "id", "", max_len=128, pattern=_ID)
+    delivery = _id(root, "id", "")
     kind = _str(root, "type", "", max_len=64)
     if kind not in EVENT_TYPES:
         raise BadRequest(f"type must be one of {', '.join(EVENT_TYPES)}", field="type")
@@ -106,9 +112,9 @@ def parse_booking_event(body: bytes) -> BookingEvent:
     if url and not url.startswith(("https://", "http://")):
         raise BadRequest(f"{p}.url must be an http(s) URL", field=f"{p}.url")
     booking = Booking(
-        id=_str(b, "id", p, max_len=128, pattern=_ID),
-        provider_id=_str(b, "providerId", p, max_len=128, pattern=_ID),
-        resource_id=_str(b, "resourceId", p, max_len=128, pattern=_ID),
+        id=_id(b, "id", p),
+        provider_id=_id(b, "providerId", p),
+        resource_id=_id(b, "resourceId", p),
         version=version, start=start, end=end, status=status,
         service_name=_str(b, "serviceName", p, required=False),
         time_zone=tz,

@@ -41,6 +41,7 @@ from shared.domain import (
     TitlePrivacy,
 )
 from shared.errors import BadRequest, InvalidSignature
+from shared.ids import check_id
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.safety import rules
@@ -86,16 +87,6 @@ def check_provider_scope(*, method: str, url: str, headers: Mapping[str, str], b
                    secrets, now=now)
 
 
-def _check_id(value: str, name: str) -> str:
-    if not value or len(value) > MAX_ID_LENGTH or any(ord(c) < 32 for c in value):
-        raise BadRequest(f"{name} is not a valid id", field=name)
-    return value
-
-
-#: The id check every provider-scoped route applies (for routes defined outside this module).
-check_id = _check_id
-
-
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
@@ -129,20 +120,20 @@ def link_json(link: Link) -> dict[str, Any]:
 
 
 async def list_links(services: Services, provider_id: str) -> dict[str, Any]:
-    links = await LinkRepository(services.storage).list_for_provider(_check_id(provider_id, "provider"))
+    links = await LinkRepository(services.storage).list_for_provider(check_id(provider_id, "provider"))
     return {"providerId": provider_id, "links": [link_json(lk) for lk in links]}
 
 
 async def delete_link(services: Services, provider_id: str, resource_id: str, *,
                       delete_outlook_events: bool = False) -> None:
-    key = LinkKey(_check_id(provider_id, "provider"), _check_id(resource_id, "resource"))
+    key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
     link = await LinkRepository(services.storage).require(key)
     await unlink(services, link, delete_outlook_events=delete_outlook_events)
     await status.forget(services, link)
 
 
 async def resync(services: Services, provider_id: str, resource_id: str) -> None:
-    key = LinkKey(_check_id(provider_id, "provider"), _check_id(resource_id, "resource"))
+    key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
     await LinkRepository(services.storage).require(key)
     await services.storage.queue(SYNC_QUEUE).send(
         SyncMessage(link=str(key), reason=SyncReason.RESYNC, full=True).to_json())
@@ -156,7 +147,7 @@ def settings_json(settings: ProviderSettings) -> dict[str, Any]:
 
 
 async def get_settings(services: Services, provider_id: str) -> dict[str, Any]:
-    return settings_json(await ProviderSettingsRepository(services.storage).get(_check_id(provider_id, "provider")))
+    return settings_json(await ProviderSettingsRepository(services.storage).get(check_id(provider_id, "provider")))
 
 
 _ENUMS: dict[str, tuple[str, type[TitlePrivacy] | type[CustomerPrivacy] | type[CancelPolicy]
@@ -193,7 +184,7 @@ def parse_settings(provider_id: str, data: Any, current: ProviderSettings) -> Pr
 
 async def put_settings(services: Services, provider_id: str, data: Any) -> dict[str, Any]:
     repo = ProviderSettingsRepository(services.storage)
-    updated = parse_settings(_check_id(provider_id, "provider"), data, await repo.get(provider_id))
+    updated = parse_settings(check_id(provider_id, "provider"), data, await repo.get(provider_id))
     await repo.save(updated)
     return settings_json(updated)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.crypto import Cipher
 from shared.errors import Conflict, InvalidSignature, NotFound
+from shared.ids import secrets_equal
 from shared.storage.base import StoragePort
 
 NONCES = "nonces"
@@ -208,9 +209,10 @@ class SessionStore:
         return hmac.new(key or self._csrf_keys[0], f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session_id: str, token: str | None) -> bool:
-        if not token or len(token) > 128 or not token.isascii():
+        if not token or len(token) > 128:
             return False
-        return any(hmac.compare_digest(self.csrf_token(session_id, key), token) for key in self._csrf_keys)
+        # Constant time, and a non-ASCII value is just unequal (hmac.compare_digest raises on it).
+        return any(secrets_equal(self.csrf_token(session_id, key), str(token)) for key in self._csrf_keys)
 
 
 def derive_key(keys: tuple[tuple[str, bytes], ...], purpose: str) -> bytes:

@@ -17,14 +17,18 @@ def _json(status: int, body: dict[str, object]) -> func.HttpResponse:
 
 @bp.route(route="timum/bookings", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def timum_bookings(req: func.HttpRequest) -> func.HttpResponse:
+    from shared.bookings.payload import MAX_BODY_BYTES
     from shared.bookings.webhook import accept_booking_webhook
-    from shared.errors import BadRequest, InvalidSignature, StorageError
+    from shared.errors import BadRequest, InvalidSignature, PayloadTooLarge, StorageError
+    from shared.http.responses import read_body
     from shared.signing import SIGNATURE_HEADER
     from shared.wiring import get_storage, settings
 
     try:
-        event = await accept_booking_webhook(get_storage(), settings(), req.get_body(),
+        event = await accept_booking_webhook(get_storage(), settings(), read_body(req, MAX_BODY_BYTES),
                                              req.headers.get(SIGNATURE_HEADER))
+    except PayloadTooLarge as exc:
+        return _json(413, {"error": exc.code, "message": exc.message})
     except InvalidSignature as exc:
         return _json(401, {"error": exc.code, "message": exc.message})
     except BadRequest as exc:

@@ -253,6 +253,7 @@ async def handle_links_api(services: Services, req: func.HttpRequest, operation:
     put_settings). Errors become problem JSON with one status per exception class."""
     from shared.connect import links_api
     from shared.errors import SyncError
+    from shared.ids import check_id
 
     try:
         body = read_body(req)
@@ -263,7 +264,11 @@ async def handle_links_api(services: Services, req: func.HttpRequest, operation:
                                            now=services.clock().timestamp())
         except links_api.ProviderScopeError as exc:
             return error_response(exc, status=403)
+        # Every id of every route here (links, settings, ICS feed and import) passes the one id rule.
+        check_id(provider, "provider")
         resource = req.route_params.get("resource") or ""
+        if "resource" in req.route_params:
+            check_id(resource, "resource")
         if operation == "list":
             return json_response(await links_api.list_links(services, provider))
         if operation == "delete":

@@ -4,6 +4,8 @@ Both answer the validation handshake (200, text/plain, the decoded token) withou
 storage, and otherwise persist-then-ack: 202 once the messages are enqueued, 5xx when they
 could not be (Graph then retries for up to 4 h). Anonymous by design: Graph cannot send a
 function key header, and every notification is checked against its subscription's clientState.
+What an anonymous POST may cost is bounded in ``shared.services.notifications``; the body's size
+is checked here, from its declared length first, before anything parses it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import azure.functions as func
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+#: the body of a 503 that sheds look-ups (a flood of unknown subscriptions), not a storage failure
+DEFERRED_ANSWER = "unknown subscriptions deferred; deliver again"
 
 
 def _validation(token: str) -> func.HttpResponse:
@@ -30,16 +34,24 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     token = req.params.get("validationToken")
     if token is not None:
         return _validation(token)
-    from shared.errors import BadRequest, StorageError
+    from shared.errors import BadRequest, PayloadTooLarge, StorageError
+    from shared.http.responses import read_body
     from shared.services import notifications
     from shared.wiring import get_storage, subscription_cache
 
     accept = (notifications.accept_lifecycle_notifications if lifecycle
               else notifications.accept_change_notifications)
     try:
-        result = await accept(get_storage(), subscription_cache(), req.get_body())
+        body = read_body(req, notifications.MAX_BODY_BYTES)
+        result = await accept(get_storage(), subscription_cache(), body)
+    except PayloadTooLarge as exc:
+        return func.HttpResponse(exc.message, status_code=413, mimetype="text/plain")
     except BadRequest as exc:
         return func.HttpResponse(exc.message, status_code=400, mimetype="text/plain")
+    except notifications.LookupsDeferred as exc:
+        log.warning("notifications deferred: %s", exc.message)
+        return func.HttpResponse(DEFERRED_ANSWER, status_code=503, mimetype="text/plain",
+                                 headers={"Retry-After": str(max(1, round(exc.retry_after or 1)))})
     except StorageError:
         log.exception("could not persist notifications; Graph will retry")
         return func.HttpResponse("try again", status_code=503, mimetype="text/plain",

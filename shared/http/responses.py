@@ -6,7 +6,9 @@
   URLs carry signed tokens, callback URLs carry authorisation codes).
 * ``error_response`` maps the exception tree (``shared.errors``) to one status code each,
   as RFC 9457 problem JSON with the error's stable ``code``.
-* ``read_body`` enforces a size limit before anything parses the body.
+* ``read_body`` enforces a size limit before anything parses the body: the caller's, and never
+  more than ``MAX_REQUEST_BODY_BYTES`` (1 MiB) — the app's own ceiling, whatever the host in
+  front of it accepts (the Functions host takes far larger bodies by default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from shared.i18n import normalize, translator
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 DEFAULT_BODY_LIMIT = 64 * 1024
+#: no HTTP trigger of this app reads a larger body, whatever limit it asks for
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
 
 #: Headers for every response we generate, HTML or JSON.
 BASE_SECURITY_HEADERS: Mapping[str, str] = {
@@ -163,6 +167,7 @@ def error_response(exc: BaseException, *, status: int | None = None) -> func.Htt
 
 def read_body(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
     """The raw body, or ``PayloadTooLarge`` if it (or its declared length) exceeds ``limit``."""
+    limit = min(limit, MAX_REQUEST_BODY_BYTES)
     declared = req.headers.get("Content-Length")
     if declared and declared.strip().isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")

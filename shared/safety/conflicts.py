@@ -232,7 +232,7 @@ async def check_conflicts(services: Services, provider_id: str, resource_id: str
     """Answer a conflict check over the resource's linked calendar and its block-only calendars.
     ``BadRequest`` for a bad body, ``NotFound`` for a resource without any linked calendar; never
     an error for Graph's or the sign-in's failures."""
-    from shared.connect.links_api import check_id
+    from shared.ids import check_id
 
     key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
     if is_block_only(key):

@@ -17,6 +17,10 @@ from shared.services.notifications import (
 )
 from shared.storage.memory import MemoryStorage
 
+SUB_A = "0f8e2a3c-5b1d-4c7e-9a6f-1d2e3f4a5b6c"
+SUB_B = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+SUB_X = "c3b2a190-8f7e-4d6c-b5a4-e3d2c1b0a9f8"
+
 
 def _note(sub: str, state: str, change: str = "updated", **extra: str) -> dict[str, str]:
     return {"subscriptionId": sub, "clientState": state, "changeType": change,
@@ -29,15 +33,15 @@ def _body(*items: dict[str, str]) -> bytes:
 
 async def _seed(storage: MemoryStorage) -> None:
     index = SubscriptionIndex(storage)
-    await index.put("sub-a", LinkKey("p1", "r1"), "state-a")
-    await index.put("sub-b", LinkKey("p1", "r2"), "state-b")
+    await index.put(SUB_A, LinkKey("p1", "r1"), "state-a")
+    await index.put(SUB_B, LinkKey("p1", "r2"), "state-b")
 
 
 async def test_one_message_per_link_however_many_notifications() -> None:
     storage = MemoryStorage()
     await _seed(storage)
-    body = _body(_note("sub-a", "state-a", "created"), _note("sub-a", "state-a", "updated"),
-                 _note("sub-b", "state-b"), _note("sub-a", "state-a", "deleted"))
+    body = _body(_note(SUB_A, "state-a", "created"), _note(SUB_A, "state-a", "updated"),
+                 _note(SUB_B, "state-b"), _note(SUB_A, "state-a", "deleted"))
     result = await accept_change_notifications(storage, SubscriptionCache(), body, now=1000.0)
     assert (result.accepted, result.dropped) == (4, 0)
     sent = [SyncMessage.parse(json.loads(m)) for m in storage.queue(SYNC_QUEUE).drain()]
@@ -48,7 +52,7 @@ async def test_one_message_per_link_however_many_notifications() -> None:
 async def test_forged_and_unknown_notifications_are_dropped() -> None:
     storage = MemoryStorage()
     await _seed(storage)
-    body = _body(_note("sub-a", "wrong"), _note("sub-x", "state-a"), {"subscriptionId": "sub-b"})
+    body = _body(_note(SUB_A, "wrong"), _note(SUB_X, "state-a"), {"subscriptionId": SUB_B})
     result = await accept_change_notifications(storage, SubscriptionCache(), body)
     assert (result.accepted, result.dropped) == (0, 3)
     assert storage.queue(SYNC_QUEUE).drain() == []
@@ -77,35 +81,35 @@ async def test_enqueue_failure_surfaces_so_graph_retries() -> None:
 
     storage.queue(SYNC_QUEUE).send = broken  # type: ignore[method-assign]
     with pytest.raises(StorageError):
-        await accept_change_notifications(storage, SubscriptionCache(), _body(_note("sub-a", "state-a")))
+        await accept_change_notifications(storage, SubscriptionCache(), _body(_note(SUB_A, "state-a")))
 
 
 async def test_cache_avoids_repeated_lookups_and_expires() -> None:
     storage = MemoryStorage()
     await _seed(storage)
     cache = SubscriptionCache(ttl=60, miss_ttl=5)
-    await accept_change_notifications(storage, cache, _body(_note("sub-a", "state-a")), now=0.0)
-    await SubscriptionIndex(storage).delete("sub-a")
+    await accept_change_notifications(storage, cache, _body(_note(SUB_A, "state-a")), now=0.0)
+    await SubscriptionIndex(storage).delete(SUB_A)
     # Within the TTL the cached record still routes (the worker ignores deleted links).
-    hit = await accept_change_notifications(storage, cache, _body(_note("sub-a", "state-a")), now=30.0)
+    hit = await accept_change_notifications(storage, cache, _body(_note(SUB_A, "state-a")), now=30.0)
     assert hit.accepted == 1
-    expired = await accept_change_notifications(storage, cache, _body(_note("sub-a", "state-a")), now=61.0)
+    expired = await accept_change_notifications(storage, cache, _body(_note(SUB_A, "state-a")), now=61.0)
     assert (expired.accepted, expired.dropped) == (0, 1)
 
 
 async def test_lifecycle_events_map_to_actions() -> None:
     storage = MemoryStorage()
     await _seed(storage)
-    body = _body(_note("sub-a", "state-a", lifecycleEvent="reauthorizationRequired"),
-                 _note("sub-a", "state-a", lifecycleEvent="reauthorizationRequired"),
-                 _note("sub-b", "state-b", lifecycleEvent="subscriptionRemoved"),
-                 _note("sub-a", "state-a", lifecycleEvent="missed"),
-                 _note("sub-b", "state-b", lifecycleEvent="somethingNew"),
-                 _note("sub-b", "forged", lifecycleEvent="subscriptionRemoved"))
+    body = _body(_note(SUB_A, "state-a", lifecycleEvent="reauthorizationRequired"),
+                 _note(SUB_A, "state-a", lifecycleEvent="reauthorizationRequired"),
+                 _note(SUB_B, "state-b", lifecycleEvent="subscriptionRemoved"),
+                 _note(SUB_A, "state-a", lifecycleEvent="missed"),
+                 _note(SUB_B, "state-b", lifecycleEvent="somethingNew"),
+                 _note(SUB_B, "forged", lifecycleEvent="subscriptionRemoved"))
     result = await accept_lifecycle_notifications(storage, SubscriptionCache(), body)
     admin = [AdminMessage.parse(json.loads(m)) for m in storage.queue(LINK_ADMIN_QUEUE).drain()]
     assert sorted((m.link, m.action, m.subscription_id) for m in admin) == [
-        ("p1|r1", AdminAction.REAUTHORIZE, "sub-a"), ("p1|r2", AdminAction.RESUBSCRIBE, "sub-b")]
+        ("p1|r1", AdminAction.REAUTHORIZE, SUB_A), ("p1|r2", AdminAction.RESUBSCRIBE, SUB_B)]
     syncs = [SyncMessage.parse(json.loads(m)) for m in storage.queue(SYNC_QUEUE).drain()]
     assert [(m.link, m.reason) for m in syncs] == [("p1|r1", SyncReason.RESYNC)]
     assert result.dropped == 2
