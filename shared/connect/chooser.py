@@ -92,6 +92,7 @@ class Choice:
 #: names Outlook gives default calendars: a resource called "Kalender" helps nobody
 _GENERIC_NAMES = frozenset({"kalender", "calendar", "calendrier", "agenda", "calendario"})
 MAX_RESOURCE_NAME = 200
+_REVIVE_ATTEMPTS = 5
 
 
 def _fold(name: str) -> str:
@@ -383,13 +384,13 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
             # A reconnect: keep subscription and delta state, refresh what the user may have renamed.
             # timum already knows a healthy link (the sign-in revived it), so only news is sent.
             tell_timum = existing.health is not LinkHealth.OK or existing.calendar_name != fresh.calendar_name
-            link = replace(existing, calendar_name=fresh.calendar_name, calendar_owner=fresh.calendar_owner,
-                           time_zone=fresh.time_zone, health=LinkHealth.OK, linked_by=fresh.linked_by,
-                           reconnect_url=fresh.reconnect_url)
+            link = await _revive(repo, existing, fresh)
         else:
             await unlink(services, existing, keep_row=True, keep_claim=same_calendar)
-            link = replace(fresh, created_at=existing.created_at or fresh.created_at, etag=existing.etag)
-    link = await repo.save(link)
+            link = await repo.save(replace(fresh, created_at=existing.created_at or fresh.created_at,
+                                           etag=existing.etag))
+    else:
+        link = await repo.save(link)
     await services.storage.queue(LINK_ADMIN_QUEUE).send(
         AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
     # Bookings of the resource stored while it was unlinked or waiting for this reconnect.
@@ -404,6 +405,26 @@ async def connect_calendar(services: Services, session: ChooserSession, cal: Cal
         # The link works; timum learns its status with the next change.
         log.warning("link-status webhook failed after connecting: %s", exc.code)
     return link
+
+
+async def _revive(repo: LinkRepository, existing: Link, fresh: Link) -> Link:
+    """Save a reconnected link over its row, keeping subscription and delta state. The sign-in
+    that led here already queued the link's set-up, whose worker may write the same row at this
+    moment: on an ETag conflict re-read it and apply the reconnect again, rather than send the
+    user to an error page for a race of our own."""
+    current = existing
+    for _ in range(_REVIVE_ATTEMPTS):
+        try:
+            return await repo.save(replace(current, calendar_name=fresh.calendar_name,
+                                           calendar_owner=fresh.calendar_owner, time_zone=fresh.time_zone,
+                                           health=LinkHealth.OK, linked_by=fresh.linked_by,
+                                           reconnect_url=fresh.reconnect_url))
+        except Conflict:
+            reread = await repo.get(existing.key)
+            if reread is None:
+                return await repo.save(fresh)
+            current = reread
+    raise Conflict("the link kept changing while it was reconnected")
 
 
 def _clean_name(raw: str) -> str | None:

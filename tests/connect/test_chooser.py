@@ -279,6 +279,39 @@ async def test_reconnecting_the_same_calendar_keeps_the_sync_state(world: Memory
     assert len(world.timum.status_webhooks) == 1     # nothing new to tell timum
 
 
+async def test_a_set_up_writing_the_link_while_it_is_reconnected_is_no_error(world: MemoryWorld,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sign-in that precedes a reconnect queues the link's set-up; its worker may save the row
+    # between the chooser's read and its write. The reconnect re-reads and applies itself again.
+    sid = await open_session(world.services)
+    form = {"csrf": _csrf(world, sid), "calendar": _key(world, "cal-room1"), "action": "link"}
+    assert (await handle_calendars(world.services, _post(sid, form))).status_code == 303
+    repo = LinkRepository(world.storage)
+    key = LinkKey("prov-1", "res-1")
+    await set_health(world.services, await repo.require(key), LinkHealth.NEEDS_RECONNECT, "needs_reconnect: x")
+    real_get = LinkRepository.get
+    raced: list[str] = []
+
+    async def get_then_race(self: LinkRepository, wanted: LinkKey) -> Link | None:
+        found = await real_get(self, wanted)
+        if wanted == key and found is not None and not raced:
+            worker = await real_get(LinkRepository(world.storage), key)
+            assert worker is not None
+            worker.subscription_id = "sub-from-the-set-up"
+            await LinkRepository(world.storage).save(worker)
+            raced.append(worker.etag)
+        return found
+
+    again = await open_session(world.services)
+    monkeypatch.setattr(LinkRepository, "get", get_then_race)
+    form = {"csrf": _csrf(world, again), "calendar": _key(world, "cal-room1"), "action": "link"}
+    response = await handle_calendars(world.services, _post(again, form))
+    monkeypatch.undo()
+    assert raced and response.status_code == 303
+    kept = await repo.require(key)
+    assert (kept.health, kept.subscription_id) == (LinkHealth.OK, "sub-from-the-set-up")
+
+
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The chooser's pauses, recorded instead of slept (the twins' own zero sleeps still yield)."""
