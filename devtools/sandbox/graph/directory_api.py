@@ -139,7 +139,7 @@ def handlers(api: GraphApi) -> dict[str, Callable[[Ctx], Awaitable[Response]]]:
     async def list_users(ctx: Ctx) -> Response:
         require(ctx, DELEGATED_USERS, APP_USERS)
         q = ctx.query
-        users = [u for u in api.directory.tenant_users(ctx.claims.tenant_id)]
+        users = list(api.directory.tenant_users(ctx.claims.tenant_id))
         if "$filter" in q:
             users = [u for u in users if _filter(q["$filter"])(u)]
         if "$search" in q:
@@ -153,8 +153,8 @@ def handlers(api: GraphApi) -> dict[str, Callable[[Ctx], Awaitable[Response]]]:
         except ValueError as exc:
             raise GraphError(400, "Request_BadRequest", "Invalid value for $top.") from exc
         if not 1 <= top <= 999:
-            raise GraphError(400, "Request_BadRequest", "Invalid page size specified: '%d'. Must be between 1 and "
-                             "999 inclusive." % top)
+            raise GraphError(400, "Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 "
+                             "and 999 inclusive.")
         start = _offset(q["$skiptoken"]) if "$skiptoken" in q else 0
         page = users[start:start + top]
         select = [s.strip() for s in q.get("$select", "").split(",") if s.strip()]
