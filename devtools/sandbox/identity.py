@@ -51,6 +51,8 @@ from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.directory import AppRegistration, Directory, SandboxTenant, SandboxUser
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+#: role template id of Entra's Global Administrator (``wids`` claim)
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 #: sign-in failures a test can provoke (``fail_next_sign_in``): (error, AADSTS code, message) as Entra sends them
 SIGN_IN_FAILURES: dict[str, tuple[str, int, str]] = {
     "not_assigned": ("access_denied", 50105, "Your administrator has configured the application to block users "
@@ -1035,6 +1037,10 @@ class IdentityPlatform:
         }
         if "email" in scopes.oidc:
             claims["email"] = user.mail
+        if user.is_admin:
+            # The registration's groupMembershipClaims includes DirectoryRole: Entra then names the
+            # user's directory roles (role template ids) in ``wids``. Sandbox admins are Global Administrators.
+            claims["wids"] = [GLOBAL_ADMINISTRATOR]
         if nonce is not None:
             claims["nonce"] = nonce
         if auth_time is not None:
