@@ -47,7 +47,7 @@ CONSENTING_ROLES = frozenset({"62e90394-69f5-4237-9190-012177145e10", "e8611ab8-
 LINK_CONCURRENCY = 8
 MAX_ROWS_PER_SUBMIT = 200
 MAX_SEARCH = 100
-_KEY = re.compile(r"^[0-9a-f]{16,128}$")
+_KEY = re.compile(r"^cal-[0-9a-f]{16,128}$")
 _ID = re.compile(r"^[\w.@:~+=-]{1,256}$")
 #: Microsoft's page on restricting an application to some mailboxes (shown on out-of-scope rows)
 SCOPE_DOC_URL = "https://learn.microsoft.com/exchange/permissions-exo/application-rbac"
@@ -173,9 +173,8 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
 # --- the mapping page -----------------------------------------------------------------------------
 
 def _directory(services: Services, tenant_id: str) -> OrgDirectoryPort:
-    factory = getattr(services, "org_directory", None)
-    if callable(factory):
-        port: OrgDirectoryPort = factory(tenant_id)
+    if services.org_directory is not None:
+        port: OrgDirectoryPort = services.org_directory(tenant_id)
         return port
     return GraphOrgDirectory(services.settings, tenant_id)
 
