@@ -319,7 +319,8 @@ async def view(services: Services, session_id: str | None, *, search: str | None
     directory = _directory(services, session.tenant_id)
     try:
         data = await _load(services, session, directory, search=_clean_search(search), cursor=(cursor or "")[:4096])
-    except ConsentRequired:
+    except (ConsentRequired, AuthError):
+        # No grant (withdrawn, app deleted): the page says so instead of failing.
         data = _PageData([], "", {}, [], {})
         page = await _page(services, session, session_id, data, search=_clean_search(search), cursor="")
         page.values["revoked"] = True
@@ -387,7 +388,7 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         choices = parse_choices(form)
         report = await link_choices(services, session.context, session.tenant_id, choices, directory)
         data = await _load(services, session, directory, search=search, cursor=cursor)
-    except ConsentRequired:
+    except (ConsentRequired, AuthError):
         return await view(services, session_id, search=search, cursor=cursor, locale=locale)
     except SyncError as exc:
         log.warning("organisation mapping failed: %s", exc.code)
