@@ -27,7 +27,7 @@ def test_least_privilege_on_each_path() -> None:
     # sign-in only for the profile.
     assert all(p.kind == "delegated" for p in DELEGATED)
     assert ORG_SIGN_IN_SCOPES == ("User.Read",)
-    assert REQUIRED_APP_ROLES <= {p.name for p in APPLICATION}
+    assert {p.name for p in APPLICATION} >= REQUIRED_APP_ROLES
     # What the sandbox's registration lists is what we ask for, nothing more.
     assert {p.name for p in APPLICATION} == set(APPLICATION_ROLES) == set(APP_ROLE_TITLES)
     assert set(CONFIGURED_DELEGATED) == set(DELEGATED_SCOPES)
