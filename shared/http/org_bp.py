@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from shared.org.service import OrgPage
 
 bp = func.Blueprint()
+#: bounded cost for an anonymous POST: at most this many bytes and fields
+FORM_LIMIT = 512 * 1024
+FORM_FIELDS = 2_000
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +46,8 @@ async def handle_organisation(services: Services, req: func.HttpRequest) -> func
     try:
         if req.method.upper() == "POST":
             try:
-                form = read_form(req)
+                # A page of mailboxes has three fields per calendar; the service caps what it uses.
+                form = read_form(req, FORM_LIMIT, max_fields=FORM_FIELDS)
             except BadRequest:
                 return render_error(services, ErrorPage("csrf", locale, status=400))
             outcome = await service.submit(services, session_id, form, locale=locale)
