@@ -81,6 +81,29 @@ async def tenant_revoked(services: Services, tenant_id: str) -> bool:
     return True
 
 
+async def revive_tenant(services: Services, tenant_id: str) -> int:
+    """The grant is back (an administrator connected the organisation again): every app-only
+    link of the tenant that waited for it is healthy again, set up anew (subscription, full
+    sync) and replays the bookings stored meanwhile. Returns how many."""
+    from shared.connect.flow import queue_booking_replay
+    from shared.connect.status import set_health
+    from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+
+    rows = await services.storage.table(LINKS).query(equals={"tenant_id": tenant_id})
+    repo = LinkRepository(services.storage)
+    revived = 0
+    for row in rows:
+        link = await repo.get(_key(row))
+        if link is None or link.mode is not LinkMode.APP_ONLY or link.health is not LinkHealth.NEEDS_RECONNECT:
+            continue
+        link = await set_health(services, link, LinkHealth.OK, "reconnected")
+        await services.storage.queue(LINK_ADMIN_QUEUE).send(
+            AdminMessage(link=str(link.key), action=AdminAction.RESUBSCRIBE).to_json())
+        await queue_booking_replay(services, link.key)
+        revived += 1
+    return revived
+
+
 def _key(row: Any) -> Any:
     from shared.domain import LinkKey
 

@@ -135,7 +135,6 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
                            binding: str | None) -> Redirect | ConsentResultPage | ErrorPage:
     """The administrator granted the application permissions (Microsoft says so; the token proves it)."""
     from shared.connect.flow import _GENERIC_TENANTS, cipher_for
-    from shared.repos.accounts import TenantRepository
 
     context = pending.context
     locale, back = context.locale, context.return_url
@@ -158,16 +157,26 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
     now = services.clock()
     if await AuthFlowStore(services.storage, cipher_for(services.settings)).take(state, now=now) is None:
         return ErrorPage("consent_unknown", locale, status=400, return_url=back)
-    await TenantRepository(services.storage).record_admin_consent(proven, now=now)
-    await OrgRepository(services.storage).connect(proven, context.provider_id, roles, now=now)
-    from shared.org.adopt import queue_tenant
-
-    moved = await queue_tenant(services, proven)
-    log.info("organisation connected for provider %s; %d delegated links queued to move", context.provider_id,
-             moved)
+    await connect_tenant(services, proven, context.provider_id, roles)
     if pending.bound_to(binding):
         return await _open_session(services, context, proven, "")
     return ConsentResultPage(locale=locale, ok=True, return_url=back, org=True)
+
+
+async def connect_tenant(services: Services, tenant_id: str, provider_id: str, roles: frozenset[str]) -> None:
+    """Record a proven grant for ``provider_id``; then the tenant's delegated links move to
+    app-only push, and links that waited since a withdrawn grant come back."""
+    from shared.org.adopt import queue_tenant
+    from shared.org.revoke import revive_tenant
+    from shared.repos.accounts import TenantRepository
+
+    now = services.clock()
+    await TenantRepository(services.storage).record_admin_consent(tenant_id, now=now)
+    await OrgRepository(services.storage).connect(tenant_id, provider_id, roles, now=now)
+    moved = await queue_tenant(services, tenant_id)
+    revived = await revive_tenant(services, tenant_id)
+    log.info("organisation connected for provider %s; %d delegated links queued to move, %d links revived",
+             provider_id, moved, revived)
 
 
 # --- the mapping page -----------------------------------------------------------------------------

@@ -83,3 +83,22 @@ async def test_a_deleted_app_is_noticed_by_the_sync_worker_and_shown_on_the_page
     page = await service.view(live, session_id, search="", cursor="", locale="de")
     assert isinstance(page, OrgPage) and page.values["revoked"]
     assert "die App wurde aus Ihrer Organisation entfernt" in page.values["revoked_text"]
+
+
+async def test_connecting_the_organisation_again_brings_every_link_back(
+        live: Services, sandbox: RunningSandbox, org_tenant: OrgTenant) -> None:
+    from shared.messages import LINK_ADMIN_QUEUE
+    from shared.org.service import app_only_grant, connect_tenant
+
+    await _connected(live, sandbox, org_tenant, {"prov-1": 2})
+    sandbox.identity.set_application_consent(org_tenant.id, None)
+    assert await tenant_revoked(live, org_tenant.id)
+    sandbox.identity.set_admin_consent(org_tenant.id, True)
+    tid, roles = await app_only_grant(live, org_tenant.id)
+    await connect_tenant(live, tid, "prov-1", roles)
+    links = await LinkRepository(live.storage).list_for_provider("prov-1")
+    assert all(k.health is LinkHealth.OK for k in links)
+    queued = list(live.storage.queue(LINK_ADMIN_QUEUE).drain())  # type: ignore[attr-defined]
+    assert sum('"resubscribe"' in m for m in queued) == 2
+    connection = await OrgRepository(live.storage).get(org_tenant.id, "prov-1")
+    assert connection is not None and connection.connected
