@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 #: Microsoft Graph: Global Administrator, Privileged Role Administrator. The ID token names them
 #: in ``wids`` when the app registration sets ``groupMembershipClaims`` to include DirectoryRole.
 CONSENTING_ROLES = frozenset({"62e90394-69f5-4237-9190-012177145e10", "e8611ab8-c189-46e8-94e1-60213ab1f814"})
-#: rows linked at once: enough to fill a page quickly, few enough for Graph's 4-per-mailbox limit
-LINK_CONCURRENCY = 8
+#: rows linked at once (each row touches its own mailbox, so Graph's 4-per-mailbox limit holds)
+LINK_CONCURRENCY = 16
 MAX_ROWS_PER_SUBMIT = 200
 MAX_SEARCH = 100
 _KEY = re.compile(r"^cal-[0-9a-f]{16,128}$")
