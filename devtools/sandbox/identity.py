@@ -10,6 +10,12 @@ What is modelled (and why it matters to the service):
 - Tenants may forbid user consent; then only an administrator (or a prior admin consent) lets
   users in, otherwise the app gets ``consent_required`` / AADSTS90094 — the admin-consent dead
   end users of other sync tools complain about.
+- Admin consent comes in two kinds, as in Entra: to named delegated scopes (for all users; no
+  application permission — what the single-calendar path asks for) and to ``/.default`` (every
+  permission of the registration, application permissions included — the organisation path).
+  Administrators' ID tokens name their role in ``wids``. Per tenant, an application scope
+  (Exchange RBAC for Applications) can leave mailboxes out of app-only access (Graph answers
+  403 ``ErrorAccessDenied``), and the app can be deleted (client credentials: AADSTS7000229).
 - An app exists in a tenant (has a service principal) once anybody there consented. Client
   credentials fail with AADSTS7000229 without one, and yield a token *without roles* when
   only users consented — as Entra does, so the service must not take a token as proof of
