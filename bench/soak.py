@@ -14,6 +14,9 @@ sandbox, while the sandbox injects 429 / 503 / timeouts into a share of Graph an
 * token revocation of the delegated link's account, followed later by a reconnect through the
   connect flow; a subscription removed by Graph (``subscriptionRemoved``), ``missed``
   notifications; delta state lost by Graph (410 on the next round).
+* the app-only links' organisation: its administrator withdraws the application permissions or
+  narrows the app's mailbox scope (RBAC for Applications), and later connects the organisation
+  again (``org_steps``: they replace some pauses, so the rest of a seed's plan is unchanged).
 
 Then, at quiescence — faults off, held deliveries released, queues empty, nothing running, and
 a final resync of every link through timum's links API — it checks: the blocked slots of each

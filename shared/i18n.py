@@ -419,7 +419,7 @@ MESSAGES["de"].update({
     "org.mode.ics": "ICS",
     "org.kind.person": "Person",
     "org.kind.room": "Raum",
-    "org.kind.equipment": "Ausstattung",
+    "org.kind.equipment": "Ressourcen-Postfach",
     "org.problem.out_of_scope": "Von Ihrem Administrator nicht freigegeben: dieses Postfach liegt außerhalb des "
                                 "Bereichs, auf den timum zugreifen darf.",
     "org.problem.no_mailbox": "Kein Postfach.",
@@ -506,7 +506,7 @@ MESSAGES["en"].update({
     "org.mode.ics": "ICS",
     "org.kind.person": "Person",
     "org.kind.room": "Room",
-    "org.kind.equipment": "Equipment",
+    "org.kind.equipment": "Resource mailbox",
     "org.problem.out_of_scope": "Not allowed by your admin's scope: this mailbox is outside the mailboxes timum "
                                 "may access.",
     "org.problem.no_mailbox": "No mailbox.",
