@@ -24,6 +24,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect, with_params
@@ -46,6 +47,8 @@ CONSENTING_ROLES = frozenset({"62e90394-69f5-4237-9190-012177145e10", "e8611ab8-
 #: rows linked at once (each row touches its own mailbox, so Graph's 4-per-mailbox limit holds)
 LINK_CONCURRENCY = 16
 MAX_ROWS_PER_SUBMIT = 200
+#: a row still "creating" after this long was left by a crash, not by a press still running
+CREATING_STALE = timedelta(minutes=2)
 MAX_SEARCH = 100
 _KEY = re.compile(r"^cal-[0-9a-f]{16,128}$")
 _ID = re.compile(r"^[\w.@:~+=-]{1,256}$")
@@ -395,7 +398,17 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
             return await _page(services, session, session_id, data, search=search, cursor=cursor,
                                summary=_("org.summary.not_connected"), status=409)
         choices = parse_choices(form)
-        report = await link_choices(services, session.context, session.tenant_id, choices, directory)
+        store = session_store(services)
+        try:
+            # One press at a time per session: a double click waits for the first.
+            await store.set_busy(session, True)
+        except (Conflict, NotFound):
+            return ErrorPage("busy", session.context.locale, status=409, return_url=session.context.return_url)
+        try:
+            report = await link_choices(services, session.context, session.tenant_id, choices, directory)
+        finally:
+            with contextlib.suppress(Conflict, NotFound):
+                await store.set_busy(session, False)
         data = await _load(services, session, directory, search=search, cursor=cursor)
     except (ConsentRequired, AuthError):
         return await view(services, session_id, search=search, cursor=cursor, locale=locale)
@@ -510,6 +523,9 @@ async def _create_resource(services: Services, jobs: MappingJobs, job: JobRow, r
     asked (ETag: of two presses one goes on); a row found ``creating`` without a resource died
     between the two — a free resource of exactly its name is then taken rather than a second made."""
     now = services.clock()
+    if job.state == CREATING and job.updated_at is not None and now - job.updated_at < CREATING_STALE:
+        # Another press is creating this row's resource right now: leave the row to it.
+        raise Conflict("the row's resource is being created", code="in_progress")
     if job.state == CREATING:
         taken = {link.resource_id for link in await LinkRepository(services.storage).list_for_provider(
             job_provider(jobs))}

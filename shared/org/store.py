@@ -104,6 +104,7 @@ class JobRow:
     state: str = PENDING
     error: str = ""
     etag: str = ""
+    updated_at: datetime | None = None
 
     @property
     def done(self) -> bool:
@@ -122,7 +123,7 @@ class MappingJobs:
                       calendar_name=str(row.get("calendar_name") or ""), owner_name=str(row.get("owner_name") or ""),
                       action=str(row["action"]), resource_id=str(row.get("resource_id") or ""),
                       resource_name=str(row.get("resource_name") or ""), state=str(row["state"]),
-                      error=str(row.get("error") or ""), etag=row.etag)
+                      error=str(row.get("error") or ""), etag=row.etag, updated_at=row.get("updated_at"))
 
     def _entity(self, job: JobRow, now: datetime) -> dict[str, Any]:
         return {"PartitionKey": self._pk, "RowKey": encode_key(job.calendar_key), "mailbox_id": job.mailbox_id,
@@ -146,8 +147,11 @@ class MappingJobs:
                 and (job.action == "new" or current.resource_id == job.resource_id):
             return current
         fresh = JobRow(**{**job.__dict__, "state": PENDING, "error": "", "etag": ""})
-        if job.action == "new" and current is not None and current.state in (CREATING, RESOURCE):
+        if job.action == "new" and current is not None and current.action == "new" and current.resource_id:
+            # A row that failed after its resource was made keeps that resource for the next try.
             fresh.resource_id = current.resource_id
+        elif job.action == "new" and current is not None and current.state == CREATING:
+            fresh.state = CREATING
         if current is None:
             try:
                 stored = await self._table.insert(self._entity(fresh, now))
@@ -162,6 +166,7 @@ class MappingJobs:
         """Advance a row (ETag-checked: two submits racing on one row → one wins, the other stops)."""
         stored = await self._table.update(self._entity(job, now), etag=job.etag)
         job.etag = stored.etag
+        job.updated_at = now
         return job
 
     async def drop(self, calendar_key: str) -> None:

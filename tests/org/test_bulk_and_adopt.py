@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -19,7 +20,7 @@ from shared.org import service
 from shared.org.adopt import adopt, queue_tenant
 from shared.org.directory import MemoryOrgDirectory
 from shared.org.service import Choice, link_choices
-from shared.org.store import CREATING, LINKED, MappingJobs, OrgRepository
+from shared.org.store import CREATING, FAILED, LINKED, JobRow, MappingJobs, OrgRepository
 from shared.repos.links import LinkRepository, calendar_key
 from shared.services.subscriptions import handle_admin_message
 from tests.connect.conftest import JONAS, RETURN_BASE, MemoryWorld, open_session
@@ -65,7 +66,12 @@ async def test_a_crash_halfway_and_a_second_press_make_nothing_twice(world: Memo
     row.state = CREATING
     await jobs.save(row, now=world.services.clock())
 
-    second = await link_choices(services, CONTEXT, "tid-1", choices, directory)
+    # While the row is freshly "creating", another press leaves it alone (the first is on it)…
+    busy = await link_choices(services, CONTEXT, "tid-1", [c for c in choices if c.key == failed_key], directory)
+    assert busy == {failed_key: "in_progress"}
+    # …minutes later it is a crash's leftover, and is resumed.
+    later = replace(services, clock=lambda: world.services.clock() + timedelta(minutes=5))
+    second = await link_choices(later, CONTEXT, "tid-1", choices, directory)
     assert set(second.values()) == {"linked"}
     links = await LinkRepository(world.storage).list_for_provider("prov-1")
     assert len(links) == 5 and len({(k.mailbox_id, k.calendar_id) for k in links}) == 5
@@ -77,6 +83,29 @@ async def test_a_crash_halfway_and_a_second_press_make_nothing_twice(world: Memo
     third = await link_choices(services, CONTEXT, "tid-1", choices, directory)
     assert set(third.values()) == {"linked"}
     assert len(await world.timum.list_resources("prov-1")) == resources_after_first + 1
+
+
+async def test_a_row_that_failed_after_its_resource_was_made_keeps_that_resource(
+        world: MemoryWorld, directory: MemoryOrgDirectory) -> None:
+    services = replace(world.services, org_directory=lambda tid: directory)
+    (choice,) = _choices(directory, 1)
+    box = directory.mailboxes[0]
+    cal = directory.calendars_by_mailbox[box.id][0]
+    # As a press leaves a row whose resource was made and whose link step then failed.
+    made = await world.timum.create_resource("prov-1", box.name)
+    jobs = MappingJobs(world.storage, "prov-1", "tid-1")
+    row = await jobs.plan(JobRow(calendar_key=choice.key, mailbox_id=box.id, mailbox_address=box.address,
+                                 calendar_id=cal.id, calendar_name=cal.name, owner_name=box.name, action="new",
+                                 resource_name=box.name), now=services.clock())
+    row.resource_id, row.state, row.error = made, FAILED, "failed"
+    await jobs.save(row, now=services.clock())
+    count = len(await world.timum.list_resources("prov-1"))
+
+    again = await link_choices(services, CONTEXT, "tid-1", [choice], directory)
+    assert again[choice.key] == "linked"
+    assert len(await world.timum.list_resources("prov-1")) == count
+    (link,) = await LinkRepository(world.storage).list_for_provider("prov-1")
+    assert link.resource_id == made
 
 
 async def test_an_out_of_scope_row_fails_alone_and_a_taken_calendar_is_refused(world: MemoryWorld,
