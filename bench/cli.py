@@ -43,6 +43,8 @@ SCENARIOS: tuple[Entry, ...] = (
     Entry("6", "ics-feed", "ICS feed of many bookings", "bench.scenarios.ics_feed"),
     Entry("7", "cold-start", "Import time and first invocation per function kind", "bench.scenarios.cold_start"),
     Entry("8", "soak", "Fault-injection soak over the whole stack", "bench.soak"),
+    Entry("10", "org-mapping", "Organisation mapping page (5,000 people) and a bulk link of 200 calendars",
+          "bench.scenarios.org_mapping"),
     Entry("9", "fuzz", "Fuzzing every HTTP endpoint", "bench.fuzz"),
     Entry("10", "webhook-flood", "Hostile POSTs to the anonymous Graph webhook", "bench.scenarios.webhook_flood"),
 )

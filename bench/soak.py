@@ -14,6 +14,9 @@ sandbox, while the sandbox injects 429 / 503 / timeouts into a share of Graph an
 * token revocation of the delegated link's account, followed later by a reconnect through the
   connect flow; a subscription removed by Graph (``subscriptionRemoved``), ``missed``
   notifications; delta state lost by Graph (410 on the next round).
+* the app-only links' organisation: its administrator withdraws the application permissions or
+  narrows the app's mailbox scope (RBAC for Applications), and later connects the organisation
+  again (``org_steps``: they replace some pauses, so the rest of a seed's plan is unchanged).
 
 The link watch (stale / fresh, conflict / resolved notices) runs every ``WATCH_EVERY`` steps, with
 the provider's stale threshold at one minute so that the revoked link's outage makes it stale.
@@ -40,6 +43,7 @@ on the twins; ``--abrupt-crashes`` runs this soak with them and waits for the fe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
@@ -67,6 +71,11 @@ WEIGHTS: tuple[tuple[str, float], ...] = (
     ("pause", 8), ("crash", 1.2), ("revoke", 0.4), ("reconnect", 1.0), ("subscription_removed", 0.5),
     ("missed", 0.4), ("delta_lost", 0.6),
 )
+#: organisation steps (``org_steps``): they take the place of some pauses, so adding them leaves
+#: every other step of a seed's plan as it was
+ORG_KINDS = ("consent_withdraw", "admin_consent", "scope_change")
+#: every second pause becomes an organisation step
+ORG_EVERY = 2
 MAX_EVENTS_PER_LINK = 25
 #: steps of the soak inside ``python -m bench`` (its 20-minute budget); the soak's own CLI runs 10,000
 BENCH_STEPS = 800
@@ -172,7 +181,36 @@ def make_plan(seed: int, steps: int, links: int, *, delegated: bool = True) -> l
         elif kind == "reconnect":
             revoked = False
         plan.append(Step(n, kind, args))
-    return plan
+    return org_steps(plan, seed, links)
+
+
+def org_steps(plan: list[Step], seed: int, links: int) -> list[Step]:
+    """Turn every ``ORG_EVERY``-th pause into a step of the organisation's administrator:
+    withdraw the app's application permissions, or narrow its mailbox scope (RBAC for
+    Applications) to leave one mailbox out — each later undone by ``admin_consent`` (the
+    administrator connects the organisation again, with the full scope)."""
+    rng = random.Random(seed * 7919 + 17)
+    broken = False
+    pauses = 0
+    out: list[Step] = []
+    cycle = 0
+    for step in plan:
+        if step.kind != "pause":
+            out.append(step)
+            continue
+        pauses += 1
+        if pauses % ORG_EVERY:
+            out.append(step)
+            continue
+        if broken:
+            out.append(Step(step.n, "admin_consent", {"link": step.args.get("link", 0)}))
+            broken = False
+        else:
+            kind = ("consent_withdraw", "scope_change")[cycle % 2]
+            cycle += 1
+            out.append(Step(step.n, kind, {"link": rng.randrange(links)}))
+            broken = True
+    return out
 
 
 @dataclass
@@ -245,6 +283,8 @@ class Soak:
         self.report = SoakReport(config.seed, config.steps)
         self.revoked = False
         self.held = False
+        #: the organisation's grant is withdrawn or its scope narrowed (``organisation``)
+        self.org_broken = False
         #: invocation records of hosts that were restarted since the steps began
         self._records: list[Any] = []
         self._counting = False
@@ -394,6 +434,8 @@ class Soak:
                 self.revoked = True
             elif kind == "reconnect":
                 self.reconnect()
+            elif kind in ORG_KINDS:
+                return self.organisation(kind, link)
             elif kind in ("subscription_removed", "missed"):
                 subs = [s for s in graph.list_subscriptions() if s.calendar_id == link.calendar_id]
                 if not subs:
@@ -410,6 +452,50 @@ class Soak:
                 raise
             return False
         return True
+
+    def organisation(self, kind: str, link: SoakLink) -> bool:
+        """The app-only links' tenant: its administrator withdraws the application permissions,
+        narrows the app's mailbox scope, or connects the organisation again (proven with a fresh
+        app-only token, then recorded as the consent callback does)."""
+        app_links = [lk for lk in self.links if not lk.delegated]
+        if not app_links:
+            return False
+        identity = self.stack.sandbox.identity
+        tenant = app_links[0].user.tenant_id
+        if kind == "consent_withdraw":
+            identity.set_application_consent(tenant, None)
+            self.org_broken = True
+        elif kind == "scope_change":
+            left_out = link if not link.delegated else app_links[0]
+            identity.set_app_mailbox_scope(tenant, [lk.user.id for lk in app_links if lk is not left_out])
+            self.org_broken = True
+        else:
+            self.restore_organisation()
+        return True
+
+    def restore_organisation(self) -> None:
+        from shared.org.service import app_only_grant, connect_tenant
+
+        app_links = [lk for lk in self.links if not lk.delegated]
+        tenant = app_links[0].user.tenant_id
+        identity = self.stack.sandbox.identity
+        identity.set_app_mailbox_scope(tenant, None)
+        identity.set_admin_consent(tenant, True)
+        services = self.stack.services()
+
+        async def reconnect() -> None:
+            for attempt in range(5):
+                try:
+                    tid, roles = await app_only_grant(services, tenant)
+                    break
+                except Exception:  # noqa: BLE001 - injected identity faults: the admin tries again
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5)
+            await connect_tenant(services, tid, app_links[0].key.provider_id, roles)
+
+        self.stack.run(reconnect(), timeout=120)
+        self.org_broken = False
 
     def replay_notification(self, link: SoakLink) -> bool:
         """POST a notification Graph already sent (or could have), long after the change."""
@@ -472,6 +558,8 @@ class Soak:
             self.held = False
         if self.revoked:
             self.reconnect()
+        if self.org_broken:
+            self.restore_organisation()
         wait_quiet(stack, timeout=self.config.quiet_timeout, settle=2.0, log=self.log)
         self.resync_all()
         wait_quiet(stack, timeout=self.config.quiet_timeout, settle=2.0, log=self.log)

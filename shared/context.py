@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.config import Settings
 from shared.domain import Link
@@ -37,3 +37,5 @@ class Services:
     timum: TimumPort
     graph: GraphProvider
     clock: Callable[[], datetime] = field(default=utcnow)
+    #: tenant id → the organisation directory port (``shared.org.directory``); None → Graph app-only
+    org_directory: Callable[[str], Any] | None = None

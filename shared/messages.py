@@ -37,6 +37,7 @@ class AdminAction(StrEnum):
     RESUBSCRIBE = "resubscribe"     # subscription removed / renewal failed: recreate, then resync
     REAUTHORIZE = "reauthorize"     # lifecycle reauthorizationRequired
     TEARDOWN = "teardown"           # delete subscription and our traces (after unlink)
+    ADOPT_APP_ONLY = "adopt_app_only"   # the tenant's admin connected the organisation: move to app-only push
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ may be sent while a secret rotates; any match with any configured secret verifie
 The timestamp must lie within ``tolerance`` seconds of our clock (default 5 min).
 
 Connect links — ``/api/connect?token=<payload>.<sig>`` with ``payload`` the base64url of
-compact JSON ``{"v":1,"pid","rid","loc","ret","exp","nonce"}`` and ``sig`` the base64url
+compact JSON ``{"v":1,"pid","rid","loc","ret","exp","nonce"}`` (plus ``"scp":"org"`` for a link that
+connects the provider's whole Microsoft 365 organisation) and ``sig`` the base64url
 ``HMAC-SHA256(secret, payload)``. Links live at most ``MAX_LINK_LIFETIME`` seconds; the
 nonce makes each link single-use (the caller stores used nonces until ``exp``).
 
@@ -87,6 +88,12 @@ class ConnectLink:
     return_url: str
     expires_at: int
     nonce: str
+    #: "" connects one calendar; "org" connects the whole organisation (an administrator's consent)
+    scope: str = ""
+
+
+#: the scopes a connect link may carry
+LINK_SCOPES = frozenset({"", "org"})
 
 
 def _b64(data: bytes) -> str:
@@ -98,9 +105,11 @@ def _unb64(text: str) -> bytes:
 
 
 def sign_connect_link(link: ConnectLink, secret: str) -> str:
-    payload = _b64(json.dumps({"v": 1, "pid": link.provider_id, "rid": link.resource_id, "loc": link.locale,
-                               "ret": link.return_url, "exp": link.expires_at, "nonce": link.nonce},
-                              separators=(",", ":")).encode())
+    data: dict[str, object] = {"v": 1, "pid": link.provider_id, "rid": link.resource_id, "loc": link.locale,
+                               "ret": link.return_url, "exp": link.expires_at, "nonce": link.nonce}
+    if link.scope:
+        data["scp"] = link.scope
+    payload = _b64(json.dumps(data, separators=(",", ":")).encode())
     return f"{payload}.{_b64(_mac(secret, payload.encode()))}"
 
 
@@ -133,7 +142,7 @@ def verify_connect_link(token: str | None, secrets: Sequence[str], *, now: float
         data = json.loads(_unb64(payload))
         link = ConnectLink(provider_id=str(data["pid"]), resource_id=(str(data["rid"]) if data.get("rid") else None),
                            locale=str(data.get("loc") or ""), return_url=str(data["ret"]), expires_at=int(data["exp"]),
-                           nonce=str(data["nonce"]))
+                           nonce=str(data["nonce"]), scope=str(data.get("scp") or ""))
     except (ValueError, KeyError, TypeError):
         raise InvalidSignature("the link's content is malformed", code="link_malformed") from None
     if data.get("v") != 1:
@@ -142,6 +151,8 @@ def verify_connect_link(token: str | None, secrets: Sequence[str], *, now: float
         raise InvalidSignature("the link has expired", code="link_expired")
     if link.expires_at - now > MAX_LINK_LIFETIME + 60:
         raise InvalidSignature("the link lives longer than allowed", code="link_malformed")
+    if link.scope not in LINK_SCOPES:
+        raise InvalidSignature("the link has an unknown scope", code="link_malformed")
     if not _NONCE.match(link.nonce):
         raise InvalidSignature("the link's nonce is malformed", code="link_malformed")
     if id_problem(link.provider_id) or (link.resource_id is not None and id_problem(link.resource_id)):

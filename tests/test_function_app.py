@@ -22,6 +22,7 @@ EXPECTED_HTTP = {
     "oauth_callback": ("oauth/callback", {"GET", "POST"}, "anonymous"),
     "oauth_admin_callback": ("oauth/admin-callback", {"GET"}, "anonymous"),
     "connect_calendars": ("connect/calendars", {"GET", "POST"}, "anonymous"),
+    "connect_organisation": ("connect/organisation", {"GET", "POST"}, "anonymous"),
     # timum's management API: function key plus a provider-scoped signature
     "provider_links": ("providers/{provider}/links", {"GET"}, "function"),
     "provider_link_delete": ("providers/{provider}/links/{resource}", {"DELETE"}, "function"),

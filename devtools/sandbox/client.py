@@ -95,6 +95,30 @@ class SandboxControl:
                                               json={"granted": granted, "client_id": client_id})
         return result
 
+    def set_application_consent(self, tenant: str, roles: list[str] | None, *,
+                                client_id: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/_sandbox/identity/tenants/{_seg(tenant)}/application-consent",
+            json={"roles": roles, "client_id": client_id})
+        return result
+
+    def set_app_mailbox_scope(self, tenant: str, mailboxes: list[str] | None, *,
+                              client_id: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/_sandbox/identity/tenants/{_seg(tenant)}/app-scope",
+                                              json={"mailboxes": mailboxes, "client_id": client_id})
+        return result
+
+    def delete_app(self, tenant: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/_sandbox/identity/tenants/{_seg(tenant)}/delete-app",
+                                              json={})
+        return result
+
+    def add_resource_mailbox(self, tenant: str, display_name: str, local_part: str, *,
+                             kind: str = "room") -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/_sandbox/identity/resource-mailboxes", json={
+            "tenant": tenant, "display_name": display_name, "local_part": local_part, "kind": kind})
+        return result
+
     def set_user_consent(self, user: str, granted: bool, *, client_id: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/_sandbox/identity/users/{_seg(user)}/consent",
                                               json={"granted": granted, "client_id": client_id})

@@ -26,6 +26,12 @@ class SandboxTenant:
     user_consent_allowed: bool = True
     #: client ids that an administrator consented to tenant-wide (enables client_credentials)
     admin_consented_apps: set[str] = field(default_factory=set)
+    #: application permissions (app roles) an administrator granted, per client id: what an
+    #: app-only token's ``roles`` hold. Admin consent to delegated permissions alone grants none.
+    app_role_grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Exchange RBAC for Applications / application access policy, per client id: the mailboxes
+    #: (user ids) app-only access may reach. No entry → every mailbox of the tenant.
+    app_mailbox_scope: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +48,10 @@ class SandboxUser:
     is_admin: bool = False
     #: a disabled account cannot sign in, and its refresh tokens fail with AADSTS50057
     account_enabled: bool = True
+    #: what the mailbox is: "user", or a resource mailbox "room" / "equipment" (no sign-in)
+    mailbox_kind: str = "user"
+    #: Graph's userType: "Member" or "Guest"
+    user_type: str = "Member"
 
     @property
     def user_principal_name(self) -> str:
@@ -157,12 +167,18 @@ class Directory:
             self.tenants[tenant_id].user_consent_allowed = allowed
 
     def set_admin_consent(self, tenant_id: str, client_id: str, granted: bool = True) -> None:
+        """Admin consent to everything the app registration lists (``/.default``): the delegated
+        permissions for all users and the application permissions. ``False`` withdraws both."""
+        from devtools.sandbox.identity import APPLICATION_ROLES
+
         with self._lock:
-            apps = self.tenants[tenant_id].admin_consented_apps
+            tenant = self.tenants[tenant_id]
             if granted:
-                apps.add(client_id)
+                tenant.admin_consented_apps.add(client_id)
+                tenant.app_role_grants[client_id] = APPLICATION_ROLES
             else:
-                apps.discard(client_id)
+                tenant.admin_consented_apps.discard(client_id)
+                tenant.app_role_grants.pop(client_id, None)
 
     def set_user_consent(self, user_id: str, client_id: str, granted: bool = True) -> None:
         with self._lock:
@@ -176,6 +192,59 @@ class Directory:
         with self._lock:
             self.users[user_id].account_enabled = enabled
 
+    def set_application_consent(self, tenant_id: str, client_id: str, roles: frozenset[str] | None) -> None:
+        """Grant (or, with None, withdraw) application permissions to ``client_id`` in the tenant."""
+        with self._lock:
+            grants = self.tenants[tenant_id].app_role_grants
+            if roles:
+                grants[client_id] = frozenset(roles)
+            else:
+                grants.pop(client_id, None)
+
+    def set_delegated_admin_consent(self, tenant_id: str, client_id: str, granted: bool = True) -> None:
+        """Admin consent to the delegated permissions only, for every user of the tenant."""
+        with self._lock:
+            apps = self.tenants[tenant_id].admin_consented_apps
+            if granted:
+                apps.add(client_id)
+            else:
+                apps.discard(client_id)
+
+    def set_app_mailbox_scope(self, tenant_id: str, client_id: str, user_ids: set[str] | None) -> None:
+        """Restrict app-only access to these mailboxes (None lifts the restriction)."""
+        with self._lock:
+            scopes = self.tenants[tenant_id].app_mailbox_scope
+            if user_ids is None:
+                scopes.pop(client_id, None)
+            else:
+                scopes[client_id] = set(user_ids)
+
+    def in_app_scope(self, tenant_id: str, client_id: str, user_id: str) -> bool:
+        with self._lock:
+            allowed = self.tenants[tenant_id].app_mailbox_scope.get(client_id)
+            return allowed is None or user_id in allowed
+
+    def delete_service_principal(self, tenant_id: str, client_id: str) -> None:
+        """The admin deleted the app from the tenant (enterprise apps): every consent goes with it."""
+        with self._lock:
+            tenant = self.tenants[tenant_id]
+            tenant.admin_consented_apps.discard(client_id)
+            tenant.app_role_grants.pop(client_id, None)
+            for user in self.users.values():
+                if user.tenant_id == tenant_id:
+                    user.consented_apps.discard(client_id)
+
+    def add_resource_mailbox(self, tenant_id: str, display_name: str, local_part: str, *, kind: str = "room",
+                             user_id: str | None = None) -> SandboxUser:
+        """A room or equipment mailbox: a disabled account with a calendar, as Exchange makes them."""
+        if kind not in ("room", "equipment"):
+            raise ValueError("kind must be room or equipment")
+        user = self.add_user(tenant_id, display_name, local_part, user_id=user_id)
+        with self._lock:
+            user.mailbox_kind = kind
+            user.account_enabled = False
+        return user
+
     def has_delegated_consent(self, user_id: str, client_id: str) -> bool:
         """The user consented, or an admin consented for the user's whole tenant."""
         with self._lock:
@@ -185,7 +254,8 @@ class Directory:
     def has_service_principal(self, tenant_id: str, client_id: str) -> bool:
         """Whether the (multi-tenant) app exists in the tenant: any consent there creates it."""
         with self._lock:
-            if client_id in self.tenants[tenant_id].admin_consented_apps:
+            tenant = self.tenants[tenant_id]
+            if client_id in tenant.admin_consented_apps or client_id in tenant.app_role_grants:
                 return True
             return any(u.tenant_id == tenant_id and client_id in u.consented_apps for u in self.users.values())
 

@@ -10,6 +10,12 @@ What is modelled (and why it matters to the service):
 - Tenants may forbid user consent; then only an administrator (or a prior admin consent) lets
   users in, otherwise the app gets ``consent_required`` / AADSTS90094 — the admin-consent dead
   end users of other sync tools complain about.
+- Admin consent comes in two kinds, as in Entra: to named delegated scopes (for all users; no
+  application permission — what the single-calendar path asks for) and to ``/.default`` (every
+  permission of the registration, application permissions included — the organisation path).
+  Administrators' ID tokens name their role in ``wids``. Per tenant, an application scope
+  (Exchange RBAC for Applications) can leave mailboxes out of app-only access (Graph answers
+  403 ``ErrorAccessDenied``), and the app can be deleted (client credentials: AADSTS7000229).
 - An app exists in a tenant (has a service principal) once anybody there consented. Client
   credentials fail with AADSTS7000229 without one, and yield a token *without roles* when
   only users consented — as Entra does, so the service must not take a token as proof of
@@ -51,6 +57,8 @@ from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.directory import AppRegistration, Directory, SandboxTenant, SandboxUser
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
+#: role template id of Entra's Global Administrator (``wids`` claim)
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 #: sign-in failures a test can provoke (``fail_next_sign_in``): (error, AADSTS code, message) as Entra sends them
 SIGN_IN_FAILURES: dict[str, tuple[str, int, str]] = {
     "not_assigned": ("access_denied", 50105, "Your administrator has configured the application to block users "
@@ -72,8 +80,9 @@ KNOWN_DELEGATED = (
 )
 #: what the app registration lists as required: ``/.default`` means these
 CONFIGURED_DELEGATED = ("Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "MailboxSettings.Read", "User.Read")
-#: application permissions (roles) an admin grants with admin consent
-APPLICATION_ROLES = frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
+#: application permissions (roles) the app registration lists; an admin grants them with admin
+#: consent to ``/.default`` (never with consent to named delegated scopes)
+APPLICATION_ROLES = frozenset({"Calendars.ReadWrite", "MailboxSettings.Read", "User.Read.All", "Place.Read.All"})
 OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
 TENANT_ALIASES = ("common", "organizations")
 PROMPTS = ("login", "none", "consent", "select_account", "create")
@@ -97,6 +106,9 @@ PERMISSION_TITLES: dict[str, tuple[str, str]] = {
 APP_ROLE_TITLES: dict[str, tuple[str, str]] = {
     "Calendars.ReadWrite": ("Kalender in allen Postfächern lesen und schreiben",
                             "Read and write calendars in all mailboxes"),
+    "MailboxSettings.Read": ("Einstellungen aller Postfächer lesen", "Read all user mailbox settings"),
+    "User.Read.All": ("Vollständige Profile aller Benutzer lesen", "Read all users' full profiles"),
+    "Place.Read.All": ("Alle Orte der Organisation lesen", "Read all company places"),
 }
 
 CODE_LIFETIME = 600.0          # Entra's authorization codes live about ten minutes
@@ -250,6 +262,11 @@ class PendingSignIn:
     user_id: str | None = None
     created: float = field(default_factory=time.time)
 
+    @property
+    def scopes_default(self) -> bool:
+        """The request asked for ``/.default`` (all configured permissions, application ones included)."""
+        return any(item.lower().endswith("/.default") or item == ".default" for item in self.scope_text.split())
+
 
 @dataclass
 class AuthCode:
@@ -336,6 +353,29 @@ class IdentityPlatform:
 
     def set_admin_consent(self, tenant: str, granted: bool = True, *, client_id: str | None = None) -> None:
         self.directory.set_admin_consent(self.tenant_or_raise(tenant).id, client_id or self.config.client_id, granted)
+
+    def set_application_consent(self, tenant: str, roles: Iterable[str] | None, *,
+                                client_id: str | None = None) -> None:
+        """Grant exactly these application permissions (None or empty: withdraw them all, as when
+        an admin removes the app's permissions in Entra); delegated consent stays as it is."""
+        wanted = frozenset(roles or ())
+        unknown = wanted - APPLICATION_ROLES
+        if unknown:
+            raise ValueError(f"unknown application permissions {sorted(unknown)}")
+        self.directory.set_application_consent(self.tenant_or_raise(tenant).id, client_id or self.config.client_id,
+                                               wanted or None)
+
+    def set_app_mailbox_scope(self, tenant: str, mailboxes: Iterable[str] | None, *,
+                              client_id: str | None = None) -> None:
+        """Exchange RBAC for Applications: limit app-only access to ``mailboxes`` (ids or mail
+        addresses); None lifts the limit."""
+        target = self.tenant_or_raise(tenant)
+        ids = None if mailboxes is None else {self.user_or_raise(m).id for m in mailboxes}
+        self.directory.set_app_mailbox_scope(target.id, client_id or self.config.client_id, ids)
+
+    def delete_service_principal(self, tenant: str, *, client_id: str | None = None) -> None:
+        """The tenant's admin deleted the app: client credentials then fail with AADSTS7000229."""
+        self.directory.delete_service_principal(self.tenant_or_raise(tenant).id, client_id or self.config.client_id)
 
     def set_user_consent(self, user: str, granted: bool = True, *, client_id: str | None = None) -> None:
         self.directory.set_user_consent(self.user_or_raise(user).id, client_id or self.config.client_id, granted)
@@ -587,7 +627,9 @@ class IdentityPlatform:
             return self._error_page(request, self._admin_approval_error(tenant), trace, pending.lang, status=403)
         self.directory.set_user_consent(user.id, pending.client_id, True)
         if user.is_admin and form.get("org_consent") == "1":
-            self.directory.set_admin_consent(tenant.id, pending.client_id, True)
+            # Consent on behalf of the organisation from the sign-in screen covers the delegated
+            # permissions requested, never application permissions.
+            self.directory.set_delegated_admin_consent(tenant.id, pending.client_id, True)
         return self._complete(request, pending, user)
 
     async def _switch_to_admin(self, request: Request) -> Response:
@@ -728,7 +770,8 @@ class IdentityPlatform:
     def _admin_consent_page(self, request: Request, pending: PendingSignIn, user: SandboxUser) -> Response:
         app = self.directory.apps[pending.client_id]
         tenant = self.directory.tenants[user.tenant_id]
-        perms = [{**_perm(r, pending.lang, app_role=True), "app": True} for r in sorted(APPLICATION_ROLES)]
+        perms = ([{**_perm(r, pending.lang, app_role=True), "app": True} for r in sorted(APPLICATION_ROLES)]
+                 if pending.scopes_default else [])
         perms += [{**_perm(p, pending.lang), "app": False} for p in pending.scopes.permissions]
         return ui.render(
             request, "identity/admin_consent.html", lang=pending.lang,
@@ -748,7 +791,12 @@ class IdentityPlatform:
         if form.get("decision") != "accept":
             return self._redirect_error(request, pending, OAuthError(
                 "access_denied", 65004, "User declined to consent to access the app.", subcode="cancel"), trace)
-        self.directory.set_admin_consent(user.tenant_id, pending.client_id, True)
+        if pending.scopes_default:
+            # /.default: everything the registration lists, application permissions included.
+            self.directory.set_admin_consent(user.tenant_id, pending.client_id, True)
+        else:
+            # Named delegated scopes: consent for all users to those, and no application permission.
+            self.directory.set_delegated_admin_consent(user.tenant_id, pending.client_id, True)
         params = {"admin_consent": "True", "tenant": user.tenant_id}
         if pending.state is not None:
             params["state"] = pending.state
@@ -937,10 +985,10 @@ class IdentityPlatform:
             raise OAuthError("invalid_client", 7000229, f"The client application {app.client_id} is missing service "
                              f"principal in the tenant {tenant.id}. See instructions here: "
                              "https://go.microsoft.com/fwlink/?linkid=2225119", status=401)
-        admin = app.client_id in tenant.admin_consented_apps
+        granted = tenant.app_role_grants.get(app.client_id, frozenset())
         token, claims = self.directory.issue_access_token(
             tenant_id=tenant.id, client_id=app.client_id, user_id=None,
-            roles=APPLICATION_ROLES if admin else frozenset(), lifetime=self.access_token_lifetime)
+            roles=granted, lifetime=self.access_token_lifetime)
         # Entra's app-only tokens for Graph are JWTs whose roles claim lists the granted
         # application permissions; apps read it to tell admin consent from a bare service principal.
         jwt = self._app_access_token(app, tenant, claims.roles, int(claims.expires_at))
@@ -1005,6 +1053,10 @@ class IdentityPlatform:
         }
         if "email" in scopes.oidc:
             claims["email"] = user.mail
+        if user.is_admin:
+            # The registration's groupMembershipClaims includes DirectoryRole: Entra then names the
+            # user's directory roles (role template ids) in ``wids``. Sandbox admins are Global Administrators.
+            claims["wids"] = [GLOBAL_ADMINISTRATOR]
         if nonce is not None:
             claims["nonce"] = nonce
         if auth_time is not None:

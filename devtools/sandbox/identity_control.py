@@ -44,6 +44,11 @@ def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
         Route("/_sandbox/identity/tenants/{tenant}/user-consent", control.user_consent_policy, methods=["POST"]),
         Route("/_sandbox/identity/tenants/{tenant}/admin-consent", control.admin_consent, methods=["POST"]),
         Route("/_sandbox/identity/users/{user}/consent", control.user_consent, methods=["POST"]),
+        Route("/_sandbox/identity/tenants/{tenant}/application-consent", control.application_consent,
+              methods=["POST"]),
+        Route("/_sandbox/identity/tenants/{tenant}/app-scope", control.app_scope, methods=["POST"]),
+        Route("/_sandbox/identity/tenants/{tenant}/delete-app", control.delete_app, methods=["POST"]),
+        Route("/_sandbox/identity/resource-mailboxes", control.add_resource_mailbox, methods=["POST"]),
         Route("/_sandbox/identity/users/{user}/enabled", control.account_enabled, methods=["POST"]),
         Route("/_sandbox/identity/users/{user}/revoke-refresh-tokens", control.revoke, methods=["POST"]),
         Route("/_sandbox/identity/access-tokens/expire", control.expire, methods=["POST"]),
@@ -59,6 +64,8 @@ def tenant_json(identity: IdentityPlatform, tenant: SandboxTenant) -> dict[str, 
         "id": tenant.id, "name": tenant.name, "domain": tenant.domain,
         "user_consent_allowed": tenant.user_consent_allowed,
         "admin_consented_apps": sorted(tenant.admin_consented_apps),
+        "application_permissions": {cid: sorted(roles) for cid, roles in tenant.app_role_grants.items()},
+        "app_mailbox_scope": {cid: sorted(ids) for cid, ids in tenant.app_mailbox_scope.items()},
         "authority": identity.authority(tenant.id),
     }
 
@@ -67,7 +74,7 @@ def user_json(user: SandboxUser) -> dict[str, Any]:
     return {
         "id": user.id, "tenant_id": user.tenant_id, "display_name": user.display_name, "mail": user.mail,
         "is_admin": user.is_admin, "account_enabled": user.account_enabled, "time_zone": user.time_zone,
-        "consented_apps": sorted(user.consented_apps),
+        "consented_apps": sorted(user.consented_apps), "mailbox_kind": user.mailbox_kind,
     }
 
 
@@ -144,6 +151,55 @@ class _Control:
             self.identity.set_admin_consent(tenant.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
             return tenant_json(self.identity, tenant)
         return await self._run(request, act)
+
+    async def application_consent(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(request.path_params["tenant"])
+            roles = body.get("roles")
+            if roles is not None and (not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)):
+                raise BadControlRequest("roles must be a list of application permission names or null")
+            try:
+                self.identity.set_application_consent(tenant.id, roles, client_id=body.get("client_id") or None)
+            except ValueError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act)
+
+    async def app_scope(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(request.path_params["tenant"])
+            mailboxes = body.get("mailboxes")
+            if mailboxes is not None and (not isinstance(mailboxes, list)
+                                          or not all(isinstance(m, str) for m in mailboxes)):
+                raise BadControlRequest("mailboxes must be a list of user ids / addresses or null")
+            try:
+                self.identity.set_app_mailbox_scope(tenant.id, mailboxes, client_id=body.get("client_id") or None)
+            except KeyError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act)
+
+    async def delete_app(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(request.path_params["tenant"])
+            self.identity.delete_service_principal(tenant.id, client_id=body.get("client_id") or None)
+            return tenant_json(self.identity, tenant)
+        return await self._run(request, act)
+
+    async def add_resource_mailbox(self, request: Request) -> Response:
+        async def act(body: dict[str, Any]) -> dict[str, Any]:
+            tenant = self._tenant(_str(body, "tenant"))
+            local = _str(body, "local_part").lower()
+            if self.directory.user(f"{local}@{tenant.domain}") is not None:
+                raise BadControlRequest(f"{local}@{tenant.domain} exists")
+            try:
+                user = self.directory.add_resource_mailbox(tenant.id, _str(body, "display_name"), local,
+                                                           kind=body.get("kind") or "room",
+                                                           user_id=body.get("id") or None)
+            except ValueError as exc:
+                raise BadControlRequest(str(exc)) from exc
+            return user_json(user)
+        return await self._run(request, act, status=201)
 
     async def user_consent(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:

@@ -155,6 +155,8 @@ def parse_booking(data: Any, *, prefix: str = "") -> Booking:
 def link_status_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any]:
     """The complete ``link.status_changed`` event for ``payload`` — either the whole event or only its
     ``data`` — with ``id``, ``type`` and ``occurredAt`` filled in when missing. Raises ``BadRequest``."""
+    if payload.get("type") == ORG_STATUS_EVENT:
+        return org_status_body(payload, now=now)
     if "data" in payload:
         envelope = dict(payload)
         data_raw = payload["data"]
@@ -182,15 +184,21 @@ def link_status_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any
 
 CONFLICT_EVENT = "booking.outlook_conflict"
 CONFLICT_CHANGES = ("edited", "deleted")
+#: one event for every link of a provider in one Microsoft 365 tenant (consent withdrawn, app deleted)
+ORG_STATUS_EVENT = "organisation.status_changed"
+
+
+def _event_data(payload: Mapping[str, Any]) -> dict[str, Any]:
+    data_raw = payload.get("data")
+    if not isinstance(data_raw, Mapping):
+        raise BadRequest("data: must be an object", field="data")
+    return dict(data_raw)
 
 
 def booking_conflict_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any]:
     """The complete ``booking.outlook_conflict`` event (``id`` required: it names the edit, so a
     repeated report is dropped by timum). Raises ``BadRequest``."""
-    data_raw = payload.get("data")
-    if not isinstance(data_raw, Mapping):
-        raise BadRequest("data: must be an object", field="data")
-    data = dict(data_raw)
+    data = _event_data(payload)
     for key in ("providerId", "resourceId", "bookingId"):
         _str(data, key, "data.")
     if data.get("change") not in CONFLICT_CHANGES:
@@ -203,6 +211,23 @@ def booking_conflict_body(payload: Mapping[str, Any], *, now: float) -> dict[str
         raise BadRequest("id: required, at most 128 characters", field="id")
     occurred = payload.get("occurredAt") or datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
     return {"id": event_id, "type": CONFLICT_EVENT, "occurredAt": occurred, "data": data}
+
+
+def org_status_body(payload: Mapping[str, Any], *, now: float) -> dict[str, Any]:
+    """The complete ``organisation.status_changed`` event (``docs/timum-api.yaml``). Raises ``BadRequest``."""
+    data = _event_data(payload)
+    _str(data, "providerId", "data.")
+    if data.get("status") not in LINK_STATUSES:
+        raise BadRequest(f"data.status: must be one of {', '.join(LINK_STATUSES)}", field="data.status")
+    data["reason"] = _str(data, "reason", "data.", required=False)
+    ids = data.get("resourceIds")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids) or len(ids) > 5_000:
+        raise BadRequest("data.resourceIds: must be a list of resource ids", field="data.resourceIds")
+    event_id = payload.get("id") or str(uuid.uuid4())
+    if not isinstance(event_id, str) or len(event_id) > 128:
+        raise BadRequest("id: must be a string of at most 128 characters", field="id")
+    occurred = payload.get("occurredAt") or datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    return {"id": event_id, "type": ORG_STATUS_EVENT, "occurredAt": occurred, "data": data}
 
 
 def _problem(response: httpx.Response) -> tuple[str, str | None, str]:
@@ -320,17 +345,26 @@ class TimumHttpAdapter(TimumPort):
         from shared.ports import MAX_LISTED_RESOURCES
 
         path = f"/v1/providers/{_seg(_require_id(provider_id, 'providerId'))}/resources"
-        response = await self._api("GET", path, "listing resources")
-        if response.status_code in (404, 405):
-            # ``GET /v1/providers/{providerId}/resources`` (listResources) is newer than the rest of
-            # timum's API: where it is missing the chooser simply offers no existing resource.
-            return []
-        if response.status_code != 200:
-            self._fail(response, "listing resources")
-        body = self._json(response, "listing resources")
-        items = body.get("value") if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            raise TransientError("timum answered with a malformed resource list", code="timum_bad_response")
+        items: list[Any] = []
+        cursor: str | None = None
+        # listResources pages like every list of timum's API (``items`` + ``nextCursor``); bounded
+        # by MAX_LISTED_RESOURCES so a huge provider costs a few requests, not hundreds.
+        while len(items) < MAX_LISTED_RESOURCES:
+            query = f"?limit=500&cursor={quote(cursor, safe='')}" if cursor else "?limit=500"
+            response = await self._api("GET", path + query, "listing resources")
+            if response.status_code in (404, 405) and not items and cursor is None:
+                # Where timum lacks listResources, the pages simply offer no existing resource.
+                return []
+            if response.status_code != 200:
+                self._fail(response, "listing resources")
+            body = self._json(response, "listing resources")
+            page = (body.get("items") if "items" in body else body.get("value")) if isinstance(body, dict) else body
+            if not isinstance(page, list):
+                raise TransientError("timum answered with a malformed resource list", code="timum_bad_response")
+            items += page
+            cursor = body.get("nextCursor") if isinstance(body, dict) else None
+            if not isinstance(cursor, str) or not cursor:
+                break
         return [{"id": r["id"], "name": str(r.get("name") or "")} for r in items[:MAX_LISTED_RESOURCES]
                 if isinstance(r, dict) and isinstance(r.get("id"), str) and not r.get("archived")]
 

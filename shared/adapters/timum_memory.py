@@ -203,7 +203,7 @@ class MemoryTimum(TimumPort):
         if not self.status_webhooks_enabled:
             return
         event = link_status_body(payload, now=self._clock())
-        self._enter("send_link_status", str(event["data"]["providerId"]), str(event["data"]["resourceId"]))
+        self._enter("send_link_status", str(event["data"]["providerId"]), str(event["data"].get("resourceId", "")))
         self.status_webhooks.append(event)
 
     async def send_booking_conflict(self, payload: Mapping[str, Any]) -> None:

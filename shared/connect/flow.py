@@ -102,10 +102,10 @@ def _refused(settings: Settings, token: str | None, code: str, accept_language: 
                      return_url=ret if trusted and isinstance(ret, str) else timum_home(settings))
 
 
-def _initiate(settings: Settings, state: str) -> dict[str, Any]:
+def _initiate(settings: Settings, state: str, scopes: tuple[str, ...] = DELEGATED_SCOPES) -> dict[str, Any]:
     app = build_app(settings)
     flow: dict[str, Any] = app.initiate_auth_code_flow(
-        list(DELEGATED_SCOPES), redirect_uri=settings.url("oauth/callback"), state=state,
+        list(scopes), redirect_uri=settings.url("oauth/callback"), state=state,
         # A shared practice computer often has someone else's Microsoft session open.
         prompt="select_account",
         # The code comes back in a POST body: never in a URL, a browser history or a log line.
@@ -124,7 +124,8 @@ async def start(services: Services, token: str | None, *, accept_language: str |
         log.info("connect link refused: %s", exc.code)
         return _refused(settings, token, exc.code, accept_language)
     context = ConnectContext(provider_id=link.provider_id, resource_id=link.resource_id,
-                             locale=normalize(link.locale, settings.default_locale), return_url=link.return_url)
+                             locale=normalize(link.locale, settings.default_locale), return_url=link.return_url,
+                             scope=link.scope)
     try:
         begun = await _begin(services, context, use_nonce=lambda: NonceStore(services.storage).use(
             link.nonce, expires_at=datetime.fromtimestamp(link.expires_at + 60, UTC), now=now))
@@ -148,8 +149,13 @@ async def _begin(services: Services, context: ConnectContext,
     the browser as a cookie, only its hash is stored with the flow."""
     settings = services.settings
     state = secrets.token_urlsafe(32)
+    # The organisation path's sign-in only says who is connecting and in which tenant: the
+    # calendars are reached with the application permissions an administrator grants.
+    from shared.org.permissions import ORG_SIGN_IN_SCOPES
+
+    scopes = ORG_SIGN_IN_SCOPES if context.is_org else DELEGATED_SCOPES
     try:
-        flow = await asyncio.to_thread(_initiate, settings, state)
+        flow = await asyncio.to_thread(_initiate, settings, state, scopes)
     except (TransientError, AuthError, OSError):
         log.exception("could not start the Microsoft sign-in")
         # The link is still unused: the user may simply click it again.
@@ -158,7 +164,8 @@ async def _begin(services: Services, context: ConnectContext,
         await use_nonce()
     binding = Binding(binding_tag(state), secrets.token_urlsafe(32))
     await AuthFlowStore(services.storage, cipher_for(settings)).put(
-        state, PendingFlow(kind="signin", context=context, flow=flow, binding_hash=binding_hash(binding.value)),
+        state, PendingFlow(kind="orgsignin" if context.is_org else "signin", context=context, flow=flow,
+                           binding_hash=binding_hash(binding.value)),
         expires_at=services.clock() + FLOW_LIFETIME)
     return Redirect(str(flow["auth_uri"]), status=302, binding=binding)
 
@@ -176,8 +183,14 @@ def consent_tenant(settings: Settings, description: str = "") -> str:
     return "organizations"
 
 
-def admin_consent_url(settings: Settings, tenant: str, state: str) -> str:
-    query = urlencode({"client_id": settings.entra_client_id, "scope": "https://graph.microsoft.com/.default",
+def admin_consent_url(settings: Settings, tenant: str, state: str, *, org: bool = False) -> str:
+    """Least privilege: the organisation path asks for every permission of the registration
+    (``/.default``, which holds the application permissions); the single-calendar path names
+    the delegated permissions, so the administrator grants them for all users and nothing more."""
+    from shared.org.permissions import delegated_consent_scope
+
+    scope = "https://graph.microsoft.com/.default" if org else delegated_consent_scope()
+    query = urlencode({"client_id": settings.entra_client_id, "scope": scope,
                        "redirect_uri": settings.url("oauth/admin-callback"), "state": state})
     return f"{settings.entra_authority_host.rstrip('/')}/{tenant}/v2.0/adminconsent?{query}"
 
@@ -193,8 +206,9 @@ async def _consent_page(services: Services, context: ConnectContext, *, descript
     await AuthFlowStore(services.storage, cipher_for(settings)).put(
         state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),
         expires_at=services.clock() + ADMIN_CONSENT_LIFETIME)
-    return ConsentPage(locale=context.locale, consent_url=admin_consent_url(settings, tenant, state),
-                       return_url=context.return_url)
+    return ConsentPage(locale=context.locale, consent_url=admin_consent_url(settings, tenant, state,
+                                                                            org=context.is_org),
+                       return_url=context.return_url, org=context.is_org)
 
 
 #: AADSTS codes meaning "an administrator must consent first" (user consent is not allowed)
@@ -261,7 +275,7 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
     flows = AuthFlowStore(services.storage, cipher_for(settings))
     state = params.get("state") or ""
     pending = await flows.peek(state, now=now)
-    if pending is None or pending.kind != "signin":
+    if pending is None or pending.kind not in ("signin", "orgsignin"):
         return ErrorPage("flow_unknown", fallback_locale, status=400, return_url=timum_home(settings))
     if not pending.bound_to(binding):
         # The flow stays: the browser that started it may still finish it.
@@ -293,6 +307,11 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
         log.info("code redemption refused: %s (%s)", _loggable(err) if err else "no account", problem)
         return await _problem_page(services, context, problem, description=desc)
     claims = result.get("id_token_claims") or {}
+    if pending.kind == "orgsignin":
+        # Nothing of this sign-in is kept: it only names the person and the tenant.
+        from shared.org.service import after_sign_in
+
+        return await after_sign_in(services, context, claims, binding=binding)
     account_id = str(account["home_account_id"])
     tenant_id = str(claims.get("tid") or account_id.partition(".")[2])
     name = str(claims.get("name") or claims.get("preferred_username") or account.get("username") or "")
@@ -345,8 +364,8 @@ def _key_of(row: Mapping[str, Any]) -> Any:
 
 # --- admin consent ----------------------------------------------------------------------------
 
-async def admin_callback(services: Services, params: Mapping[str, str], *,
-                         accept_language: str | None = None) -> ConsentResultPage | ErrorPage:
+async def admin_callback(services: Services, params: Mapping[str, str], *, accept_language: str | None = None,
+                         binding: str | None = None) -> ConsentResultPage | ErrorPage | Redirect:
     """An administrator's answer to the admin-consent link. It counts only with the state of a
     consent request we issued (single use: taken once consent is recorded) and only for the
     tenant that state names — proven by an app-only token (a JWT) issued there."""
@@ -372,16 +391,24 @@ async def admin_callback(services: Services, params: Mapping[str, str], *,
     tenant = (params.get("tenant") or "").lower()
     if str(params.get("admin_consent") or "").lower() != "true" or not _TENANT_PARAM.match(tenant):
         return ErrorPage("sign_in_failed", locale, status=400, return_url=back)
+    if context.is_org:
+        from shared.org.service import consent_callback
+
+        return await consent_callback(services, pending, state, tenant, binding=binding)
     asked = pending.tenant.lower()
     named = asked not in _GENERIC_TENANTS and bool(asked)
     if named and _GUID.match(asked) and asked != tenant:
         log.warning("admin consent answer names another tenant than the request; refused")
         return ConsentResultPage(locale=locale, ok=False, reason="other_tenant", return_url=back)
-    from shared.connect.credentials import verify_admin_consent
+    from shared.connect.credentials import APP_ROLES
+    from shared.org.service import app_only_grant
 
     try:
-        # Anyone can call this URL; only a token issued by the tenant proves the consent.
-        proven = await verify_admin_consent(settings, asked if named else tenant)
+        # Anyone can call this URL; only a token issued by the tenant proves the app is there.
+        # The single-calendar path asks for delegated permissions only, which leave no trace in
+        # an app-only token: the token proves the app's service principal and the tenant; what
+        # it grants decides whether app-only links are on offer (an earlier organisation grant).
+        proven, roles = await app_only_grant(services, asked if named else tenant)
     except (ConsentRequired, AuthError, TransientError) as exc:
         log.warning("admin consent for a tenant could not be confirmed: %s", exc.code)
         return ConsentResultPage(locale=locale, ok=False, reason="unverified", return_url=back)
@@ -392,7 +419,8 @@ async def admin_callback(services: Services, params: Mapping[str, str], *,
     if await flows.take(state, now=now) is None:
         return ErrorPage("consent_unknown", locale, status=400, return_url=back)
     try:
-        await TenantRepository(services.storage).record_admin_consent(proven, now=now)
+        if roles >= APP_ROLES:
+            await TenantRepository(services.storage).record_admin_consent(proven, now=now)
     except StorageError:
         log.exception("could not record admin consent")
         return ErrorPage("unavailable", locale, status=503, return_url=back)

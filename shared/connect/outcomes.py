@@ -52,6 +52,9 @@ class ConsentPage:
     consent_url: str
     return_url: str = ""
     declined: bool = False
+    #: the organisation path asks for application permissions; the single-calendar path for
+    #: the delegated ones only (the page lists which, by name)
+    org: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class ConsentResultPage:
     ok: bool
     reason: str = ""           # consent_failed.<reason> for ok=False
     return_url: str = ""
+    #: the organisation path's consent (its own texts: what happens next differs)
+    org: bool = False
 
 
 @dataclass(frozen=True)

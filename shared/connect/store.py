@@ -50,6 +50,12 @@ class ConnectContext:
     resource_id: str | None
     locale: str
     return_url: str
+    #: "" for one calendar, "org" for the organisation path (see ``shared.signing``)
+    scope: str = ""
+
+    @property
+    def is_org(self) -> bool:
+        return self.scope == "org"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,7 +63,8 @@ class ConnectContext:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConnectContext:
         return cls(provider_id=str(data["provider_id"]), resource_id=data.get("resource_id") or None,
-                   locale=str(data.get("locale") or ""), return_url=str(data["return_url"]))
+                   locale=str(data.get("locale") or ""), return_url=str(data["return_url"]),
+                   scope=str(data.get("scope") or ""))
 
 
 class NonceStore:
@@ -80,7 +87,7 @@ class NonceStore:
 
 @dataclass(frozen=True)
 class PendingFlow:
-    kind: str                      # "signin" | "adminconsent"
+    kind: str                      # "signin" | "orgsignin" | "adminconsent"
     context: ConnectContext
     flow: dict[str, Any]           # MSAL's auth-code flow (empty for admin consent)
     tenant: str = ""

@@ -134,14 +134,18 @@ def _render(services: Services,
         mailto = "mailto:?subject={}&body={}".format(
             quote(message(loc, "consent.mail_subject"), safe=""),
             quote(message(loc, "consent.mail_body", url=outcome.consent_url), safe=""))
+        from shared.org.permissions import APPLICATION, DELEGATED, readable
+
         return render_page("admin_consent.html", locale=loc, consent_url=outcome.consent_url,
-                           mailto_url=mailto, return_url=outcome.return_url, declined=outcome.declined)
+                           mailto_url=mailto, return_url=outcome.return_url, declined=outcome.declined,
+                           org=outcome.org, permissions=readable(loc, APPLICATION if outcome.org else DELEGATED))
     if isinstance(outcome, ConsentResultPage):
         loc = outcome.locale
         if outcome.ok:
+            nxt = "org.consent_done.next" if outcome.org else "consent_done.next"
             return render_page("consent_result.html", locale=loc, ok=True,
                                heading=message(loc, "consent_done.title"), lead=message(loc, "consent_done.lead"),
-                               lines=[message(loc, "consent_done.next")], return_url=outcome.return_url)
+                               lines=[message(loc, nxt)], return_url=outcome.return_url)
         lines = [message(loc, f"consent_failed.{outcome.reason}")] if outcome.reason else []
         lines.append(message(loc, "consent_failed.retry"))
         return render_page("consent_result.html", locale=loc, status=400, ok=False,
@@ -200,8 +204,12 @@ async def handle_admin_callback(services: Services, req: func.HttpRequest) -> fu
     from shared.connect import flow
 
     try:
+        state = req.params.get("state") or ""
+        # The organisation path's consent, started by an administrator in this browser, opens
+        # the mapping page right away; a forwarded link (another browser) gets the result page.
+        binding = cookie_value(req, binding_cookie_name(flow.binding_tag(state))) if state else None
         outcome = await flow.admin_callback(services, dict(req.params),
-                                            accept_language=req.headers.get("Accept-Language"))
+                                            accept_language=req.headers.get("Accept-Language"), binding=binding)
         return _render(services, outcome)
     except Exception:
         return _internal_error(services, req)

@@ -185,7 +185,7 @@ def read_json(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT) -> Any:
         raise BadRequest("body is not valid JSON") from exc
 
 
-def read_form(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT) -> dict[str, str]:
+def read_form(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT, *, max_fields: int = 50) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body as a dict (first value of each field)."""
     from urllib.parse import parse_qsl
 
@@ -194,7 +194,8 @@ def read_form(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT) -> dict[st
         raise BadRequest("expected a form submission", code="bad_form")
     body = read_body(req, limit)
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=50)
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                           max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("the form is malformed", code="bad_form") from exc
     form: dict[str, str] = {}

@@ -267,6 +267,13 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
         finally:
             await graph.close()  # see graph_session
     except _Stop as stop:
+        if stop.health is LinkHealth.NEEDS_RECONNECT and link.mode is LinkMode.APP_ONLY:
+            # A withdrawn grant affects the whole tenant: one notice per provider, not per link.
+            from shared.org.revoke import tenant_revoked
+
+            if await tenant_revoked(services, link.tenant_id):
+                outcome.status = "needs_reconnect"
+                return False
         await _record_health(services, link, stop.health, stop.reason, outcome)
         outcome.status = "needs_reconnect" if stop.health is LinkHealth.NEEDS_RECONNECT else "error"
         return False

@@ -417,6 +417,10 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
     """The link-admin queue. Transient errors propagate (the trigger retries); a token or
     calendar problem becomes the link's health (one link-status webhook), not a retry."""
     key = message.key
+    if message.action is AdminAction.ADOPT_APP_ONLY:
+        from shared.org.adopt import adopt
+
+        return AdminOutcome(message.action.value, await adopt(services, key))
     if message.action is AdminAction.TEARDOWN:
         result = await teardown(services, key, subscription_id=message.subscription_id,
                                 delete_outlook_events=message.delete_outlook_events)

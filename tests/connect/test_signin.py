@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from devtools.sandbox.server import RunningSandbox
 from shared.connect import flow
+from shared.connect.msal_client import DELEGATED_SCOPES
 from shared.connect.outcomes import ConsentPage, ConsentResultPage, ErrorPage, Redirect
 from shared.connect.store import AUTHFLOWS, ConnectContext
 from shared.context import Services
@@ -141,7 +142,8 @@ async def test_tenant_forbidding_user_consent_gets_an_admin_consent_link(live: S
     assert url.path == "/organizations/v2.0/adminconsent"  # never /common/
     query = parse_qs(url.query)
     assert query["client_id"] == [live.settings.entra_client_id]
-    assert query["scope"] == ["https://graph.microsoft.com/.default"]
+    # Least privilege: the delegated permissions for all users, no application permission.
+    assert query["scope"] == [" ".join(f"https://graph.microsoft.com/{p}" for p in DELEGATED_SCOPES)]
     assert query["redirect_uri"] == [f"{SERVICE_URL}/api/oauth/admin-callback"]
     assert outcome.return_url == "http://127.0.0.1:7080/timum/providers/nord"
     # Nothing about the account was stored: there is none yet.
@@ -159,7 +161,10 @@ async def test_tenant_forbidding_user_consent_gets_an_admin_consent_link(live: S
     result = await flow.admin_callback(live, {k: v[0] for k, v in params.items()})
     assert isinstance(result, ConsentResultPage) and result.ok and result.locale == "de"
     assert result.return_url == "http://127.0.0.1:7080/timum/providers/nord"
-    assert await TenantRepository(live.storage).has_admin_consent(petra.tenant_id)
+    # Delegated consent grants no app-only access: nothing is recorded as such.
+    assert not await TenantRepository(live.storage).has_admin_consent(petra.tenant_id)
+    klinik = sandbox.directory.tenant("klinik-nord.example")
+    assert klinik is not None and live.settings.entra_client_id not in klinik.app_role_grants
 
     # Tobias can connect now without being asked.
     again = microsoft.run(await _start(live, provider="prov-nord",

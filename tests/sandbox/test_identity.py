@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devtools.sandbox.browser import FormBrowser, response_params, sign_in
 from devtools.sandbox.directory import TokenError
+from devtools.sandbox.identity import APPLICATION_ROLES
 from devtools.sandbox.server import RunningSandbox
 from tests.sandbox.conftest import FreshTenant
 
@@ -456,7 +457,7 @@ def test_admin_consent_enables_app_tokens_sync_and_aio(sandbox: RunningSandbox, 
     sync_credential.close()
     claims = sandbox.directory.verify_access_token(token.token)
     assert claims.app_only and claims.tenant_id == tenant.id
-    assert claims.roles == frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
+    assert claims.roles == APPLICATION_ROLES
 
 
 async def test_app_token_with_azure_identity_aio(sandbox: RunningSandbox, tenant_factory: TenantFactory) -> None:
@@ -478,7 +479,7 @@ async def test_app_token_with_azure_identity_aio(sandbox: RunningSandbox, tenant
     async with credential() as after:
         token = await after.get_token(GRAPH_DEFAULT)
     claims = sandbox.directory.verify_access_token(token.token)
-    assert claims.app_only and claims.roles == frozenset({"Calendars.ReadWrite", "MailboxSettings.Read"})
+    assert claims.app_only and claims.roles == APPLICATION_ROLES
     assert token.expires_on > 0
 
     sandbox.identity.set_admin_consent(tenant.id, False)

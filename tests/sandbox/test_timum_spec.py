@@ -198,8 +198,8 @@ def test_booking_webhooks_match_the_schema(spec: dict[str, Any], running: Runnin
 
 
 def test_connect_link_payload_matches_the_schema(spec: dict[str, Any], running: RunningTimum) -> None:
-    for resource in (None, ANNA_WEBER):
-        url = running.state.connect_url(SONNENSCHEIN, resource, locale="en")
+    for resource, scope in ((None, ""), (ANNA_WEBER, ""), (None, "org")):
+        url = running.state.connect_url(SONNENSCHEIN, resource, locale="en", scope=scope)
         payload = url.split("token=", 1)[1].split(".")[0]
         decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         check(spec, "/components/schemas/ConnectLinkPayload", decoded)
@@ -214,7 +214,7 @@ async def test_adapter_calls_only_documented_operations(spec: dict[str, Any]) ->
         calls.append(request)
         if request.method == "POST" and request.url.path.endswith("/resources"):
             return httpx.Response(201, json={"id": "res-1", "name": "Raum", "timeZone": "Europe/Berlin"})
-        if request.method == "GET" and request.url.path.endswith(("/blocked-slots", "/bookings")):
+        if request.method == "GET" and request.url.path.endswith(("/blocked-slots", "/bookings", "/resources")):
             return httpx.Response(200, json={"items": [], "nextCursor": None})
         if request.method == "GET":
             return httpx.Response(200, json={"id": "res-1", "name": "Raum", "timeZone": "Europe/Berlin"})
@@ -226,6 +226,7 @@ async def test_adapter_calls_only_documented_operations(spec: dict[str, Any]) ->
     start = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
     await adapter.create_resource("prov-1", "Raum")
     await adapter.get_resource("prov-1", "res-1")
+    await adapter.list_resources("prov-1")
     await adapter.put_blocked_slot("prov-1", "res-1", BlockedSlot("ol-1", start, start + timedelta(hours=1)))
     await adapter.delete_blocked_slot("prov-1", "res-1", "ol-1")
     await adapter.list_blocked_slots("prov-1", "res-1", source="outlook")

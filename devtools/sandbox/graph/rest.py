@@ -170,6 +170,11 @@ class GraphApi:
             add(prefix + "/calendarView", self.calendar_view, ["GET"])
             add(prefix + "/calendarView/delta", self.delta, ["GET"])
             add(prefix + "/calendarView/delta()", self.delta, ["GET"])
+        from devtools.sandbox.graph.directory_api import handlers
+
+        directory_handlers = handlers(self)
+        add("/users", directory_handlers["users"], ["GET"], mailbox=False, both=False)
+        add("/places/microsoft.graph.room", directory_handlers["rooms"], ["GET"], mailbox=False, both=False)
         add("/subscriptions", self.subscriptions_collection, ["GET", "POST"], mailbox=False)
         add("/subscriptions/{sub}", self.subscription_item, ["GET", "PATCH", "DELETE"], mailbox=False)
         add("/subscriptions/{sub}/reauthorize", self.reauthorize, ["POST"], mailbox=False)
@@ -244,6 +249,9 @@ class GraphApi:
                 if mailbox:
                     path_user = request.path_params.get("user", "me")
                     ctx.mailbox = self._path_user(ctx, path_user)
+                    from devtools.sandbox.graph.directory_api import check_app_scope
+
+                    check_app_scope(ctx, self, ctx.mailbox)
                     slot = (ctx.claims.client_id, ctx.mailbox.id)
                     if not self.state.enter(*slot):
                         retry = self.state.behaviour.concurrency_retry_after
@@ -690,6 +698,9 @@ class GraphApi:
         if ctx.claims.app_only:
             if not ctx.claims.roles & APP_READ:
                 raise forbidden
+            from devtools.sandbox.graph.directory_api import check_app_scope
+
+            check_app_scope(ctx, self, user)
         else:
             # Delegated permissions cannot watch anyone else's calendar, shared or not.
             if not ctx.claims.scopes & READ_OWN or user.id != ctx.claims.user_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import hmac
 import json
 import re
@@ -33,6 +34,7 @@ from devtools.sandbox.timum.state import (
     UnknownItem,
     parse_datetime,
 )
+from shared.adapters.timum_http import ORG_STATUS_EVENT
 from shared.errors import InvalidSignature
 from shared.signing import SIGNATURE_HEADER, verify_webhook
 
@@ -98,6 +100,8 @@ def _fault_response(rule: FaultRule) -> Response:
 
 class TimumApi:
     def __init__(self, state: TimumState) -> None:
+        #: ``organisation.status_changed`` events as received (one per provider and revocation)
+        self.org_events: list[dict[str, Any]] = []
         self.state = state
         self.api_key = state.config.timum_api_key
         self.webhook_secrets = tuple(state.config.timum_webhook_secrets)
@@ -196,6 +200,14 @@ class TimumApi:
         location = f"{request.url.path.rstrip('/')}/{resource.id}"
         return JSONResponse(resource.to_json(), status_code=201, headers={"Location": location})
 
+    async def list_resources(self, request: Request) -> Response:
+        """``listResources``: the provider's resources, paged like every list of this API."""
+        pid = request.path_params["providerId"]
+        start, limit = self._paging(request)
+        self.state.provider(pid)
+        items = [r.to_json() for r in sorted(self.state.list_resources(pid), key=lambda r: r.id)]
+        return JSONResponse(self._page(items, start, limit))
+
     async def get_resource(self, request: Request) -> Response:
         resource = self.state.resource(request.path_params["providerId"], request.path_params["resourceId"])
         return JSONResponse(resource.to_json())
@@ -275,6 +287,8 @@ class TimumApi:
             payload = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
+        if isinstance(payload, dict) and payload.get("type") == ORG_STATUS_EVENT:
+            return self._organisation_status(request, payload)
         if isinstance(payload, dict) and payload.get("type") == "booking.outlook_conflict":
             delivery_id = self._check_booking_conflict(payload)
             if request.headers.get("Timum-Delivery") != delivery_id:
@@ -288,6 +302,32 @@ class TimumApi:
             raise ApiProblem(400, "bad_request", "Timum-Delivery: must be present and equal the body's id",
                              field="Timum-Delivery")
         self.state.record_link_status(delivery_id, payload)
+        return Response(status_code=202)
+
+    def _organisation_status(self, request: Request, payload: dict[str, Any]) -> Response:
+        """One event for every listed resource of a provider (an organisation's consent was
+        withdrawn): recorded as each resource's link status, and kept whole in ``org_events``."""
+        delivery_id = payload.get("id")
+        if not isinstance(delivery_id, str) or not 1 <= len(delivery_id) <= 128:
+            raise ApiProblem(400, "bad_request", "id: required, 1–128 characters", field="id")
+        if request.headers.get("Timum-Delivery") != delivery_id:
+            raise ApiProblem(400, "bad_request", "Timum-Delivery: must be present and equal the body's id",
+                             field="Timum-Delivery")
+        data = payload.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("providerId"), str) or not data["providerId"]:
+            raise ApiProblem(400, "bad_request", "data.providerId: required", field="data.providerId")
+        if data.get("status") not in LINK_STATUSES:
+            raise ApiProblem(400, "bad_request", f"data.status: must be one of {', '.join(LINK_STATUSES)}",
+                             field="data.status")
+        ids = data.get("resourceIds")
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise ApiProblem(400, "bad_request", "data.resourceIds: a list of resource ids", field="data.resourceIds")
+        self.org_events.append(copy.deepcopy(payload))
+        for rid in ids:
+            self.state.record_link_status(f"{delivery_id}:{rid}", {
+                "occurredAt": payload.get("occurredAt"),
+                "data": {"providerId": data["providerId"], "resourceId": rid, "status": data["status"],
+                         "mode": "app_only", "reason": str(data.get("reason") or "")}})
         return Response(status_code=202)
 
     @staticmethod
@@ -350,6 +390,7 @@ class TimumApi:
         res = f"{base}/{{resourceId}}"
         return [
             Route(base, self.endpoint(self.create_resource), methods=["POST"]),
+            Route(base, self.endpoint(self.list_resources), methods=["GET"]),
             Route(res, self.endpoint(self.get_resource), methods=["GET"]),
             Route(f"{res}/blocked-slots", self.endpoint(self.list_slots), methods=["GET"]),
             Route(f"{res}/blocked-slots/{{externalId}}", self.endpoint(self.put_slot), methods=["PUT"]),

@@ -18,6 +18,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "outlook_intro": "Verbinden Sie Outlook-Kalender mit Ihren Ressourcen: Buchungen erscheinen in Outlook, "
                          "belegte Outlook-Termine blockieren Zeiten in timum.",
         "connect": "Verbinden",
+        "connect_org": "Für die ganze Organisation verbinden",
+        "outlook_organisation": "Die Zuordnung Ihrer Organisation wurde gespeichert.",
         "connect_calendar": "Kalender verbinden (BETA)",
         "resources": "Ressourcen",
         "time_zone": "Zeitzone",
@@ -183,6 +185,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "outlook_intro": "Connect Outlook calendars to your resources: bookings appear in Outlook, busy Outlook "
                          "events block times in timum.",
         "connect": "Connect",
+        "connect_org": "Connect the whole organisation",
+        "outlook_organisation": "Your organisation's mapping was saved.",
         "connect_calendar": "Connect calendar (BETA)",
         "resources": "Resources",
         "time_zone": "Time zone",

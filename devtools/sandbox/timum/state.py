@@ -769,7 +769,7 @@ class TimumState:
         return url + "?lang=en" if locale == "en" else url
 
     def connect_url(self, provider_id: str, resource_id: str | None = None, *, locale: str = "de",
-                    lifetime: int = 600, now: float | None = None) -> str:
+                    lifetime: int = 600, now: float | None = None, scope: str = "") -> str:
         """The link behind "Verbinden" (no resource) or "Kalender verbinden (BETA)" (a resource), made as
         real timum makes it: fresh nonce, ten minutes, return to the provider's page."""
         self.provider(provider_id)
@@ -778,7 +778,8 @@ class TimumState:
         issued = int(time.time() if now is None else now)
         token = sign_connect_link(ConnectLink(provider_id=provider_id, resource_id=resource_id, locale=locale,
                                               return_url=self.provider_page_url(provider_id, locale=locale),
-                                              expires_at=issued + lifetime, nonce=secrets.token_urlsafe(24)),
+                                              expires_at=issued + lifetime, nonce=secrets.token_urlsafe(24),
+                                              scope=scope),
                                   self.config.timum_connect_secrets[0])
         return f"{self.config.service_base_url.rstrip('/')}/api/connect?token={token}"
 

@@ -405,6 +405,17 @@ class TimumUi:
         return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store",
                                                                "Referrer-Policy": "no-referrer"})
 
+    async def connect_organisation(self, request: Request) -> Response:
+        """"Für die ganze Organisation verbinden": a signed connect link with the ``org`` scope."""
+        form = await self._form(request)
+        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        try:
+            url = self.state.connect_url(request.path_params["providerId"], None, locale=lang, scope="org")
+        except UnknownItem:
+            return self._not_found(lang)
+        return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store",
+                                                               "Referrer-Policy": "no-referrer"})
+
     async def root_redirect(self, request: Request) -> Response:
         return RedirectResponse("/timum/" + (f"?{request.url.query}" if request.url.query else ""), status_code=307)
 
@@ -415,6 +426,7 @@ class TimumUi:
             Route("/timum/", self.index, methods=["GET"]),
             Route(p, self.provider_page, methods=["GET"]),
             Route(f"{p}/connect", self.connect, methods=["POST"]),
+            Route(f"{p}/connect-organisation", self.connect_organisation, methods=["POST"]),
             Route(f"{p}/resources", self.add_resource, methods=["POST"]),
             Route(f"{p}/resources/{{resourceId}}/connect", self.connect, methods=["POST"]),
             Route(f"{p}/resources/{{resourceId}}/unlink", self.unlink, methods=["POST"]),
