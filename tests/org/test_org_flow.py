@@ -121,7 +121,7 @@ async def test_an_administrator_connects_and_maps_the_organisation(live: Service
     assert sum(1 for m in queued if m["action"] == "setup") == 2
     # Linked rows show their resource and health now.
     staff_cal = next(c for c in _rows(done)[org_tenant.staff.mail]["calendars"] if c["is_default"])
-    assert staff_cal["linked"]["resource"] == "Anna Weber" and staff_cal["linked"]["health_label"] == "Läuft"
+    assert staff_cal["linked"]["resource"] == "Anna Weber" and staff_cal["linked"]["health_label"] == "Abgleich läuft"
 
     # Pressing "Übernehmen" again with the same (stale) form makes nothing twice.
     before = len(await live.timum.list_resources("prov-1"))
