@@ -362,8 +362,8 @@ MESSAGES["en"].update({
 
 # --- calendar chooser: where the calendar goes, existing resources, the new resource's name ----
 MESSAGES["de"].update({
-    "chooser.target_resource": "Ziel in timum: die Ressource „{resource}“ im timum-Konto {provider}.",
-    "chooser.target_new": "Ziel in timum: eine Ressource im timum-Konto {provider} – eine neue oder eine "
+    "chooser.target_resource": "Ziel in timum: die Ressource „{resource}“ im timum-Konto „{provider}“.",
+    "chooser.target_new": "Ziel in timum: eine Ressource im timum-Konto „{provider}“ – eine neue oder eine "
                           "vorhandene, wie Sie unten wählen.",
     "chooser.same_name": "In timum gibt es schon die Ressource „{resource}“.",
     "chooser.linked_here_move": "Mit einer anderen Aktion unten zieht der Kalender zu jener Ressource um.",
@@ -377,8 +377,8 @@ MESSAGES["de"].update({
     "chooser.resource_unavailable": "Diese Ressource ist nicht mehr frei oder gehört nicht zu diesem timum-Konto.",
 })
 MESSAGES["en"].update({
-    "chooser.target_resource": "Destination in timum: the resource “{resource}” in timum account {provider}.",
-    "chooser.target_new": "Destination in timum: a resource in timum account {provider} – a new or an existing "
+    "chooser.target_resource": "Destination in timum: the resource “{resource}” in timum account “{provider}”.",
+    "chooser.target_new": "Destination in timum: a resource in timum account “{provider}” – a new or an existing "
                           "one, as you choose below.",
     "chooser.same_name": "timum already has the resource “{resource}”.",
     "chooser.linked_here_move": "With another action below the calendar moves to that resource.",
@@ -460,7 +460,7 @@ MESSAGES["de"].update({
                                           "und schreiben, Personen auflisten).",
     "org.title": "Ganze Organisation verbinden",
     "org.lead": "Wählen Sie für jeden Kalender Ihrer Personen und Räume, wohin er in timum gehört "
-                "(timum-Konto {provider}). Verbundene Kalender werden per Push abgeglichen.",
+                "(timum-Konto „{provider}“). Verbundene Kalender werden per Push abgeglichen.",
     "org.permissions_title": "Welche Berechtigungen timum hat und warum",
     "org.search_label": "Person, Raum oder E-Mail-Adresse suchen",
     "org.search": "Suchen",
@@ -547,7 +547,7 @@ MESSAGES["en"].update({
                                           "list people).",
     "org.title": "Connect the whole organisation",
     "org.lead": "For each calendar of your people and rooms, choose where it belongs in timum (timum account "
-                "{provider}). Connected calendars sync by push.",
+                "“{provider}”). Connected calendars sync by push.",
     "org.permissions_title": "Which permissions timum has, and why",
     "org.search_label": "Search a person, room or e-mail address",
     "org.search": "Search",

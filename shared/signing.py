@@ -6,7 +6,8 @@ may be sent while a secret rotates; any match with any configured secret verifie
 The timestamp must lie within ``tolerance`` seconds of our clock (default 5 min).
 
 Connect links — ``/api/connect?token=<payload>.<sig>`` with ``payload`` the base64url of
-compact JSON ``{"v":1,"pid","rid","loc","ret","exp","nonce"}`` (plus ``"scp":"org"`` for a link that
+compact JSON ``{"v":1,"pid","rid","loc","ret","exp","nonce"}`` (plus ``"pnm"``, the provider's display name,
+and ``"scp":"org"`` for a link that
 connects the provider's whole Microsoft 365 organisation) and ``sig`` the base64url
 ``HMAC-SHA256(secret, payload)``. Links live at most ``MAX_LINK_LIFETIME`` seconds; the
 nonce makes each link single-use (the caller stores used nonces until ``exp``).
@@ -90,8 +91,12 @@ class ConnectLink:
     nonce: str
     #: "" connects one calendar; "org" connects the whole organisation (an administrator's consent)
     scope: str = ""
+    #: the provider's name as timum shows it, so our pages can say where a calendar goes (optional)
+    provider_name: str = ""
 
 
+#: the longest provider name a connect link may carry (a display name, never an id)
+MAX_PROVIDER_NAME = 120
 #: the scopes a connect link may carry
 LINK_SCOPES = frozenset({"", "org"})
 
@@ -109,6 +114,8 @@ def sign_connect_link(link: ConnectLink, secret: str) -> str:
                                "ret": link.return_url, "exp": link.expires_at, "nonce": link.nonce}
     if link.scope:
         data["scp"] = link.scope
+    if link.provider_name:
+        data["pnm"] = link.provider_name
     payload = _b64(json.dumps(data, separators=(",", ":")).encode())
     return f"{payload}.{_b64(_mac(secret, payload.encode()))}"
 
@@ -142,7 +149,8 @@ def verify_connect_link(token: str | None, secrets: Sequence[str], *, now: float
         data = json.loads(_unb64(payload))
         link = ConnectLink(provider_id=str(data["pid"]), resource_id=(str(data["rid"]) if data.get("rid") else None),
                            locale=str(data.get("loc") or ""), return_url=str(data["ret"]), expires_at=int(data["exp"]),
-                           nonce=str(data["nonce"]), scope=str(data.get("scp") or ""))
+                           nonce=str(data["nonce"]), scope=str(data.get("scp") or ""),
+                           provider_name=str(data.get("pnm") or ""))
     except (ValueError, KeyError, TypeError):
         raise InvalidSignature("the link's content is malformed", code="link_malformed") from None
     if data.get("v") != 1:
@@ -153,6 +161,8 @@ def verify_connect_link(token: str | None, secrets: Sequence[str], *, now: float
         raise InvalidSignature("the link lives longer than allowed", code="link_malformed")
     if link.scope not in LINK_SCOPES:
         raise InvalidSignature("the link has an unknown scope", code="link_malformed")
+    if len(link.provider_name) > MAX_PROVIDER_NAME or not link.provider_name.isprintable():
+        raise InvalidSignature("the link's provider name is malformed", code="link_malformed")
     if not _NONCE.match(link.nonce):
         raise InvalidSignature("the link's nonce is malformed", code="link_malformed")
     if id_problem(link.provider_id) or (link.resource_id is not None and id_problem(link.resource_id)):

@@ -244,7 +244,8 @@ async def _page(services: Services, session: ChooserSession, session_id: str, ch
         item["checked"] = item["key"] == pick and item["selectable"]
     settings = services.settings
     values = {"own": own, "shared": shared, "resource_name": resource_name, "account_name": session.account_name,
-              "provider_id": ctx.provider_id, "existing": list(existing.values()), "new_name": new_name,
+              "provider_id": ctx.provider_id, "provider_label": ctx.provider_label,
+              "existing": list(existing.values()), "new_name": new_name,
               "max_name": MAX_RESOURCE_NAME,
               "problem": _(f"chooser.{problem}") if problem else "", "csrf": session_store(services).csrf_token(
                   session_id), "form_action": settings.url("connect/calendars"),

@@ -125,7 +125,7 @@ async def start(services: Services, token: str | None, *, accept_language: str |
         return _refused(settings, token, exc.code, accept_language)
     context = ConnectContext(provider_id=link.provider_id, resource_id=link.resource_id,
                              locale=normalize(link.locale, settings.default_locale), return_url=link.return_url,
-                             scope=link.scope)
+                             scope=link.scope, provider_name=link.provider_name)
     try:
         begun = await _begin(services, context, use_nonce=lambda: NonceStore(services.storage).use(
             link.nonce, expires_at=datetime.fromtimestamp(link.expires_at + 60, UTC), now=now))

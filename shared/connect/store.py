@@ -52,10 +52,17 @@ class ConnectContext:
     return_url: str
     #: "" for one calendar, "org" for the organisation path (see ``shared.signing``)
     scope: str = ""
+    #: the provider's name from the signed link ("" when timum sent none)
+    provider_name: str = ""
 
     @property
     def is_org(self) -> bool:
         return self.scope == "org"
+
+    @property
+    def provider_label(self) -> str:
+        """How our pages name the timum account a calendar goes to: its name, else its id."""
+        return self.provider_name or self.provider_id
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +71,7 @@ class ConnectContext:
     def from_json(cls, data: dict[str, Any]) -> ConnectContext:
         return cls(provider_id=str(data["provider_id"]), resource_id=data.get("resource_id") or None,
                    locale=str(data.get("locale") or ""), return_url=str(data["return_url"]),
-                   scope=str(data.get("scope") or ""))
+                   scope=str(data.get("scope") or ""), provider_name=str(data.get("provider_name") or ""))
 
 
 class NonceStore:

@@ -297,6 +297,7 @@ async def _page(services: Services, session: ChooserSession, session_id: str, da
     values = {
         "rows": rows, "resources": free, "search": search, "cursor": cursor, "next_cursor": data.next_cursor,
         "account_name": session.account_name, "provider_id": ctx.provider_id,
+        "provider_label": ctx.provider_label,
         "csrf": session_store(services).csrf_token(session_id), "form_action": mapping_url(services),
         "permissions": readable(ctx.locale, APPLICATION), "scope_doc_url": SCOPE_DOC_URL, "summary": summary,
         "revoked": revoked,

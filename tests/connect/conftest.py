@@ -74,11 +74,13 @@ def make_settings(**overrides: str) -> Settings:
 
 def connect_token(provider: str = "prov-1", resource: str | None = "res-1", *, locale: str = "de",
                   return_url: str = RETURN_BASE + "providers/prov-1", lifetime: int = 600,
-                  now: float | None = None, secret: str = CONNECT_SECRET, nonce: str | None = None) -> str:
+                  now: float | None = None, secret: str = CONNECT_SECRET, nonce: str | None = None,
+                  provider_name: str = "") -> str:
     issued = int(time.time() if now is None else now)
     return sign_connect_link(ConnectLink(provider_id=provider, resource_id=resource, locale=locale,
                                          return_url=return_url, expires_at=issued + lifetime,
-                                         nonce=nonce or secrets.token_urlsafe(24)), secret)
+                                         nonce=nonce or secrets.token_urlsafe(24), provider_name=provider_name),
+                             secret)
 
 
 def http_request(method: str, path: str, *, params: dict[str, str] | None = None, body: bytes = b"",
@@ -152,10 +154,11 @@ def world() -> MemoryWorld:
 
 
 async def open_session(services: Services, *, resource: str | None = "res-1", provider: str = "prov-1",
-                       locale: str = "de", account_id: str = "anna-oid.tid-1", tenant_id: str = "tid-1") -> str:
+                       locale: str = "de", account_id: str = "anna-oid.tid-1", tenant_id: str = "tid-1",
+                       provider_name: str = "") -> str:
     """A chooser session as the OAuth callback leaves it (the sign-in itself is tested elsewhere)."""
     context = ConnectContext(provider_id=provider, resource_id=resource, locale=locale,
-                             return_url=RETURN_BASE + f"providers/{provider}")
+                             return_url=RETURN_BASE + f"providers/{provider}", provider_name=provider_name)
     return await session_store(services).create(context, account_id=account_id, tenant_id=tenant_id,
                                                  account_name="Anna Weber", now=services.clock())
 

@@ -45,10 +45,14 @@ def _checked(page: str) -> list[str]:
 async def test_the_page_names_the_provider_and_resource_the_calendar_goes_to(world: MemoryWorld) -> None:
     sid = await open_session(world.services)
     page = (await handle_calendars(world.services, _get(sid))).get_body().decode()
-    assert "Ziel in timum: die Ressource „Dr. Anna Weber“ im timum-Konto prov-1." in page
+    assert "Ziel in timum: die Ressource „Dr. Anna Weber“ im timum-Konto „prov-1“." in page
     sid = await open_session(world.services, resource=None, locale="en")
     page = (await handle_calendars(world.services, _get(sid))).get_body().decode()
-    assert "Destination in timum: a resource in timum account prov-1" in page
+    assert "Destination in timum: a resource in timum account “prov-1”" in page
+    # With the name timum signed into the link, the account is named as the provider knows it.
+    sid = await open_session(world.services, provider_name="Physiopraxis <Sonnenschein>")
+    page = (await handle_calendars(world.services, _get(sid))).get_body().decode()
+    assert "im timum-Konto „Physiopraxis &lt;Sonnenschein&gt;“." in page
 
 
 async def test_a_new_resource_is_not_preselected_from_the_default_calendar(world: MemoryWorld) -> None:

@@ -38,6 +38,8 @@ def _flip(token: str, index: int) -> str:
     (lambda: connect_token(return_url="https://evil.example/timum/"), "link_return_url"),
     (lambda: connect_token(return_url=RETURN_BASE.rstrip("/") + ".evil.example/"), "link_return_url"),
     (lambda: connect_token(nonce="short"), "link_malformed"),
+    (lambda: connect_token(provider_name="P" * 121), "link_malformed"),           # a name, not a payload
+    (lambda: connect_token(provider_name="Praxis\nForged: line"), "link_malformed"),
     (lambda: "no-dot-in-here", "link_malformed"),
     (lambda: "", "link_malformed"),
 ])
@@ -87,3 +89,14 @@ async def test_the_identity_platform_being_down_does_not_use_up_the_link(world: 
     assert isinstance(outcome, ErrorPage) and (outcome.code, outcome.status) == ("unavailable", 503)
     assert outcome.return_url == RETURN_BASE + "providers/prov-1"
     assert _stored(down) == 0
+
+
+def test_the_provider_name_travels_signed_in_the_link() -> None:
+    from shared.signing import verify_connect_link
+    from tests.connect.conftest import CONNECT_SECRET
+
+    token = connect_token(provider_name="Physiopraxis Sonnenschein")
+    link = verify_connect_link(token, [CONNECT_SECRET], now=time.time(), allowlist=[RETURN_BASE])
+    assert link.provider_name == "Physiopraxis Sonnenschein"
+    assert verify_connect_link(connect_token(), [CONNECT_SECRET], now=time.time(),
+                               allowlist=[RETURN_BASE]).provider_name == ""

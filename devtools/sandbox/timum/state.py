@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from devtools.sandbox.config import SandboxConfig
 from shared.domain import Booking, BookingStatus, Customer
-from shared.signing import ConnectLink, sign_connect_link
+from shared.signing import MAX_PROVIDER_NAME, ConnectLink, sign_connect_link
 
 T = TypeVar("T")
 
@@ -772,14 +772,14 @@ class TimumState:
                     lifetime: int = 600, now: float | None = None, scope: str = "") -> str:
         """The link behind "Verbinden" (no resource) or "Kalender verbinden (BETA)" (a resource), made as
         real timum makes it: fresh nonce, ten minutes, return to the provider's page."""
-        self.provider(provider_id)
+        provider = self.provider(provider_id)
         if resource_id is not None:
             self.resource(provider_id, resource_id)
         issued = int(time.time() if now is None else now)
         token = sign_connect_link(ConnectLink(provider_id=provider_id, resource_id=resource_id, locale=locale,
                                               return_url=self.provider_page_url(provider_id, locale=locale),
                                               expires_at=issued + lifetime, nonce=secrets.token_urlsafe(24),
-                                              scope=scope),
+                                              scope=scope, provider_name=provider.name[:MAX_PROVIDER_NAME]),
                                   self.config.timum_connect_secrets[0])
         return f"{self.config.service_base_url.rstrip('/')}/api/connect?token={token}"
 
