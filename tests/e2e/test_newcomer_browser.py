@@ -121,20 +121,25 @@ def test_try_it_as_the_readme_says(stack: Stack, page: Any) -> None:
     assert integrations.get_by_role("heading", name="Integrationen").is_visible()
     assert integrations.get_by_role("heading", name="Outlook Integration").is_visible()
     shot("provider")
-    integrations.get_by_role("button", name="Verbinden").click()
+    integrations.get_by_role("button", name="Verbinden", exact=True).click()
     # "sign in as Dr. Anna Weber"
     sign_in_as_anna(page)
     shot("chooser")
-    # "pick "Behandlungsraum 1" and link it"
+    # "Outlook-Kalender auswählen" lists Anna's calendars and Jonas's shared one; none is preselected
+    assert page.get_by_role("heading", name="Outlook-Kalender auswählen").is_visible()
+    calendars = page.locator("fieldset").first.inner_text()
+    for name in ("Kalender", "Behandlungsraum 1", "Behandlungsraum 2", "Jonas Becker"):
+        assert name in calendars, name
+    assert page.locator("input[type=radio]:checked").count() == 0, "nothing is preselected"
+    assert "timum-Konto „Physiopraxis Sonnenschein“" in page.content()
+    # "Pick Behandlungsraum 1 … choose the existing resource"
     page.get_by_label(re.compile("Behandlungsraum 1")).check()
-    # the action that links to the timum resource of the same name, not the one creating a new one
-    existing = page.get_by_role("button", name=re.compile(r"^(?!.*(Neue|neue|anlegen)).*„Behandlungsraum 1“"))
-    if existing.count():
-        existing.first.click()      # the chooser offers the resource of the same name
-    else:
-        page.get_by_role("button", name=re.compile("Neue Ressource")).click()
+    assert page.get_by_role("button", name=re.compile("Neue Ressource")).is_visible(), "creating stays offered"
+    page.get_by_role("button", name="Mit der vorhandenen Ressource „Behandlungsraum 1“ verbinden").click()
     page.wait_for_url(re.compile(r"/timum/providers/prov-sonnenschein\?"))
     resource = parse_qs(urlsplit(page.url).query)["resourceId"][0]
+    seeded = [r.id for r in stack.timum.list_resources(SONNENSCHEIN) if r.name == "Behandlungsraum 1"]
+    assert seeded == [resource], "linked to the existing resource, no duplicate made"
     assert "Der Outlook-Kalender wurde verbunden." in page.content()
     linked = card(page, resource)
     assert linked.locator(".link-state").inner_text() == "Verbunden"
