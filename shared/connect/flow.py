@@ -337,7 +337,13 @@ async def _revive_links(services: Services, account_id: str) -> None:
             link = await repo.get(_key_of(row))
             if link is None or link.health is not LinkHealth.NEEDS_RECONNECT:
                 continue
-            link = await set_health(services, link, LinkHealth.OK, "reconnected")
+            try:
+                link = await set_health(services, link, LinkHealth.OK, "reconnected")
+            except SyncError as exc:
+                # Saved before timum is told: only the webhook failed, and the link's next
+                # completed round sends it again. Its set-up must not depend on it (a later
+                # sign-in would find the link healthy and skip it).
+                log.warning("revived link %s, but timum did not take its status now: %s", link.key, exc.code)
             await services.storage.queue(LINK_ADMIN_QUEUE).send(
                 AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
             await queue_booking_replay(services, link.key)

@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkMode, stable_id
-from shared.errors import AuthError, Conflict, ConsentRequired, NotFound
+from shared.errors import AuthError, Conflict, ConsentRequired, NotFound, SyncError
 from shared.repos.links import LINKS, LinkRepository
 from shared.storage.base import encode_key
 
@@ -96,7 +96,13 @@ async def revive_tenant(services: Services, tenant_id: str) -> int:
         link = await repo.get(_key(row))
         if link is None or link.mode is not LinkMode.APP_ONLY or link.health is not LinkHealth.NEEDS_RECONNECT:
             continue
-        link = await set_health(services, link, LinkHealth.OK, "reconnected")
+        try:
+            link = await set_health(services, link, LinkHealth.OK, "reconnected")
+        except SyncError as exc:
+            # The health is saved before timum is told; only the webhook failed. The link's next
+            # completed round sends it again — its set-up must not wait for timum, nor may the
+            # other links of the tenant stay unrevived (a second consent would skip this one).
+            log.warning("revived link %s, but timum did not take its status now: %s", link.key, exc.code)
         await services.storage.queue(LINK_ADMIN_QUEUE).send(
             AdminMessage(link=str(link.key), action=AdminAction.RESUBSCRIBE).to_json())
         await queue_booking_replay(services, link.key)

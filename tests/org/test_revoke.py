@@ -102,3 +102,26 @@ async def test_connecting_the_organisation_again_brings_every_link_back(
     assert sum('"resubscribe"' in m for m in queued) == 2
     connection = await OrgRepository(live.storage).get(org_tenant.id, "prov-1")
     assert connection is not None and connection.connected
+
+
+async def test_a_status_webhook_timum_refuses_now_leaves_no_link_unrevived(
+        live: Services, sandbox: RunningSandbox, org_tenant: OrgTenant) -> None:
+    # timum's webhook endpoint fails while the administrator connects again: every link still gets
+    # its set-up queued (a second consent would skip a link already marked healthy), and the
+    # webhook that failed goes out with the link's next completed round.
+    from shared.errors import TransientError
+    from shared.messages import LINK_ADMIN_QUEUE
+    from shared.org.service import app_only_grant, connect_tenant
+
+    await _connected(live, sandbox, org_tenant, {"prov-1": 3})
+    sandbox.identity.set_application_consent(org_tenant.id, None)
+    assert await tenant_revoked(live, org_tenant.id)
+    sandbox.identity.set_admin_consent(org_tenant.id, True)
+    tid, roles = await app_only_grant(live, org_tenant.id)
+    assert isinstance(live.timum, MemoryTimum)
+    live.timum.fail_next(TransientError("timum is down", code="timum_unavailable"), op="send_link_status")
+    await connect_tenant(live, tid, "prov-1", roles)
+    links = await LinkRepository(live.storage).list_for_provider("prov-1")
+    assert len(links) == 3 and all(k.health is LinkHealth.OK for k in links)
+    queued = list(live.storage.queue(LINK_ADMIN_QUEUE).drain())  # type: ignore[attr-defined]
+    assert sum('"resubscribe"' in m for m in queued) == 3
