@@ -65,10 +65,12 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
     outbox = services.storage.table(LINK_STATUS)
     pk = encode_key(str(link.key))
     current: Link | None = link
+    healed = False
     for _ in range(8):
         assert current is not None
         if current.health is health:
             break
+        healed = health is LinkHealth.OK
         delivery_id = stable_id(str(current.key), health.value, current.etag or "-", prefix="ls-", length=32)
         now = services.clock()
         await outbox.upsert({"PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": health.value,
@@ -90,6 +92,13 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
     else:
         raise Conflict("the link kept changing while its health was being set")
     assert current is not None
+    if healed:
+        # Booking writes refused while the link was broken (a reconnect pending, the calendar
+        # forbidden or gone for a while) are stored but were never written; whatever healed the
+        # link, they catch up now. Before the webhook, which may fail; the replay is idempotent.
+        from shared.connect.flow import queue_booking_replay
+
+        await queue_booking_replay(services, current.key)
     await _deliver(services, current, pk)
     return current
 
