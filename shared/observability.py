@@ -402,9 +402,21 @@ class _LoggingState:
         self.quieted: dict[str, int] = {}
 
 
+class _QuietFilter(logging.Filter):
+    """Logger filter on each ``QUIET_LOGGERS`` logger: its records below WARNING never leave it.
+
+    On the logger itself, not only on the handlers: a handler added after ``configure_logging``
+    (a host's, a test's) or a level lowered later would otherwise see httpx's request lines, whose
+    URL may be a credential (an ICS import URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _quiet(record)
+
+
 _STATE = _LoggingState()
 _STATE_LOCK = threading.Lock()
 _FILTER = RedactionFilter()
+_QUIET_FILTER = _QuietFilter()
 
 
 def configure_logging(settings: Settings | None = None, *, environ: Mapping[str, str] | None = None) -> None:
@@ -434,6 +446,8 @@ def configure_logging(settings: Settings | None = None, *, environ: Mapping[str,
             if quiet.level < logging.WARNING:
                 _STATE.quieted.setdefault(name, quiet.level)
                 quiet.setLevel(logging.WARNING)
+            if _QUIET_FILTER not in quiet.filters:
+                quiet.addFilter(_QUIET_FILTER)
     metrics.configure(environ)
 
 
@@ -451,6 +465,8 @@ def unconfigure_logging() -> None:
         for name, level in _STATE.quieted.items():
             logging.getLogger(name).setLevel(level)
         _STATE.quieted.clear()
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).removeFilter(_QUIET_FILTER)
     _REDACTOR.clear()
     metrics.reset()
 
