@@ -40,7 +40,7 @@ from shared.bookings.render import draft_hash, render_event
 from shared.bookings.store import BookingStore, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
-from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone, TransientError
+from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, TransientError
 from shared.messages import BOOKING_QUEUE
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
@@ -153,25 +153,19 @@ async def _usable_link(services: Services, key: LinkKey) -> Link | None:
 
 
 async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOutcome:
-    """``write_booking`` with the link-level consequences of errors applied."""
-    from shared.connect.status import set_health
+    """``write_booking`` with the link-level consequences of errors applied (``health_for``)."""
+    from shared.connect.status import Remote, health_for, set_health
 
     try:
         outcome = await write_booking(services, link, booking)
-    except (NeedsReconnect, AuthError) as exc:
-        if not isinstance(exc, NeedsReconnect) and exc.code != "graph_unauthorized":
-            # 403: the calendar is no longer writable for us; retrying cannot help; tell timum.
-            await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
-            return WriteOutcome("link_error")
-        # No retry: without a token every retry fails (a 401 reaches here only after the adapter
-        # got a fresh token and Graph refused that one too). The booking stays in the store and
-        # is written when the user reconnects (the link set-up replays the store).
-        await set_health(services, link, LinkHealth.NEEDS_RECONNECT, f"{exc.code}: {exc.message}")
-        return WriteOutcome("needs_reconnect")
-    except (RemoteGone, NotFound) as exc:
-        # The calendar is gone: retrying cannot help; tell timum.
-        await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
-        return WriteOutcome("link_error")
+    except (AuthError, RemoteGone, NotFound) as exc:
+        verdict = health_for(exc, Remote.GRAPH)
+        assert verdict is not None
+        # No retry: without access every retry fails the same way (a 401 reaches here only after
+        # the adapter got a fresh token and Graph refused that one too). The booking stays in the
+        # store and is written when the link is reconnected (the link set-up replays the store).
+        await set_health(services, link, verdict.health, verdict.reason)
+        return WriteOutcome("needs_reconnect" if verdict.health is LinkHealth.NEEDS_RECONNECT else "link_error")
     if link.health is not LinkHealth.OK:
         await set_health(services, link, LinkHealth.OK)
     return outcome

@@ -20,11 +20,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import UTC
+from enum import StrEnum
 
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkKey, stable_id
-from shared.errors import Conflict, NotFound, SyncError
+from shared.errors import (
+    AuthError,
+    BadRequest,
+    Conflict,
+    LeaseHeld,
+    NotFound,
+    RemoteGone,
+    StorageError,
+    SyncError,
+    SyncStateExpired,
+    TransientError,
+)
 from shared.i18n import has, message
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.storage.base import encode_key
@@ -185,3 +198,48 @@ async def forget(services: Services, link: Link) -> None:
     if row is not None and row.get("health") == UNLINKED and not row.get("sent"):
         return
     await services.storage.table(LINK_STATUS).delete(pk, "")
+
+
+class Remote(StrEnum):
+    """Which side of a link a failure came from: the same error class means different things."""
+
+    GRAPH = "graph"    # the link's Outlook calendar, through the link's own Microsoft access
+    ICS = "ics"        # the link's published calendar
+    TIMUM = "timum"    # the link's timum resource, through the service's own API key
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The health a failure leaves a link in, and the reason stored with it (``code: detail``)."""
+
+    health: LinkHealth
+    reason: str
+
+
+#: Reason code of a link whose calendar (or resource) is gone, per side.
+_GONE = {Remote.GRAPH: "calendar_gone", Remote.ICS: "ics_gone", Remote.TIMUM: "resource_gone"}
+
+
+def health_for(exc: BaseException, remote: Remote) -> Verdict | None:
+    """The one rule from a failure to link health, for every worker (sync, booking writer,
+    subscription set-up and renewal). None: not the link's fault — retried, or the caller's own
+    case (a delta state to rebuild, a lease to wait for).
+
+    Any Graph ``AuthError`` — a refused refresh (``NeedsReconnect``), withdrawn consent, a 401
+    that survived a fresh token, a 403 on a calendar no longer shared or writable — means
+    ``needs_reconnect``: only a person can fix it, and a reconnect is the way back that replays
+    the link's bookings and resyncs it in full (docs/ARCHITECTURE.md, "Link health").
+    timum's ``AuthError`` is our API key, not the link's: retried.
+    """
+    if not isinstance(exc, SyncError) or isinstance(exc, TransientError | StorageError | SyncStateExpired | LeaseHeld):
+        return None
+    detail = f"{exc.code}: {exc.message}"[:500]
+    if isinstance(exc, AuthError):
+        return None if remote is Remote.TIMUM else Verdict(LinkHealth.NEEDS_RECONNECT, detail)
+    if isinstance(exc, RemoteGone | NotFound):
+        return Verdict(LinkHealth.ERROR, f"{_GONE[remote]}: {exc.message}"[:500])
+    if isinstance(exc, BadRequest) or (remote is Remote.TIMUM and isinstance(exc, Conflict)):
+        # An unsafe or unreadable calendar, a resource timum archived or a slot it refuses:
+        # retrying cannot help.
+        return Verdict(LinkHealth.ERROR, detail)
+    return None

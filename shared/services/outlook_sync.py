@@ -42,6 +42,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from shared.bookings.outlook_edits import BookingEventGuard
+from shared.connect.status import Remote, health_for
 from shared.context import Services
 from shared.core.outlook_plan import (
     Action,
@@ -62,10 +63,8 @@ from shared.core.outlook_plan import (
 from shared.core.window import SyncWindow, sync_window, window_changed
 from shared.domain import DeltaPage, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import (
-    AuthError,
     BadRequest,
     Conflict,
-    LeaseHeld,
     NotFound,
     RemoteGone,
     SyncError,
@@ -138,35 +137,11 @@ class _Stop(Exception):
         self.reason = reason
 
 
-def _reason(exc: SyncError, code: str | None = None) -> str:
-    return f"{code or exc.code}: {exc.message}"[:500]
-
-
-def _graph_stop(exc: SyncError) -> _Stop | None:
-    """How a Graph failure ends the run, or None when it is retried / handled elsewhere."""
-    if isinstance(exc, SyncStateExpired | TransientError):
-        return None
-    if isinstance(exc, AuthError):
-        # Revoked refresh token, withdrawn admin consent, calendar no longer shared with us:
-        # only the user (or the tenant's admin) can fix it.
-        return _Stop(LinkHealth.NEEDS_RECONNECT, _reason(exc))
-    if isinstance(exc, RemoteGone | NotFound):
-        return _Stop(LinkHealth.ERROR, _reason(exc, "calendar_gone"))
-    if isinstance(exc, BadRequest):
-        return _Stop(LinkHealth.ERROR, _reason(exc))
-    return None
-
-
-def _timum_stop(exc: BaseException) -> _Stop | None:
-    """How a timum failure ends the run. timum's AuthError is our API key, not the link's: retried."""
-    if not isinstance(exc, SyncError) or isinstance(exc, TransientError | LeaseHeld | AuthError):
-        return None
-    if isinstance(exc, RemoteGone | NotFound):
-        return _Stop(LinkHealth.ERROR, _reason(exc, "resource_gone"))
-    if isinstance(exc, Conflict | BadRequest):
-        # e.g. the resource was archived, or timum refused a slot: retrying cannot help.
-        return _Stop(LinkHealth.ERROR, _reason(exc))
-    return None
+def _stop(exc: BaseException, remote: Remote) -> _Stop | None:
+    """How a failure on ``remote`` ends the run (``health_for``), or None when it is retried or
+    handled elsewhere."""
+    verdict = health_for(exc, remote)
+    return None if verdict is None else _Stop(verdict.health, verdict.reason)
 
 
 def _with_retry_after(exc: TransientError) -> TransientError:
@@ -255,7 +230,7 @@ async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: Sy
         try:
             graph = await services.graph.for_link(link)
         except SyncError as exc:
-            stop = _graph_stop(exc)
+            stop = _stop(exc, Remote.GRAPH)
             if stop is not None:
                 raise stop from exc
             raise
@@ -294,11 +269,11 @@ async def _run_ics_once(services: Services, link: Link, *, outcome: SyncOutcome)
             await source.fetch(conditional=settled)
             if not source.not_modified:
                 link = await _sync_link(services, source, link, full=True, outcome=outcome)
-        except (RemoteGone, NotFound) as exc:
-            raise _Stop(LinkHealth.ERROR, _reason(exc, "ics_gone")) from exc
-        except BadRequest as exc:
-            # Unsafe address, not a calendar, too large: the provider must fix the link.
-            raise _Stop(LinkHealth.ERROR, _reason(exc)) from exc
+        except (RemoteGone, NotFound, BadRequest) as exc:
+            # Unpublished, an unsafe address, not a calendar, too large: the provider must fix the link.
+            stop = _stop(exc, Remote.ICS)
+            assert stop is not None
+            raise stop from exc
     except _Stop as stop:
         await _record_health(services, link, stop.health, stop.reason, outcome)
         outcome.status = "error"
@@ -404,7 +379,7 @@ async def _sync_link(services: Services, graph: DeltaSource, link: Link, *, full
             return await graph.delta(link.mailbox_id, link.calendar_id, start=window.start, end=window.end,
                                      link=page_link, page_size=max(1, settings.delta_page_size))
         except SyncError as exc:
-            stop = _graph_stop(exc)
+            stop = _stop(exc, Remote.GRAPH)
             if stop is not None:
                 raise stop from exc
             raise
@@ -509,7 +484,7 @@ async def _timum(call: Awaitable[T]) -> T:
     try:
         return await call
     except SyncError as exc:
-        stop = _timum_stop(exc)
+        stop = _stop(exc, Remote.TIMUM)
         if stop is not None:
             raise stop from exc
         raise
@@ -572,7 +547,7 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
         elif isinstance(action, ForgetEvent):
             outcome.forgotten += 1
     if first is not None:
-        stop = _timum_stop(first)
+        stop = _stop(first, Remote.TIMUM)
         if stop is not None:
             raise stop from first
         raise first

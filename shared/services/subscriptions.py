@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.graph_constants import RESOURCE_CALENDAR, RESOURCE_MAILBOX
+from shared.connect.status import Remote, Verdict, health_for
 from shared.context import Services
 from shared.core.outlook_plan import SLOT_ID_PREFIX
 from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo, SyncMode
@@ -37,7 +38,6 @@ from shared.errors import (
     NeedsReconnect,
     NotFound,
     RemoteGone,
-    StorageError,
     SyncError,
     TransientError,
 )
@@ -240,18 +240,18 @@ async def renew_expiring(services: Services, within: timedelta = timedelta(hours
     async def renew(link: Link) -> None:
         try:
             await _renew_one(services, link, report)
-        except (TransientError, StorageError) as exc:
-            report.deferred += 1
-            log.warning("renewal of link %s deferred: %s", link.key, exc.code)
-        except (NeedsReconnect, ConsentRequired) as exc:
-            change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
-            if change is not None:
-                report.health_changes.append((link.key, change))
         except LinkGone:
             pass
         except SyncError as exc:
-            report.failed += 1
-            change = await _set_health(services, link, LinkHealth.ERROR, exc)
+            verdict = health_for(exc, Remote.GRAPH)
+            if verdict is None:
+                # Transient, storage, a lost race: the next timer run tries again.
+                report.deferred += 1
+                log.warning("renewal of link %s deferred: %s", link.key, exc.code)
+                return
+            if verdict.health is not LinkHealth.NEEDS_RECONNECT:
+                report.failed += 1
+            change = await _set_health(services, link, verdict)
             if change is not None:
                 report.health_changes.append((link.key, change))
 
@@ -398,13 +398,12 @@ async def _enqueue_sync(services: Services, key: LinkKey, reason: SyncReason, *,
     await services.storage.queue(SYNC_QUEUE).send(message.to_json())
 
 
-async def _set_health(services: Services, link: Link, health: LinkHealth, exc: SyncError) -> HealthChange | None:
+async def _set_health(services: Services, link: Link, verdict: Verdict) -> HealthChange | None:
     from shared.connect.status import set_health
 
     before = link.health
-    reason = f"{exc.code}: {exc.message}"[:500]
-    saved = await set_health(services, link, health, reason)
-    return None if saved.health is before else HealthChange(before, saved.health, reason)
+    saved = await set_health(services, link, verdict.health, verdict.reason)
+    return None if saved.health is before else HealthChange(before, saved.health, verdict.reason)
 
 
 @dataclass
@@ -451,12 +450,11 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
             result = "reauthorized"
     except LinkGone:
         return AdminOutcome(message.action.value, "no_link")
-    except AuthError as exc:
-        change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
-        return AdminOutcome(message.action.value, "needs_reconnect", change)
-    except (RemoteGone, NotFound) as exc:
-        change = await _set_health(services, link, LinkHealth.ERROR, exc)
-        return AdminOutcome(message.action.value, "error", change)
+    except (AuthError, RemoteGone, NotFound) as exc:
+        verdict = health_for(exc, Remote.GRAPH)
+        assert verdict is not None
+        change = await _set_health(services, link, verdict)
+        return AdminOutcome(message.action.value, verdict.health.value, change)
     return AdminOutcome(message.action.value, result)
 
 
