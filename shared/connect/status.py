@@ -30,7 +30,6 @@ from shared.errors import (
     AuthError,
     BadRequest,
     Conflict,
-    LeaseHeld,
     NotFound,
     RemoteGone,
     StorageError,
@@ -223,7 +222,7 @@ _GONE = {Remote.GRAPH: "calendar_gone", Remote.ICS: "ics_gone", Remote.TIMUM: "r
 def health_for(exc: BaseException, remote: Remote) -> Verdict | None:
     """The one rule from a failure to link health, for every worker (sync, booking writer,
     subscription set-up and renewal). None: not the link's fault — retried, or the caller's own
-    case (a delta state to rebuild, a lease to wait for).
+    case (a delta state to rebuild).
 
     Any Graph ``AuthError`` — a refused refresh (``NeedsReconnect``), withdrawn consent, a 401
     that survived a fresh token, a 403 on a calendar no longer shared or writable — means
@@ -231,7 +230,7 @@ def health_for(exc: BaseException, remote: Remote) -> Verdict | None:
     the link's bookings and resyncs it in full (docs/ARCHITECTURE.md, "Link health").
     timum's ``AuthError`` is our API key, not the link's: retried.
     """
-    if not isinstance(exc, SyncError) or isinstance(exc, TransientError | StorageError | SyncStateExpired | LeaseHeld):
+    if not isinstance(exc, SyncError) or isinstance(exc, TransientError | StorageError | SyncStateExpired):
         return None
     detail = f"{exc.code}: {exc.message}"[:500]
     if isinstance(exc, AuthError):

@@ -31,6 +31,7 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     if token is not None:
         return _validation(token)
     from shared.errors import BadRequest, StorageError
+    from shared.http.responses import plain_error
     from shared.services import notifications
     from shared.wiring import get_storage, subscription_cache
 
@@ -39,11 +40,10 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     try:
         result = await accept(get_storage(), subscription_cache(), req.get_body())
     except BadRequest as exc:
-        return func.HttpResponse(exc.message, status_code=400, mimetype="text/plain")
-    except StorageError:
+        return plain_error(exc, exc.message)
+    except StorageError as exc:
         log.exception("could not persist notifications; Graph will retry")
-        return func.HttpResponse("try again", status_code=503, mimetype="text/plain",
-                                 headers={"Retry-After": "5"})
+        return plain_error(exc, "try again")
     log.info("notifications accepted=%d dropped=%d links=%d", result.accepted, result.dropped, len(result.links))
     return func.HttpResponse(status_code=202)
 

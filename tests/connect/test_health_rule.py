@@ -12,7 +12,6 @@ from shared.errors import (
     BadRequest,
     Conflict,
     ConsentRequired,
-    LeaseHeld,
     NeedsReconnect,
     NotFound,
     RemoteGone,
@@ -64,7 +63,7 @@ def test_a_conflict_is_the_links_only_when_timum_refuses() -> None:
 
 @pytest.mark.parametrize("remote", list(Remote))
 @pytest.mark.parametrize("exc", [TransientError("5xx"), Throttled("429", retry_after=3), StorageError("down"),
-                                 SyncStateExpired("410"), LeaseHeld("busy"), ValueError("a bug")],
+                                 SyncStateExpired("410"), ValueError("a bug")],
                          ids=lambda e: type(e).__name__)
 def test_what_a_retry_or_the_caller_fixes_leaves_health_alone(exc: BaseException, remote: Remote) -> None:
     assert health_for(exc, remote) is None
