@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.bookings.payload import booking_from_json, booking_to_json
+from shared.bookings.payload import booking_to_json
 from shared.bookings.plan import (
     BookingAction,
     CreateEvent,
@@ -40,8 +40,8 @@ from shared.bookings.render import draft_hash, render_event
 from shared.bookings.store import BookingStore, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
-from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, TransientError
-from shared.messages import BOOKING_QUEUE
+from shared.errors import AuthError, NotFound, RemoteGone, TransientError
+from shared.messages import BOOKING_QUEUE, Backfill, BookingMessage, ReplayLink, RestoreEvent, parse_booking_message
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
@@ -284,32 +284,24 @@ async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, own
             return
 
 
-async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
-    """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
-    if "replay_link" in data:
-        return await replay_link_bookings(services, _message_key(data["replay_link"]))
-    if "restore_event" in data:
-        raw = data["restore_event"]
-        return await retry_restore(services, raw if isinstance(raw, dict) else {})
-    if "backfill" in data:
+async def apply_booking_message(services: Services, message: BookingMessage | dict[str, Any]) -> WriteOutcome:
+    """Queue worker entry: a booking change from the webhook, a replay of a link's bookings, a
+    restore that met a held lease, or a backfill. A raw body is parsed first (``BadRequest``)."""
+    if isinstance(message, dict):
+        message = parse_booking_message(message)
+    if isinstance(message, ReplayLink):
+        return await replay_link_bookings(services, message.key)
+    if isinstance(message, RestoreEvent):
+        return await retry_restore(services, message)
+    if isinstance(message, Backfill):
         # A new ICS feed: its resource may have no link, so only the store is brought up to date.
         from shared.bookings.backfill import backfill_resource
 
-        return WriteOutcome(f"backfilled:{await backfill_resource(services, _message_key(data['backfill']))}")
-    try:
-        incoming = booking_from_json(data["booking"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc
+        return WriteOutcome(f"backfilled:{await backfill_resource(services, message.key)}")
+    incoming = message.booking
     # Stored before the lease is tried: a holder that sees our dirty mark finds this version.
     await BookingStore(services.storage).upsert_if_newer(incoming)
     return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
-
-
-def _message_key(raw: Any) -> LinkKey:
-    try:
-        return LinkKey.parse(str(raw))
-    except ValueError as exc:
-        raise BadRequest("malformed link key in a booking message") from exc
 
 
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
@@ -350,8 +342,7 @@ async def restore_booking_event(services: Services, link: Link, booking_id: str,
     owner = uuid.uuid4().hex
     if not await leases.acquire(key, owner, now=services.clock()):
         await services.storage.queue(BOOKING_QUEUE).send(
-            {"restore_event": {"link": str(link.key), "booking": booking_id, "event": event_id}},
-            delay_seconds=RESTORE_RETRY_SECONDS)
+            RestoreEvent(link.key, booking_id, event_id).to_json(), delay_seconds=RESTORE_RETRY_SECONDS)
         return WriteOutcome("restore_queued")
     try:
         return await _restore(services, link, booking_id, event_id)
@@ -393,14 +384,9 @@ async def _restore(services: Services, link: Link, booking_id: str, event_id: st
     return WriteOutcome("restored", event_id)
 
 
-async def retry_restore(services: Services, data: dict[str, Any]) -> WriteOutcome:
-    """The booking queue's ``restore_event`` message (a restore that met a held lease)."""
-    try:
-        key = LinkKey.parse(str(data["link"]))
-        booking_id, event_id = str(data["booking"]), str(data["event"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest("malformed restore message") from exc
-    link = await _usable_link(services, key)
+async def retry_restore(services: Services, message: RestoreEvent) -> WriteOutcome:
+    """The booking queue's restore message (a restore that met a held lease)."""
+    link = await _usable_link(services, message.key)
     if link is None:
         return WriteOutcome("no_link")
-    return await restore_booking_event(services, link, booking_id, event_id)
+    return await restore_booking_event(services, link, message.booking_id, message.event_id)

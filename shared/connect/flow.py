@@ -43,7 +43,7 @@ from shared.crypto import Cipher
 from shared.domain import LinkHealth, LinkKey
 from shared.errors import AuthError, ConsentRequired, InvalidSignature, StorageError, SyncError, TransientError
 from shared.i18n import has, negotiate, normalize
-from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage, ReplayLink
 from shared.repos.accounts import AccountRepository, StoredCache, TenantRepository
 from shared.repos.links import LINKS, LinkRepository
 from shared.signing import return_url_allowed, verify_connect_link
@@ -334,7 +334,7 @@ async def queue_booking_replay(services: Services, key: LinkKey) -> None:
     stored but not written: the writer stops at a link that needs a reconnect rather than fail
     every retry. Linking or reconnecting is when they must catch up; the replay is idempotent
     (the booking map), so a second one writes nothing."""
-    await services.storage.queue(BOOKING_QUEUE).send({"replay_link": str(key)})
+    await services.storage.queue(BOOKING_QUEUE).send(ReplayLink(key).to_json())
 
 
 def _key_of(row: Mapping[str, Any]) -> Any:
