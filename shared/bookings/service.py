@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.bookings.payload import booking_to_json
 from shared.bookings.plan import (
     BookingAction,
     CreateEvent,
@@ -41,7 +40,15 @@ from shared.bookings.store import BookingStore, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import AuthError, NotFound, RemoteGone, TransientError
-from shared.messages import BOOKING_QUEUE, Backfill, BookingMessage, ReplayLink, RestoreEvent, parse_booking_message
+from shared.messages import (
+    BOOKING_QUEUE,
+    Backfill,
+    BookingChange,
+    BookingMessage,
+    ReplayLink,
+    RestoreEvent,
+    parse_booking_message,
+)
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
@@ -254,34 +261,25 @@ async def _serialized(services: Services, provider_id: str, resource_id: str, bo
     """``_apply_stored`` under the booking's lease; ``coalesced`` when another invocation holds it
     (that one runs again and applies what was stored meanwhile)."""
     leases = LeaseRepository(services.storage, ttl=LEASE_TTL)
-    key = _lease_key(provider_id, booking_id)
-    owner = uuid.uuid4().hex  # per invocation: two invocations of one process must exclude each other
-    if not await leases.acquire(key, owner, now=services.clock()):
-        return WriteOutcome("coalesced")
-    try:
-        for _ in range(MAX_RUNS_PER_INVOCATION):
-            outcome = await _apply_stored(services, provider_id, resource_id, booking_id, fallback)
-            if not await leases.release(key, owner, now=services.clock()):
-                return outcome
+    outcomes: list[WriteOutcome] = []
+
+    async def apply() -> bool:
+        outcomes.append(await _apply_stored(services, provider_id, resource_id, booking_id, fallback))
+        return True
+
+    async def hand_on() -> None:
         # Still dirty after the cap: hand the rest to a fresh message rather than run on.
         stored = await _newest(services, provider_id, resource_id, booking_id)
         if stored is not None:
-            await services.storage.queue(BOOKING_QUEUE).send({"booking": booking_to_json(stored.booking)})
-        await _let_go(services, leases, key, owner)
-        return outcome
-    except BaseException:
-        # The host retries this message, and that run applies the stored newest version, which
-        # covers the invocations that gave way to this one; it must not wait for the lease's TTL.
-        with contextlib.suppress(Exception):
-            await _let_go(services, leases, key, owner)
-        raise
+            await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json())
 
-
-async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, owner: str) -> None:
-    # release() keeps a dirty lease once; the second call lets go.
-    for _ in range(3):
-        if not await leases.release(key, owner, now=services.clock()):
-            return
+    # Per invocation: two invocations of one process must exclude each other. On a failure the
+    # host retries this message, and that run applies the stored newest version, which covers the
+    # invocations that gave way to this one.
+    if not await leases.run_coalesced(_lease_key(provider_id, booking_id), uuid.uuid4().hex, apply,
+                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on):
+        return WriteOutcome("coalesced")
+    return outcomes[-1]
 
 
 async def apply_booking_message(services: Services, message: BookingMessage | dict[str, Any]) -> WriteOutcome:
@@ -348,7 +346,7 @@ async def restore_booking_event(services: Services, link: Link, booking_id: str,
         return await _restore(services, link, booking_id, event_id)
     finally:
         with contextlib.suppress(Exception):
-            await _let_go(services, leases, key, owner)
+            await leases.let_go(key, owner, now=services.clock())
 
 
 async def _restore(services: Services, link: Link, booking_id: str, event_id: str) -> WriteOutcome:

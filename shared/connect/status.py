@@ -70,14 +70,13 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
     ``": detail"``; it is stored as the link's last error and turned into a localised text
     for timum. It must not contain tokens or links (it ends up in timum's UI).
     """
-    repo = LinkRepository(services.storage)
     outbox = services.storage.table(LINK_STATUS)
     pk = encode_key(str(link.key))
-    current: Link | None = link
-    for _ in range(8):
-        assert current is not None
+
+    async def change(current: Link) -> bool:
         if current.health is health:
-            break
+            return False
+        # The outbox row first, named after the version the change is made on (see above).
         delivery_id = stable_id(str(current.key), health.value, current.etag or "-", prefix="ls-", length=32)
         now = services.clock()
         await outbox.upsert({"PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": health.value,
@@ -86,21 +85,14 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
         if health is not LinkHealth.OK:
             current.last_error = reason[:500]
             current.last_error_at = now
-        try:
-            current = await repo.save(current)
-            break
-        except Conflict:
-            current = await repo.get(link.key)
-        except NotFound:
-            current = None
-        if current is None:
-            await outbox.delete(pk, "")
-            return link  # unlinked meanwhile: nobody to tell
-    else:
-        raise Conflict("the link kept changing while its health was being set")
-    assert current is not None
-    await _deliver(services, current, pk)
-    return current
+        return True
+
+    saved = await LinkRepository(services.storage).modify(link.key, change, current=link)
+    if saved is None:
+        await outbox.delete(pk, "")
+        return link  # unlinked meanwhile: nobody to tell
+    await _deliver(services, saved, pk)
+    return saved
 
 
 async def announce(services: Services, link: Link) -> None:

@@ -24,6 +24,7 @@ status (``last_error``), so timum and operators see it; the next change or a res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -35,7 +36,7 @@ import azure.functions as func
 
 if TYPE_CHECKING:
     from shared.context import Services
-    from shared.domain import LinkKey
+    from shared.domain import Link, LinkKey
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +135,11 @@ async def record_link_error(services: Services, key: LinkKey, code: str, detail:
     from shared.errors import Conflict
     from shared.repos.links import LinkRepository
 
-    repo = LinkRepository(services.storage)
-    for _ in range(3):
-        current = await repo.get(key)
-        if current is None:
-            return
+    def note(current: Link) -> bool:
         current.last_error = f"{code}: {detail}"[:500]
         current.last_error_at = services.clock()
-        try:
-            await repo.save(current)
-            return
-        except Conflict:
-            continue
+        return True
+
+    # A link that keeps changing is being worked on: its own runs will report.
+    with contextlib.suppress(Conflict):
+        await LinkRepository(services.storage).modify(key, note)

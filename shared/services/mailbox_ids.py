@@ -28,7 +28,6 @@ from shared.repos.links import LinkRepository
 
 log = logging.getLogger(__name__)
 
-_SAVE_ATTEMPTS = 5
 #: Tenants whose Graph refused the look-up (no permission to read users or mailbox settings), and
 #: when: not asked again from this process for ``_REFUSAL_SECONDS``. Bounded.
 _REFUSED: dict[str, float] = {}
@@ -76,23 +75,28 @@ async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarP
     except Conflict:
         log.warning("link %s: its calendar is claimed by another link under the object id; not migrated", link.key)
         return link
-    current: Link | None = replace(link)
-    for _ in range(_SAVE_ATTEMPTS):
-        if current is None:
+    migrating = False
+
+    def migrate(current: Link) -> bool:
+        nonlocal migrating
+        # Relinked or migrated meanwhile: not ours to change.
+        migrating = (current.mailbox_id, current.calendar_id) == (old.mailbox_id, old.calendar_id)
+        if migrating:
+            current.mailbox_id = object_id
+        return migrating
+
+    try:
+        saved = await repo.modify(link.key, migrate, current=replace(link))
+    except Conflict:
+        return link  # the link keeps changing: the next use tries again
+    if saved is None:
+        await repo.release_calendar(migrated)
+        return link
+    if not migrating:
+        # Our claim is not this link's any more, unless another run migrated it the same way.
+        if saved.mailbox_id != object_id or saved.calendar_id != old.calendar_id:
             await repo.release_calendar(migrated)
-            return link
-        if (current.mailbox_id, current.calendar_id) != (old.mailbox_id, old.calendar_id):
-            # Relinked or migrated meanwhile: our claim is not this link's any more.
-            if current.mailbox_id != object_id or current.calendar_id != old.calendar_id:
-                await repo.release_calendar(migrated)
-            return current
-        current.mailbox_id = object_id
-        try:
-            saved = await repo.save(current)
-        except Conflict:
-            current = await repo.get(link.key)
-            continue
-        await repo.release_calendar(old)
-        log.info("link %s: mailbox addressed by object id from now on", link.key)
         return saved
-    return link
+    await repo.release_calendar(old)
+    log.info("link %s: mailbox addressed by object id from now on", link.key)
+    return saved

@@ -64,7 +64,6 @@ from shared.core.window import SyncWindow, sync_window, window_changed
 from shared.domain import DeltaPage, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import (
     BadRequest,
-    Conflict,
     NotFound,
     RemoteGone,
     SyncError,
@@ -90,7 +89,6 @@ DEFAULT_RETRY_AFTER_SECONDS = 30.0
 MAX_RUNS_PER_INVOCATION = 5
 #: A fresh round that keeps getting 410 means Graph is broken for this calendar; back off.
 MAX_ROUNDS_PER_RUN = 2
-_LINK_SAVE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -165,52 +163,42 @@ async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) 
     key = message.key
     outcome = SyncOutcome(link=str(key))
     leases = LeaseRepository(services.storage)
-    if not await leases.acquire(key, worker_id, now=services.clock()):
-        if message.full:
-            # The holder reruns incrementally when it sees the dirty mark; a full request would be
-            # lost there, so it goes back to the queue to run after the holder.
-            await services.storage.queue(SYNC_QUEUE).send(message.to_json(), delay_seconds=FULL_REQUEUE_DELAY_SECONDS)
-            outcome.status = "requeued"
-        else:
-            outcome.status = "coalesced"
-        return outcome
     full = message.full
     spacing = services.settings.sync_round_spacing_ms / 1000
     loop = asyncio.get_running_loop()
-    try:
-        while True:
-            outcome.runs += 1
-            round_began = loop.time()
-            go_on = await _run_once(services, key, full=full, outcome=outcome)
-            if not go_on or outcome.runs >= MAX_RUNS_PER_INVOCATION:
-                if go_on and await leases.release(key, worker_id, now=services.clock()):
-                    # Still dirty after the cap: hand the rest to a fresh message.
-                    await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), message.reason).to_json())
-                await _let_go(services, leases, key, worker_id)
-                break
-            if spacing > 0 and await leases.is_dirty(key, worker_id):
-                # Changes keep coming (a burst: a series edited, events dragged, an import): wait
-                # out the spacing before the rerun, still holding the lease, so the notifications
-                # of the next seconds share one round instead of costing one each. A lone change
-                # never waits: without a dirty mark the lease goes at once.
-                await asyncio.sleep(max(0.0, spacing - (loop.time() - round_began)))
-            if not await leases.release(key, worker_id, now=services.clock()):
-                break
-            full = False  # a rerun only needs what changed meanwhile
-    except BaseException:
-        # Do not make the retry wait for the lease to expire. A process that dies here leaves
-        # the lease to its TTL, which is the same outcome, later.
-        with contextlib.suppress(Exception):
-            await _let_go(services, leases, key, worker_id)
-        raise
+    round_began = loop.time()
+
+    async def run() -> bool:
+        nonlocal full, round_began
+        outcome.runs += 1
+        round_began = loop.time()
+        go_on = await _run_once(services, key, full=full, outcome=outcome)
+        full = False  # a rerun only needs what changed meanwhile
+        return go_on
+
+    async def space_out() -> None:
+        if spacing > 0 and await leases.is_dirty(key, worker_id):
+            # Changes keep coming (a burst: a series edited, events dragged, an import): wait
+            # out the spacing before the rerun, still holding the lease, so the notifications
+            # of the next seconds share one round instead of costing one each. A lone change
+            # never waits: without a dirty mark the lease goes at once.
+            await asyncio.sleep(max(0.0, spacing - (loop.time() - round_began)))
+
+    async def hand_on() -> None:
+        # Still dirty after the cap: hand the rest to a fresh message.
+        await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), message.reason).to_json())
+
+    if await leases.run_coalesced(key, worker_id, run, clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION,
+                                  on_cap=hand_on, before_rerun=space_out):
+        return outcome
+    if message.full:
+        # The holder reruns incrementally when it sees the dirty mark; a full request would be
+        # lost there, so it goes back to the queue to run after the holder.
+        await services.storage.queue(SYNC_QUEUE).send(message.to_json(), delay_seconds=FULL_REQUEUE_DELAY_SECONDS)
+        outcome.status = "requeued"
+    else:
+        outcome.status = "coalesced"
     return outcome
-
-
-async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, worker_id: str) -> None:
-    # release() keeps the lease once if it was dirty; the second call lets go.
-    for _ in range(3):
-        if not await leases.release(key, worker_id, now=services.clock()):
-            return
 
 
 async def _run_once(services: Services, key: LinkKey, *, full: bool, outcome: SyncOutcome) -> bool:
@@ -294,25 +282,23 @@ async def _save_ics_state(services: Services, link: Link, source: object) -> Lin
     from shared.ics.source import IcsSnapshotSource
 
     assert isinstance(source, IcsSnapshotSource) and source.fetched is not None
-    repo = LinkRepository(services.storage)
-    current: Link | None = link
-    for _ in range(_LINK_SAVE_ATTEMPTS):
-        if current is None:
-            return link
-        if source.fetched.status == 200:
-            current.ics_etag, current.ics_last_modified = source.fetched.etag, source.fetched.last_modified
+    fetched = source.fetched
+    now = services.clock()
+
+    def remember(current: Link) -> bool:
+        if fetched.status == 200:
+            current.ics_etag, current.ics_last_modified = fetched.etag, fetched.last_modified
             current.ics_skipped = source.skipped
             # The calendar's own name (X-WR-CALNAME) replaces the host shown until the first fetch.
             name = " ".join("".join(c for c in source.calendar_name if c.isprintable()).split())[:200]
             if name:
                 current.calendar_name = name
             current.skipped_items, current.skipped_sample = source.skipped, source.skipped_sample
-        current.last_sync_at = services.clock()
-        try:
-            return await repo.save(current)
-        except Conflict:
-            current = await repo.get(link.key)
-    raise Conflict("the link kept changing while its ICS state was being saved")
+        current.last_sync_at = now
+        return True
+
+    saved = await LinkRepository(services.storage).modify(link.key, remember, current=link)
+    return link if saved is None else saved  # unlinked meanwhile: the teardown cleans up
 
 
 async def _rounds(services: Services, graph: GraphCalendarPort, link: Link, *, full: bool,
@@ -569,13 +555,12 @@ async def _save_state(services: Services, link: Link, delta_link: str, window: S
                       skipped: _Skipped | None = None) -> Link:
     """Store the delta state, ETag-checked. With a window: a completed round (and the run's success),
     with what it skipped; without: the delta link is cleared before a fresh round."""
-    repo = LinkRepository(services.storage)
     now = services.clock()
-    current = link
-    for _ in range(_LINK_SAVE_ATTEMPTS):
+
+    def store(current: Link) -> bool:
         if (current.mailbox_id, current.calendar_id) != (link.mailbox_id, link.calendar_id):
             # Relinked to another calendar meanwhile: this delta state belongs to the old one.
-            return current
+            return False
         current.delta_link = delta_link
         if window is not None:
             current.window_start, current.window_end = window.start, window.end
@@ -589,13 +574,7 @@ async def _save_state(services: Services, link: Link, delta_link: str, window: S
                 # still out (until the next fresh round, at the latest the next day, counts anew).
                 current.skipped_items += skipped.count
                 current.skipped_sample = skipped.sample
-        try:
-            return await repo.save(current)
-        except Conflict:
-            fresh = await repo.get(link.key)
-        except NotFound:
-            fresh = None
-        if fresh is None:
-            return link  # unlinked meanwhile; the teardown cleans up
-        current = fresh
-    raise Conflict("the link kept changing while its delta state was being saved")
+        return True
+
+    saved = await LinkRepository(services.storage).modify(link.key, store, current=link)
+    return link if saved is None else saved  # unlinked meanwhile: the teardown cleans up

@@ -33,7 +33,6 @@ from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo,
 from shared.errors import (
     AuthError,
     BadRequest,
-    Conflict,
     ConsentRequired,
     NeedsReconnect,
     NotFound,
@@ -60,7 +59,6 @@ RENEW_CONCURRENCY = 4
 TEARDOWN_OWNER = "teardown"
 #: How long a teardown that met a running sync waits before its retry.
 LEASE_RETRY_SECONDS = 30.0
-_SAVE_ATTEMPTS = 5
 
 
 class LinkGone(Exception):
@@ -77,21 +75,10 @@ async def _save(services: Services, link: Link, change: Callable[[Link], bool]) 
     ``change`` returns False when the re-read link no longer wants it (e.g. another
     subscription took over meanwhile); the link is then returned as stored.
     """
-    repo = LinkRepository(services.storage)
-    current = link
-    for _ in range(_SAVE_ATTEMPTS):
-        if not change(current):
-            return current
-        try:
-            return await repo.save(current)
-        except Conflict:
-            fresh = await repo.get(link.key)
-        except NotFound:
-            fresh = None
-        if fresh is None:
-            raise LinkGone(str(link.key))
-        current = fresh
-    raise Conflict("the link kept changing while it was being saved")
+    saved = await LinkRepository(services.storage).modify(link.key, change, current=link)
+    if saved is None:
+        raise LinkGone(str(link.key))
+    return saved
 
 
 async def _drop(graph: GraphCalendarPort | None, index: SubscriptionIndex, subscription_id: str) -> None:
@@ -532,9 +519,7 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
         await bookings.clear(key)
         await _clear_restores(services, key)
     finally:
-        for _ in range(3):  # a dirty mark keeps the lease once; the next release lets go
-            if not await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
-                break
+        await leases.let_go(key, TEARDOWN_OWNER, now=services.clock())
     await finish(services, key, subscription_id)
     return f"removed {removed} slots, {deleted_events} events"
 
