@@ -473,7 +473,7 @@ def fuzz_operation(stack: Stack, op: Operation, world: World, *, examples: int, 
 
     try:
         probe()
-    except Exception as exc:  # noqa: BLE001 - Hypothesis raises one error, or a group of distinct ones
+    except Exception as exc:  # Hypothesis raises one error, or a group of distinct ones
         found = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         result.failures += [(str(e).splitlines() or [repr(e)])[0] for e in found]
     finally:

@@ -440,7 +440,7 @@ class Soak:
                 self.report.reconnect_retries += attempt
                 self.report.reconnects_without_faults += int(lifted)
                 return
-            except Exception as exc:  # noqa: BLE001 - the user sees an error page and tries again
+            except Exception as exc:  # the user sees an error page and tries again
                 last = exc
                 time.sleep(1.0)
             finally:

@@ -405,7 +405,7 @@ class Stack:
         for step in (self.host.stop, self._close_harness, self.sandbox.stop, self.azurite.stop):
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest, report the first
+            except Exception as exc:  # keep stopping the rest, report the first
                 errors.append(exc)
         _restore_env(self._saved_env)
         _reset_app_caches()

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from shared.connect.flow import queue_booking_replay, session_store
 from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_params
-from shared.connect.store import ChooserSession
+from shared.connect.store import ChooserSession, ConnectContext
 from shared.connect.teardown import unlink
 from shared.context import Services
 from shared.domain import CalendarInfo, Link, LinkHealth, LinkKey, LinkMode, SyncMode
@@ -388,6 +388,45 @@ def _clean_name(raw: str) -> str | None:
     return name
 
 
+@dataclass(frozen=True)
+class _Checked:
+    choice: Choice
+    new_name: str
+
+
+def _check_choice(ctx: ConnectContext, action: str, existing_id: str, selected: str, typed_name: str,
+                  choices: list[Choice],
+                  resources: list[dict[str, str]], *, resource_known: bool) -> _Checked | tuple[str, int]:
+    """The submitted choice if the page allows it, else the problem to show and its status."""
+    if action not in ("link", "create") and not existing_id:
+        return "invalid_action", 400
+    if action == "link" and not ctx.resource_id:
+        return "no_resource", 400
+    if action == "link" and not resource_known:
+        return "resource_gone", 404
+    if existing_id and not any(r["id"] == existing_id for r in resources):
+        # Only resources the page offered: the provider's, and without a calendar.
+        return "resource_unavailable", 409
+    if not selected:
+        return "choose_first", 400
+    choice = next((c for c in choices if c.key == selected), None)
+    if choice is None:
+        return "calendar_gone", 404
+    if not choice.calendar.can_edit:
+        return "calendar_read_only", 400
+    here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
+    # The page lets the user pick a free calendar or the one this resource already has; the
+    # latter may move to another (new or existing) resource, as every action on it offers.
+    if choice.owner is not None and choice.owner != here:
+        return "calendar_taken", 409
+    if action != "create":
+        return _Checked(choice, "")
+    cleaned = _clean_name(typed_name)
+    if cleaned is None:
+        return "name_invalid", 400
+    return _Checked(choice, cleaned or choice.suggested_name)
+
+
 async def submit(services: Services, session_id: str | None, form: Mapping[str, str], *,
                  locale: str) -> Redirect | ChooserPage | ErrorPage:
     store = session_store(services)
@@ -419,33 +458,11 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
                                new_name=typed_name[:MAX_RESOURCE_NAME], status=status)
 
         existing_id = action.removeprefix("existing:") if action.startswith("existing:") else ""
-        if action not in ("link", "create") and not existing_id:
-            return await again("invalid_action")
-        if action == "link" and not ctx.resource_id:
-            return await again("no_resource")
-        if action == "link" and resource_name is None:
-            return await again("resource_gone", 404)
-        if existing_id and not any(r["id"] == existing_id for r in resources):
-            # Only resources the page offered: the provider's, and without a calendar.
-            return await again("resource_unavailable", 409)
-        if not selected:
-            return await again("choose_first")
-        choice = next((c for c in choices if c.key == selected), None)
-        if choice is None:
-            return await again("calendar_gone", 404)
-        if not choice.calendar.can_edit:
-            return await again("calendar_read_only")
-        here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
-        # The page lets the user pick a free calendar or the one this resource already has; the
-        # latter may move to another (new or existing) resource, as every action on it offers.
-        if choice.owner is not None and choice.owner != here:
-            return await again("calendar_taken", 409)
-        new_name = ""
-        if action == "create":
-            cleaned = _clean_name(typed_name)
-            if cleaned is None:
-                return await again("name_invalid")
-            new_name = cleaned or choice.suggested_name
+        checked = _check_choice(ctx, action, existing_id, selected, typed_name, choices, resources,
+                                resource_known=resource_name is not None)
+        if isinstance(checked, tuple):
+            return await again(*checked)
+        choice, new_name = checked.choice, checked.new_name
         try:
             await store.set_busy(session, True)
         except (Conflict, NotFound):

@@ -42,7 +42,7 @@ async def parse_off_loop(body: bytes, *, window_start: datetime, window_end: dat
                                field="url", code="ics_parse_timeout") from exc
     except SyncError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a parser bug must end as a link error, not a poison message
+    except Exception as exc:  # a parser bug must end as a link error, not a poison message
         log.warning("ICS parse failed: %s", type(exc).__name__)
         raise BadRequest(f"the calendar could not be read ({type(exc).__name__})", field="url",
                          code="ics_unreadable") from exc

@@ -78,7 +78,7 @@ def requeue_delay(retry_after: float | None, dequeue_count: int) -> float:
     if retry_after is not None and retry_after > 0:
         return min(MAX_DELAY_SECONDS, max(1.0, retry_after))
     base = min(MAX_DELAY_SECONDS, 2.0 ** min(dequeue_count, 9))
-    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+    return base * (0.5 + random.random() / 2)  # jitter, not security
 
 
 def _read(job: QueueJob[M], msg: func.QueueMessage, what: str) -> tuple[dict[str, Any], M] | None:

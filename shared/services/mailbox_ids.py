@@ -39,19 +39,16 @@ def needs_object_id(link: Link) -> bool:
     return link.mode is LinkMode.APP_ONLY and bool(link.mailbox_id) and not is_object_id(link.mailbox_id)
 
 
-async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarPort) -> Link:
-    """``link`` with its mailbox as an object id, stored; unchanged when it already is one, is not
-    app-only, or the look-up fails (the link keeps working with the address; the next use retries)."""
-    if not needs_object_id(link):
-        return link
+async def _look_up(link: Link, graph: GraphCalendarPort) -> str | None:
+    """The object id of the link's mailbox user, or None when it cannot be had now."""
     refused_at = _REFUSED.get(link.tenant_id)
     if refused_at is not None and time.monotonic() - refused_at < _REFUSAL_SECONDS:
-        return link
+        return None
     try:
         object_id = await graph.user_object_id(link.mailbox_id)
     except NotFound:
         log.warning("link %s: the mailbox's user was not found; keeping its address", link.key)
-        return link
+        return None
     except AuthError as exc:
         # A token problem is met again, and handled, by the call that follows (delta or subscribe).
         if exc.code == "graph_forbidden":
@@ -61,11 +58,20 @@ async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarP
                 _REFUSED.pop(next(iter(_REFUSED)))
             _REFUSED[link.tenant_id] = time.monotonic()
         log.info("link %s: mailbox object id not readable (%s); keeping the address", link.key, exc.code)
-        return link
+        return None
     except SyncError as exc:
         log.info("link %s: mailbox object id not resolved now (%s)", link.key, exc.code)
+        return None
+    return object_id if is_object_id(object_id) else None
+
+
+async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarPort) -> Link:
+    """``link`` with its mailbox as an object id, stored; unchanged when it already is one, is not
+    app-only, or the look-up fails (the link keeps working with the address; the next use retries)."""
+    if not needs_object_id(link):
         return link
-    if not is_object_id(object_id):
+    object_id = await _look_up(link, graph)
+    if object_id is None:
         return link
     repo = LinkRepository(services.storage)
     old = link

@@ -490,15 +490,7 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
     key = link.key
     eventmap = EventMapRepository(services.storage)
     tag = new_row_round(ctx)
-    new_slots = [a for a in actions if isinstance(a, UpsertBlock) and a.event_id not in status]
-    if new_slots and tag:
-        # Intent first: from the PUT on, the slot may exist; the pending row remembers that.
-        # (A fresh round needs none: its replay reconciles — see ``new_row_round``.)
-        if writes is not None:
-            await writes.settle()
-        intents = [pending_row(a, tag) for a in new_slots]
-        await eventmap.put_many(key, intents)
-        status.update({row.event_id: row for row in intents})
+    await _record_intents(eventmap, key, actions, status, tag, writes)
 
     async def perform(action: Action) -> None:
         if isinstance(action, UpsertBlock):
@@ -525,18 +517,32 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
         await record()
     status.clear()
     status.update(updated)
-    for action in done:
-        if isinstance(action, UpsertBlock):
-            outcome.upserts += 1
-        elif isinstance(action, DeleteBlock):
-            outcome.deletes += 1
-        elif isinstance(action, ForgetEvent):
-            outcome.forgotten += 1
+    _count(done, outcome)
     if first is not None:
         stop = _stop(first, Remote.TIMUM)
         if stop is not None:
             raise stop from first
         raise first
+
+
+def _count(done: Sequence[Action], outcome: SyncOutcome) -> None:
+    outcome.upserts += sum(isinstance(a, UpsertBlock) for a in done)
+    outcome.deletes += sum(isinstance(a, DeleteBlock) for a in done)
+    outcome.forgotten += sum(isinstance(a, ForgetEvent) for a in done)
+
+
+async def _record_intents(eventmap: EventMapRepository, key: LinkKey, actions: Sequence[Action],
+                          status: dict[str, StatusRow], tag: str, writes: _Writes | None) -> None:
+    """Intent first: from the PUT on, a new slot may exist; its pending row remembers that.
+    (A fresh round, ``tag`` empty, needs none: its replay reconciles — see ``new_row_round``.)"""
+    new_slots = [a for a in actions if isinstance(a, UpsertBlock) and a.event_id not in status]
+    if not new_slots or not tag:
+        return
+    if writes is not None:
+        await writes.settle()
+    intents = [pending_row(a, tag) for a in new_slots]
+    await eventmap.put_many(key, intents)
+    status.update({row.event_id: row for row in intents})
 
 
 async def _bounded(calls: Sequence[Callable[[], Awaitable[None]]], limit: int) -> list[BaseException | None]:

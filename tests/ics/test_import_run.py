@@ -33,7 +33,7 @@ class Published(http.server.BaseHTTPRequestHandler):
     hits = 0
     encoding = ""  # a Content-Encoding the server declares (whatever the client asked for)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:  # http.server API
         type(self).hits += 1
         etag = f'"{hash(self.body)}"'
         if self.status == 200 and self.headers.get("If-None-Match") == etag:
