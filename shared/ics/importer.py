@@ -149,7 +149,7 @@ def _register_zones(blocks: list[Block], skipped: list[SkippedItem], *, window: 
     The definition wins. Where it gives the same clock as the IANA zone its TZID or
     X-LIC-LOCATION names, over the whole window, that zone is used: equal by construction, and
     fast — dateutil evaluates a VTIMEZONE's 1601-based rules from 1601 on every conversion
-    (~0.3 ms each, seconds for a calendar). Otherwise its content-derived name.
+    (seconds for a calendar). Otherwise its content-derived name.
     """
     from icalendar import Calendar, Timezone
 
