@@ -45,7 +45,7 @@ from shared.errors import AuthError, ConsentRequired, InvalidSignature, StorageE
 from shared.i18n import has, negotiate, normalize
 from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage, ReplayLink
 from shared.repos.accounts import AccountRepository, StoredCache, TenantRepository
-from shared.repos.links import LINKS, LinkRepository
+from shared.repos.links import LinkRepository
 from shared.signing import return_url_allowed, verify_connect_link
 
 log = logging.getLogger(__name__)
@@ -313,9 +313,8 @@ async def _revive_links(services: Services, account_id: str) -> None:
 
     repo = LinkRepository(services.storage)
     try:
-        rows = await services.storage.table(LINKS).query(equals={"account_id": account_id})
-        for row in rows:
-            link = await repo.get(_key_of(row))
+        for key in await repo.keys_for_account(account_id):
+            link = await repo.get(key)
             if link is None or link.health is not LinkHealth.NEEDS_RECONNECT:
                 continue
             link = await set_health(services, link, LinkHealth.OK, "reconnected")
@@ -335,12 +334,6 @@ async def queue_booking_replay(services: Services, key: LinkKey) -> None:
     every retry. Linking or reconnecting is when they must catch up; the replay is idempotent
     (the booking map), so a second one writes nothing."""
     await services.storage.queue(BOOKING_QUEUE).send(ReplayLink(key).to_json())
-
-
-def _key_of(row: Mapping[str, Any]) -> Any:
-    from shared.domain import LinkKey
-
-    return LinkKey(str(row["provider_id"]), str(row["resource_id"]))
 
 
 # --- admin consent ----------------------------------------------------------------------------

@@ -69,6 +69,12 @@ class LinkRepository:
     async def list_all(self) -> list[Link]:
         return [self._from(r, r.etag) for r in await self._links.query()]
 
+    async def keys_for_account(self, account_id: str, *, limit: int | None = None) -> list[LinkKey]:
+        """The links made with one Microsoft account (a reconnect revives them; the last one's
+        end lets the account's tokens go)."""
+        rows = await self._links.query(equals={"account_id": account_id}, limit=limit)
+        return [LinkKey(str(row["provider_id"]), str(row["resource_id"])) for row in rows]
+
     async def save(self, link: Link) -> Link:
         """Insert a new link or replace it if its ETag still matches (``Conflict`` otherwise)."""
         entity = to_entity(link, pk=encode_key(link.provider_id), rk=encode_key(link.resource_id))
@@ -106,9 +112,9 @@ class LinkRepository:
             return None
         raise Conflict(f"link {key} kept changing while it was being saved")
 
-    async def delete(self, link: Link) -> None:
-        await self._links.delete(encode_key(link.provider_id), encode_key(link.resource_id))
-        await self.release_calendar(link)
+    async def delete(self, key: LinkKey) -> None:
+        """Remove the link's row; its calendar claim is the caller's (a move keeps it)."""
+        await self._links.delete(encode_key(key.provider_id), encode_key(key.resource_id))
 
     async def claim_calendar(self, link: Link) -> None:
         """Record that this calendar belongs to this resource; ``Conflict`` if another resource has it."""
