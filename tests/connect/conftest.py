@@ -25,7 +25,7 @@ from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.server import RunningSandbox, start_in_thread
 from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.connect.credentials import RealGraphProvider
 from shared.connect.flow import session_store
 from shared.connect.store import ConnectContext
@@ -33,6 +33,8 @@ from shared.context import Services
 from shared.domain import Link, LinkMode
 from shared.signing import ConnectLink, sign_connect_link
 from shared.storage.memory import MemoryStorage
+from tests.support.settings import make_settings as support_settings
+from tests.support.twins import twin_services
 
 CONNECT_SECRET = "sandbox-connect-secret"
 WEBHOOK_SECRET = "sandbox-webhook-secret"
@@ -69,7 +71,7 @@ def settings_env(**overrides: str) -> dict[str, str]:
 
 
 def make_settings(**overrides: str) -> Settings:
-    return load_settings(settings_env(**overrides))
+    return support_settings(**settings_env(**overrides))
 
 
 def connect_token(provider: str = "prov-1", resource: str | None = "res-1", *, locale: str = "de",
@@ -147,7 +149,7 @@ def world() -> MemoryWorld:
     graph.share_calendar(graph.default_calendar(ROOM), "anna", can_edit=False)
     graph.sign_in("anna")
     provider = ModeAwareProvider(graph)
-    services = Services(settings=make_settings(), storage=storage, timum=timum, graph=provider)
+    services = twin_services(settings=make_settings(), storage=storage, graph=graph, provider=provider, timum=timum)
     return MemoryWorld(services, storage, timum, graph, provider)
 
 

@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from devtools.sandbox.timum.state import ReceivedStatus
 from devtools.connect_walker import ConnectWalker
+from devtools.sandbox.timum.state import ReceivedStatus
 from devtools.stack import Stack
 from shared.connect.links_api import sign_api_request
 from shared.domain import Customer, LinkHealth, SyncMode

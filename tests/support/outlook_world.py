@@ -1,19 +1,17 @@
-"""A small world for the Outlook → timum engine: the Graph and timum twins, a settable clock,
-one link, and storage that can be made to fail at a chosen write (a crash between two steps)."""
+"""A small world for the Outlook → timum engine (fixtures in ``tests/services/conftest.py``): the
+Graph and timum twins, a settable clock, one link, and storage that can be made to fail at a
+chosen write (a crash between two steps)."""
 
 from __future__ import annotations
 
-import base64
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.context import Services
 from shared.domain import BlockedSlot, Link, LinkKey, LinkMode
 from shared.messages import SyncMessage, SyncReason
@@ -22,6 +20,8 @@ from shared.repos.sync_state import EventMapRepository
 from shared.services.outlook_sync import SyncOutcome, run_sync
 from shared.storage.base import Entity, StoragePort, chunks, one_partition
 from shared.storage.memory import MemoryStorage, MemoryTable
+from tests.support.settings import make_settings as support_settings
+from tests.support.twins import Clock, twin_services
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 MAILBOX = "anna@praxis.example"
@@ -33,29 +33,16 @@ class SimulatedCrash(Exception):
     """The process died here: nothing after this point happened."""
 
 
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 def make_settings(**env: str) -> Settings:
-    base = {
-        "SERVICE_BASE_URL": "https://sync.example.test", "ENTRA_CLIENT_ID": "client", "ENTRA_CLIENT_SECRET": "s",
-        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"k" * 32).decode(),
-        "TIMUM_API_BASE_URL": "https://timum.example.test", "TIMUM_API_KEY": "key", "TIMUM_WEBHOOK_SECRETS": "w",
-        "TIMUM_CONNECT_SECRETS": "c", "TIMUM_RETURN_URL_ALLOWLIST": "https://timum.example.test/",
-        "AzureWebJobsStorage": "UseDevelopmentStorage=true", "DELTA_PAGE_SIZE": "3",
+    """The engine tests' settings (``tests.support.settings``), with their own addresses."""
+    return support_settings(**{
+        "SERVICE_BASE_URL": "https://sync.example.test", "ENTRA_CLIENT_ID": "client",
+        "TIMUM_API_BASE_URL": "https://timum.example.test", "TIMUM_WEBHOOK_SECRETS": "w",
+        "TIMUM_RETURN_URL_ALLOWLIST": "https://timum.example.test/", "DELTA_PAGE_SIZE": "3",
         # Reruns at once: these tests count rounds, and a wall-clock pause would only slow them.
         "SYNC_ROUND_SPACING_MS": "0",
-    }
-    base.update(env)
-    return load_settings(base)
+        **env,
+    })
 
 
 class TripwireTable(MemoryTable):
@@ -186,21 +173,10 @@ async def make_world(storage: StoragePort, *, seed: int = 7, page_size: int = 3,
     timum = CrashingTimum()
     timum.add_resource(PROVIDER, "Behandlungsraum 1", resource_id=RESOURCE)
     provider = MemoryGraphProvider(graph)
-    services = Services(settings=make_settings(DELTA_PAGE_SIZE=str(page_size), **env), storage=storage,
-                        timum=timum, graph=provider, clock=clock)
+    services = twin_services(settings=make_settings(DELTA_PAGE_SIZE=str(page_size), **env), storage=storage,
+                             graph=graph, provider=provider, timum=timum, clock=clock)
     await LinkRepository(storage).save(Link(
         provider_id=PROVIDER, resource_id=RESOURCE, mode=LinkMode.DELEGATED, tenant_id="tid", mailbox_id=MAILBOX,
         calendar_id=calendar, calendar_name="Behandlungsraum 1", calendar_owner=MAILBOX, account_id="acc-1",
         time_zone="Europe/Berlin", created_at=NOW))
     return World(services, storage, graph, provider, timum, clock, calendar)
-
-
-@pytest.fixture
-async def world() -> World:
-    return await make_world(TripwireStorage())
-
-
-@pytest.fixture
-async def any_world(storage: StoragePort) -> AsyncIterator[World]:
-    """The same world on both storage implementations (in memory and Azurite)."""
-    yield await make_world(storage)

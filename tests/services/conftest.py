@@ -1,0 +1,37 @@
+"""Fixtures of the Outlook → timum engine tests; the world they build is
+``tests/support/outlook_world.py`` (its names are re-exported here for older imports)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.storage.base import StoragePort
+from tests.support.outlook_world import (
+    KEY,
+    MAILBOX,
+    NOW,
+    PROVIDER,
+    RESOURCE,
+    Clock,
+    CrashingTimum,
+    SimulatedCrash,
+    TripwireStorage,
+    World,
+    make_settings,
+    make_world,
+)
+
+__all__ = ["KEY", "MAILBOX", "NOW", "PROVIDER", "RESOURCE", "Clock", "CrashingTimum", "SimulatedCrash",
+           "TripwireStorage", "World", "make_settings", "make_world"]
+
+@pytest.fixture
+async def world() -> World:
+    return await make_world(TripwireStorage())
+
+
+@pytest.fixture
+async def any_world(storage: StoragePort) -> AsyncIterator[World]:
+    """The same world on both storage implementations (in memory and Azurite)."""
+    yield await make_world(storage)
