@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TWINS = {"shared.adapters.graph_memory": "shared/adapters/graph_memory.py",
          "shared.adapters.timum_memory": "shared/adapters/timum_memory.py",
-         "shared.storage.memory": "shared/storage/memory.py"}
+         "shared.storage.memory": "shared/storage/memory.py",
+         "shared.adapters.ics_memory": "shared/adapters/ics_memory.py"}
 
 
 def _ignored() -> set[str]:

@@ -250,7 +250,7 @@ async def _run_ics_once(services: Services, link: Link, *, outcome: SyncOutcome)
     settings = services.settings
     window = sync_window(services.clock(), past_days=settings.sync_window_past_days,
                          future_days=settings.sync_window_future_days)
-    source = IcsSnapshotSource(link, settings)
+    source = IcsSnapshotSource(link, settings, services.ics)
     try:
         try:
             settled = link.delta_link == ICS_ROUND and not window_changed(link.window_start, link.window_end, window)
