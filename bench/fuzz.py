@@ -488,7 +488,7 @@ def fuzz_operation(stack: Stack, op: Operation, world: World, *, examples: int, 
 
 def build_world(stack: Stack) -> World:
     """One linked calendar with a live subscription and one ICS feed, so fuzzed ids land near real ones."""
-    from bench.world import bulk_links, wait_quiet
+    from devtools.stack_world import bulk_links, wait_quiet
     from shared.domain import LinkKey
     from shared.ics.tokens import FeedTokens
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bench.report import ROOT, Figure, Target
-from bench.world import APP_QUEUES, add_tenant, queue_depths, wait_quiet
+from devtools.stack_world import APP_QUEUES, add_tenant, queue_depths, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.sandbox.directory import SandboxUser

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from bench.report import Figure, Target
 from bench.scenarios import Context, Output
-from bench.world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
 from devtools.stack import StackError
+from devtools.stack_world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
 from bench.subhost import SubprocessHost, cpu_seconds
-from bench.world import bench_stack, gather_bounded
+from devtools.stack_world import bench_stack, gather_bounded
 
 if TYPE_CHECKING:
     from devtools.stack import Stack
