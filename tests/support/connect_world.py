@@ -1,5 +1,6 @@
-"""Fixtures for the connect flow: settings, in-memory services, the sandbox, and a scripted
-sign-in that walks the sandbox's Microsoft pages with plain HTTP (the browser tests use Chromium)."""
+"""What the connect-flow tests build (fixtures in ``tests/connect/conftest.py``): settings,
+in-memory services, the sandbox's configuration, and a scripted sign-in that walks the sandbox's
+Microsoft pages with plain HTTP (the browser tests use Chromium)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,10 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import azure.functions as func
 import httpx
-import pytest
 
 from devtools.azurite import free_port
 from devtools.sandbox.config import SandboxConfig
-from devtools.sandbox.server import RunningSandbox, start_in_thread
+from devtools.sandbox.server import RunningSandbox
 from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
 from shared.config import Settings
@@ -131,8 +130,7 @@ class MemoryWorld:
     provider: MemoryGraphProvider
 
 
-@pytest.fixture
-def world() -> MemoryWorld:
+def make_memory_world() -> MemoryWorld:
     """Services over the in-memory twins: Anna's mailbox with two calendars, Jonas's calendar
     shared with her, a read-only room calendar, and timum resource res-1 of provider prov-1."""
     storage = MemoryStorage()
@@ -164,15 +162,9 @@ async def open_session(services: Services, *, resource: str | None = "res-1", pr
 
 # --- the sandbox -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
-    config = SandboxConfig(https_port=0, http_port=0, service_base_url=SERVICE_URL,
-                           state_dir=Path(tmp_path_factory.mktemp("sandbox")))
-    running = start_in_thread(config)
-    try:
-        yield running
-    finally:
-        running.stop()
+def sandbox_config(state_dir: Path) -> SandboxConfig:
+    """The sandbox as these tests run it: any free ports, redirecting to ``SERVICE_URL``."""
+    return SandboxConfig(https_port=0, http_port=0, service_base_url=SERVICE_URL, state_dir=state_dir)
 
 
 def sandbox_settings(sandbox: RunningSandbox, **overrides: str) -> Settings:
@@ -181,8 +173,7 @@ def sandbox_settings(sandbox: RunningSandbox, **overrides: str) -> Settings:
                          **overrides)
 
 
-@pytest.fixture
-def live(sandbox: RunningSandbox) -> Services:
+def live_services(sandbox: RunningSandbox) -> Services:
     """Services with the sandbox's identity platform and Graph, in-memory storage and timum."""
     settings = sandbox_settings(sandbox)
     storage = MemoryStorage()
@@ -241,15 +232,6 @@ class MicrosoftSignIn:
     def _answer(page: httpx.Response) -> dict[str, str] | None:
         found = [f for a, f in _forms(page.text) if a == f"{SERVICE_URL}/api/oauth/callback"]
         return {k: html.unescape(v) for k, v in found[0].items()} if found else None
-
-
-@pytest.fixture
-def microsoft(sandbox: RunningSandbox) -> Iterator[MicrosoftSignIn]:
-    walker = MicrosoftSignIn(sandbox)
-    try:
-        yield walker
-    finally:
-        walker.close()
 
 
 def query_of(url: str) -> dict[str, Any]:
