@@ -42,7 +42,7 @@ def peak_mib() -> float:
 
 async def probe(link: str, full: bool) -> dict[str, object]:
     from shared.messages import SyncMessage, SyncReason
-    from shared.services.outlook_sync import run_sync
+    from shared.sync.worker import run_sync
     from shared.wiring import get_services
 
     services = get_services()

@@ -31,7 +31,7 @@ def invocation_owner() -> str:
 async def _run_sync(services: Services, message: SyncMessage, msg: func.QueueMessage) -> None:
     from shared.messages import SyncReason
     from shared.observability import metrics
-    from shared.services.outlook_sync import run_sync
+    from shared.sync.worker import run_sync
 
     outcome = await run_sync(services, message, worker_id=invocation_owner())
     log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,

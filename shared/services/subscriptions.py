@@ -44,8 +44,9 @@ from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, 
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
-from shared.services.outlook_sync import HealthChange, graph_session
+from shared.services.outlook_sync import graph_session
 from shared.storage.base import encode_key
+from shared.sync.rounds import HealthChange
 
 log = logging.getLogger(__name__)
 

@@ -191,7 +191,7 @@ async def test_revoked_token_sets_needs_reconnect_once_and_replays_after_reconne
 
 
 async def test_our_events_never_come_back_as_blocked_slots(world: World) -> None:
-    from shared.services.outlook_sync import run_sync
+    from shared.sync.worker import run_sync
 
     for i in range(3):
         await world.send(replace(booking(1), id=f"bk-{i}", start=START + timedelta(hours=i),

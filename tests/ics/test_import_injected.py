@@ -15,8 +15,8 @@ from shared.errors import TransientError
 from shared.ics import api
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
-from shared.services.outlook_sync import run_sync
 from shared.storage.memory import MemoryStorage
+from shared.sync.worker import run_sync
 from tests.ics.test_import_parse_fetch import DATA
 from tests.support.twins import twin_services
 

@@ -16,8 +16,8 @@ from shared.domain import LinkHealth, LinkKey
 from shared.ics import api
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
-from shared.services.outlook_sync import run_sync
 from shared.storage import StoragePort
+from shared.sync.worker import run_sync
 from tests.ics.test_import_parse_fetch import DATA
 from tests.support.settings import make_settings
 from tests.support.twins import twin_services

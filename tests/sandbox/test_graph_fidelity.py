@@ -291,8 +291,8 @@ async def test_the_sync_engine_on_the_stand_in_skips_reports_and_completes(world
     from shared.domain import Link, LinkKey, LinkMode, slot_external_id
     from shared.messages import SyncMessage, SyncReason
     from shared.repos.links import LinkRepository
-    from shared.services.outlook_sync import run_sync
     from shared.storage.memory import MemoryStorage
+    from shared.sync.worker import run_sync
     from tests.services.conftest import CrashingTimum, make_settings
 
     key = LinkKey("prov-1", "res-1")

@@ -17,9 +17,10 @@ from shared.domain import BlockedSlot, Link, LinkKey, LinkMode
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 from shared.repos.sync_state import EventMapRepository
-from shared.services.outlook_sync import SyncOutcome, run_sync
 from shared.storage.base import Entity, StoragePort, chunks, one_partition
 from shared.storage.memory import MemoryStorage, MemoryTable
+from shared.sync.rounds import SyncOutcome
+from shared.sync.worker import run_sync
 from tests.support.settings import make_settings as support_settings
 from tests.support.twins import Clock, twin_services
 
