@@ -21,14 +21,13 @@ from shared.sync.rounds import SyncOutcome
 
 #: Delay before a full-sync request that met a held lease is tried again.
 FULL_REQUEUE_DELAY_SECONDS = 30.0
-
-
 #: Reruns in one invocation when notifications keep arriving; the rest waits for the next message.
 MAX_RUNS_PER_INVOCATION = 5
 
 
 async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) -> SyncOutcome:
-    """Bring the link's blocked slots in line with its Outlook calendar. Idempotent; safe to replay."""
+    """Bring the link's blocked slots in line with its calendar (Outlook, or a published one).
+    Idempotent; safe to replay."""
     key = message.key
     outcome = SyncOutcome(link=str(key))
     leases = LeaseRepository(services.storage)
