@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             output = _runner(entry)(ctx)
             results.append(ScenarioResult(entry.key, entry.title, output.figures, time.monotonic() - begun,
                                           output.notes))
-        except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, the rest still run
+        except Exception as exc:  # one scenario's failure is reported, the rest still run
             traceback.print_exc()
             last = (str(exc).strip().splitlines() or [""])[-1][:300]
             results.append(ScenarioResult(entry.key, entry.title, [], time.monotonic() - begun,

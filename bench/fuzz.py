@@ -482,7 +482,7 @@ def fuzz_operation(stack: Stack, op: Operation, world: World, *, examples: int, 
 
     try:
         probe()
-    except Exception as exc:  # noqa: BLE001 - Hypothesis raises one error, or a group of distinct ones
+    except Exception as exc:  # Hypothesis raises one error, or a group of distinct ones
         found = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         result.failures += [(str(e).splitlines() or [repr(e)])[0] for e in found]
     finally:
@@ -497,7 +497,7 @@ def fuzz_operation(stack: Stack, op: Operation, world: World, *, examples: int, 
 
 def build_world(stack: Stack) -> World:
     """One linked calendar with a live subscription and one ICS feed, so fuzzed ids land near real ones."""
-    from bench.world import bulk_links, wait_quiet
+    from devtools.stack_world import bulk_links, wait_quiet
     from shared.domain import LinkKey
     from shared.ics.tokens import FeedTokens
 

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bench.report import ROOT, Figure, Target
-from bench.world import APP_QUEUES, add_tenant, queue_depths, wait_quiet
+from devtools.stack_world import APP_QUEUES, add_tenant, queue_depths, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.sandbox.directory import SandboxUser
@@ -488,7 +488,7 @@ class Soak:
                 try:
                     tid, roles = await app_only_grant(services, tenant)
                     break
-                except Exception:  # noqa: BLE001 - injected identity faults: the admin tries again
+                except Exception:  # injected identity faults: the admin tries again
                     if attempt == 4:
                         raise
                     await asyncio.sleep(0.5)
@@ -541,7 +541,7 @@ class Soak:
                 self.report.reconnect_retries += attempt
                 self.report.reconnects_without_faults += int(lifted)
                 return
-            except Exception as exc:  # noqa: BLE001 - the user sees an error page and tries again
+            except Exception as exc:  # the user sees an error page and tries again
                 last = exc
                 time.sleep(1.0)
             finally:
@@ -597,7 +597,7 @@ class Soak:
         """Run the link watch now (its timer's 5 minutes are longer than a soak's phases)."""
         try:
             response = self.stack.fire("watch_links")
-        except Exception as exc:  # noqa: BLE001 - the host may be restarting; the next watch runs
+        except Exception as exc:  # the host may be restarting; the next watch runs
             self.log(f"link watch not fired: {type(exc).__name__}")
             return
         if response.status_code >= 300:

@@ -42,7 +42,7 @@ def peak_mib() -> float:
 
 async def probe(link: str, full: bool) -> dict[str, object]:
     from shared.messages import SyncMessage, SyncReason
-    from shared.services.outlook_sync import run_sync
+    from shared.sync.worker import run_sync
     from shared.wiring import get_services
 
     services = get_services()
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incremental", action="store_true", help="an incremental run instead of a full one")
     args = parser.parse_args(argv)
     # Imported before the baseline, as a worker that already served a message has them.
-    import shared.adapters.graph_sdk  # noqa: F401
+    import shared.adapters.graph_sdk
     import shared.services.outlook_sync  # noqa: F401
 
     result = asyncio.run(probe(args.link, not args.incremental))

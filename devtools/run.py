@@ -109,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ready": True}), flush=True)
         print("Press Ctrl-C to stop.")
         stop.wait()
-    except Exception as exc:  # noqa: BLE001 - one readable line for a newcomer, then clean up
+    except Exception as exc:  # one readable line for a newcomer, then clean up
         print(f"make run failed: {exc}", file=sys.stderr)
         return 1
     finally:
         for thing in reversed(started):
             try:
                 thing.stop()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+            except Exception as exc:  # keep stopping the rest
                 print(f"while stopping: {exc}", file=sys.stderr)
         print("stopped.")
     return 0

@@ -31,7 +31,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import secrets
 import shutil
 import ssl
@@ -41,15 +40,15 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from devtools import azurite
+from devtools.connect_walker import ConnectFlowError, ConnectWalker
 from devtools.run import load_values
 
 if TYPE_CHECKING:
@@ -373,7 +372,10 @@ class Stack:
         self.ensure_resource(provider, resource, calendar_name)
         start = self.timum.connect_url(provider, resource)
         with self.http(follow_redirects=False) as client:
-            landed = _ConnectWalker(client, person.id, cal.name).walk(start)
+            try:
+                landed = ConnectWalker(client, person.id, cal.name).walk(start)
+            except ConnectFlowError as exc:
+                raise StackError(str(exc)) from exc
         params = dict(parse_qsl(urlsplit(landed).query))
         if params.get("outlook") != "connected":
             raise StackError(f"the connect flow ended without a link (outlook={params.get('outlook')!r}, "
@@ -405,7 +407,7 @@ class Stack:
         for step in (self.host.stop, self._close_harness, self.sandbox.stop, self.azurite.stop):
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - keep stopping the rest, report the first
+            except Exception as exc:  # keep stopping the rest, report the first
                 errors.append(exc)
         _restore_env(self._saved_env)
         _reset_app_caches()
@@ -578,123 +580,3 @@ def running_stack(**kwargs: Any) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-
-
-# --- the connect flow, clicked through -----------------------------------------------------------
-
-class _Forms(HTMLParser):
-    """Forms of a page with all their inputs (including unchecked radios) and buttons, and the
-    text of labels by their ``for`` target — enough to pick a calendar in the chooser."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.forms: list[dict[str, Any]] = []
-        self.labels: dict[str, str] = {}
-        self._form: dict[str, Any] | None = None
-        self._label: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self._form = {"action": a.get("action", ""), "method": (a.get("method") or "get").lower(),
-                          "fields": [], "radios": [], "buttons": []}
-            self.forms.append(self._form)
-        elif tag == "input" and self._form is not None:
-            kind = (a.get("type") or "text").lower()
-            if kind == "radio":
-                self._form["radios"].append((a.get("name", ""), a.get("value", ""), a.get("id", ""),
-                                             "disabled" in a))
-            elif kind in ("submit", "button"):
-                self._form["buttons"].append((a.get("name", ""), a.get("value", "")))
-            elif kind != "checkbox" and a.get("name"):
-                self._form["fields"].append((a["name"], a.get("value", "")))
-        elif tag == "button" and self._form is not None and (a.get("type") or "submit") == "submit":
-            self._form["buttons"].append((a.get("name", ""), a.get("value", "")))
-        elif tag == "label":
-            self._label = a.get("for", "")
-            self.labels.setdefault(self._label, "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._form = None
-        elif tag == "label":
-            self._label = None
-
-    def handle_data(self, data: str) -> None:
-        if self._label:
-            self.labels[self._label] += data
-
-
-def _forms(html: str) -> _Forms:
-    parser = _Forms()
-    parser.feed(html)
-    parser.close()
-    return parser
-
-
-class _ConnectWalker:
-    """Follows the connect flow like a browser: redirects, the account picker, the consent screen,
-    the form_post back to the service, and the chooser (picking ``calendar_name``, "link")."""
-
-    MAX_STEPS = 20
-
-    def __init__(self, client: httpx.Client, user_id: str, calendar_name: str) -> None:
-        self.client = client
-        self.user_id = user_id
-        self.calendar_name = calendar_name
-
-    def walk(self, url: str) -> str:
-        """Returns the URL the flow finally sends the browser to outside the service and sandbox."""
-        response = self.client.get(url)
-        for _ in range(self.MAX_STEPS):
-            if response.is_redirect:
-                target = urljoin(str(response.url), response.headers["location"])
-                if "/timum/providers/" in urlsplit(target).path:
-                    return target
-                response = self.client.get(target)
-                continue
-            if response.status_code >= 400:
-                raise StackError(f"connect flow stopped at {urlsplit(str(response.url)).path} with "
-                                 f"{response.status_code}: {_text(response.text)[:300]}")
-            response = self._act(response)
-        raise StackError("the connect flow did not finish")
-
-    def _act(self, page: httpx.Response) -> httpx.Response:
-        forms = _forms(page.text)
-        base = str(page.url)
-        for form in forms.forms:
-            action = urljoin(base, form["action"] or base)
-            path = urlsplit(action).path
-            data = list(form["fields"])
-            if path.endswith("/authorize/select"):
-                # The account picker: one form per account, naming it by its object id.
-                if ("user", self.user_id) in data:
-                    return self._post(action, data)
-                continue
-            if path.endswith("/authorize/consent"):
-                return self._post(action, [*data, ("decision", "accept")])
-            if path.endswith("/api/oauth/callback"):
-                return self._post(action, data)
-            if path.endswith("/api/connect/calendars"):
-                key = self._calendar_key(form, forms.labels)
-                return self._post(action, [*data, ("calendar", key), ("action", "link")])
-        raise StackError(f"unexpected page in the connect flow at {urlsplit(base).path}: {_text(page.text)[:300]}")
-
-    def _post(self, url: str, pairs: list[tuple[str, str]]) -> httpx.Response:
-        form: dict[str, list[str]] = {}
-        for name, value in pairs:
-            form.setdefault(name, []).append(value)
-        return self.client.post(url, data=form)
-
-    def _calendar_key(self, form: dict[str, Any], labels: dict[str, str]) -> str:
-        for name, value, input_id, disabled in form["radios"]:
-            label = " ".join(labels.get(input_id, "").split())
-            if name == "calendar" and label.startswith(self.calendar_name):
-                if disabled:
-                    raise StackError(f"the chooser does not let the user pick {self.calendar_name!r}: {label}")
-                return str(value)
-        raise StackError(f"the chooser does not list the calendar {self.calendar_name!r}")
-
-
-def _text(html: str) -> str:
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from shared.config import Settings
 from shared.domain import Link
-from shared.ports import GraphCalendarPort, TimumPort
+from shared.ports import GraphCalendarPort, IcsFetchPort, TimumPort
 from shared.storage.base import StoragePort
 
 
@@ -30,6 +30,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _http_ics_fetcher() -> IcsFetchPort:
+    # Imported on first use: the webhook triggers never load httpcore's guarded backend.
+    from shared.ics.fetch import HttpIcsFetcher
+
+    return HttpIcsFetcher()
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -39,3 +46,5 @@ class Services:
     clock: Callable[[], datetime] = field(default=utcnow)
     #: tenant id → the organisation directory port (``shared.org.directory``); None → Graph app-only
     org_directory: Callable[[str], Any] | None = None
+    #: published calendars of ICS-import links (a twin in tests, like every other remote)
+    ics: IcsFetchPort = field(default_factory=_http_ics_fetcher)

@@ -11,7 +11,6 @@ one behaviour without knowing which SDK failed::
     │   └── PayloadTooLarge           body above the limit → 413
     ├── NotFound                      the addressed thing does not exist → 404
     ├── Conflict                      optimistic concurrency lost (ETag) or rule broken → 409 / retry
-    │   └── LeaseHeld                 another run owns the link right now → mark dirty, stop
     ├── TransientError                try again later (network, 5xx, timeouts)
     │   └── Throttled                 429 / 503 with Retry-After → re-queue with that delay
     ├── AuthError                     the remote refused our credentials
@@ -75,10 +74,6 @@ class NotFound(SyncError):
 
 class Conflict(SyncError):
     code = "conflict"
-
-
-class LeaseHeld(Conflict):
-    code = "lease_held"
 
 
 class TransientError(SyncError):

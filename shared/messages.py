@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from shared.domain import LinkKey
+from shared.domain import Booking, LinkKey
 from shared.errors import BadRequest
 
 #: Outlook → timum: one message per affected link; the delta worker coalesces bursts.
@@ -91,3 +91,94 @@ class AdminMessage:
         except (KeyError, ValueError, TypeError) as exc:
             raise BadRequest(f"malformed admin message: {exc}") from exc
         return msg
+
+
+# --- booking-changes: four kinds of message, one queue ----------------------------------------
+# The wire format is what earlier versions wrote (messages in flight survive a deployment): each
+# kind is told apart by its one distinguishing key.
+
+
+def _link_key(raw: object, what: str) -> LinkKey:
+    try:
+        return LinkKey.parse(str(raw))
+    except ValueError as exc:
+        raise BadRequest(f"malformed link key in a {what} message") from exc
+
+
+@dataclass(frozen=True)
+class BookingChange:
+    """A booking as timum's webhook delivered it (``shared.bookings.webhook``)."""
+
+    booking: Booking
+    delivery: str = ""
+    type: str = ""
+    #: when the webhook accepted it (epoch seconds) — for lag metrics only
+    received_at: float = 0.0
+
+    @property
+    def key(self) -> LinkKey:
+        return LinkKey(self.booking.provider_id, self.booking.resource_id)
+
+    def to_json(self) -> dict[str, Any]:
+        from shared.bookings.payload import booking_to_json
+
+        return {"delivery": self.delivery, "type": self.type, "booking": booking_to_json(self.booking),
+                "received_at": self.received_at}
+
+
+@dataclass(frozen=True)
+class ReplayLink:
+    """Write every stored booking of a link again (after linking or a reconnect)."""
+
+    key: LinkKey
+
+    def to_json(self) -> dict[str, Any]:
+        return {"replay_link": str(self.key)}
+
+
+@dataclass(frozen=True)
+class RestoreEvent:
+    """Restore a booking's Outlook event edited there, after the booking's lease was held."""
+
+    key: LinkKey
+    booking_id: str
+    event_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"restore_event": {"link": str(self.key), "booking": self.booking_id, "event": self.event_id}}
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """Bring a resource's stored bookings up to date from timum (a new ICS feed)."""
+
+    key: LinkKey
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backfill": str(self.key)}
+
+
+BookingMessage = BookingChange | ReplayLink | RestoreEvent | Backfill
+
+
+def parse_booking_message(data: dict[str, Any]) -> BookingMessage:
+    """The message of a ``booking-changes`` body; ``BadRequest`` when it is none of the four."""
+    if "replay_link" in data:
+        return ReplayLink(_link_key(data["replay_link"], "replay"))
+    if "restore_event" in data:
+        raw = data["restore_event"]
+        try:
+            return RestoreEvent(_link_key(raw["link"], "restore"), str(raw["booking"]), str(raw["event"]))
+        except (KeyError, TypeError) as exc:
+            raise BadRequest("malformed restore message") from exc
+    if "backfill" in data:
+        return Backfill(_link_key(data["backfill"], "backfill"))
+    from shared.bookings.payload import booking_from_json
+
+    try:
+        booking = booking_from_json(data["booking"])
+        received = data.get("received_at")
+        return BookingChange(booking, delivery=str(data.get("delivery", "")), type=str(data.get("type", "")),
+                             received_at=float(received) if isinstance(received, int | float) else 0.0)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc

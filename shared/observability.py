@@ -133,7 +133,7 @@ def _format_traceback(exc_info: Any) -> str:
 
     try:
         te = traceback.TracebackException(*exc_info[:3])
-    except Exception:  # noqa: BLE001 - an odd exc_info still gets the standard rendering
+    except Exception:  # an odd exc_info still gets the standard rendering
         return escape_controls(_TRACEBACK_FORMATTER.formatException(exc_info), keep_newline=True)
     messages: set[str] = set()
     pending, seen = [te], set()
@@ -344,7 +344,7 @@ def prepare_record(record: logging.LogRecord) -> logging.LogRecord:
 def _prepare_message(record: logging.LogRecord) -> None:
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001 - a broken format string must not lose the record
+    except Exception:  # a broken format string must not lose the record
         message = f"{record.msg!s} (arguments did not fit the format)"
     ids = _IDS.get()
     setattr(record, "correlation", dict(ids))  # noqa: B010 - LogRecord declares no such attribute
@@ -614,7 +614,7 @@ class Metrics:
         def run() -> None:
             try:
                 meter = setup(connection_string, auth)
-            except Exception as exc:  # noqa: BLE001 - missing package or bad config: keep logging metrics
+            except Exception as exc:  # missing package or bad config: keep logging metrics
                 logging.getLogger(__name__).warning(
                     "metrics stay in the log: the Azure Monitor exporter could not start (%s)", type(exc).__name__)
                 return
@@ -643,7 +643,7 @@ class Metrics:
         clean = self._dims(dims)
         try:
             self._backend.emit(spec, value, clean)
-        except Exception:  # noqa: BLE001 - telemetry must never break the sync
+        except Exception:  # telemetry must never break the sync
             logging.getLogger(__name__).warning("metric %s could not be exported", spec.name, exc_info=True)
             self._log_backend.emit(spec, value, clean)
 

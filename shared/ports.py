@@ -14,9 +14,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SubscriptionInfo
+
+if TYPE_CHECKING:
+    from shared.ics.fetch import FetchResult
 
 
 class GraphCalendarPort(ABC):
@@ -140,3 +143,17 @@ class TimumPort(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release network resources."""
+
+
+class IcsFetchPort(ABC):
+    """Reads a calendar published from Outlook (an ICS link). Real: ``shared/ics/fetch.py``
+    (``HttpIcsFetcher``: every hop's address checked, size and time bounded); twin:
+    ``shared/adapters/ics_memory.py``. Contract: ``tests/contract/test_ics_fetch_port.py``."""
+
+    @abstractmethod
+    async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
+                    allow_loopback: bool = False) -> FetchResult:
+        """A conditional GET: status 304 (empty body) when ``etag`` / ``last_modified`` still
+        match. ``UnsafeAddress`` (a ``BadRequest``) for an address that is not allowed,
+        ``NotFound`` when the calendar is no longer published, ``BadRequest`` when it is no
+        calendar or too large, ``TransientError`` when the host cannot be reached now."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bench.report import Figure, Target, percentile
 from bench.scenarios import Context, Output
 from bench.timeline import Breakdown, breakdown, explain
-from bench.world import bench_stack, bulk_links, event_times, wait_quiet
+from devtools.stack_world import bench_stack, bulk_links, event_times, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.sandbox.graph.model import Event

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
-from bench.world import bench_stack, bulk_links, wait_quiet
+from devtools.stack_world import bench_stack, bulk_links, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

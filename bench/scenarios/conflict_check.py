@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from bench.report import Figure, Target, fmt, percentile
 from bench.scenarios import Context, Output
-from bench.world import bench_stack, bulk_links, event_times, wait_quiet
+from devtools.stack_world import bench_stack, bulk_links, event_times, wait_quiet
 
 if TYPE_CHECKING:
     import httpx
 
-    from bench.world import BenchLink
     from devtools.stack import Stack
+    from devtools.stack_world import BenchLink
 
 P95_TARGET_MS = 300.0
 BUDGET_MS = 1500.0

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from bench.report import Figure, Target
 from bench.scenarios import Context, Output
-from bench.world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
 from devtools.stack import StackError
+from devtools.stack_world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.stack import Stack
@@ -110,8 +110,8 @@ async def simulate_idle(stack: Stack, link: BenchLink, days: int, clock: SimCloc
     from shared.jobs.schedule import due_reason
     from shared.messages import SyncMessage
     from shared.repos.links import LinkRepository
-    from shared.services.outlook_sync import run_sync
     from shared.services.subscriptions import renew_expiring
+    from shared.sync.worker import run_sync
 
     services = dataclasses.replace(stack.services(), clock=clock)
     repo = LinkRepository(stack.storage)

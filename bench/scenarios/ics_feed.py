@@ -21,7 +21,7 @@ import httpx
 
 from bench.report import Figure, Target, percentile
 from bench.scenarios import Context, Output
-from bench.world import bench_stack, gather_bounded
+from devtools.stack_world import bench_stack, gather_bounded
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

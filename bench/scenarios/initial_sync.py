@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
-from bench.world import BenchLink, bench_stack, bulk_links
+from devtools.stack_world import BenchLink, bench_stack, bulk_links
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

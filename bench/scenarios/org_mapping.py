@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.report import Figure, Target
 from bench.scenarios import Context, Output
-from bench.world import bench_stack
+from devtools.stack_world import bench_stack
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

@@ -1,7 +1,7 @@
 """Scenario 1: Outlook change → blocked slot written in timum, with 1, 100 and 1,000 linked calendars.
 
 One stack; links are added in steps (1, then up to 100, then up to 1,000) through
-``bench.world.bulk_links``, each with a live subscription and a first full sync by the real
+``devtools.stack_world.bulk_links``, each with a live subscription and a first full sync by the real
 worker. A run changes one calendar after another (a new busy event in a calendar drawn at
 random, waiting for its slot before the next change) and takes, per change, the time from the
 start of the sandbox Graph's notification POST to the sandbox timum's write of the slot. The
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from bench.report import Figure, Target, percentile
 from bench.scenarios import Context, Output
 from bench.timeline import Breakdown, breakdown, explain
-from bench.world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
+from devtools.stack_world import BenchLink, bench_stack, bulk_links, event_times, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.stack import Stack

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
 from bench.subhost import SubprocessHost, cpu_seconds
-from bench.world import bench_stack, gather_bounded
+from devtools.stack_world import bench_stack, gather_bounded
 
 if TYPE_CHECKING:
     from devtools.stack import Stack
@@ -88,7 +88,7 @@ def _depth(stack: Stack) -> int | None:
 
     try:
         return stack.run(asyncio.wait_for(stack.storage.queue("link-sync").peek_count(), 5.0), timeout=10.0)
-    except Exception:  # noqa: BLE001 - a busy Azurite; the caller waits a little instead
+    except Exception:  # a busy Azurite; the caller waits a little instead
         return None
 
 

@@ -36,7 +36,7 @@ from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
 from bench.scenarios.webhook_ack import _clear_queue, _settle
 from bench.subhost import SubprocessHost, cpu_seconds
-from bench.world import bench_stack, gather_bounded
+from devtools.stack_world import bench_stack, gather_bounded
 from shared.services.notifications import MAX_LOOKUPS_PER_POST
 
 if TYPE_CHECKING:

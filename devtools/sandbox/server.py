@@ -350,7 +350,7 @@ class RunningSandbox:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve())
-        except BaseException as exc:  # noqa: BLE001 — reported to the starting thread
+        except BaseException as exc:  # reported to the starting thread
             self._error = self._error or exc
         finally:
             with contextlib.suppress(Exception):

@@ -25,7 +25,7 @@ SUBSCRIPTION_FORBIDDEN = "subscription_forbidden"
 
 
 def subscription_resource(mailbox_id: str, calendar_id: str) -> str:
-    """Resource path of a per-calendar event subscription (see BRIEF: works, though undocumented)."""
+    """Resource path of a per-calendar event subscription (works, though not documented)."""
     return f"/users/{mailbox_id}/calendars/{calendar_id}/events"
 
 

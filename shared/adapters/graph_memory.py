@@ -391,9 +391,6 @@ class MemoryGraph(GraphCalendarPort):
     def require_reauthorization(self, subscription_id: str) -> None:
         self._lifecycle(self.subscriptions[subscription_id], "reauthorizationRequired")
 
-    def miss_notifications(self, subscription_id: str) -> None:
-        self._lifecycle(self.subscriptions[subscription_id], "missed")
-
     def drain_notifications(self) -> list[dict[str, Any]]:
         taken, self.notifications = self.notifications, []
         return taken

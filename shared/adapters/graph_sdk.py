@@ -19,12 +19,10 @@ domain objects, and how every failure becomes one class of ``shared.errors``:
   resolves) is returned in ``DeltaPage.skipped``, never fails the page; an item carrying only its
   changed properties is read in full first.
 
-Cost: importing this module does not import the SDK (~0.1 s). Measured on the 2-core development
-machine: constructing the first adapter ~0.4 s, its first request 2–4 s (BRIEF: 1.9 s on a quiet
-machine) — the SDK imports its generated models then — and later requests ~20 ms. ``warm_up()``
-pays the same 2–4 s up front, after which the first request also takes ~20 ms. Workers call it at
-start (it is CPU-bound: ``await asyncio.to_thread(warm_up)``); the webhook path never imports
-this module.
+Cost: importing this module does not import the SDK; its generated models load with the first
+request of a process (``bench/first_call.py`` prints what that costs). ``warm_up()`` pays that
+up front, off the event loop (``await asyncio.to_thread(warm_up)``), for a trigger whose first
+request must be fast. The webhook path never imports this module.
 """
 
 from __future__ import annotations
@@ -391,58 +389,80 @@ def translate_error(exc: BaseException, action: str) -> SyncError | None:
         return None
     sdk = _sdk()
     if isinstance(exc, sdk.APIError):
-        status = exc.response_status_code or 0
-        message = ""
-        main = getattr(exc, "error", None)
-        codes = error_codes(main)
-        if main is not None:
-            message = str(getattr(main, "message", "") or "")
-        code = codes[0] if codes else ""
-        detail = f"{action}: Graph answered {status}" + (f" {code}" if code else "")
-        inner = [c for c in codes[1:] if c.lower() != code.lower()]
-        if inner:
-            detail += f" [{', '.join(_clip(c, 60) for c in inner[:3])}]"
-        if message:
-            detail += f" ({_clip(message)})"
-        retry_after = _retry_after(exc.response_headers)
-        if any(c.lower() in _SYNC_STATE_CODES for c in codes):
-            # The delta token is no longer usable, whatever the status (Graph sends 410 or 400)
-            # and wherever in the chain the code sits: a fresh round, not a broken link.
-            return SyncStateExpired(detail)
-        if status == 429 or (status == 503 and retry_after is not None):
-            return Throttled(detail, retry_after=retry_after)
-        if status == 401:
-            return AuthError(detail, code="graph_unauthorized")
-        if status == 403:
-            return AuthError(detail, code="graph_forbidden")
-        if status == 404:
-            return NotFound(detail)
-        if status == 410:
-            return RemoteGone(detail)
-        if status in (409, 412):
-            return Conflict(detail)
-        if status >= 500 or status in (408, 0):
-            return TransientError(detail, retry_after=retry_after)
-        return BadRequest(detail, code="graph_bad_request")
+        return _api_error(exc, action)
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"{action}: Graph did not answer in time ({type(exc).__name__})", code="timeout")
     if isinstance(exc, httpx.HTTPError):
         return TransientError(f"{action}: Graph unreachable ({type(exc).__name__})", code="unreachable")
     if isinstance(exc, sdk.AuthHTTPError):
         return ConfigError([f"Graph base URL refused for authentication ({_clip(str(exc))})"])
+    return _credential_error(exc, action) or TransientError(
+        f"{action}: unexpected {type(exc).__name__} from the Graph client", code="graph_unexpected")
+
+
+def _api_error(exc: Any, action: str) -> SyncError:
+    """A Graph answer with an error status (the SDK's ``APIError``)."""
+    status = exc.response_status_code or 0
+    main = getattr(exc, "error", None)
+    codes = error_codes(main)
+    message = str(getattr(main, "message", "") or "") if main is not None else ""
+    code = codes[0] if codes else ""
+    detail = f"{action}: Graph answered {status}" + (f" {code}" if code else "")
+    inner = [c for c in codes[1:] if c.lower() != code.lower()]
+    if inner:
+        detail += f" [{', '.join(_clip(c, 60) for c in inner[:3])}]"
+    if message:
+        detail += f" ({_clip(message)})"
+    if any(c.lower() in _SYNC_STATE_CODES for c in codes):
+        # The delta token is no longer usable, whatever the status (Graph sends 410 or 400)
+        # and wherever in the chain the code sits: a fresh round, not a broken link.
+        return SyncStateExpired(detail)
+    return _status_error(status, detail, _retry_after(exc.response_headers))
+
+
+def _status_error(status: int, detail: str, retry_after: float | None) -> SyncError:
+    if status == 429 or (status == 503 and retry_after is not None):
+        return Throttled(detail, retry_after=retry_after)
+    if status >= 500 or status in (408, 0):
+        return TransientError(detail, retry_after=retry_after)
+    cls, code = _BY_STATUS.get(status, (BadRequest, "graph_bad_request"))
+    return cls(detail, code=code)
+
+
+#: Graph's other error statuses; anything else in 4xx is a request Graph refused as malformed.
+_BY_STATUS: dict[int, tuple[type[SyncError], str | None]] = {
+    401: (AuthError, "graph_unauthorized"),
+    403: (AuthError, "graph_forbidden"),
+    404: (NotFound, None),
+    410: (RemoteGone, None),
+    409: (Conflict, None),
+    412: (Conflict, None),
+}
+
+
+def _credential_error(exc: Exception, action: str) -> SyncError | None:
+    """azure-identity's failures (app-only credentials), which the SDK passes through."""
     try:
         from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
     except ImportError:  # pragma: no cover - azure-core is a dependency of the SDK
-        pass
-    else:
-        if isinstance(exc, ClientAuthenticationError):
-            return AuthError(f"{action}: the credential could not get a token ({type(exc).__name__})",
-                             code="credential")
-        if isinstance(exc, ServiceRequestError):
-            return TransientError(f"{action}: identity platform unreachable ({type(exc).__name__})",
-                                  code="unreachable")
-    return TransientError(f"{action}: unexpected {type(exc).__name__} from the Graph client",
-                          code="graph_unexpected")
+        return None
+    if isinstance(exc, ClientAuthenticationError):
+        return AuthError(f"{action}: the credential could not get a token ({type(exc).__name__})",
+                         code="credential")
+    if isinstance(exc, ServiceRequestError):
+        return TransientError(f"{action}: identity platform unreachable ({type(exc).__name__})",
+                              code="unreachable")
+    return None
+
+
+def _delta_body(raw: bytes | None) -> dict[str, Any]:
+    try:
+        response = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise TransientError("calendar delta: Graph sent a body that is not JSON", code="graph_unexpected") from exc
+    if not isinstance(response, dict):
+        raise TransientError("calendar delta: Graph sent an empty response", code="graph_unexpected")
+    return response
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,8 +585,8 @@ def event_from_graph(event: dict[str, Any], mailbox_zone: str | None, *,
     whose zone is not known is read in its own original zone when that one is known.
 
     Plain JSON rather than the SDK's ``Event`` model: kiota builds each model through a table of
-    every field of every Outlook item (~16 ms per event on the development machine), which made
-    parsing the bulk of a first sync. We read only the fields the planner needs.
+    every field of every Outlook item, which made parsing the bulk of a first sync (``bench/``
+    measures it). We read only the fields the planner needs.
     """
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
@@ -715,7 +735,7 @@ class GraphSdkAdapter(GraphCalendarPort):
             async with gate:
                 try:
                     result = await op()
-                except BaseException as exc:  # noqa: BLE001 - translated or re-raised below
+                except BaseException as exc:  # translated or re-raised below
                     failure = translate_error(exc, action)
                     if failure is None:
                         raise
@@ -911,20 +931,9 @@ class GraphSdkAdapter(GraphCalendarPort):
                     link: str = "", page_size: int = 100) -> DeltaPage:
         if page_size < 1:
             raise BadRequest("page size must be at least 1", field="page_size")
-        builder = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).calendar_view.delta
-        prefer = (f"odata.maxpagesize={page_size}", PREFER_UTC)
-        if link:
-            link_host = (urlsplit(link).hostname or "").lower()
-            if link_host != self._host:
-                # Following it would send no token (or send data elsewhere); a full round is safe.
-                raise SyncStateExpired("stored delta link belongs to another Graph host; resync")
-            builder = builder.with_url(link)
-            config = self._config(*prefer)
-        else:
-            if start.tzinfo is None or end.tzinfo is None or end <= start:
-                raise BadRequest("delta window must be timezone-aware with end after start", field="start")
-            query = self._sdk.DeltaQuery(start_date_time=_iso_utc(start), end_date_time=_iso_utc(end))
-            config = self._config(*prefer, query=query)
+        builder, config = self._delta_request(mailbox_id, calendar_id, start=start, end=end, link=link,
+                                              page_size=page_size)
+
         def send() -> Awaitable[bytes | None]:
             # The raw body instead of ``builder.get``: the SDK's model per event cost more CPU than
             # everything else in a first sync (see ``event_from_graph``). The request still goes
@@ -945,19 +954,40 @@ class GraphSdkAdapter(GraphCalendarPort):
             raise SyncStateExpired(exc.message) from exc
         except NotFound as exc:
             raise RemoteGone(f"calendar is gone: {exc.message}") from exc
-        try:
-            response = json.loads(raw) if raw else None
-        except ValueError as exc:
-            raise TransientError("calendar delta: Graph sent a body that is not JSON",
-                                 code="graph_unexpected") from exc
-        if not isinstance(response, dict):
-            raise TransientError("calendar delta: Graph sent an empty response", code="graph_unexpected")
+        response = _delta_body(raw)
+        items = response.get("value")
+        events, removed, skipped = await self._read_items(mailbox_id, calendar_id,
+                                                          items if isinstance(items, list) else [])
+        if skipped:
+            log.warning("calendar delta: %d unreadable item(s) skipped, e.g. %s", len(skipped), skipped[0].reason)
+        return DeltaPage(events=events, removed=removed,
+                         next_link=str(response.get("@odata.nextLink") or ""),
+                         delta_link=str(response.get("@odata.deltaLink") or ""), skipped=skipped)
+
+    def _delta_request(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime, link: str,
+                       page_size: int) -> tuple[Any, Any]:
+        """The request builder and its configuration: the stored delta link, or a fresh window."""
+        builder = self._user(mailbox_id).calendars.by_calendar_id(calendar_id).calendar_view.delta
+        prefer = (f"odata.maxpagesize={page_size}", PREFER_UTC)
+        if link:
+            link_host = (urlsplit(link).hostname or "").lower()
+            if link_host != self._host:
+                # Following it would send no token (or send data elsewhere); a full round is safe.
+                raise SyncStateExpired("stored delta link belongs to another Graph host; resync")
+            return builder.with_url(link), self._config(*prefer)
+        if start.tzinfo is None or end.tzinfo is None or end <= start:
+            raise BadRequest("delta window must be timezone-aware with end after start", field="start")
+        query = self._sdk.DeltaQuery(start_date_time=_iso_utc(start), end_date_time=_iso_utc(end))
+        return builder, self._config(*prefer, query=query)
+
+    async def _read_items(self, mailbox_id: str, calendar_id: str,
+                          items: list[Any]) -> tuple[list[OutlookEvent], list[str], list[SkippedItem]]:
+        """A page's items as events and removed ids; one that cannot be read is skipped, named."""
         events: list[OutlookEvent] = []
         removed: list[str] = []
         skipped: list[SkippedItem] = []
         completions = 0
-        items = response.get("value")
-        for item in items if isinstance(items, list) else ():
+        for item in items:
             item_id = item.get("id") if isinstance(item, dict) else None
             shown_id = item_id if isinstance(item_id, str) else ""
             try:
@@ -974,20 +1004,19 @@ class GraphSdkAdapter(GraphCalendarPort):
                         raise UnreadableEvent("partial item (only changed properties); page limit of reads reached")
                     completions += 1
                     item = await self._complete(mailbox_id, calendar_id, item)
-                zone: str | None = None
-                zone_known = True
-                if needs_mailbox_zone(item):
-                    zone, zone_known = await self._mailbox_zone(mailbox_id)
-                events.append(event_from_graph(item, zone, mailbox_zone_known=zone_known))
+                events.append(await self._event_of(mailbox_id, item))
             except (ValueError, TypeError, AttributeError, KeyError, ZoneInfoNotFoundError) as exc:
                 # One unreadable item must not stop the calendar: the round goes on without it.
                 reason = str(exc) if isinstance(exc, UnreadableEvent) else f"unreadable event ({type(exc).__name__})"
                 skipped.append(SkippedItem(id=_clip(shown_id, 200), reason=_clip(reason, 200)))
-        if skipped:
-            log.warning("calendar delta: %d unreadable item(s) skipped, e.g. %s", len(skipped), skipped[0].reason)
-        return DeltaPage(events=events, removed=removed,
-                         next_link=str(response.get("@odata.nextLink") or ""),
-                         delta_link=str(response.get("@odata.deltaLink") or ""), skipped=skipped)
+        return events, removed, skipped
+
+    async def _event_of(self, mailbox_id: str, item: dict[str, Any]) -> OutlookEvent:
+        zone: str | None = None
+        zone_known = True
+        if needs_mailbox_zone(item):
+            zone, zone_known = await self._mailbox_zone(mailbox_id)
+        return event_from_graph(item, zone, mailbox_zone_known=zone_known)
 
     # --- calendarView (live reads) --------------------------------------------------------------
     async def read_calendar_view(self, mailbox_id: str, calendar_id: str, *, start: datetime,

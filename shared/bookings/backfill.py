@@ -52,6 +52,6 @@ async def backfill_resource(services: Services, key: LinkKey) -> int:
 
 async def queue_backfill(services: Services, key: LinkKey) -> None:
     """Have the booking worker backfill ``key``'s resource (a new ICS feed must list its bookings)."""
-    from shared.messages import BOOKING_QUEUE
+    from shared.messages import BOOKING_QUEUE, Backfill
 
-    await services.storage.queue(BOOKING_QUEUE).send({"backfill": str(key)})
+    await services.storage.queue(BOOKING_QUEUE).send(Backfill(key).to_json())

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.bookings.payload import booking_from_json, booking_to_json
 from shared.bookings.plan import (
     BookingAction,
     CreateEvent,
@@ -40,8 +39,16 @@ from shared.bookings.render import draft_hash, render_event
 from shared.bookings.store import BookingStore, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
-from shared.errors import AuthError, BadRequest, NeedsReconnect, NotFound, RemoteGone, TransientError
-from shared.messages import BOOKING_QUEUE
+from shared.errors import AuthError, NotFound, RemoteGone, TransientError
+from shared.messages import (
+    BOOKING_QUEUE,
+    Backfill,
+    BookingChange,
+    BookingMessage,
+    ReplayLink,
+    RestoreEvent,
+    parse_booking_message,
+)
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
@@ -153,25 +160,19 @@ async def _usable_link(services: Services, key: LinkKey) -> Link | None:
 
 
 async def _guarded(services: Services, link: Link, booking: Booking) -> WriteOutcome:
-    """``write_booking`` with the link-level consequences of errors applied."""
-    from shared.connect.status import set_health
+    """``write_booking`` with the link-level consequences of errors applied (``health_for``)."""
+    from shared.connect.status import Remote, health_for, set_health
 
     try:
         outcome = await write_booking(services, link, booking)
-    except (NeedsReconnect, AuthError) as exc:
-        if not isinstance(exc, NeedsReconnect) and exc.code != "graph_unauthorized":
-            # 403: the calendar is no longer writable for us; retrying cannot help; tell timum.
-            await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
-            return WriteOutcome("link_error")
-        # No retry: without a token every retry fails (a 401 reaches here only after the adapter
-        # got a fresh token and Graph refused that one too). The booking stays in the store and
-        # is written when the user reconnects (the link set-up replays the store).
-        await set_health(services, link, LinkHealth.NEEDS_RECONNECT, f"{exc.code}: {exc.message}")
-        return WriteOutcome("needs_reconnect")
-    except (RemoteGone, NotFound) as exc:
-        # The calendar is gone: retrying cannot help; tell timum.
-        await set_health(services, link, LinkHealth.ERROR, f"{exc.code}: {exc.message}")
-        return WriteOutcome("link_error")
+    except (AuthError, RemoteGone, NotFound) as exc:
+        verdict = health_for(exc, Remote.GRAPH)
+        assert verdict is not None
+        # No retry: without access every retry fails the same way (a 401 reaches here only after
+        # the adapter got a fresh token and Graph refused that one too). The booking stays in the
+        # store and is written when the link is reconnected (the link set-up replays the store).
+        await set_health(services, link, verdict.health, verdict.reason)
+        return WriteOutcome("needs_reconnect" if verdict.health is LinkHealth.NEEDS_RECONNECT else "link_error")
     if link.health is not LinkHealth.OK:
         await set_health(services, link, LinkHealth.OK)
     return outcome
@@ -260,62 +261,45 @@ async def _serialized(services: Services, provider_id: str, resource_id: str, bo
     """``_apply_stored`` under the booking's lease; ``coalesced`` when another invocation holds it
     (that one runs again and applies what was stored meanwhile)."""
     leases = LeaseRepository(services.storage, ttl=LEASE_TTL)
-    key = _lease_key(provider_id, booking_id)
-    owner = uuid.uuid4().hex  # per invocation: two invocations of one process must exclude each other
-    if not await leases.acquire(key, owner, now=services.clock()):
-        return WriteOutcome("coalesced")
-    try:
-        for _ in range(MAX_RUNS_PER_INVOCATION):
-            outcome = await _apply_stored(services, provider_id, resource_id, booking_id, fallback)
-            if not await leases.release(key, owner, now=services.clock()):
-                return outcome
+    outcomes: list[WriteOutcome] = []
+
+    async def apply() -> bool:
+        outcomes.append(await _apply_stored(services, provider_id, resource_id, booking_id, fallback))
+        return True
+
+    async def hand_on() -> None:
         # Still dirty after the cap: hand the rest to a fresh message rather than run on.
         stored = await _newest(services, provider_id, resource_id, booking_id)
         if stored is not None:
-            await services.storage.queue(BOOKING_QUEUE).send({"booking": booking_to_json(stored.booking)})
-        await _let_go(services, leases, key, owner)
-        return outcome
-    except BaseException:
-        # The host retries this message, and that run applies the stored newest version, which
-        # covers the invocations that gave way to this one; it must not wait for the lease's TTL.
-        with contextlib.suppress(Exception):
-            await _let_go(services, leases, key, owner)
-        raise
+            await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json())
+
+    # Per invocation: two invocations of one process must exclude each other. On a failure the
+    # host retries this message, and that run applies the stored newest version, which covers the
+    # invocations that gave way to this one.
+    if not await leases.run_coalesced(_lease_key(provider_id, booking_id), uuid.uuid4().hex, apply,
+                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on):
+        return WriteOutcome("coalesced")
+    return outcomes[-1]
 
 
-async def _let_go(services: Services, leases: LeaseRepository, key: LinkKey, owner: str) -> None:
-    # release() keeps a dirty lease once; the second call lets go.
-    for _ in range(3):
-        if not await leases.release(key, owner, now=services.clock()):
-            return
-
-
-async def apply_booking_message(services: Services, data: dict[str, Any]) -> WriteOutcome:
-    """Queue worker entry: a booking change from the webhook, or a replay of a link's bookings."""
-    if "replay_link" in data:
-        return await replay_link_bookings(services, _message_key(data["replay_link"]))
-    if "restore_event" in data:
-        raw = data["restore_event"]
-        return await retry_restore(services, raw if isinstance(raw, dict) else {})
-    if "backfill" in data:
+async def apply_booking_message(services: Services, message: BookingMessage | dict[str, Any]) -> WriteOutcome:
+    """Queue worker entry: a booking change from the webhook, a replay of a link's bookings, a
+    restore that met a held lease, or a backfill. A raw body is parsed first (``BadRequest``)."""
+    if isinstance(message, dict):
+        message = parse_booking_message(message)
+    if isinstance(message, ReplayLink):
+        return await replay_link_bookings(services, message.key)
+    if isinstance(message, RestoreEvent):
+        return await retry_restore(services, message)
+    if isinstance(message, Backfill):
         # A new ICS feed: its resource may have no link, so only the store is brought up to date.
         from shared.bookings.backfill import backfill_resource
 
-        return WriteOutcome(f"backfilled:{await backfill_resource(services, _message_key(data['backfill']))}")
-    try:
-        incoming = booking_from_json(data["booking"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest(f"malformed booking message: {type(exc).__name__}") from exc
+        return WriteOutcome(f"backfilled:{await backfill_resource(services, message.key)}")
+    incoming = message.booking
     # Stored before the lease is tried: a holder that sees our dirty mark finds this version.
     await BookingStore(services.storage).upsert_if_newer(incoming)
     return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
-
-
-def _message_key(raw: Any) -> LinkKey:
-    try:
-        return LinkKey.parse(str(raw))
-    except ValueError as exc:
-        raise BadRequest("malformed link key in a booking message") from exc
 
 
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:
@@ -356,14 +340,13 @@ async def restore_booking_event(services: Services, link: Link, booking_id: str,
     owner = uuid.uuid4().hex
     if not await leases.acquire(key, owner, now=services.clock()):
         await services.storage.queue(BOOKING_QUEUE).send(
-            {"restore_event": {"link": str(link.key), "booking": booking_id, "event": event_id}},
-            delay_seconds=RESTORE_RETRY_SECONDS)
+            RestoreEvent(link.key, booking_id, event_id).to_json(), delay_seconds=RESTORE_RETRY_SECONDS)
         return WriteOutcome("restore_queued")
     try:
         return await _restore(services, link, booking_id, event_id)
     finally:
         with contextlib.suppress(Exception):
-            await _let_go(services, leases, key, owner)
+            await leases.let_go(key, owner, now=services.clock())
 
 
 async def _restore(services: Services, link: Link, booking_id: str, event_id: str) -> WriteOutcome:
@@ -399,14 +382,9 @@ async def _restore(services: Services, link: Link, booking_id: str, event_id: st
     return WriteOutcome("restored", event_id)
 
 
-async def retry_restore(services: Services, data: dict[str, Any]) -> WriteOutcome:
-    """The booking queue's ``restore_event`` message (a restore that met a held lease)."""
-    try:
-        key = LinkKey.parse(str(data["link"]))
-        booking_id, event_id = str(data["booking"]), str(data["event"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest("malformed restore message") from exc
-    link = await _usable_link(services, key)
+async def retry_restore(services: Services, message: RestoreEvent) -> WriteOutcome:
+    """The booking queue's restore message (a restore that met a held lease)."""
+    link = await _usable_link(services, message.key)
     if link is None:
         return WriteOutcome("no_link")
-    return await restore_booking_event(services, link, booking_id, event_id)
+    return await restore_booking_event(services, link, message.booking_id, message.event_id)

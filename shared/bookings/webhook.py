@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from shared.bookings.payload import BookingEvent, booking_to_json, parse_booking_event
+from shared.bookings.payload import BookingEvent, parse_booking_event
 from shared.config import Settings
-from shared.messages import BOOKING_QUEUE
+from shared.messages import BOOKING_QUEUE, BookingChange
 from shared.signing import verify_webhook
 from shared.storage.base import StoragePort
 
@@ -22,8 +22,6 @@ async def accept_booking_webhook(storage: StoragePort, settings: Settings, body:
     # Signature first: an unauthenticated caller learns nothing about our validation rules.
     verify_webhook(body, signature, settings.timum_webhook_secrets, now=now)
     event = parse_booking_event(body)
-    await storage.queue(BOOKING_QUEUE).send({
-        "delivery": event.delivery_id, "type": event.type, "booking": booking_to_json(event.booking),
-        "received_at": now,
-    })
+    await storage.queue(BOOKING_QUEUE).send(
+        BookingChange(event.booking, delivery=event.delivery_id, type=event.type, received_at=now).to_json())
     return event

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from shared.connect.flow import queue_booking_replay, session_store
 from shared.connect.outcomes import ChooserPage, ErrorPage, Redirect, with_params
-from shared.connect.store import ChooserSession
+from shared.connect.store import ChooserSession, ConnectContext
 from shared.connect.teardown import unlink
 from shared.context import Services
 from shared.domain import (
@@ -436,6 +436,74 @@ def _clean_name(raw: str) -> str | None:
     return name
 
 
+@dataclass(frozen=True)
+class _Checked:
+    choice: Choice
+    new_name: str
+    #: the link key the calendar goes to when it only blocks times (action "block"), else None
+    block_target: LinkKey | None = None
+
+
+def _check_choice(ctx: ConnectContext, action: str, existing_id: str, selected: str, typed_name: str,
+                  choices: list[Choice], resources: list[dict[str, str]], *, resource_known: bool,
+                  tenant_id: str) -> _Checked | tuple[str, int]:
+    """The submitted choice if the page allows it, else the problem to show and its status."""
+    if action not in ("link", "create", "block") and not existing_id:
+        return "invalid_action", 400
+    if action == "block" and not ctx.resource_id:
+        return "block_needs_resource", 400
+    if action == "link" and not ctx.resource_id:
+        return "no_resource", 400
+    if action in ("link", "block") and not resource_known:
+        return "resource_gone", 404
+    if existing_id and not any(r["id"] == existing_id for r in resources):
+        # Only resources the page offered: the provider's, and without a calendar.
+        return "resource_unavailable", 409
+    if not selected:
+        return "choose_first", 400
+    choice = next((c for c in choices if c.key == selected), None)
+    if choice is None:
+        return "calendar_gone", 404
+    if not choice.calendar.can_edit and action != "block":
+        return "calendar_read_only", 400
+    here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
+    # The page lets the user pick a free calendar or the one this resource already has; the
+    # latter may move to another (new or existing) resource, as every action on it offers.
+    # A block-only calendar has a key of its own (and may be reconnected as such).
+    target = here
+    if action == "block":
+        assert here is not None
+        cal = choice.calendar
+        target = block_key(here.provider_id, here.resource_id, tenant_id, cal.mailbox_id, cal.id)
+        if choice.owner is not None and _blocks_here(choice, here):
+            target = choice.owner  # a reconnect of the same block-only calendar
+    if choice.owner is not None and choice.owner != target:
+        return "calendar_taken", 409
+    if action == "block":
+        return _Checked(choice, "", target)
+    if action != "create":
+        return _Checked(choice, "")
+    cleaned = _clean_name(typed_name)
+    if cleaned is None:
+        return "name_invalid", 400
+    return _Checked(choice, cleaned or choice.suggested_name)
+
+
+async def _resource_for(services: Services, ctx: ConnectContext, action: str, existing_id: str, new_name: str,
+                        block_target: LinkKey | None) -> str:
+    """The id of the link's resource (a block-only calendar: its own key's) for a checked choice;
+    ``create`` makes the timum resource here."""
+    if action == "create":
+        return await services.timum.create_resource(ctx.provider_id, new_name)
+    if existing_id:
+        return existing_id
+    if action == "block":
+        assert block_target is not None
+        return block_target.resource_id
+    assert ctx.resource_id is not None
+    return ctx.resource_id
+
+
 async def submit(services: Services, session_id: str | None, form: Mapping[str, str], *,
                  locale: str) -> Redirect | ChooserPage | ErrorPage:
     store = session_store(services)
@@ -467,58 +535,17 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
                                new_name=typed_name[:MAX_RESOURCE_NAME], status=status)
 
         existing_id = action.removeprefix("existing:") if action.startswith("existing:") else ""
-        if action not in ("link", "create", "block") and not existing_id:
-            return await again("invalid_action")
-        if action == "block" and not ctx.resource_id:
-            return await again("block_needs_resource")
-        if action == "link" and not ctx.resource_id:
-            return await again("no_resource")
-        if action in ("link", "block") and resource_name is None:
-            return await again("resource_gone", 404)
-        if existing_id and not any(r["id"] == existing_id for r in resources):
-            # Only resources the page offered: the provider's, and without a calendar.
-            return await again("resource_unavailable", 409)
-        if not selected:
-            return await again("choose_first")
-        choice = next((c for c in choices if c.key == selected), None)
-        if choice is None:
-            return await again("calendar_gone", 404)
-        if not choice.calendar.can_edit and action != "block":
-            return await again("calendar_read_only")
-        here = LinkKey(ctx.provider_id, ctx.resource_id) if ctx.resource_id else None
-        # The page lets the user pick a free calendar or the one this resource already has; the
-        # latter may move to another (new or existing) resource, as every action on it offers.
-        # A block-only calendar has a key of its own (and may be reconnected as such).
-        target = here
-        if action == "block":
-            assert ctx.resource_id is not None and here is not None
-            cal = choice.calendar
-            target = block_key(ctx.provider_id, ctx.resource_id, session.tenant_id, cal.mailbox_id, cal.id)
-            if choice.owner is not None and _blocks_here(choice, here):
-                target = choice.owner  # a reconnect of the same block-only calendar
-        if choice.owner is not None and choice.owner != target:
-            return await again("calendar_taken", 409)
-        new_name = ""
-        if action == "create":
-            cleaned = _clean_name(typed_name)
-            if cleaned is None:
-                return await again("name_invalid")
-            new_name = cleaned or choice.suggested_name
+        checked = _check_choice(ctx, action, existing_id, selected, typed_name, choices, resources,
+                                resource_known=resource_name is not None, tenant_id=session.tenant_id)
+        if isinstance(checked, tuple):
+            return await again(*checked)
+        choice, new_name, target = checked.choice, checked.new_name, checked.block_target
         try:
             await store.set_busy(session, True)
         except (Conflict, NotFound):
             return _cookie_error(session, "busy", locale, 409)
         try:
-            if action == "create":
-                resource_id = await services.timum.create_resource(ctx.provider_id, new_name)
-            elif existing_id:
-                resource_id = existing_id
-            elif action == "block":
-                assert target is not None
-                resource_id = target.resource_id
-            else:
-                assert ctx.resource_id is not None
-                resource_id = ctx.resource_id
+            resource_id = await _resource_for(services, ctx, action, existing_id, new_name, target)
             moving = None
             if choice.owner is not None and choice.owner.resource_id != resource_id:
                 moving = await LinkRepository(services.storage).get(choice.owner)

@@ -43,9 +43,9 @@ from shared.crypto import Cipher
 from shared.domain import LinkHealth, LinkKey
 from shared.errors import AuthError, ConsentRequired, InvalidSignature, StorageError, SyncError, TransientError
 from shared.i18n import has, negotiate, normalize
-from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage, ReplayLink
 from shared.repos.accounts import AccountRepository, StoredCache, TenantRepository
-from shared.repos.links import LINKS, LinkRepository
+from shared.repos.links import LinkRepository
 from shared.signing import return_url_allowed, verify_connect_link
 
 log = logging.getLogger(__name__)
@@ -332,9 +332,8 @@ async def _revive_links(services: Services, account_id: str) -> None:
 
     repo = LinkRepository(services.storage)
     try:
-        rows = await services.storage.table(LINKS).query(equals={"account_id": account_id})
-        for row in rows:
-            link = await repo.get(_key_of(row))
+        for key in await repo.keys_for_account(account_id):
+            link = await repo.get(key)
             if link is None or link.health is not LinkHealth.NEEDS_RECONNECT:
                 continue
             try:
@@ -359,13 +358,7 @@ async def queue_booking_replay(services: Services, key: LinkKey) -> None:
     stored but not written: the writer stops at a link that needs a reconnect rather than fail
     every retry. Linking or reconnecting is when they must catch up; the replay is idempotent
     (the booking map), so a second one writes nothing."""
-    await services.storage.queue(BOOKING_QUEUE).send({"replay_link": str(key)})
-
-
-def _key_of(row: Mapping[str, Any]) -> Any:
-    from shared.domain import LinkKey
-
-    return LinkKey(str(row["provider_id"]), str(row["resource_id"]))
+    await services.storage.queue(BOOKING_QUEUE).send(ReplayLink(key).to_json())
 
 
 # --- admin consent ----------------------------------------------------------------------------

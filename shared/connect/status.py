@@ -21,12 +21,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkKey, is_block_only, stable_id, timum_resource
-from shared.errors import Conflict, NotFound, SyncError
+from shared.errors import (
+    AuthError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    RemoteGone,
+    StorageError,
+    SyncError,
+    SyncStateExpired,
+    TransientError,
+)
 from shared.i18n import has, message
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.safety.freshness import synced_through
@@ -61,16 +73,16 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
     ``": detail"``; it is stored as the link's last error and turned into a localised text
     for timum. It must not contain tokens or links (it ends up in timum's UI).
     """
-    repo = LinkRepository(services.storage)
     outbox = services.storage.table(LINK_STATUS)
     pk = encode_key(str(link.key))
-    current: Link | None = link
-    healed = False
-    for _ in range(8):
-        assert current is not None
+    healed: list[bool] = []
+
+    async def change(current: Link) -> bool:
+        healed.clear()  # a retry on a re-read link decides anew
         if current.health is health:
-            break
-        healed = health is LinkHealth.OK
+            return False
+        healed.append(health is LinkHealth.OK)
+        # The outbox row first, named after the version the change is made on (see above).
         delivery_id = stable_id(str(current.key), health.value, current.etag or "-", prefix="ls-", length=32)
         now = services.clock()
         await outbox.upsert({"PartitionKey": pk, "RowKey": "", "delivery_id": delivery_id, "health": health.value,
@@ -79,28 +91,21 @@ async def set_health(services: Services, link: Link, health: LinkHealth, reason:
         if health is not LinkHealth.OK:
             current.last_error = reason[:500]
             current.last_error_at = now
-        try:
-            current = await repo.save(current)
-            break
-        except Conflict:
-            current = await repo.get(link.key)
-        except NotFound:
-            current = None
-        if current is None:
-            await outbox.delete(pk, "")
-            return link  # unlinked meanwhile: nobody to tell
-    else:
-        raise Conflict("the link kept changing while its health was being set")
-    assert current is not None
-    if healed:
+        return True
+
+    saved = await LinkRepository(services.storage).modify(link.key, change, current=link)
+    if saved is None:
+        await outbox.delete(pk, "")
+        return link  # unlinked meanwhile: nobody to tell
+    if healed and healed[0]:
         # Booking writes refused while the link was broken (a reconnect pending, the calendar
         # forbidden or gone for a while) are stored but were never written; whatever healed the
         # link, they catch up now. Before the webhook, which may fail; the replay is idempotent.
         from shared.connect.flow import queue_booking_replay
 
-        await queue_booking_replay(services, current.key)
-    await _deliver(services, current, pk)
-    return current
+        await queue_booking_replay(services, saved.key)
+    await _deliver(services, saved, pk)
+    return saved
 
 
 async def announce(services: Services, link: Link) -> None:
@@ -300,3 +305,48 @@ async def forget_notices(services: Services, link: Link) -> None:
     pk = encode_key(str(link.key))
     rows = await table.query(pk)
     await table.delete_many(pk, [row.rk for row in rows])
+
+
+class Remote(StrEnum):
+    """Which side of a link a failure came from: the same error class means different things."""
+
+    GRAPH = "graph"    # the link's Outlook calendar, through the link's own Microsoft access
+    ICS = "ics"        # the link's published calendar
+    TIMUM = "timum"    # the link's timum resource, through the service's own API key
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The health a failure leaves a link in, and the reason stored with it (``code: detail``)."""
+
+    health: LinkHealth
+    reason: str
+
+
+#: Reason code of a link whose calendar (or resource) is gone, per side.
+_GONE = {Remote.GRAPH: "calendar_gone", Remote.ICS: "ics_gone", Remote.TIMUM: "resource_gone"}
+
+
+def health_for(exc: BaseException, remote: Remote) -> Verdict | None:
+    """The one rule from a failure to link health, for every worker (sync, booking writer,
+    subscription set-up and renewal). None: not the link's fault — retried, or the caller's own
+    case (a delta state to rebuild).
+
+    Any Graph ``AuthError`` — a refused refresh (``NeedsReconnect``), withdrawn consent, a 401
+    that survived a fresh token, a 403 on a calendar no longer shared or writable — means
+    ``needs_reconnect``: only a person can fix it, and a reconnect is the way back that replays
+    the link's bookings and resyncs it in full (docs/ARCHITECTURE.md, "Link health").
+    timum's ``AuthError`` is our API key, not the link's: retried.
+    """
+    if not isinstance(exc, SyncError) or isinstance(exc, TransientError | StorageError | SyncStateExpired):
+        return None
+    detail = f"{exc.code}: {exc.message}"[:500]
+    if isinstance(exc, AuthError):
+        return None if remote is Remote.TIMUM else Verdict(LinkHealth.NEEDS_RECONNECT, detail)
+    if isinstance(exc, RemoteGone | NotFound):
+        return Verdict(LinkHealth.ERROR, f"{_GONE[remote]}: {exc.message}"[:500])
+    if isinstance(exc, BadRequest) or (remote is Remote.TIMUM and isinstance(exc, Conflict)):
+        # An unsafe or unreadable calendar, a resource timum archived or a slot it refuses:
+        # retrying cannot help.
+        return Verdict(LinkHealth.ERROR, detail)
+    return None

@@ -19,7 +19,7 @@ from shared.domain import Link, LinkKey, LinkMode
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import AccountRepository
 from shared.repos.codec import from_entity, to_entity
-from shared.repos.links import LINKS, LinkRepository, SubscriptionIndex
+from shared.repos.links import LinkRepository, SubscriptionIndex
 from shared.storage.base import Entity, StoragePort, encode_key
 
 TEARDOWNS = "teardowns"
@@ -49,7 +49,7 @@ class TeardownStore:
 async def account_in_use(storage: StoragePort, account_id: str) -> bool:
     if not account_id:
         return False
-    links = await storage.table(LINKS).query(equals={"account_id": account_id}, limit=1)
+    links = await LinkRepository(storage).keys_for_account(account_id, limit=1)
     return bool(links) or await TeardownStore(storage).uses_account(account_id)
 
 
@@ -80,7 +80,7 @@ async def unlink(services: Services, link: Link, *, delete_outlook_events: bool 
         # Notifications of the old subscription must not reach the new calendar's link.
         await SubscriptionIndex(services.storage).delete(link.subscription_id)
     if not keep_row:
-        await services.storage.table(LINKS).delete(encode_key(link.provider_id), encode_key(link.resource_id))
+        await repo.delete(link.key)
     if not keep_claim:
         await repo.release_calendar(link)
     if not keep_row:

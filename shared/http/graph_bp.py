@@ -34,8 +34,8 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     token = req.params.get("validationToken")
     if token is not None:
         return _validation(token)
-    from shared.errors import BadRequest, PayloadTooLarge, StorageError
-    from shared.http.responses import read_body
+    from shared.errors import BadRequest, StorageError
+    from shared.http.responses import plain_error, read_body
     from shared.services import notifications
     from shared.wiring import get_storage, subscription_cache
 
@@ -44,18 +44,15 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     try:
         body = read_body(req, notifications.MAX_BODY_BYTES)
         result = await accept(get_storage(), subscription_cache(), body)
-    except PayloadTooLarge as exc:
-        return func.HttpResponse(exc.message, status_code=413, mimetype="text/plain")
     except BadRequest as exc:
-        return func.HttpResponse(exc.message, status_code=400, mimetype="text/plain")
+        return plain_error(exc, exc.message)  # PayloadTooLarge is a BadRequest: 413
     except notifications.LookupsDeferred as exc:
         log.warning("notifications deferred: %s", exc.message)
         return func.HttpResponse(DEFERRED_ANSWER, status_code=503, mimetype="text/plain",
                                  headers={"Retry-After": str(max(1, round(exc.retry_after or 1)))})
-    except StorageError:
+    except StorageError as exc:
         log.exception("could not persist notifications; Graph will retry")
-        return func.HttpResponse("try again", status_code=503, mimetype="text/plain",
-                                 headers={"Retry-After": "5"})
+        return plain_error(exc, "try again")
     log.info("notifications accepted=%d dropped=%d links=%d", result.accepted, result.dropped, len(result.links))
     return func.HttpResponse(status_code=202)
 

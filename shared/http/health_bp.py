@@ -13,6 +13,7 @@ bp = func.Blueprint()
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     from shared import __version__
     from shared.errors import SyncError
+    from shared.http.responses import status_for
     from shared.wiring import get_storage
 
     body: dict[str, object] = {"status": "ok", "version": __version__, "storage": "ok"}
@@ -22,6 +23,6 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     except SyncError as exc:
         # 503 tells load balancers and alerts that we cannot persist anything right now.
         body.update(status="degraded", storage="unreachable", detail=exc.code)
-        status = 503
+        status = status_for(exc)
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
                              headers={"Cache-Control": "no-store"})

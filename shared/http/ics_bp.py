@@ -17,6 +17,7 @@ async def ics_feed(req: func.HttpRequest) -> func.HttpResponse:
     global _cache
     from shared.context import utcnow
     from shared.errors import StorageError
+    from shared.http.responses import plain_error
     from shared.ics.service import FeedCache, serve_feed
     from shared.wiring import get_storage, settings
 
@@ -29,9 +30,9 @@ async def ics_feed(req: func.HttpRequest) -> func.HttpResponse:
         result = await serve_feed(get_storage(), settings(), _cache, token, now=utcnow(),
                                   if_none_match=req.headers.get("If-None-Match"),
                                   if_modified_since=req.headers.get("If-Modified-Since"))
-    except StorageError:
-        return func.HttpResponse("temporarily unavailable", status_code=503, mimetype="text/plain",
-                                 headers={"Retry-After": "60"})
+    except StorageError as exc:
+        # Calendar clients poll every few minutes at most: a minute costs nothing and spares storage.
+        return plain_error(exc, "temporarily unavailable", headers={"Retry-After": "60"})
     headers = result.headers()
     if result.status == 404 or result.feed is None:
         return func.HttpResponse("not found", status_code=404, mimetype="text/plain", headers=headers)

@@ -4,8 +4,9 @@
   an HTML response with a strict Content-Security-Policy: no script or style runs unless it
   carries the response's nonce, the page cannot be framed, and no Referer leaves it (connect
   URLs carry signed tokens, callback URLs carry authorisation codes).
-* ``error_response`` maps the exception tree (``shared.errors``) to one status code each,
-  as RFC 9457 problem JSON with the error's stable ``code``.
+* ``status_for`` maps the exception tree (``shared.errors``) to one status code each
+  (``ERROR_STATUS``); ``error_response`` answers it as RFC 9457 problem JSON with the error's
+  stable ``code``, ``plain_error`` as text for callers that read no JSON.
 * ``read_body`` enforces a size limit before anything parses the body: the caller's, and never
   more than ``MAX_REQUEST_BODY_BYTES`` (1 MiB) — the app's own ceiling, whatever the host in
   front of it accepts (the Functions host takes far larger bodies by default).
@@ -125,25 +126,40 @@ def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | 
                              status_code=status, mimetype=mimetype, charset="utf-8", headers=all_headers)
 
 
+#: The one mapping from the exception tree to an HTTP status, most specific class first. Every
+#: blueprint answers through it; docs/ARCHITECTURE.md ("Exception tree") and
+#: docs/openapi-service.yaml (``x-error-status``) say the same, held together by
+#: tests/test_error_mapping.py.
+ERROR_STATUS: tuple[tuple[type[SyncError], int], ...] = (
+    (InvalidSignature, 401),
+    (PayloadTooLarge, 413),
+    (BadRequest, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Throttled, 429),
+    (TransientError, 503),
+    (StorageError, 503),
+    (AuthError, 502),      # a remote refused our credentials: not the caller's fault
+    (RemoteGone, 502),     # a remote's calendar or resource is gone, not what the caller addressed
+    (ConfigError, 500),
+)
+
+
 def status_for(exc: BaseException) -> int:
-    """The one HTTP status each class of the exception tree maps to."""
-    table: tuple[tuple[type[BaseException], int], ...] = (
-        (InvalidSignature, 401),
-        (PayloadTooLarge, 413),
-        (BadRequest, 400),
-        (NotFound, 404),
-        (Conflict, 409),
-        (Throttled, 429),
-        (TransientError, 503),
-        (StorageError, 503),
-        (AuthError, 502),      # a remote refused our credentials: not the caller's fault
-        (RemoteGone, 502),
-        (ConfigError, 500),
-    )
-    for cls, status in table:
+    """The one HTTP status each class of the exception tree maps to (``ERROR_STATUS``)."""
+    for cls, status in ERROR_STATUS:
         if isinstance(exc, cls):
             return status
     return 500
+
+
+def retry_after(exc: BaseException) -> str | None:
+    """``Retry-After`` for an error a retry may fix (seconds), else None."""
+    if isinstance(exc, TransientError):
+        return str(max(1, round(exc.retry_after))) if exc.retry_after else "5"
+    if isinstance(exc, StorageError):
+        return "5"
+    return None
 
 
 def error_response(exc: BaseException, *, status: int | None = None) -> func.HttpResponse:
@@ -157,12 +173,20 @@ def error_response(exc: BaseException, *, status: int | None = None) -> func.Htt
     else:
         problem = {"type": "urn:problem-type:timum-outlook:internal", "title": "internal", "status": code,
                    "code": "internal", "detail": "internal error"}
-    headers: dict[str, str] = {}
-    if isinstance(exc, TransientError):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after))) if exc.retry_after else "5"
-    elif isinstance(exc, StorageError):
-        headers["Retry-After"] = "5"
+    wait = retry_after(exc)
+    headers = {"Retry-After": wait} if wait else {}
     return json_response(problem, status=code, headers=headers, mimetype="application/problem+json")
+
+
+def plain_error(exc: BaseException, text: str, *, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    """A text/plain error for callers that read no JSON (Graph's webhooks, calendar clients):
+    the status and ``Retry-After`` of ``error_response``, with ``text`` as the body."""
+    all_headers = {"X-Content-Type-Options": "nosniff"}
+    wait = retry_after(exc)
+    if wait:
+        all_headers["Retry-After"] = wait
+    all_headers.update(headers or {})
+    return func.HttpResponse(text, status_code=status_for(exc), mimetype="text/plain", headers=all_headers)
 
 
 def read_body(req: func.HttpRequest, limit: int = DEFAULT_BODY_LIMIT) -> bytes:

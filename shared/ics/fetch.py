@@ -32,6 +32,7 @@ import httpx
 
 from shared.errors import BadRequest, NotFound, TransientError
 from shared.ics.reader import IcsLimitExceeded
+from shared.ports import IcsFetchPort
 
 USER_AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
               "Chrome/131.0.0.0 Safari/537.36 timum-outlook-sync")
@@ -168,6 +169,14 @@ async def fetch_ics(url: str, *, etag: str = "", last_modified: str = "", allow_
     except TimeoutError as exc:
         raise IcsLimitExceeded(f"the calendar host did not deliver the calendar within {deadline:g} s",
                                field="url", code="ics_fetch_deadline") from exc
+
+
+class HttpIcsFetcher(IcsFetchPort):
+    """The real ``IcsFetchPort``: ``fetch_ics`` over the guarded transport."""
+
+    async def fetch(self, url: str, *, etag: str = "", last_modified: str = "",
+                    allow_loopback: bool = False) -> FetchResult:
+        return await fetch_ics(url, etag=etag, last_modified=last_modified, allow_loopback=allow_loopback)
 
 
 async def _fetch(url: str, *, etag: str, last_modified: str, allow_loopback: bool,

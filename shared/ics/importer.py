@@ -149,7 +149,7 @@ def _register_zones(blocks: list[Block], skipped: list[SkippedItem], *, window: 
     The definition wins. Where it gives the same clock as the IANA zone its TZID or
     X-LIC-LOCATION names, over the whole window, that zone is used: equal by construction, and
     fast — dateutil evaluates a VTIMEZONE's 1601-based rules from 1601 on every conversion
-    (~0.3 ms each, seconds for a calendar). Otherwise its content-derived name.
+    (seconds for a calendar). Otherwise its content-derived name.
     """
     from icalendar import Calendar, Timezone
 
@@ -180,7 +180,7 @@ def _register_zones(blocks: list[Block], skipped: list[SkippedItem], *, window: 
             locations = [split_line(line)[2] for line in block.own_properties("X-LIC-LOCATION")]
             candidates = dict.fromkeys(z for z in (resolve_zone(tzid), *map(resolve_zone, locations)) if z)
             equal = next((z for z in candidates if _same_clock(custom, ZoneInfo(z), start, end)), None)
-        except Exception:  # noqa: BLE001 - icalendar raises many kinds on broken definitions
+        except Exception:  # icalendar raises many kinds on broken definitions
             skipped.append(SkippedItem(tzid[:80], f"time zone definition {tzid[:60]!r} unreadable"))
             continue
         if equal is not None:
@@ -292,16 +292,28 @@ def _read_event(block: Block, renamed: dict[str, str]) -> tuple[Any, str, str]:
         lines.insert(1, f"UID:{uid}")
     try:
         component = Event.from_ical("\r\n".join(lines) + "\r\n")
-    except Exception as exc:  # noqa: BLE001 - any parser failure costs this event only
+    except Exception as exc:  # any parser failure costs this event only
         return None, label, f"unreadable ({type(exc).__name__})"
     bad = [name for name, _ in getattr(component, "errors", []) if str(name).upper() in _ESSENTIAL]
     if bad:
         return None, label, f"unreadable {bad[0]} value"
     try:
         component.decoded("DTSTART")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None, label, "unreadable DTSTART value"
     return component, uid, ""
+
+
+def _series_problem(parts: list[Any], window_end: datetime, limits: IcsLimits) -> str:
+    """Why a series (its master and overrides) is refused for blocking, or ""."""
+    for component in parts:
+        try:
+            problem = _rule_problem(component, window_end, limits)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            problem = "unreadable recurrence rule"
+        if problem:
+            return problem
+    return ""
 
 
 def parse_published(body: bytes, *, window_start: datetime, window_end: datetime,
@@ -346,14 +358,7 @@ def parse_published(body: bytes, *, window_start: datetime, window_end: datetime
     events: list[OutlookEvent] = []
     for uid, parts in groups.items():
         budget.check()
-        problem = ""
-        for component in parts:
-            try:
-                problem = _rule_problem(component, window_end, limits)
-            except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-                problem = "unreadable recurrence rule"
-            if problem:
-                break
+        problem = _series_problem(parts, window_end, limits)
         if problem:
             skipped.append(SkippedItem(uid[:80], problem))
             continue
@@ -369,7 +374,7 @@ def parse_published(body: bytes, *, window_start: datetime, window_end: datetime
             converted = [_occurrence_event(occ, zone, series) for occ in occurrences]
         except IcsLimitExceeded:
             raise
-        except Exception as exc:  # noqa: BLE001 - one series' failure costs that series only
+        except Exception as exc:  # one series' failure costs that series only
             skipped.append(SkippedItem(uid[:80], f"recurrence could not be expanded ({type(exc).__name__})"))
             continue
         events.extend(converted)

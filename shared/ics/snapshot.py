@@ -1,6 +1,6 @@
 """A resource's rendered feed events, kept per booking revision (table ``icssnapshots``).
 
-Reading 5,000 booking rows costs over a second; rendering them another ~170 ms. A snapshot holds
+Reading and rendering every booking row of a large resource is slow (``bench/`` measures it). A snapshot holds
 what the feed is made of — each confirmed booking's VEVENT text with its times, and the newest
 booking stamp (Last-Modified) — so that:
 

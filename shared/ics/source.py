@@ -19,9 +19,10 @@ from shared.config import Settings
 from shared.crypto import Cipher
 from shared.domain import DeltaPage, Link, SkippedItem
 from shared.errors import BadRequest, SyncError
-from shared.ics.fetch import FetchResult, fetch_ics
+from shared.ics.fetch import FetchResult
 from shared.ics.importer import DEFAULT_LIMITS, IcsLimits, ImportResult, parse_published
 from shared.ics.reader import IcsLimitExceeded
+from shared.ports import IcsFetchPort
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ async def parse_off_loop(body: bytes, *, window_start: datetime, window_end: dat
                                field="url", code="ics_parse_timeout") from exc
     except SyncError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a parser bug must end as a link error, not a poison message
+    except Exception as exc:  # a parser bug must end as a link error, not a poison message
         log.warning("ICS parse failed: %s", type(exc).__name__)
         raise BadRequest(f"the calendar could not be read ({type(exc).__name__})", field="url",
                          code="ics_unreadable") from exc
@@ -54,6 +55,7 @@ class IcsSnapshotSource:
 
     link: Link
     settings: Settings
+    fetcher: IcsFetchPort
     fetched: FetchResult | None = None
     skipped_items: list[SkippedItem] = field(default_factory=list)
     calendar_name: str = ""
@@ -80,9 +82,9 @@ class IcsSnapshotSource:
             raise BadRequest("the link has no ICS address", code="ics_missing")
         url = Cipher(self.settings.token_encryption_keys).decrypt_str(self.link.ics_url_encrypted,
                                                                      aad=str(self.link.key))
-        self.fetched = await fetch_ics(url, etag=self.link.ics_etag if conditional else "",
-                                       last_modified=self.link.ics_last_modified if conditional else "",
-                                       allow_loopback=self.settings.ics_import_allow_loopback)
+        self.fetched = await self.fetcher.fetch(url, etag=self.link.ics_etag if conditional else "",
+                                                last_modified=self.link.ics_last_modified if conditional else "",
+                                                allow_loopback=self.settings.ics_import_allow_loopback)
         return self.fetched
 
     async def delta(self, mailbox_id: str, calendar_id: str, *, start: datetime, end: datetime,

@@ -76,9 +76,6 @@ class FeedTokens:
         _void_lookups()  # again: a look-up that read the row while it was being deleted
         return True
 
-    async def has_feed(self, link: LinkKey) -> bool:
-        return await self._owners.get(encode_key(str(link)), "") is not None
-
     async def resolve(self, token: str) -> FeedRecord | None:
         if not _TOKEN.match(token):
             return None

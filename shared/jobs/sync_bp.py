@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE
+from shared.jobs.common import QueueJob, run_message, run_poison
+from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminMessage, SyncMessage
+
+if TYPE_CHECKING:
+    from shared.context import Services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -23,82 +28,47 @@ def invocation_owner() -> str:
     return f"{_WORKER_ID}-{uuid.uuid4().hex[:8]}"
 
 
-async def _handle(msg: func.QueueMessage, queue: str, run: str) -> None:
-    from shared.errors import BadRequest, Throttled
-    from shared.jobs.common import message_json, requeue_delay
-    from shared.wiring import get_services
+async def _run_sync(services: Services, message: SyncMessage, msg: func.QueueMessage) -> None:
+    from shared.messages import SyncReason
+    from shared.observability import metrics
+    from shared.sync.worker import run_sync
 
-    try:
-        data = message_json(msg)
-    except BadRequest:
-        log.error("dropped a malformed message from %s", queue)
-        return
-    from shared.observability import bind, metrics
+    outcome = await run_sync(services, message, worker_id=invocation_owner())
+    log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,
+             outcome.pages, outcome.upserts, outcome.deletes, outcome.graph_requests)
+    if message.reason is SyncReason.NOTIFICATION and message.observed_at and outcome.upserts + outcome.deletes > 0:
+        lag_ms = (services.clock().timestamp() - message.observed_at) * 1000
+        metrics.record("notification_to_block_lag_ms", lag_ms)
 
-    services = get_services()
-    try:
-        with bind(link=str(data.get("link", "")), queue=queue, dequeue=msg.dequeue_count or 1):
-            if run == "sync":
-                from shared.messages import SyncMessage, SyncReason
-                from shared.services.outlook_sync import run_sync
 
-                message = SyncMessage.parse(data)
-                outcome = await run_sync(services, message, worker_id=invocation_owner())
-                log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,
-                         outcome.pages, outcome.upserts, outcome.deletes, outcome.graph_requests)
-                if (message.reason is SyncReason.NOTIFICATION and message.observed_at
-                        and outcome.upserts + outcome.deletes > 0):
-                    lag_ms = (services.clock().timestamp() - message.observed_at) * 1000
-                    metrics.record("notification_to_block_lag_ms", lag_ms)
-            else:
-                from shared.messages import AdminMessage
-                from shared.services.subscriptions import handle_admin_message
+async def _run_admin(services: Services, message: AdminMessage, msg: func.QueueMessage) -> None:
+    from shared.services.subscriptions import handle_admin_message
 
-                await handle_admin_message(services, AdminMessage.parse(data))
-    except BadRequest as exc:
-        log.error("dropped a message from %s: %s", queue, exc.message)
-    except Throttled as exc:
-        delay = requeue_delay(exc.retry_after, msg.dequeue_count or 1)
-        await services.storage.queue(queue).send(data, delay_seconds=delay)
-        log.warning("throttled; message re-queued on %s in %.1f s", queue, delay)
+    await handle_admin_message(services, message)
+
+
+SYNC_JOB: QueueJob[SyncMessage] = QueueJob(SYNC_QUEUE, SyncMessage.parse, lambda m: m.key, _run_sync)
+ADMIN_JOB: QueueJob[AdminMessage] = QueueJob(LINK_ADMIN_QUEUE, AdminMessage.parse, lambda m: m.key, _run_admin)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")
 async def sync_worker(msg: func.QueueMessage) -> None:
-    await _handle(msg, SYNC_QUEUE, "sync")
+    await run_message(SYNC_JOB, msg)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=LINK_ADMIN_QUEUE, connection="AzureWebJobsStorage")
 async def link_admin_worker(msg: func.QueueMessage) -> None:
-    await _handle(msg, LINK_ADMIN_QUEUE, "admin")
-
-
-async def _poisoned(msg: func.QueueMessage, queue: str) -> None:
-    from shared.errors import BadRequest
-    from shared.jobs.common import message_json, record_link_error
-
-    try:
-        data = message_json(msg)
-    except BadRequest:
-        log.error("unreadable poison message on %s", queue)
-        return
-    from shared.observability import metrics
-
-    metrics.increment("poison_messages", queue=queue)
-    link = str(data.get("link", ""))
-    if "|" in link:
-        await record_link_error(link, "gave_up", f"{queue}: failed {msg.dequeue_count or 5} times; a resync retries")
-    log.error("poison message on %s for link %s", queue, link or "?")
+    await run_message(ADMIN_JOB, msg)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=f"{SYNC_QUEUE}-poison", connection="AzureWebJobsStorage")
 async def sync_poison(msg: func.QueueMessage) -> None:
-    await _poisoned(msg, SYNC_QUEUE)
+    await run_poison(SYNC_JOB, msg)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=f"{LINK_ADMIN_QUEUE}-poison", connection="AzureWebJobsStorage")
 async def link_admin_poison(msg: func.QueueMessage) -> None:
-    await _poisoned(msg, LINK_ADMIN_QUEUE)
+    await run_poison(ADMIN_JOB, msg)
 
 
 @bp.timer_trigger(schedule="0 */30 * * * *", arg_name="timer", run_on_startup=False)

@@ -11,8 +11,11 @@ Tables and keys (access paths):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +29,9 @@ CALENDAR_INDEX = "calendarindex"
 SUBSCRIPTIONS = "subscriptions"
 LEASES = "leases"
 PROVIDERS = "providers"
+
+#: Lost ETag races a read-change-save tolerates before it gives up with ``Conflict``.
+MODIFY_ATTEMPTS = 8
 
 
 def calendar_key(tenant_id: str, mailbox_id: str, calendar_id: str) -> str:
@@ -68,6 +74,12 @@ class LinkRepository:
     async def list_all(self) -> list[Link]:
         return [self._from(r, r.etag) for r in await self._links.query()]
 
+    async def keys_for_account(self, account_id: str, *, limit: int | None = None) -> list[LinkKey]:
+        """The links made with one Microsoft account (a reconnect revives them; the last one's
+        end lets the account's tokens go)."""
+        rows = await self._links.query(equals={"account_id": account_id}, limit=limit)
+        return [LinkKey(str(row["provider_id"]), str(row["resource_id"])) for row in rows]
+
     async def save(self, link: Link) -> Link:
         """Insert a new link or replace it if its ETag still matches (``Conflict`` otherwise)."""
         entity = to_entity(link, pk=encode_key(link.provider_id), rk=encode_key(link.resource_id))
@@ -76,9 +88,38 @@ class LinkRepository:
         link.etag = stored.etag
         return link
 
-    async def delete(self, link: Link) -> None:
-        await self._links.delete(encode_key(link.provider_id), encode_key(link.resource_id))
-        await self.release_calendar(link)
+    async def modify(self, key: LinkKey, change: Callable[[Link], bool | Awaitable[bool]], *,
+                     current: Link | None = None) -> Link | None:
+        """Apply ``change`` to the stored link and save it under its ETag; on a lost race read the
+        link again and apply ``change`` again, so no concurrent write is lost.
+
+        ``current`` is the link as the caller already read it (saves a read). ``change`` may be
+        async (e.g. to record an outbox row first) and returns False when the link as found no
+        longer wants the change: nothing is saved, the link is returned as stored. None when there
+        is no link (deleted meanwhile). ``Conflict`` after ``MODIFY_ATTEMPTS`` lost races.
+        """
+        link = current if current is not None else await self.get(key)
+        for _ in range(MODIFY_ATTEMPTS):
+            if link is None:
+                return None
+            wanted = change(link)
+            if inspect.isawaitable(wanted):
+                wanted = await wanted
+            if not wanted:
+                return link
+            try:
+                return await self.save(link)
+            except Conflict:
+                link = await self.get(key)
+            except NotFound:
+                link = None
+        if link is None:
+            return None
+        raise Conflict(f"link {key} kept changing while it was being saved")
+
+    async def delete(self, key: LinkKey) -> None:
+        """Remove the link's row; its calendar claim is the caller's (a move keeps it)."""
+        await self._links.delete(encode_key(key.provider_id), encode_key(key.resource_id))
 
     async def claim_calendar(self, link: Link) -> None:
         """Record that this calendar belongs to this resource; ``Conflict`` if another resource has it."""
@@ -200,6 +241,48 @@ class LeaseRepository:
             except (Conflict, NotFound):
                 continue
         return False
+
+
+    async def let_go(self, key: LinkKey, owner: str, *, now: datetime | None = None) -> None:
+        """Release for good: ``release`` keeps a dirty lease once; the next call lets go."""
+        for _ in range(3):
+            if not await self.release(key, owner, now=now):
+                return
+
+    async def run_coalesced(self, key: LinkKey, owner: str, run: Callable[[], Awaitable[bool]], *,
+                            clock: Callable[[], datetime], max_runs: int,
+                            on_cap: Callable[[], Awaitable[None]],
+                            before_rerun: Callable[[], Awaitable[None]] | None = None) -> bool:
+        """Run ``run`` under the lease of ``key``, and again while messages marked it dirty meanwhile.
+
+        False, without running, when another owner holds the lease: it is marked dirty, so the
+        holder runs once more and sees what this caller came for. ``run`` returns False to stop
+        (nothing more to do, or nothing it can do); ``before_rerun`` may wait before a rerun,
+        still holding the lease. After ``max_runs`` a still-dirty lease calls ``on_cap`` (hand the
+        rest to a fresh message) instead of running on. On any failure the lease is let go, so
+        the retry does not wait for the TTL; a process that dies leaves it to the TTL, the same
+        outcome later.
+        """
+        if not await self.acquire(key, owner, now=clock()):
+            return False
+        try:
+            runs = 0
+            while await run():
+                runs += 1
+                if runs >= max_runs:
+                    if await self.release(key, owner, now=clock()):
+                        await on_cap()
+                    break
+                if before_rerun is not None:
+                    await before_rerun()
+                if not await self.release(key, owner, now=clock()):
+                    return True
+            await self.let_go(key, owner, now=clock())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.let_go(key, owner, now=clock())
+            raise
+        return True
 
 
 class ProviderSettingsRepository:

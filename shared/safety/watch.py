@@ -143,7 +143,7 @@ async def sweep(services: Services) -> SweepOutcome:
                 opened, closed = await overlaps.check_conflicts(services, link, now)
                 outcome.conflicts += opened
                 outcome.resolved += closed
-            except Exception as exc:  # noqa: BLE001 - one link must not stop the sweep; the next one retries
+            except Exception as exc:  # one link must not stop the sweep; the next one retries
                 log.warning("link watch failed for %s: %s", link.key, getattr(exc, "code", type(exc).__name__))
                 outcome.failed.append(str(link.key))
 

@@ -28,7 +28,6 @@ from shared.repos.links import LinkRepository
 
 log = logging.getLogger(__name__)
 
-_SAVE_ATTEMPTS = 5
 #: Tenants whose Graph refused the look-up (no permission to read users or mailbox settings), and
 #: when: not asked again from this process for ``_REFUSAL_SECONDS``. Bounded.
 _REFUSED: dict[str, float] = {}
@@ -40,19 +39,16 @@ def needs_object_id(link: Link) -> bool:
     return link.mode is LinkMode.APP_ONLY and bool(link.mailbox_id) and not is_object_id(link.mailbox_id)
 
 
-async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarPort) -> Link:
-    """``link`` with its mailbox as an object id, stored; unchanged when it already is one, is not
-    app-only, or the look-up fails (the link keeps working with the address; the next use retries)."""
-    if not needs_object_id(link):
-        return link
+async def _look_up(link: Link, graph: GraphCalendarPort) -> str | None:
+    """The object id of the link's mailbox user, or None when it cannot be had now."""
     refused_at = _REFUSED.get(link.tenant_id)
     if refused_at is not None and time.monotonic() - refused_at < _REFUSAL_SECONDS:
-        return link
+        return None
     try:
         object_id = await graph.user_object_id(link.mailbox_id)
     except NotFound:
         log.warning("link %s: the mailbox's user was not found; keeping its address", link.key)
-        return link
+        return None
     except AuthError as exc:
         # A token problem is met again, and handled, by the call that follows (delta or subscribe).
         if exc.code == "graph_forbidden":
@@ -62,11 +58,20 @@ async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarP
                 _REFUSED.pop(next(iter(_REFUSED)))
             _REFUSED[link.tenant_id] = time.monotonic()
         log.info("link %s: mailbox object id not readable (%s); keeping the address", link.key, exc.code)
-        return link
+        return None
     except SyncError as exc:
         log.info("link %s: mailbox object id not resolved now (%s)", link.key, exc.code)
+        return None
+    return object_id if is_object_id(object_id) else None
+
+
+async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarPort) -> Link:
+    """``link`` with its mailbox as an object id, stored; unchanged when it already is one, is not
+    app-only, or the look-up fails (the link keeps working with the address; the next use retries)."""
+    if not needs_object_id(link):
         return link
-    if not is_object_id(object_id):
+    object_id = await _look_up(link, graph)
+    if object_id is None:
         return link
     repo = LinkRepository(services.storage)
     old = link
@@ -76,23 +81,28 @@ async def ensure_object_id(services: Services, link: Link, graph: GraphCalendarP
     except Conflict:
         log.warning("link %s: its calendar is claimed by another link under the object id; not migrated", link.key)
         return link
-    current: Link | None = replace(link)
-    for _ in range(_SAVE_ATTEMPTS):
-        if current is None:
+    migrating = False
+
+    def migrate(current: Link) -> bool:
+        nonlocal migrating
+        # Relinked or migrated meanwhile: not ours to change.
+        migrating = (current.mailbox_id, current.calendar_id) == (old.mailbox_id, old.calendar_id)
+        if migrating:
+            current.mailbox_id = object_id
+        return migrating
+
+    try:
+        saved = await repo.modify(link.key, migrate, current=replace(link))
+    except Conflict:
+        return link  # the link keeps changing: the next use tries again
+    if saved is None:
+        await repo.release_calendar(migrated)
+        return link
+    if not migrating:
+        # Our claim is not this link's any more, unless another run migrated it the same way.
+        if saved.mailbox_id != object_id or saved.calendar_id != old.calendar_id:
             await repo.release_calendar(migrated)
-            return link
-        if (current.mailbox_id, current.calendar_id) != (old.mailbox_id, old.calendar_id):
-            # Relinked or migrated meanwhile: our claim is not this link's any more.
-            if current.mailbox_id != object_id or current.calendar_id != old.calendar_id:
-                await repo.release_calendar(migrated)
-            return current
-        current.mailbox_id = object_id
-        try:
-            saved = await repo.save(current)
-        except Conflict:
-            current = await repo.get(link.key)
-            continue
-        await repo.release_calendar(old)
-        log.info("link %s: mailbox addressed by object id from now on", link.key)
         return saved
-    return link
+    await repo.release_calendar(old)
+    log.info("link %s: mailbox addressed by object id from now on", link.key)
+    return saved

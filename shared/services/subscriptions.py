@@ -26,17 +26,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.graph_constants import RESOURCE_CALENDAR, RESOURCE_MAILBOX
+from shared.connect.status import Remote, Verdict, health_for
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkKey, LinkMode, SubscriptionInfo, SyncMode, slot_prefix, timum_resource
 from shared.errors import (
     AuthError,
     BadRequest,
-    Conflict,
     ConsentRequired,
     NeedsReconnect,
     NotFound,
     RemoteGone,
-    StorageError,
     SyncError,
     TransientError,
 )
@@ -44,8 +43,9 @@ from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, 
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
-from shared.services.outlook_sync import HealthChange, graph_session
+from shared.services.outlook_sync import graph_session
 from shared.storage.base import encode_key
+from shared.sync.rounds import HealthChange
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ RENEW_CONCURRENCY = 4
 TEARDOWN_OWNER = "teardown"
 #: How long a teardown that met a running sync waits before its retry.
 LEASE_RETRY_SECONDS = 30.0
-_SAVE_ATTEMPTS = 5
 
 
 class LinkGone(Exception):
@@ -76,21 +75,10 @@ async def _save(services: Services, link: Link, change: Callable[[Link], bool]) 
     ``change`` returns False when the re-read link no longer wants it (e.g. another
     subscription took over meanwhile); the link is then returned as stored.
     """
-    repo = LinkRepository(services.storage)
-    current = link
-    for _ in range(_SAVE_ATTEMPTS):
-        if not change(current):
-            return current
-        try:
-            return await repo.save(current)
-        except Conflict:
-            fresh = await repo.get(link.key)
-        except NotFound:
-            fresh = None
-        if fresh is None:
-            raise LinkGone(str(link.key))
-        current = fresh
-    raise Conflict("the link kept changing while it was being saved")
+    saved = await LinkRepository(services.storage).modify(link.key, change, current=link)
+    if saved is None:
+        raise LinkGone(str(link.key))
+    return saved
 
 
 async def _drop(graph: GraphCalendarPort | None, index: SubscriptionIndex, subscription_id: str) -> None:
@@ -239,18 +227,18 @@ async def renew_expiring(services: Services, within: timedelta = timedelta(hours
     async def renew(link: Link) -> None:
         try:
             await _renew_one(services, link, report)
-        except (TransientError, StorageError) as exc:
-            report.deferred += 1
-            log.warning("renewal of link %s deferred: %s", link.key, exc.code)
-        except (NeedsReconnect, ConsentRequired) as exc:
-            change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
-            if change is not None:
-                report.health_changes.append((link.key, change))
         except LinkGone:
             pass
         except SyncError as exc:
-            report.failed += 1
-            change = await _set_health(services, link, LinkHealth.ERROR, exc)
+            verdict = health_for(exc, Remote.GRAPH)
+            if verdict is None:
+                # Transient, storage, a lost race: the next timer run tries again.
+                report.deferred += 1
+                log.warning("renewal of link %s deferred: %s", link.key, exc.code)
+                return
+            if verdict.health is not LinkHealth.NEEDS_RECONNECT:
+                report.failed += 1
+            change = await _set_health(services, link, verdict)
             if change is not None:
                 report.health_changes.append((link.key, change))
 
@@ -397,13 +385,12 @@ async def _enqueue_sync(services: Services, key: LinkKey, reason: SyncReason, *,
     await services.storage.queue(SYNC_QUEUE).send(message.to_json())
 
 
-async def _set_health(services: Services, link: Link, health: LinkHealth, exc: SyncError) -> HealthChange | None:
+async def _set_health(services: Services, link: Link, verdict: Verdict) -> HealthChange | None:
     from shared.connect.status import set_health
 
     before = link.health
-    reason = f"{exc.code}: {exc.message}"[:500]
-    saved = await set_health(services, link, health, reason)
-    return None if saved.health is before else HealthChange(before, saved.health, reason)
+    saved = await set_health(services, link, verdict.health, verdict.reason)
+    return None if saved.health is before else HealthChange(before, saved.health, verdict.reason)
 
 
 @dataclass
@@ -454,12 +441,11 @@ async def handle_admin_message(services: Services, message: AdminMessage) -> Adm
             result = "reauthorized"
     except LinkGone:
         return AdminOutcome(message.action.value, "no_link")
-    except AuthError as exc:
-        change = await _set_health(services, link, LinkHealth.NEEDS_RECONNECT, exc)
-        return AdminOutcome(message.action.value, "needs_reconnect", change)
-    except (RemoteGone, NotFound) as exc:
-        change = await _set_health(services, link, LinkHealth.ERROR, exc)
-        return AdminOutcome(message.action.value, "error", change)
+    except (AuthError, RemoteGone, NotFound) as exc:
+        verdict = health_for(exc, Remote.GRAPH)
+        assert verdict is not None
+        change = await _set_health(services, link, verdict)
+        return AdminOutcome(message.action.value, verdict.health.value, change)
     return AdminOutcome(message.action.value, result)
 
 
@@ -537,9 +523,7 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
         await bookings.clear(key)
         await _clear_restores(services, key)
     finally:
-        for _ in range(3):  # a dirty mark keeps the lease once; the next release lets go
-            if not await leases.release(key, TEARDOWN_OWNER, now=services.clock()):
-                break
+        await leases.let_go(key, TEARDOWN_OWNER, now=services.clock())
     await finish(services, key, subscription_id)
     return f"removed {removed} slots, {deleted_events} events"
 

@@ -4,7 +4,7 @@
 * ``memory.py`` — an in-memory twin with the same semantics (ETags, conflicts, visibility).
 
 ``tests/storage/test_contract.py`` runs one contract suite against both. Typed
-repositories (``shared/repos.py``) are written once, over the port, so every repository
+repositories (``shared/repos/``) are written once, over the port, so every repository
 works on both without a second implementation.
 """
 

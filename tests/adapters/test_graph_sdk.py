@@ -16,7 +16,6 @@ import pytest
 
 from shared.adapters.graph_constants import BOOKING_PROPERTY_ID, SUBSCRIPTION_FORBIDDEN
 from shared.adapters.graph_sdk import GraphSdkAdapter, graph_adapter_from_settings, warm_up
-from shared.config import load_settings
 from shared.domain import EventDraft
 from shared.errors import (
     AuthError,
@@ -39,6 +38,7 @@ from tests.adapters.conftest import (
     error,
     prefer,
 )
+from tests.support.settings import make_settings
 
 MAILBOX = "anna@praxis.example"
 CAL = "AAMkCal1"
@@ -587,13 +587,7 @@ def test_a_relative_base_url_is_a_config_error(credential: StaticCredential) -> 
 
 
 async def test_factory_uses_the_settings(credential: StaticCredential, stub: GraphStub) -> None:
-    settings = load_settings({
-        "SERVICE_BASE_URL": "https://sync.example", "ENTRA_CLIENT_ID": "cid", "ENTRA_CLIENT_SECRET": "x",
-        "TOKEN_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "=", "TIMUM_API_BASE_URL": "https://timum.example",
-        "TIMUM_API_KEY": "k", "TIMUM_WEBHOOK_SECRETS": "w", "TIMUM_CONNECT_SECRETS": "c",
-        "TIMUM_RETURN_URL_ALLOWLIST": "https://timum.example/", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-        "GRAPH_BASE_URL": "https://127.0.0.1:7443/v1.0",
-    })
+    settings = make_settings(GRAPH_BASE_URL="https://127.0.0.1:7443/v1.0")
     stub.on("GET", r"/me$", {"id": "u1"})
     graph = graph_adapter_from_settings(credential, settings,
                                         http_client=httpx.AsyncClient(transport=httpx.MockTransport(stub)))

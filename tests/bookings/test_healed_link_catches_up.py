@@ -22,13 +22,14 @@ async def test_a_booking_refused_while_the_calendar_was_forbidden_is_written_whe
     await world.link()
     # The administrator narrowed the app's mailbox scope for a while: Graph answers 403.
     world.graph.fail_next(AuthError("access to the mailbox is denied", code="graph_forbidden"), op="create_event")
-    assert await world.send(booking(1)) == "link_error"
+    # Only a person can fix a refusal: the link waits for a reconnect (the one health rule).
+    assert await world.send(booking(1)) == "needs_reconnect"
     assert world.ours() == []
     repo = LinkRepository(world.services.storage)
     broken = await repo.require(KEY)
-    assert broken.health is LinkHealth.ERROR
+    assert broken.health is LinkHealth.NEEDS_RECONNECT
 
-    # A later sync round finds the calendar readable again and marks the link healthy.
+    # The scope is widened again and the link heals (a sync round, a sign-in, a renewed consent).
     await set_health(world.services, broken, LinkHealth.OK)
     messages = [json.loads(raw) for raw in memory_storage.queue(BOOKING_QUEUE).drain()]
     assert {"replay_link": str(KEY)} in messages

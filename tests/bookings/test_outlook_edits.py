@@ -18,8 +18,8 @@ from shared.domain import BookingEventEdits, DeltaPage, OutlookEvent, ProviderSe
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import ProviderSettingsRepository
 from shared.repos.sync_state import BookingMapRepository
-from shared.services.outlook_sync import run_sync
 from shared.storage import StoragePort
+from shared.sync.worker import run_sync
 from tests.bookings.test_writer import KEY, START, World, booking
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -10,23 +9,19 @@ import pytest
 
 from shared.bookings.payload import booking_from_json
 from shared.bookings.webhook import accept_booking_webhook
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.domain import BookingStatus
 from shared.errors import BadRequest, InvalidSignature
 from shared.messages import BOOKING_QUEUE
 from shared.signing import sign_webhook
 from shared.storage.memory import MemoryStorage
+from tests.support.settings import make_settings
 
 NOW = 1_790_000_000
 
 
 def settings(secrets: str = "old-secret,new-secret") -> Settings:
-    return load_settings({
-        "SERVICE_BASE_URL": "http://127.0.0.1:7071", "ENTRA_CLIENT_ID": "c", "ENTRA_CLIENT_SECRET": "s",
-        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"k" * 32).decode(),
-        "TIMUM_API_BASE_URL": "http://t", "TIMUM_API_KEY": "key", "TIMUM_WEBHOOK_SECRETS": secrets,
-        "TIMUM_CONNECT_SECRETS": "c", "TIMUM_RETURN_URL_ALLOWLIST": "http://t/", "AzureWebJobsStorage": "x",
-    })
+    return make_settings(TIMUM_WEBHOOK_SECRETS=secrets)
 
 
 def payload(**booking: Any) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from shared.adapters.timum_memory import MemoryTimum
 from shared.bookings.payload import booking_to_json
 from shared.bookings.service import apply_booking_message
 from shared.bookings.store import BookingStore
-from shared.context import Services
 from shared.domain import (
     Booking,
     BookingStatus,
@@ -31,7 +30,7 @@ from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingMapRepository
 from shared.storage import StoragePort
-from tests.bookings.test_webhook import settings as make_settings
+from tests.support.twins import twin_services
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 KEY = LinkKey("prov-1", "res-1")
@@ -46,8 +45,8 @@ class World:
         self.timum = MemoryTimum()
         self.timum.add_resource(KEY.provider_id, "Behandlungsraum 1", resource_id=KEY.resource_id)
         self.provider = MemoryGraphProvider(self.graph)
-        self.services = Services(settings=make_settings(), storage=storage, timum=self.timum, graph=self.provider,
-                                 clock=lambda: datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+        self.services = twin_services(storage=storage, graph=self.graph, provider=self.provider, timum=self.timum,
+                                      clock=lambda: datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
 
     async def link(self) -> Link:
         link = Link(provider_id=KEY.provider_id, resource_id=KEY.resource_id, mode=LinkMode.DELEGATED,
@@ -192,7 +191,7 @@ async def test_revoked_token_sets_needs_reconnect_once_and_replays_after_reconne
 
 
 async def test_our_events_never_come_back_as_blocked_slots(world: World) -> None:
-    from shared.services.outlook_sync import run_sync
+    from shared.sync.worker import run_sync
 
     for i in range(3):
         await world.send(replace(booking(1), id=f"bk-{i}", start=START + timedelta(hours=i),

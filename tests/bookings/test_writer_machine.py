@@ -38,8 +38,8 @@ from shared.errors import Throttled, TransientError
 from shared.messages import BOOKING_QUEUE
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryQueue
-from tests.bookings.test_webhook import settings as make_settings
 from tests.services.conftest import SimulatedCrash, TripwireStorage
+from tests.support.settings import make_settings
 
 settings.register_profile("ci", max_examples=40, stateful_step_count=30, derandomize=True, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -73,7 +73,7 @@ async def test_racing_workers_send_the_same_delivery_id(world: MemoryWorld) -> N
 
 async def test_an_unlinked_link_tells_nobody(world: MemoryWorld) -> None:
     link = await _link(world)
-    await LinkRepository(world.storage).delete(link)
+    await LinkRepository(world.storage).delete(link.key)
     await set_health(world.services, link, LinkHealth.NEEDS_RECONNECT, "needs_reconnect")
     assert world.timum.status_webhooks == []
     assert await LinkRepository(world.storage).get(link.key) is None

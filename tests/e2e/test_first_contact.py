@@ -11,8 +11,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from devtools.connect_walker import ConnectWalker
 from devtools.sandbox.timum.state import ReceivedStatus
-from devtools.stack import Stack, _ConnectWalker
+from devtools.stack import Stack
 from shared.connect.links_api import sign_api_request
 from shared.domain import Customer, LinkHealth, SyncMode
 from shared.ics.feed import event_uid
@@ -146,7 +147,7 @@ def test_shared_calendar_polls_and_syncs_at_once(stack: Stack, names: Names) -> 
     polls = len(stack.host.records("poll_links"))
     began = time.monotonic()
     with stack.http(follow_redirects=False) as client:
-        landed = _ConnectWalker(client, owner.id, names.calendar).walk(
+        landed = ConnectWalker(client, owner.id, names.calendar).walk(
             stack.timum.connect_url(names.provider, names.resource))
     assert dict(parse_qsl(urlsplit(landed).query)).get("outlook") == "connected"
     link = stack.wait_linked(names.provider, names.resource, timeout=30)

@@ -28,8 +28,8 @@ from shared.services.notifications import (
     accept_change_notifications,
     accept_lifecycle_notifications,
 )
-from shared.services.outlook_sync import run_sync
 from shared.storage.memory import MemoryQueue, MemoryStorage
+from shared.sync.worker import run_sync
 from tests.adapters.conftest import GraphStub, StaticCredential
 from tests.services.conftest import NOW, CrashingTimum, make_settings
 

@@ -18,7 +18,7 @@ from shared.ics.tokens import FeedTokens
 from shared.messages import SYNC_QUEUE
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryStorage
-from tests.bookings.test_webhook import settings as make_settings
+from tests.support.settings import make_settings
 
 
 def services() -> Services:

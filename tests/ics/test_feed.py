@@ -20,7 +20,7 @@ from shared.ics.feed import calendar_title, event_uid, fold, one_line, render_fe
 from shared.ics.service import FeedCache, serve_feed
 from shared.ics.tokens import FeedTokens
 from shared.storage import StoragePort
-from tests.bookings.test_webhook import settings as make_settings
+from tests.support.settings import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

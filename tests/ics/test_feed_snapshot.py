@@ -26,7 +26,7 @@ from shared.ics.tokens import FEEDS, OWNERS, FeedTokens, token_hash
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, encode_key
 from shared.storage.memory import MemoryStorage
-from tests.bookings.test_webhook import settings as make_settings
+from tests.support.settings import make_settings
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 KEY = LinkKey("p", "r")

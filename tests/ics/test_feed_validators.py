@@ -11,8 +11,8 @@ from shared.domain import CustomerPrivacy, ProviderSettings
 from shared.ics.service import FeedCache, serve_feed
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage import StoragePort
-from tests.bookings.test_webhook import settings as make_settings
 from tests.ics.test_feed import _feed_setup, stored
+from tests.support.settings import make_settings
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 

@@ -86,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
     seen_agents: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:  # http.server API
         self.seen_agents.append(self.headers.get("User-Agent", ""))
         status, headers, body = self.routes.get(self.path, (404, {}, b""))
         if self.headers.get("If-None-Match") and self.headers.get("If-None-Match") == headers.get("ETag"):

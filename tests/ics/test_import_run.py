@@ -3,7 +3,6 @@ reconciliation when events disappear, and link health when the calendar is unpub
 
 from __future__ import annotations
 
-import base64
 import http.server
 import threading
 from collections.abc import Iterator
@@ -11,17 +10,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
-from shared.config import load_settings
 from shared.context import Services
 from shared.domain import LinkHealth, LinkKey
 from shared.ics import api
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
-from shared.services.outlook_sync import run_sync
 from shared.storage import StoragePort
+from shared.sync.worker import run_sync
 from tests.ics.test_import_parse_fetch import DATA
+from tests.support.settings import make_settings
+from tests.support.twins import twin_services
 
 KEY = LinkKey("p", "r")
 NOW = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -33,7 +32,7 @@ class Published(http.server.BaseHTTPRequestHandler):
     hits = 0
     encoding = ""  # a Content-Encoding the server declares (whatever the client asked for)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:  # http.server API
         type(self).hits += 1
         etag = f'"{hash(self.body)}"'
         if self.status == 200 and self.headers.get("If-None-Match") == etag:
@@ -64,16 +63,11 @@ def published() -> Iterator[str]:
 
 
 def services(storage: StoragePort) -> Services:
-    cfg = load_settings({
-        "SERVICE_BASE_URL": "http://127.0.0.1:7071", "ENTRA_CLIENT_ID": "c", "ENTRA_CLIENT_SECRET": "s",
-        "TOKEN_ENCRYPTION_KEYS": "k1:" + base64.b64encode(b"k" * 32).decode(), "TIMUM_API_BASE_URL": "http://t",
-        "TIMUM_API_KEY": "key", "TIMUM_WEBHOOK_SECRETS": "w", "TIMUM_CONNECT_SECRETS": "c",
-        "TIMUM_RETURN_URL_ALLOWLIST": "http://t/", "AzureWebJobsStorage": "x", "ICS_IMPORT_ALLOW_LOOPBACK": "true",
-        "TIMUM_STATUS_WEBHOOK_URL": "http://t/status"})
+    cfg = make_settings(TIMUM_WEBHOOK_SECRETS="w", ICS_IMPORT_ALLOW_LOOPBACK="true",
+                        TIMUM_STATUS_WEBHOOK_URL="http://t/status")
     timum = MemoryTimum()
     timum.add_resource("p", "Behandlungsraum 1", resource_id="r")
-    return Services(settings=cfg, storage=storage, timum=timum, graph=MemoryGraphProvider(MemoryGraph()),
-                    clock=lambda: NOW)
+    return twin_services(settings=cfg, storage=storage, timum=timum, clock=lambda: NOW)
 
 
 async def _run(svc: Services) -> str:

@@ -129,6 +129,8 @@ async def test_unlinking_an_ics_link_removes_its_ics_slots(storage: StoragePort,
                          title="", source="ics")
     await timum.put_blocked_slot("p", "r", orphan)
     repo = LinkRepository(storage)
-    await repo.delete(await repo.require(KEY))
+    link = await repo.require(KEY)
+    await repo.delete(link.key)
+    await repo.release_calendar(link)
     await teardown(svc, KEY)
     assert await timum.list_blocked_slots("p", "r") == []

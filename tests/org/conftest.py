@@ -10,7 +10,7 @@ import pytest
 
 from devtools.sandbox.directory import SandboxTenant, SandboxUser
 from devtools.sandbox.server import RunningSandbox
-from tests.connect.conftest import live, microsoft, sandbox  # noqa: F401 - fixtures
+from tests.connect.conftest import live, microsoft, sandbox  # fixtures, used by name
 
 __all__ = ["OrgTenant", "live", "microsoft", "sandbox"]
 

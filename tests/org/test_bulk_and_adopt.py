@@ -24,7 +24,7 @@ from shared.org.store import CREATING, FAILED, LINKED, JobRow, MappingJobs, OrgR
 from shared.repos.links import LinkRepository, calendar_key
 from shared.services.subscriptions import handle_admin_message
 from tests.connect.conftest import JONAS, RETURN_BASE, MemoryWorld, open_session
-from tests.connect.conftest import world as world  # noqa: F401 - fixture
+from tests.connect.conftest import world as world  # a fixture, used by name
 
 CONTEXT = ConnectContext(provider_id="prov-1", resource_id=None, locale="de",
                          return_url=RETURN_BASE + "providers/prov-1", scope="org")

@@ -16,7 +16,7 @@ from shared.org.service import OrgPage
 from shared.org.store import OrgRepository
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository
-from shared.services.outlook_sync import run_sync
+from shared.sync.worker import run_sync
 from tests.org.conftest import OrgTenant
 
 

@@ -51,7 +51,8 @@ async def test_one_calendar_one_resource(storage: StoragePort) -> None:
     with pytest.raises(Conflict):
         await repo.claim_calendar(_link("res-2"))
     await repo.save(first)
-    await repo.delete(first)
+    await repo.delete(first.key)
+    await repo.release_calendar(first)
     await repo.claim_calendar(_link("res-2"))
     assert await repo.calendar_owner("tid", "ANNA@example.org", "AAMk/cal=1") == LinkKey("prov-1", "res-2")
 

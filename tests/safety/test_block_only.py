@@ -24,9 +24,9 @@ from shared.domain import (
 )
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
-from shared.services.outlook_sync import run_sync
 from shared.services.subscriptions import teardown
 from shared.storage.memory import MemoryStorage
+from shared.sync.worker import run_sync
 from tests.services.conftest import make_settings
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)

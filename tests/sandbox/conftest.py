@@ -29,6 +29,8 @@ from devtools.sandbox.ca import client_ssl_context
 from devtools.sandbox.client import SandboxControl
 from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.directory import SandboxTenant, SandboxUser
+from devtools.sandbox.graph.testing import GraphTestEnv
+from devtools.sandbox.graph.testing import World as GraphWorld
 from devtools.sandbox.server import RunningSandbox, start_in_thread
 
 
@@ -134,3 +136,17 @@ def redirect_uri(sandbox: RunningSandbox) -> str:
 @pytest.fixture(scope="session")
 def sandbox_state_dir(sandbox: RunningSandbox) -> Path:
     return sandbox.config.state_dir
+
+
+# --- the Graph stand-in, as the SDK and raw HTTP clients see it ----------------------------------
+
+@pytest.fixture(scope="session")
+def env(sandbox: RunningSandbox) -> GraphTestEnv:
+    return GraphTestEnv.of(sandbox)
+
+
+@pytest.fixture
+def world(env: GraphTestEnv) -> Iterator[GraphWorld]:
+    """A fresh Graph world (users, calendars, tokens) over the session's sandbox, reset afterwards."""
+    yield env.world()
+    env.reset()

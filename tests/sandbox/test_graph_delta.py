@@ -4,31 +4,18 @@ replays, and 410 syncStateNotFound after lost or expired state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 import pytest
 
-from devtools.sandbox.graph.testing import GraphTestEnv, World, tls_context
-from devtools.sandbox.server import RunningSandbox
+from devtools.sandbox.graph.testing import World, tls_context
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
 SCOPES = {"Calendars.ReadWrite", "User.Read"}
 WINDOW = ("2031-03-01T00:00:00Z", "2031-04-01T00:00:00Z")
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 def at(day: int, hour: int) -> datetime:

@@ -14,7 +14,6 @@ import pytest
 
 from devtools.sandbox.graph.testing import GraphTestEnv, StaticTokenCredential, WebhookReceiver, World, tls_context
 from devtools.sandbox.graph.timezones import WINDOWS_TO_IANA, zone
-from devtools.sandbox.server import RunningSandbox
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN, mailbox_subscription_resource
 from shared.adapters.graph_sdk import GraphSdkAdapter
 from shared.domain import EventDraft
@@ -26,17 +25,6 @@ SCOPES = frozenset({"Calendars.ReadWrite", "Calendars.ReadWrite.Shared", "User.R
 BERLIN = ZoneInfo("Europe/Berlin")
 START, END = datetime(2031, 1, 1, tzinfo=UTC), datetime(2031, 3, 1, tzinfo=UTC)
 T = datetime(2031, 1, 15, 9, tzinfo=BERLIN)
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 @pytest.fixture
@@ -303,8 +291,8 @@ async def test_the_sync_engine_on_the_stand_in_skips_reports_and_completes(world
     from shared.domain import Link, LinkKey, LinkMode, slot_external_id
     from shared.messages import SyncMessage, SyncReason
     from shared.repos.links import LinkRepository
-    from shared.services.outlook_sync import run_sync
     from shared.storage.memory import MemoryStorage
+    from shared.sync.worker import run_sync
     from tests.services.conftest import CrashingTimum, make_settings
 
     key = LinkKey("prov-1", "res-1")

@@ -5,29 +5,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from devtools.sandbox.graph.testing import GraphTestEnv, World, tls_context
-from devtools.sandbox.server import RunningSandbox
+from devtools.sandbox.graph.testing import World, tls_context
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
 SCOPES = {"Calendars.ReadWrite", "User.Read"}
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 def raw(world: World, token: str) -> httpx.AsyncClient:

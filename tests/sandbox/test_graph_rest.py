@@ -4,14 +4,12 @@ the 401/403 answers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import httpx
 import pytest
 
-from devtools.sandbox.graph.testing import GraphTestEnv, World, tls_context
-from devtools.sandbox.server import RunningSandbox
+from devtools.sandbox.graph.testing import World, tls_context
 
 PROP = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name timumBookingId"
 OWN = {"Calendars.ReadWrite", "User.Read", "MailboxSettings.Read"}
@@ -19,17 +17,6 @@ SHARED = OWN | {"Calendars.ReadWrite.Shared"}
 # kiota warns about its own deprecated placeholder class when msgraph modules load lazily.
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 def raw(world: World, token: str | None) -> httpx.AsyncClient:

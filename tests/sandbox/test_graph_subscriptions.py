@@ -13,23 +13,11 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from devtools.sandbox.graph.testing import GraphTestEnv, WebhookReceiver, World
-from devtools.sandbox.server import RunningSandbox
+from devtools.sandbox.graph.testing import WebhookReceiver, World
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
 SCOPES = {"Calendars.ReadWrite", "User.Read"}
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 @pytest.fixture

@@ -15,22 +15,10 @@ import pytest
 import recurring_ical_events
 
 from devtools.sandbox.graph.testing import GraphTestEnv, WebhookReceiver, World, tls_context
-from devtools.sandbox.server import RunningSandbox
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:kiota_abstractions"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning:msgraph")]
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-
-
-@pytest.fixture(scope="session")
-def env(sandbox: RunningSandbox) -> GraphTestEnv:
-    return GraphTestEnv.of(sandbox)
-
-
-@pytest.fixture
-def world(env: GraphTestEnv) -> Iterator[World]:
-    yield env.world()
-    env.reset()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from tests.connect.conftest import (
     ModeAwareProvider,
     http_request,
     make_settings,
-    open_session,  # noqa: F401 - the fixture
+    open_session,
     world,
 )
 
@@ -54,7 +54,7 @@ class OwnerSideProvider(ModeAwareProvider):
 
 
 async def test_a_shared_calendar_is_never_upgraded_to_the_owners_calendar_of_the_same_name(
-        world: MemoryWorld) -> None:  # noqa: F811 - the fixture
+        world: MemoryWorld) -> None:
     graph = world.graph
     # Jonas shares his calendar "Team" with Anna (she may edit it). In her Outlook she renames it
     # to the name of Jonas's primary calendar, which she must never get write access to.

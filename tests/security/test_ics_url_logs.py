@@ -73,7 +73,7 @@ async def test_the_calendar_url_never_reaches_a_log(published: str, logged: _Col
         Published.body = body
     try:
         await _run(svc)
-    except Exception:  # noqa: BLE001 - a transient failure is raised for the host to retry; logged below
+    except Exception:  # a transient failure is raised for the host to retry; logged below
         logging.getLogger("devtools.devhost").exception("Function sync_worker failed")
     assert Published.hits >= 1, "the import really fetched the calendar"
     assert logged.records, "the run was logged"
@@ -88,6 +88,6 @@ async def test_an_unreachable_host_does_not_log_the_url(logged: _Collect) -> Non
                              {"url": f"http://127.0.0.1:{free_port()}/export/{SECRET}/calendar"})
     try:
         await _run(svc)
-    except Exception:  # noqa: BLE001 - as the host would log it
+    except Exception:  # as the host would log it
         logging.getLogger("devtools.devhost").exception("Function sync_worker failed")
     assert SECRET not in _everything(logged)

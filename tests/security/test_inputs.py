@@ -10,7 +10,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from devtools.stack import Stack, StackError, _ConnectWalker, _forms
+from devtools.connect_walker import ConnectWalker as _ConnectWalker
+from devtools.connect_walker import _forms
+from devtools.stack import Stack, StackError
 from shared.messages import BOOKING_QUEUE
 from tests.security.conftest import ANNA, links_api, signed_booking
 

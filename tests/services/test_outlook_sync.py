@@ -23,8 +23,9 @@ from shared.errors import NeedsReconnect, Throttled, TransientError
 from shared.messages import SYNC_QUEUE, SyncMessage
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
-from shared.services.outlook_sync import DEFAULT_RETRY_AFTER_SECONDS, HealthChange, run_sync
 from shared.storage.memory import MemoryStorage
+from shared.sync.rounds import DEFAULT_RETRY_AFTER_SECONDS, HealthChange
+from shared.sync.worker import run_sync
 
 from .conftest import KEY, MAILBOX, NOW, PROVIDER, RESOURCE, SimulatedCrash, World
 

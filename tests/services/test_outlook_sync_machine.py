@@ -30,8 +30,8 @@ from shared.errors import Throttled, TransientError
 from shared.messages import SYNC_QUEUE, SyncMessage
 from shared.repos.links import ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
-from shared.services.outlook_sync import run_sync
 from shared.storage.memory import MemoryQueue
+from shared.sync.worker import run_sync
 
 from .conftest import KEY, MAILBOX, NOW, PROVIDER, SimulatedCrash, TripwireStorage, World, make_world
 

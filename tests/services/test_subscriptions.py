@@ -13,7 +13,6 @@ from shared.errors import NeedsReconnect, TransientError
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow, EventMapRepository
-from shared.services.outlook_sync import run_sync
 from shared.services.subscriptions import (
     ensure_subscription,
     handle_admin_message,
@@ -22,6 +21,7 @@ from shared.services.subscriptions import (
     teardown,
 )
 from shared.storage.memory import MemoryQueue
+from shared.sync.worker import run_sync
 
 from .conftest import KEY, MAILBOX, NOW, World
 

@@ -11,8 +11,8 @@ import pytest
 
 from shared.domain import slot_external_id
 from shared.messages import SyncMessage, SyncReason
-from shared.services import outlook_sync
-from shared.services.outlook_sync import SyncOutcome
+from shared.sync import worker
+from shared.sync.rounds import SyncOutcome
 
 from .conftest import KEY, World
 
@@ -37,14 +37,14 @@ async def test_two_invocations_in_one_process_never_run_one_link_at_once(world: 
 
     monkeypatch.setattr(world.timum, "put_blocked_slot", slow_put)
     outcomes: list[SyncOutcome] = []
-    real_run = outlook_sync.run_sync
+    real_run = worker.run_sync
 
     async def recording(*args: object, **kwargs: object) -> SyncOutcome:
         outcome = await real_run(*args, **kwargs)  # type: ignore[arg-type]
         outcomes.append(outcome)
         return outcome
 
-    monkeypatch.setattr(outlook_sync, "run_sync", recording)
+    monkeypatch.setattr(worker, "run_sync", recording)
     body = json.dumps(SyncMessage(str(KEY), SyncReason.NOTIFICATION).to_json()).encode()
     await asyncio.gather(*(sync_bp.sync_worker(func.QueueMessage(body=body)) for _ in range(2)))
 
@@ -59,8 +59,8 @@ def test_each_invocation_gets_its_own_lease_owner() -> None:
 
 
 async def test_a_burst_waits_out_the_spacing_and_shares_one_rerun(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.services.outlook_sync import run_sync
     from shared.storage.memory import MemoryStorage
+    from shared.sync.worker import run_sync
 
     from .conftest import make_world
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.world import bench_stack
 from devtools.stack import Stack
+from devtools.stack_world import bench_stack
 
 
 @pytest.fixture

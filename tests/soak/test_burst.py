@@ -5,8 +5,8 @@ the same round tag, and one round's settling deletes slots the other one just co
 
 from __future__ import annotations
 
-from bench.world import bulk_links, event_times, gather_bounded, wait_quiet
 from devtools.stack import Stack
+from devtools.stack_world import bulk_links, event_times, gather_bounded, wait_quiet
 
 MESSAGES = 16
 #: one round for the holder, one more per dirty mark it finds, and a fresh message after the

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bench.world import add_tenant, event_times, wait_quiet
 from devtools.stack import Stack
+from devtools.stack_world import add_tenant, event_times, wait_quiet
 
 if TYPE_CHECKING:
     from devtools.sandbox.graph.model import Event
