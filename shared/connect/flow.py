@@ -40,7 +40,7 @@ from shared.connect.store import (
 )
 from shared.context import Services
 from shared.crypto import Cipher
-from shared.domain import LinkHealth, LinkKey
+from shared.domain import Link, LinkHealth, LinkKey
 from shared.errors import AuthError, ConsentRequired, InvalidSignature, StorageError, SyncError, TransientError
 from shared.i18n import has, negotiate, normalize
 from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage, ReplayLink
@@ -328,27 +328,34 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
 
 async def _revive_links(services: Services, account_id: str) -> None:
     """A fresh sign-in repairs every link that waited for this account to reconnect."""
-    from shared.connect.status import set_health
-
     repo = LinkRepository(services.storage)
     try:
         for key in await repo.keys_for_account(account_id):
             link = await repo.get(key)
-            if link is None or link.health is not LinkHealth.NEEDS_RECONNECT:
-                continue
-            try:
-                link = await set_health(services, link, LinkHealth.OK, "reconnected")
-            except SyncError as exc:
-                # Saved before timum is told: only the webhook failed, and the link's next
-                # completed round sends it again. Its set-up must not depend on it (a later
-                # sign-in would find the link healthy and skip it).
-                log.warning("revived link %s, but timum did not take its status now: %s", link.key, exc.code)
-            await services.storage.queue(LINK_ADMIN_QUEUE).send(
-                AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json())
-            await queue_booking_replay(services, link.key)
+            if link is not None and link.health is LinkHealth.NEEDS_RECONNECT:
+                await revive(services, link, AdminAction.SETUP)
     except SyncError as exc:
         # The sign-in itself succeeded; the links are repaired on the next connect or resync.
         log.warning("could not revive links after sign-in: %s", exc.code)
+
+
+async def revive(services: Services, link: Link, setup: AdminAction) -> Link:
+    """A link that waited for a reconnect (a sign-in, an organisation's renewed consent) is healthy
+    again: mark it so — which also replays its stored bookings (``set_health``) — and queue
+    ``setup`` (subscription, full sync).
+
+    The health is saved before timum is told, so a status webhook timum refuses now changes
+    nothing here: the link's next completed round sends it again. The set-up must not depend on
+    it, or the link would stay healthy without a subscription (a later sign-in skips a healthy
+    link) and the links after it would not be revived at all."""
+    from shared.connect.status import set_health
+
+    try:
+        link = await set_health(services, link, LinkHealth.OK, "reconnected")
+    except SyncError as exc:
+        log.warning("revived link %s, but timum did not take its status now: %s", link.key, exc.code)
+    await services.storage.queue(LINK_ADMIN_QUEUE).send(AdminMessage(link=str(link.key), action=setup).to_json())
+    return link
 
 
 async def queue_booking_replay(services: Services, key: LinkKey) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from shared.context import Services
 from shared.domain import Link, LinkHealth, LinkMode, stable_id
-from shared.errors import AuthError, Conflict, ConsentRequired, NotFound, SyncError
+from shared.errors import AuthError, Conflict, ConsentRequired, NotFound
 from shared.repos.links import LINKS, LinkRepository
 from shared.storage.base import encode_key
 
@@ -85,9 +85,8 @@ async def revive_tenant(services: Services, tenant_id: str) -> int:
     """The grant is back (an administrator connected the organisation again): every app-only
     link of the tenant that waited for it is healthy again, set up anew (subscription, full
     sync) and replays the bookings stored meanwhile. Returns how many."""
-    from shared.connect.flow import queue_booking_replay
-    from shared.connect.status import set_health
-    from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
+    from shared.connect.flow import revive
+    from shared.messages import AdminAction
 
     rows = await services.storage.table(LINKS).query(equals={"tenant_id": tenant_id})
     repo = LinkRepository(services.storage)
@@ -96,16 +95,7 @@ async def revive_tenant(services: Services, tenant_id: str) -> int:
         link = await repo.get(_key(row))
         if link is None or link.mode is not LinkMode.APP_ONLY or link.health is not LinkHealth.NEEDS_RECONNECT:
             continue
-        try:
-            link = await set_health(services, link, LinkHealth.OK, "reconnected")
-        except SyncError as exc:
-            # The health is saved before timum is told; only the webhook failed. The link's next
-            # completed round sends it again — its set-up must not wait for timum, nor may the
-            # other links of the tenant stay unrevived (a second consent would skip this one).
-            log.warning("revived link %s, but timum did not take its status now: %s", link.key, exc.code)
-        await services.storage.queue(LINK_ADMIN_QUEUE).send(
-            AdminMessage(link=str(link.key), action=AdminAction.RESUBSCRIBE).to_json())
-        await queue_booking_replay(services, link.key)
+        await revive(services, link, AdminAction.RESUBSCRIBE)
         revived += 1
     return revived
 
