@@ -21,7 +21,6 @@ from shared.http.responses import (
     cookie_value,
     error_response,
     json_response,
-    read_body,
     read_form,
     read_json,
     redirect,
@@ -261,15 +260,12 @@ async def handle_links_api(services: Services, req: func.HttpRequest, operation:
     put_settings). Errors become problem JSON with one status per exception class."""
     from shared.connect import links_api
     from shared.errors import SyncError
+    from shared.http.scope import scoped_request
     from shared.ids import check_id
 
     try:
-        body = read_body(req)
-        provider = req.route_params.get("provider") or ""
         try:
-            links_api.check_provider_scope(method=req.method, url=req.url, headers=req.headers, body=body,
-                                           route_provider=provider, secrets=services.settings.timum_webhook_secrets,
-                                           now=services.clock().timestamp())
+            provider, body = scoped_request(services, req)
         except links_api.ProviderScopeError as exc:
             return error_response(exc, status=403)
         # Every id of every route here (links, settings, ICS feed and import) passes the one id rule.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.http.responses import error_response, json_response, read_body
+from shared.http.responses import error_response, json_response
 
 if TYPE_CHECKING:
     from shared.context import Services
@@ -51,15 +51,12 @@ def _warmed(task: asyncio.Task[float]) -> None:
 async def handle_conflicts(services: Services, req: func.HttpRequest) -> func.HttpResponse:
     from shared.connect import links_api
     from shared.errors import BadRequest, SyncError
+    from shared.http.scope import scoped_request
     from shared.safety.conflicts import check_conflicts
 
     try:
-        body = read_body(req, BODY_LIMIT)
-        provider = req.route_params.get("provider") or ""
         try:
-            links_api.check_provider_scope(method=req.method, url=req.url, headers=req.headers, body=body,
-                                           route_provider=provider, secrets=services.settings.timum_webhook_secrets,
-                                           now=services.clock().timestamp())
+            provider, body = scoped_request(services, req, limit=BODY_LIMIT)
         except links_api.ProviderScopeError as exc:
             return error_response(exc, status=403)
         try:
