@@ -7,7 +7,7 @@ notifications costs a few delta rounds, not one each. Within a run:
 1. Load the link; choose an incremental round (stored delta link) or a fresh one (first sync,
    ``full`` requested, no delta link, or the daily window slide).
 2. Follow the pages. Each page is planned by the pure core (``shared.core.outlook_plan``), the
-   actions go to timum with bounded concurrency, then the status rows are written (one batch
+   actions go to timum in batches (``shared.services.slot_writes``), then the status rows are written (one batch
    per page). In an incremental round, new slots get a *pending* status row before their PUT,
    tagged with the round's start, so a crash anywhere before the commit leaves a trace the
    replayed round settles instead of an orphan; a fresh round needs none (its replay is fresh
@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -81,8 +80,6 @@ from shared.repos.sync_state import BookingMapRepository, EventMapRepository
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Concurrent timum writes per page: hides latency without flooding timum's API.
-TIMUM_WRITE_CONCURRENCY = 8
 #: Delay before a full-sync request that met a held lease is tried again.
 FULL_REQUEUE_DELAY_SECONDS = 30.0
 #: When a transient failure named no delay, the queue trigger waits this long.
@@ -539,13 +536,9 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
         await eventmap.put_many(key, intents)
         status.update({row.event_id: row for row in intents})
 
-    async def perform(action: Action) -> None:
-        if isinstance(action, UpsertBlock):
-            await services.timum.put_blocked_slot(link.provider_id, link.timum_resource_id, action.slot)
-        elif isinstance(action, DeleteBlock):
-            await services.timum.delete_blocked_slot(link.provider_id, link.timum_resource_id, action.external_id)
+    from shared.services.slot_writes import perform_slot_actions
 
-    failures = await _bounded([functools.partial(perform, a) for a in actions], TIMUM_WRITE_CONCURRENCY)
+    failures = await perform_slot_actions(services.timum, link.provider_id, link.timum_resource_id, actions)
     done = [a for a, failure in zip(actions, failures, strict=True) if failure is None]
     updated = apply_to_status(status, done, tag)
     rows = [updated[a.event_id] for a in done if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated]
@@ -576,18 +569,6 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
         if stop is not None:
             raise stop from first
         raise first
-
-
-async def _bounded(calls: Sequence[Callable[[], Awaitable[None]]], limit: int) -> list[BaseException | None]:
-    """Run ``calls`` at most ``limit`` at a time; each result is None or what it raised."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(call: Callable[[], Awaitable[None]]) -> None:
-        async with gate:
-            await call()
-
-    results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in results]
 
 
 async def _save_state(services: Services, link: Link, delta_link: str, window: SyncWindow | None,
