@@ -7,7 +7,7 @@ stays cheap and the notification webhook never loads msgraph-sdk.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, get_settings
 
@@ -86,3 +86,33 @@ def reset() -> None:
     global _storage, _services, _cache
     _storage = _services = _cache = None
     get_settings.cache_clear()
+
+
+_webhook_storage: tuple[StoragePort, StoragePort] | None = None
+
+
+def webhook_storage() -> StoragePort:
+    """``get_storage()`` for the Graph webhooks: queue sends as one plain REST call each
+    (``shared.storage.queue_rest``) — the hot path of an anonymous endpoint; tables unchanged."""
+    global _webhook_storage
+    inner = get_storage()
+    if _webhook_storage is not None and _webhook_storage[0] is inner:
+        return _webhook_storage[1]
+    from shared.storage.azure import AzureStorage
+
+    lean = inner
+    if isinstance(inner, AzureStorage):
+        from shared.storage.queue_rest import rest_queue_storage
+
+        s = settings()
+
+        def credential() -> Any:
+            from azure.identity.aio import DefaultAzureCredential
+
+            return DefaultAzureCredential()
+
+        lean = rest_queue_storage(inner, connection_string=s.storage_connection_string,
+                                  queue_service_uri=s.queue_service_uri, account_name=s.storage_account_name,
+                                  credential=credential)
+    _webhook_storage = (inner, lean)
+    return lean

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.report import ROOT, Figure, Target
 from bench.scenarios import Context, Output
+from bench.subhost import cpu_seconds
 from bench.world import BenchLink, bench_stack, bulk_links
 
 if TYPE_CHECKING:
@@ -44,10 +45,11 @@ def seed_calendar(stack: Stack, link: BenchLink, count: int) -> None:
                                  calendar_id=link.calendar_id, show_as="busy")
 
 
-def probe(stack: Stack, link: BenchLink, cap: float | None = None) -> dict[str, Any] | None:
+def probe(stack: Stack, link: BenchLink, cap: float | None = None, profile: str = "") -> dict[str, Any] | None:
     """The probe's result, or None when it was stopped at ``cap`` seconds."""
+    extra = ["--profile", profile] if profile else []
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.sync_probe", "--link", str(link.key)], cwd=ROOT,
+        out = subprocess.run([sys.executable, "-m", "bench.sync_probe", "--link", str(link.key), *extra], cwd=ROOT,
                              env={**os.environ, **stack.env}, capture_output=True, text=True,
                              timeout=cap or 1800, check=False)
     except subprocess.TimeoutExpired:
@@ -65,21 +67,29 @@ def one_run(stack: Stack, events: int, tag: str, ctx: Context, cap: float | None
     (link,) = bulk_links(stack, 1, provider=f"big-{tag}", initial_sync=False, subscribe=False)
     seed_calendar(stack, link, events)
     seq = stack.request_seq()
+    # The stand-ins' CPU: the sandboxes run in this process, Azurite in its own.
+    azurite_cpu, sandbox_cpu = cpu_seconds(stack.azurite.process.pid), time.process_time()
     began = time.monotonic()
-    result = probe(stack, link, cap)
+    profile = os.environ.get("BENCH_SYNC_PROFILE_DIR", "")
+    result = probe(stack, link, cap, profile=f"{profile}/sync-{events}-{tag}.prof" if profile else "")
     wall = time.monotonic() - began
+    sandbox_cpu = time.process_time() - sandbox_cpu
+    azurite_cpu = cpu_seconds(stack.azurite.process.pid) - azurite_cpu
     entries = stack.sandbox.requests.entries(since_seq=seq)
     slots = len(stack.timum.list_slots(link.provider, link.resource))
     info: dict[str, Any] = result or {"seconds": float("nan"), "status": "stopped", "pages": "?", "upserts": slots}
     info.update(events=events, wall=wall, slots=slots, finished=result is not None,
                 graph_s=sum(e.duration_ms for e in entries if e.service == "graph") / 1000,
                 timum_s=sum(e.duration_ms for e in entries if e.service == "timum") / 1000,
-                timum_calls=sum(1 for e in entries if e.service == "timum"))
+                timum_calls=sum(1 for e in entries if e.service == "timum"), sandbox_cpu=sandbox_cpu,
+                azurite_cpu=azurite_cpu, load=os.getloadavg()[0])
     if result is not None and (result["status"] != "ok" or slots != events):
         raise RuntimeError(f"the sync did not complete: {result}, {slots} slots")
     took = f"{info['seconds']:.1f} s" if result else f"stopped at {cap or 0:.0f} s"
     ctx.log(f"{events:,} events: {took}, {slots} slots, Graph {info['graph_s']:.1f} s / timum "
-            f"{info['timum_s']:.1f} s summed")
+            f"{info['timum_s']:.1f} s summed; CPU: worker {info.get('cpu_s', float('nan')):.1f} s, sandboxes "
+            f"{sandbox_cpu:.1f} s, Azurite {azurite_cpu:.1f} s; {info['timum_calls']} timum requests; "
+            f"load average {info['load']:.1f}")
     return info
 
 

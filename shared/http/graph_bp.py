@@ -37,13 +37,13 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     from shared.errors import BadRequest, PayloadTooLarge, StorageError
     from shared.http.responses import read_body
     from shared.services import notifications
-    from shared.wiring import get_storage, subscription_cache
+    from shared.wiring import subscription_cache, webhook_storage
 
     accept = (notifications.accept_lifecycle_notifications if lifecycle
               else notifications.accept_change_notifications)
     try:
         body = read_body(req, notifications.MAX_BODY_BYTES)
-        result = await accept(get_storage(), subscription_cache(), body)
+        result = await accept(webhook_storage(), subscription_cache(), body)
     except PayloadTooLarge as exc:
         return func.HttpResponse(exc.message, status_code=413, mimetype="text/plain")
     except BadRequest as exc:
