@@ -8,9 +8,12 @@ the account key (SharedKey, connection strings and Azurite) or with a Microsoft 
 Queue Storage (identity-based connections, ``AzureWebJobsStorage__*``).
 
 Only sends go this way; a queue is created (and everything else done) by the SDK adapter it wraps:
-the first send to each queue in a process goes through it, and so does any send this path cannot
-complete (the queue was deleted, an unexpected answer) — the SDK then creates or reports it. A 201
-from Put Message means the message is stored: the webhook's "durable before 202" holds.
+the first send to each queue in a process goes through it, and so does a send to a queue that was
+deleted (the SDK creates it again). A 201 from Put Message means the message is stored: the
+webhook's "durable before 202" holds. Every other outcome is a ``StorageError`` within
+``SEND_TIMEOUT_SECONDS`` — never the SDK's retries, whose back-off (15 s, 18 s, 24 s, with a 60-s
+read timeout) outlasts Graph's 3-s deadline many times over and parked every in-flight POST of an
+instance whenever storage hiccuped.
 """
 
 from __future__ import annotations
@@ -179,9 +182,13 @@ class RestQueue(QueuePort):
         status = await self._sender.put(self.name, message, delay_seconds=int(max(0, round(delay_seconds))))
         if status == 201:
             return
-        # 404: the queue was deleted; 403: a clock skew or a rotated key; anything else: let the SDK
-        # (retries, queue creation, its own error reporting) deal with this message.
-        log.warning("REST enqueue to %s answered HTTP %d; sending through the storage SDK", self.name, status)
+        if status != 404:
+            # No retry here, and no SDK fallback: its retries wait 15 s and more, far past Graph's
+            # 3-s deadline — a storage hiccup then parks every in-flight POST (the instance idles,
+            # answering nothing). A prompt 503 makes Graph deliver again.
+            raise StorageError(f"enqueue to {self.name} failed: HTTP {status}")
+        # The queue was deleted: the SDK adapter creates it again.
+        log.warning("queue %s is gone; creating it through the storage SDK", self.name)
         self._ready.discard(self.name)
         await self._inner.send(message, delay_seconds=delay_seconds)
         self._ready.add(self.name)

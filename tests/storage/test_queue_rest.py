@@ -84,6 +84,23 @@ async def test_a_deleted_queue_is_recreated_through_the_sdk(lean: RestQueueStora
     assert [m["n"] for m in _received(azurite.connection_string, name)] == [2]
 
 
+async def test_a_refused_send_fails_at_once_instead_of_retrying(lean: RestQueueStorage,
+                                                               azurite: azurite_mod.Azurite) -> None:
+    name = "q" + uuid.uuid4().hex[:12]
+    queue = lean.queue(name)
+    await queue.send({"n": 1})
+    endpoint, account, _key = parse_connection_string(azurite.connection_string)
+    lean.sender = RestQueueSender(endpoint, account, key=base64.b64encode(b"rotated").decode())
+    refused = RestQueueStorage(lean.inner, lean.sender)
+    refused._ready.add(name)
+    try:
+        with pytest.raises(StorageError, match="HTTP 403"):
+            await refused.queue(name).send({"n": 2})
+    finally:
+        await lean.sender.close()
+    assert [m["n"] for m in _received(azurite.connection_string, name)] == [1]
+
+
 async def test_unreachable_storage_is_a_storage_error() -> None:
     sender = RestQueueSender("http://127.0.0.1:9/devstoreaccount1", "devstoreaccount1",
                              key=base64.b64encode(b"k").decode())
@@ -121,3 +138,28 @@ def test_the_signature_matches_the_documented_string_to_sign() -> None:
 
     digest = hmac.new(b"0123456789abcdef", expected.encode(), hashlib.sha256).digest()
     assert signed == f"SharedKey acct:{base64.b64encode(digest).decode()}"
+
+
+async def test_a_storage_that_never_answers_fails_the_send_instead_of_parking_it() -> None:
+    import asyncio
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing: a stalled storage
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = RestQueueSender(f"http://127.0.0.1:{port}/devstoreaccount1", "devstoreaccount1",
+                             key=base64.b64encode(b"k").decode())
+    try:
+        # The SDK's retry policy would keep this send for minutes; the webhook must answer Graph in 3 s.
+        with pytest.raises(StorageError):
+            await asyncio.wait_for(sender.put("link-sync", {"link": "p|r"}), timeout=30)
+        assert accepted
+    finally:
+        await sender.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
