@@ -337,8 +337,9 @@ class TimumApi:
             raise ApiProblem(400, "bad_request", f"source: must be one of {', '.join(SLOT_SOURCES)}", field="source")
         start, limit = self._paging(request)
         self.state.resource(pid, rid)
-        items = [s.to_json() for s in self.state.list_slots(pid, rid, source)]
-        return JSONResponse(self._page(items, start, limit))
+        slots, more = self.state.slot_page(pid, rid, source, start, limit)
+        next_cursor = base64.urlsafe_b64encode(f"o:{start + limit}".encode()).decode().rstrip("=") if more else None
+        return JSONResponse({"items": [s.to_json() for s in slots], "nextCursor": next_cursor})
 
     # --- bookings ------------------------------------------------------------------------------
     async def list_bookings(self, request: Request) -> Response:
