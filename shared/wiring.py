@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 _storage: StoragePort | None = None
 _services: Services | None = None
 _cache: SubscriptionCache | None = None
+#: (the storage it wraps, the webhook's storage): rebuilt when ``get_storage()`` changes
+_webhook_storage: tuple[StoragePort, StoragePort] | None = None
 _logging_ready = False
 
 
@@ -77,18 +79,19 @@ async def close_clients() -> None:
         closer = getattr(_services.timum, "close", None)
         if closer is not None:
             await closer()
+    if _webhook_storage is not None:
+        sender = getattr(_webhook_storage[1], "sender", None)  # the REST enqueue's session
+        if sender is not None:
+            await sender.close()
     if _storage is not None:
         await _storage.close()
 
 
 def reset() -> None:
     """Forget cached services (tests that change settings)."""
-    global _storage, _services, _cache
-    _storage = _services = _cache = None
+    global _storage, _services, _cache, _webhook_storage
+    _storage = _services = _cache = _webhook_storage = None
     get_settings.cache_clear()
-
-
-_webhook_storage: tuple[StoragePort, StoragePort] | None = None
 
 
 def webhook_storage() -> StoragePort:
