@@ -165,6 +165,7 @@ def test_sandbox_answers_match_the_schemas(spec: dict[str, Any], running: Runnin
         ("POST", f"{res}/blocked-slots/batch", {"items": [{"op": "upsert", "externalId": "ol-4", **slot},
                                                           {"op": "delete", "externalId": "ol-4"}]}, None),
         ("POST", f"{res}/blocked-slots/batch", {"items": []}, None),
+        ("POST", f"{res}/blocked-slots/batch", {"items": [{"op": "delete", "externalId": "ol-9"}], "x": 1}, None),
         ("POST", f"/timum/v1/providers/{SONNENSCHEIN}/resources/res-nope/blocked-slots/batch",
          {"items": [{"op": "delete", "externalId": "ol-4"}]}, None),
     ]

@@ -264,7 +264,9 @@ class TimumApi:
             raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiProblem(400, "bad_request", "the body must be a JSON object")
-        self._unknown_fields(body, {"items"})
+        extra = sorted(set(body) - {"items"})
+        if extra:
+            raise ApiProblem(400, "bad_request", f"{extra[0]}: unknown field", field=extra[0])
         items = body.get("items")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
             raise ApiProblem(400, "bad_request", f"items: a list of 1 to {MAX_BATCH_ITEMS} writes", field="items")
