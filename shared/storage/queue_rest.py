@@ -57,17 +57,19 @@ class _Credential(Protocol):
     async def get_token(self, *scopes: str) -> _Token: ...
 
 
-def parse_connection_string(conn: str) -> tuple[str, str, str]:
-    """(queue endpoint, account name, account key) of a storage connection string.
-    ``ValueError`` when it names no account key (SAS-only strings are not supported here)."""
+def parse_connection_string(conn: str, service: str = "queue") -> tuple[str, str, str]:
+    """(endpoint of ``service`` — queue or table —, account name, account key) of a storage
+    connection string. ``ValueError`` when it names no account key (SAS-only strings are not
+    supported here)."""
     settings = {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in conn.split(";") if p.strip())}
     if settings.get("usedevelopmentstorage", "").lower() == "true":
-        return f"http://127.0.0.1:10001/{DEV_ACCOUNT}", DEV_ACCOUNT, DEV_KEY
+        port = 10001 if service == "queue" else 10002
+        return f"http://127.0.0.1:{port}/{DEV_ACCOUNT}", DEV_ACCOUNT, DEV_KEY
     account, key = settings.get("accountname", ""), settings.get("accountkey", "")
     if not account or not key:
         raise ValueError("the connection string names no account and key")
-    endpoint = settings.get("queueendpoint") or (
-        f"{settings.get('defaultendpointsprotocol', 'https')}://{account}.queue."
+    endpoint = settings.get(f"{service}endpoint") or (
+        f"{settings.get('defaultendpointsprotocol', 'https')}://{account}.{service}."
         f"{settings.get('endpointsuffix', 'core.windows.net')}")
     return endpoint.rstrip("/"), account, key
 
@@ -95,11 +97,12 @@ def message_body(message: Mapping[str, Any]) -> bytes:
         .encode()
 
 
-class RestQueueSender:
-    """Put Message over HTTP; one aiohttp session per event loop (sessions belong to one loop)."""
+class StorageRestClient:
+    """A signed storage REST client: one aiohttp session per event loop (sessions belong to one
+    loop), SharedKey with an account key or a bearer token from a credential made on first use."""
 
     def __init__(self, endpoint: str, account: str, *, key: str = "",
-                 credential: Callable[[], _Credential] | None = None) -> None:
+                 credential: Callable[[], _Credential] | None = None, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
         if not key and credential is None:
             raise ValueError("either an account key or a credential is needed")
         self.endpoint = endpoint.rstrip("/")
@@ -107,20 +110,21 @@ class RestQueueSender:
         self._key = key
         self._make_credential = credential
         self._credential: _Credential | None = None
+        self._timeout = timeout
         self._path = urlsplit(self.endpoint).path.rstrip("/")
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary())
         self._token: tuple[str, float] | None = None
 
     def __repr__(self) -> str:
-        return f"RestQueueSender(endpoint={self.endpoint!r})"
+        return f"{type(self).__name__}(endpoint={self.endpoint!r})"
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
         if session is None or session.closed:
             session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30), skip_auto_headers=("User-Agent",))
             self._sessions[loop] = session
         return session
@@ -134,6 +138,20 @@ class RestQueueSender:
             token = await self._credential.get_token(STORAGE_SCOPE)
             self._token = (token.token, float(token.expires_on))
         return self._token[0]
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.pop(loop, None)
+        if session is not None:
+            await session.close()
+        closer = getattr(self._credential, "close", None)
+        if closer is not None:
+            await closer()
+            self._credential = None
+
+
+class RestQueueSender(StorageRestClient):
+    """Put Message over HTTP."""
 
     async def put(self, queue: str, message: Mapping[str, Any], *, delay_seconds: int = 0) -> int:
         """Send; return the HTTP status (201 when stored). Transport failures raise ``StorageError``."""
@@ -153,16 +171,6 @@ class RestQueueSender:
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise StorageError(f"enqueue to {queue} failed: {type(exc).__name__}") from exc
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.pop(loop, None)
-        if session is not None:
-            await session.close()
-        closer = getattr(self._credential, "close", None)
-        if closer is not None:
-            await closer()
-            self._credential = None
 
 
 class RestQueue(QueuePort):
