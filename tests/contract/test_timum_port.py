@@ -277,8 +277,9 @@ class TestTimumPortContract:
                                            "status": "needs_reconnect", "mode": "delegated",
                                            "reason": "Die Anmeldung bei Microsoft ist abgelaufen.",
                                            "calendarName": "Kalender"})
-        event = {"id": "evt-" + uuid.uuid4().hex, "type": "link.status_changed", "occurredAt": "2026-12-01T08:00:00Z",
-                 "data": {"providerId": timum.provider_id, "resourceId": rid, "status": "ok", "mode": "ics"}}
+        event: dict[str, Any] = {
+            "id": "evt-" + uuid.uuid4().hex, "type": "link.status_changed", "occurredAt": "2026-12-01T08:00:00Z",
+            "data": {"providerId": timum.provider_id, "resourceId": rid, "status": "ok", "mode": "ics"}}
         await timum.port.send_link_status(event)
         first, second = timum.received_statuses()
         assert first["type"] == "link.status_changed" and first["id"] and first["occurredAt"]
