@@ -12,11 +12,12 @@ Adapters raise only ``shared.errors`` classes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.domain import BlockedSlot, Booking, CalendarInfo, DeltaPage, EventDraft, OutlookEvent, SubscriptionInfo
+from shared.errors import SyncError
 
 if TYPE_CHECKING:
     from shared.ics.fetch import FetchResult
@@ -99,6 +100,10 @@ class GraphCalendarPort(ABC):
 
 #: resources the chooser compares calendar names with; a provider with more is not a practice
 MAX_LISTED_RESOURCES = 500
+#: writes one request of timum's ``writeBlockedSlots`` may carry
+MAX_SLOT_BATCH = 100
+#: one write of ``TimumPort.write_blocked_slots``: upsert this slot, or delete the slot with this external id
+SlotWrite = BlockedSlot | str
 
 
 class TimumPort(ABC):
@@ -122,6 +127,20 @@ class TimumPort(ABC):
     @abstractmethod
     async def delete_blocked_slot(self, provider_id: str, resource_id: str, external_id: str) -> None:
         """Delete; a slot that is already gone is not an error."""
+
+    async def write_blocked_slots(self, provider_id: str, resource_id: str,
+                                  writes: Sequence[SlotWrite]) -> list[SyncError | None]:
+        """Upsert (a ``BlockedSlot``) or delete (an external id) many slots, each idempotent as the
+        single calls are. One result per write, in order: None when it is done (deleting a slot that
+        is already gone included), else the ``SyncError`` of that write — a failure of a whole
+        exchange (throttling, timum down, a deleted resource) is the result of each of its writes.
+        Anything else (a cancelled task) propagates; writes before it may have been applied.
+
+        This default makes the single calls; adapters send batches (``MAX_SLOT_BATCH`` a request).
+        """
+        from shared.adapters.slot_batch import write_one_by_one
+
+        return await write_one_by_one(self, provider_id, resource_id, writes)
 
     @abstractmethod
     async def list_blocked_slots(self, provider_id: str, resource_id: str,

@@ -7,7 +7,7 @@ stays cheap and the notification webhook never loads msgraph-sdk.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings, get_settings
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 _storage: StoragePort | None = None
 _services: Services | None = None
 _cache: SubscriptionCache | None = None
+#: (the storage it wraps, the webhook's storage): rebuilt when ``get_storage()`` changes
+_webhook_storage: tuple[StoragePort, StoragePort] | None = None
 _logging_ready = False
 
 
@@ -77,12 +79,43 @@ async def close_clients() -> None:
         closer = getattr(_services.timum, "close", None)
         if closer is not None:
             await closer()
+    if _webhook_storage is not None:
+        sender = getattr(_webhook_storage[1], "sender", None)  # the REST enqueue's session
+        if sender is not None:
+            await sender.close()
     if _storage is not None:
         await _storage.close()
 
 
 def reset() -> None:
     """Forget cached services (tests that change settings)."""
-    global _storage, _services, _cache
-    _storage = _services = _cache = None
+    global _storage, _services, _cache, _webhook_storage
+    _storage = _services = _cache = _webhook_storage = None
     get_settings.cache_clear()
+
+
+def webhook_storage() -> StoragePort:
+    """``get_storage()`` for the Graph webhooks: queue sends as one plain REST call each
+    (``shared.storage.queue_rest``) — the hot path of an anonymous endpoint; tables unchanged."""
+    global _webhook_storage
+    inner = get_storage()
+    if _webhook_storage is not None and _webhook_storage[0] is inner:
+        return _webhook_storage[1]
+    from shared.storage.azure import AzureStorage
+
+    lean = inner
+    if isinstance(inner, AzureStorage):
+        from shared.storage.queue_rest import rest_queue_storage
+
+        s = settings()
+
+        def credential() -> Any:
+            from azure.identity.aio import DefaultAzureCredential
+
+            return DefaultAzureCredential()
+
+        lean = rest_queue_storage(inner, connection_string=s.storage_connection_string,
+                                  queue_service_uri=s.queue_service_uri, account_name=s.storage_account_name,
+                                  credential=credential)
+    _webhook_storage = (inner, lean)
+    return lean

@@ -18,6 +18,7 @@ never into a message or log line.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -32,6 +33,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shared.adapters import slot_batch
 from shared.domain import BlockedSlot, Booking, BookingStatus, Customer
 from shared.errors import (
     AuthError,
@@ -43,7 +45,7 @@ from shared.errors import (
     Throttled,
     TransientError,
 )
-from shared.ports import TimumPort
+from shared.ports import SlotWrite, TimumPort
 from shared.signing import SIGNATURE_HEADER, sign_webhook
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ PAGE_SIZE = 500
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 #: guards against a cursor that never ends
 MAX_PAGES = 1000
+#: base URLs of timums that answered that they have no ``writeBlockedSlots`` (this process only)
+_NO_BATCH: set[str] = set()
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -385,6 +389,85 @@ class TimumHttpAdapter(TimumPort):
         # 404: the slot (or its whole resource) is gone already — the goal of the call is met.
         if not response.is_success and response.status_code != 404:
             self._fail(response, "deleting a blocked slot")
+
+    async def write_blocked_slots(self, provider_id: str, resource_id: str,
+                                  writes: Sequence[SlotWrite]) -> list[SyncError | None]:
+        """``writeBlockedSlots`` in requests of ``MAX_SLOT_BATCH``; the single calls where this timum
+        does not offer it (remembered per base URL for the life of the process)."""
+        from shared.ports import MAX_SLOT_BATCH
+
+        path = f"{self._resource_path(provider_id, resource_id)}/blocked-slots/batch"
+        if self._base in _NO_BATCH:
+            return await slot_batch.write_one_by_one(self, provider_id, resource_id, writes)
+        results: list[SyncError | None] = [None] * len(writes)
+        items: dict[int, dict[str, Any]] = {}
+        for n, write in enumerate(writes):
+            # What the single PUT refuses before sending, the batch refuses for that item alone.
+            if not EXTERNAL_ID.match(slot_batch.external_id(write)):
+                results[n] = BadRequest("externalId: 1 to 128 characters of A-Z, a-z, 0-9 and . _ : ~ -",
+                                        field="externalId")
+                continue
+            if isinstance(write, BlockedSlot):
+                try:
+                    _iso(write.start, "start"), _iso(write.end, "end")
+                except BadRequest as exc:
+                    results[n] = exc
+                    continue
+            items[n] = slot_batch.encode(write)
+        sendable = [n for n in range(len(writes)) if n in items]
+        # Requests overlap only when no slot is written twice: two writes to one slot land in order.
+        distinct = len({slot_batch.external_id(writes[n]) for n in sendable}) == len(sendable)
+        gate = asyncio.Semaphore(slot_batch.BATCH_CONCURRENCY if distinct else 1)
+
+        async def send_singles(chunk: list[int]) -> None:
+            singles = await slot_batch.write_one_by_one(self, provider_id, resource_id, [writes[n] for n in chunk])
+            for n, result in zip(chunk, singles, strict=True):
+                results[n] = result
+
+        async def send(group: list[int]) -> None:
+            chunk = [sendable[i] for i in group]
+            async with gate:
+                if self._base in _NO_BATCH:
+                    await send_singles(chunk)
+                    return
+                try:
+                    outcome = await self._send_batch(path, [writes[n] for n in chunk], [items[n] for n in chunk])
+                except SyncError as exc:
+                    for n in chunk:
+                        # A deleted resource has no slots left: deleting from it is done.
+                        gone_delete = isinstance(exc, RemoteGone) and not isinstance(writes[n], BlockedSlot)
+                        results[n] = None if gone_delete else exc
+                    return
+                if outcome is None:  # no batch operation here: this chunk, and all later ones, one by one
+                    _NO_BATCH.add(self._base)
+                    log.info("timum at %s has no blocked-slot batch operation; writing slots one by one",
+                             self._base)
+                    await send_singles(chunk)
+                    return
+                for n, result in zip(chunk, outcome, strict=True):
+                    results[n] = result
+
+        groups = slot_batch.chunks([writes[n] for n in sendable], MAX_SLOT_BATCH)
+        await slot_batch.gather_all(send(group) for group in groups)
+        return results
+
+    async def _send_batch(self, path: str, writes: Sequence[SlotWrite],
+                          items: list[dict[str, Any]]) -> list[SyncError | None] | None:
+        """One ``writeBlockedSlots`` request: a result per write, or None when timum lacks the operation."""
+        what = "writing blocked slots"
+        response = await self._api("POST", path, what, json_body={"items": items})
+        if response.status_code in slot_batch.UNSUPPORTED_STATUSES:
+            _detail, _field, code = _problem(response)
+            if response.status_code != 404 or code not in slot_batch.GONE_CODES:
+                return None
+        if response.status_code != 200:
+            self._fail(response, what, not_found=RemoteGone)
+        body = self._json(response, what)
+        raw = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(raw, list) or len(raw) != len(writes):
+            raise TransientError(f"timum answered {what} without one result per item", code="timum_bad_response")
+        by_index = {r.get("index"): r for r in raw if isinstance(r, dict)}
+        return [slot_batch.item_error(write, by_index.get(i)) for i, write in enumerate(writes)]
 
     async def _pages(self, path: str, what: str, params: dict[str, str | int]) -> list[Any]:
         items: list[Any] = []

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.adapters import slot_batch
 from shared.adapters.timum_http import EXTERNAL_ID, SLOT_SOURCES, booking_conflict_body, link_status_body
 from shared.domain import BlockedSlot, Booking
 from shared.errors import AuthError, BadRequest, Conflict, NotFound, RemoteGone, SyncError
-from shared.ports import TimumPort
+from shared.ports import SlotWrite, TimumPort
 
 
 @dataclass
@@ -173,6 +174,35 @@ class MemoryTimum(TimumPort):
         _require_id(resource_id, "resourceId")
         self._enter("delete_blocked_slot", provider_id, resource_id, external_id)
         self.slots.get((provider_id, resource_id), {}).pop(external_id, None)
+
+    async def write_blocked_slots(self, provider_id: str, resource_id: str,
+                                  writes: Sequence[SlotWrite]) -> list[SyncError | None]:
+        """As timum's ``writeBlockedSlots``: one exchange per ``MAX_SLOT_BATCH`` writes (an injected
+        failure of any operation fails a whole exchange, as a gateway's would), each write then as its
+        single call — so failures injected for ``put_blocked_slot`` / ``delete_blocked_slot`` hit
+        single items, and ``calls`` lists every slot written."""
+        from shared.ports import MAX_SLOT_BATCH
+
+        _require_id(provider_id, "providerId")
+        _require_id(resource_id, "resourceId")
+        results: list[SyncError | None] = [None] * len(writes)
+        for chunk in slot_batch.chunks(writes, MAX_SLOT_BATCH):
+            try:
+                self._enter("write_blocked_slots", provider_id, resource_id)
+            except SyncError as exc:
+                for n in chunk:
+                    results[n] = exc
+                continue
+            for n in chunk:
+                write = writes[n]
+                try:
+                    if isinstance(write, BlockedSlot):
+                        await self.put_blocked_slot(provider_id, resource_id, write)
+                    else:
+                        await self.delete_blocked_slot(provider_id, resource_id, write)
+                except SyncError as exc:
+                    results[n] = exc
+        return results
 
     async def list_blocked_slots(self, provider_id: str, resource_id: str,
                                  source: str | None = None) -> list[BlockedSlot]:

@@ -37,13 +37,13 @@ async def _accept(req: func.HttpRequest, *, lifecycle: bool) -> func.HttpRespons
     from shared.errors import BadRequest, StorageError
     from shared.http.responses import plain_error, read_body
     from shared.services import notifications
-    from shared.wiring import get_storage, subscription_cache
+    from shared.wiring import subscription_cache, webhook_storage
 
     accept = (notifications.accept_lifecycle_notifications if lifecycle
               else notifications.accept_change_notifications)
     try:
         body = read_body(req, notifications.MAX_BODY_BYTES)
-        result = await accept(get_storage(), subscription_cache(), body)
+        result = await accept(webhook_storage(), subscription_cache(), body)
     except BadRequest as exc:
         return plain_error(exc, exc.message)  # PayloadTooLarge is a BadRequest: 413
     except notifications.LookupsDeferred as exc:

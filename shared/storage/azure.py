@@ -11,7 +11,8 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -29,6 +30,9 @@ from azure.storage.queue.aio import QueueClient, QueueServiceClient
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, StorageError
 from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, chunks, dumps, one_partition
+
+if TYPE_CHECKING:
+    from shared.storage.table_batch_rest import RestTableBatch
 
 _SYSTEM = {"Timestamp", "etag", "odata.etag", "odata.metadata"}
 
@@ -180,7 +184,18 @@ class AzureTable(TablePort):
         if not rows:
             return
         client = await self._client()
+        rest = self._owner.rest_table_batch()
         for chunk in chunks(rows):
+            if rest is not None:
+                from shared.storage.table_batch_rest import RestBatchFailed
+
+                try:
+                    # The SDK's transaction machinery cost the sync worker as much CPU as the rest of
+                    # its work per event (shared/storage/table_batch_rest.py).
+                    await rest.upsert(self._owner.prefix + self.name, [_clean(row) for row in chunk])
+                    continue
+                except RestBatchFailed:
+                    pass  # the SDK path below, with its retries and error mapping
             operations: list[Any] = [("upsert", _clean(row), {"mode": UpdateMode.REPLACE}) for row in chunk]
             try:
                 await client.submit_transaction(operations)
@@ -349,6 +364,27 @@ class AzureStorage(StoragePort):
 
         return await _created(clients, clients.queue_clients, ("queue", name), create)
 
+    def rest_table_batch(self) -> RestTableBatch | None:
+        """The plain-REST transaction client for ``upsert_many`` (None: the SDK does it)."""
+        if not hasattr(self, "_rest_batch"):
+            from shared.storage.queue_rest import parse_connection_string
+            from shared.storage.table_batch_rest import RestTableBatch
+
+            batch: RestTableBatch | None = None
+            if self._conn:
+                try:
+                    endpoint, account, key = parse_connection_string(self._conn, "table")
+                    batch = RestTableBatch(endpoint, account, key=key)
+                except ValueError:
+                    batch = None  # e.g. a SAS-only connection string
+            elif self._table_uri:
+                from azure.identity.aio import DefaultAzureCredential
+
+                account = urlsplit(self._table_uri).netloc.split(".")[0]
+                batch = RestTableBatch(self._table_uri, account, credential=DefaultAzureCredential)
+            self._rest_batch = batch
+        return self._rest_batch
+
     def table(self, name: str) -> AzureTable:
         return AzureTable(self, name)
 
@@ -364,6 +400,9 @@ class AzureStorage(StoragePort):
             raise StorageError(f"storage unreachable: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
+        rest = getattr(self, "_rest_batch", None)
+        if rest is not None:
+            await rest.close()
         loop = asyncio.get_running_loop()
         clients = self._per_loop.pop(loop, None)
         if clients is None:

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -75,8 +74,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Concurrent timum writes per page: hides latency without flooding timum's API.
-TIMUM_WRITE_CONCURRENCY = 8
 
 
 #: When a transient failure named no delay, the queue trigger waits this long.
@@ -315,13 +312,9 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
     tag = new_row_round(ctx)
     await _record_intents(eventmap, key, actions, status, tag, writes)
 
-    async def perform(action: Action) -> None:
-        if isinstance(action, UpsertBlock):
-            await services.timum.put_blocked_slot(link.provider_id, link.timum_resource_id, action.slot)
-        elif isinstance(action, DeleteBlock):
-            await services.timum.delete_blocked_slot(link.provider_id, link.timum_resource_id, action.external_id)
+    from shared.services.slot_writes import perform_slot_actions
 
-    failures = await _bounded([functools.partial(perform, a) for a in actions], TIMUM_WRITE_CONCURRENCY)
+    failures = await perform_slot_actions(services.timum, link.provider_id, link.timum_resource_id, actions)
     done = [a for a, failure in zip(actions, failures, strict=True) if failure is None]
     updated = apply_to_status(status, done, tag)
     rows = [updated[a.event_id] for a in done if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated]
@@ -366,18 +359,6 @@ async def _record_intents(eventmap: EventMapRepository, key: LinkKey, actions: S
     intents = [pending_row(a, tag) for a in new_slots]
     await eventmap.put_many(key, intents)
     status.update({row.event_id: row for row in intents})
-
-
-async def _bounded(calls: Sequence[Callable[[], Awaitable[None]]], limit: int) -> list[BaseException | None]:
-    """Run ``calls`` at most ``limit`` at a time; each result is None or what it raised."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(call: Callable[[], Awaitable[None]]) -> None:
-        async with gate:
-            await call()
-
-    results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in results]
 
 
 async def _save_state(services: Services, link: Link, delta_link: str, window: SyncWindow | None,

@@ -277,8 +277,9 @@ class TestTimumPortContract:
                                            "status": "needs_reconnect", "mode": "delegated",
                                            "reason": "Die Anmeldung bei Microsoft ist abgelaufen.",
                                            "calendarName": "Kalender"})
-        event = {"id": "evt-" + uuid.uuid4().hex, "type": "link.status_changed", "occurredAt": "2026-12-01T08:00:00Z",
-                 "data": {"providerId": timum.provider_id, "resourceId": rid, "status": "ok", "mode": "ics"}}
+        event: dict[str, Any] = {
+            "id": "evt-" + uuid.uuid4().hex, "type": "link.status_changed", "occurredAt": "2026-12-01T08:00:00Z",
+            "data": {"providerId": timum.provider_id, "resourceId": rid, "status": "ok", "mode": "ics"}}
         await timum.port.send_link_status(event)
         first, second = timum.received_statuses()
         assert first["type"] == "link.status_changed" and first["id"] and first["occurredAt"]
@@ -511,3 +512,163 @@ async def test_malformed_booking_conflict_is_refused_before_sending(change: dict
             await port.send_booking_conflict({**CONFLICT, "data": {**CONFLICT["data"], **change}})  # type: ignore[dict-item]
         assert caught.value.field == field_name
         await port.close()
+
+
+# --- many slot writes at once (writeBlockedSlots) ------------------------------------------------------------
+
+class TestSlotBatchContract:
+    async def test_upserts_and_deletes_in_one_call_are_idempotent(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        await timum.port.put_blocked_slot(timum.provider_id, rid, slot("ol-old"))
+        writes: list[BlockedSlot | str] = [slot(f"ol-{n}", T0 + timedelta(hours=n)) for n in range(250)]
+        writes += ["ol-old", "ol-never-existed"]
+        for _ in range(2):
+            assert await timum.port.write_blocked_slots(timum.provider_id, rid, writes) == [None] * 252
+        listed = await timum.port.list_blocked_slots(timum.provider_id, rid)
+        assert [s.external_id for s in listed] == [f"ol-{n}" for n in range(250)]
+        assert listed[7] == slot("ol-7", T0 + timedelta(hours=7))
+
+    async def test_one_bad_slot_never_fails_the_others(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        writes: list[BlockedSlot | str] = [
+            slot("ol-a"), BlockedSlot("ol-b", T0, T0), slot("ol-c", source="google"),
+            BlockedSlot("ol d/e", T0, T0 + timedelta(hours=1)),
+            BlockedSlot("ol-f", datetime(2026, 12, 1, 8, 0), datetime(2026, 12, 1, 9, 0)),
+            slot("ol-g", title="x" * 256), slot("ol-h", T0 + timedelta(hours=2))]
+        results = await timum.port.write_blocked_slots(timum.provider_id, rid, writes)
+        assert [type(r).__name__ if r else None for r in results] == [
+            None, "BadRequest", "BadRequest", "BadRequest", "BadRequest", "BadRequest", None]
+        assert [r.field for r in results if isinstance(r, BadRequest)] == ["end", "source", "externalId", "start",
+                                                                            "title"]
+        assert [s.external_id for s in await timum.port.list_blocked_slots(timum.provider_id, rid)] == ["ol-a", "ol-h"]
+
+    async def test_a_repeated_external_id_lands_in_order(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        moved = slot("ol-a", T0 + timedelta(hours=5))
+        results = await timum.port.write_blocked_slots(timum.provider_id, rid, [slot("ol-a"), "ol-a", moved])
+        assert results == [None, None, None]
+        assert await timum.port.list_blocked_slots(timum.provider_id, rid) == [moved]
+
+    async def test_archived_resource_refuses_upserts_but_takes_deletes(self, timum: Harness) -> None:
+        rid = timum.add_resource("Behandlungsraum 1")
+        await timum.port.put_blocked_slot(timum.provider_id, rid, slot("ol-a"))
+        timum.archive_resource(rid)
+        results = await timum.port.write_blocked_slots(timum.provider_id, rid, [slot("ol-b"), "ol-a"])
+        assert isinstance(results[0], Conflict) and results[1] is None
+        assert await timum.port.list_blocked_slots(timum.provider_id, rid) == []
+
+    async def test_deleted_resource_is_remote_gone_for_upserts_and_done_for_deletes(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        timum.remove_resource(rid)
+        results = await timum.port.write_blocked_slots(timum.provider_id, rid, [slot("ol-a"), "ol-b"])
+        assert isinstance(results[0], RemoteGone) and results[1] is None
+
+    async def test_throttling_fails_each_write_of_the_exchange_and_a_retry_writes(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        timum.fail_next(429, 2.5)
+        results = await timum.port.write_blocked_slots(timum.provider_id, rid, [slot("ol-a"), "ol-b"])
+        assert all(isinstance(r, Throttled) and r.retry_after == 2.5 for r in results)
+        assert await timum.port.write_blocked_slots(timum.provider_id, rid, [slot("ol-a"), "ol-b"]) == [None, None]
+        assert len(await timum.port.list_blocked_slots(timum.provider_id, rid)) == 1
+
+    async def test_wrong_api_key_is_an_auth_error_for_each_write(self, timum: Harness) -> None:
+        rid = timum.add_resource("Dr. Anna Weber")
+        port = timum.bad_key_port()
+        results = await port.write_blocked_slots(timum.provider_id, rid, [slot("ol-a")])
+        assert isinstance(results[0], AuthError)
+
+
+def _batch_results(request: httpx.Request, status: int = 201) -> httpx.Response:
+    items = json.loads(request.content)["items"]
+    return httpx.Response(200, json={"results": [{"index": n, "externalId": item["externalId"], "status": status}
+                                                 for n, item in enumerate(items)]})
+
+
+async def test_batches_carry_at_most_100_writes_and_no_id_twice() -> None:
+    sizes: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path.endswith("/blocked-slots/batch")
+        sizes.append([item["externalId"] for item in json.loads(request.content)["items"]])
+        return _batch_results(request)
+
+    adapter = mock_adapter(handler)
+    writes: list[BlockedSlot | str] = [slot(f"ol-{n}") for n in range(150)] + ["ol-3"]
+    assert await adapter.write_blocked_slots("p", "r", writes) == [None] * 151
+    assert [len(s) for s in sizes] == [100, 51] and sizes[1][-1] == "ol-3"  # the second write to ol-3 goes last
+    assert all(len(set(s)) == len(s) <= 100 for s in sizes)
+    await adapter.close()
+
+
+@pytest.mark.parametrize(("status", "body"), [(405, None), (501, None), (404, {"code": "not_found"}), (404, None)])
+async def test_a_timum_without_batches_gets_single_calls_and_is_remembered(status: int, body: Any) -> None:
+    seen: list[str] = []
+    api = f"https://timum-{status}-{uuid.uuid4().hex[:6]}.example/api"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if request.method == "POST":
+            return httpx.Response(status, json=body) if body else httpx.Response(status)
+        return httpx.Response(201 if request.method == "PUT" else 404)
+
+    adapter = TimumHttpAdapter(api, KEY, ["s"], "", client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    assert await adapter.write_blocked_slots("p", "r", [slot("ol-a"), "ol-b"]) == [None, None]
+    assert sorted(seen) == ["DELETE", "POST", "PUT"]
+    seen.clear()
+    other = TimumHttpAdapter(api, KEY, ["s"], "", client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    assert await other.write_blocked_slots("p", "r", [slot("ol-c")]) == [None]
+    assert seen == ["PUT"], "the process remembers that this timum has no batch operation"
+    for port in (adapter, other):
+        await port.close()
+
+
+async def test_a_404_naming_the_resource_is_remote_gone_not_a_missing_operation() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        return httpx.Response(404, json={"type": "urn:problem-type:timum:resource_not_found", "title": "Not found",
+                                         "status": 404, "code": "resource_not_found", "detail": "no such resource"})
+
+    adapter = mock_adapter(handler)
+    results = await adapter.write_blocked_slots("p", "r", [slot("ol-a"), "ol-b"])
+    assert isinstance(results[0], RemoteGone) and results[1] is None
+    assert calls == ["POST"]
+    await adapter.close()
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, text="<html>"), httpx.Response(200, json={"results": "x"}),
+    httpx.Response(200, json={"results": [{"index": 0, "externalId": "ol-a", "status": 201}]}),
+    httpx.Response(200, json={"results": [{"index": 0, "status": "ok"}, {"index": 1, "status": 204}]}),
+])
+async def test_malformed_batch_answers_fail_the_writes_they_leave_unknown(answer: httpx.Response) -> None:
+    adapter = mock_adapter(lambda request: answer)
+    results = await adapter.write_blocked_slots("p", "r", [slot("ol-a"), "ol-b"])
+    assert isinstance(results[0], TransientError)
+    await adapter.close()
+
+
+async def test_item_statuses_map_to_the_error_tree() -> None:
+    statuses = iter([201, 200, 204, 404, 404, 409, 422, 429, 503])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        return httpx.Response(200, json={"results": [
+            {"index": n, "externalId": item["externalId"], "status": next(statuses)} for n, item in enumerate(items)]})
+
+    adapter = mock_adapter(handler)
+    writes: list[BlockedSlot | str] = [slot("ol-1"), slot("ol-2"), "ol-3", "ol-4", slot("ol-5"), slot("ol-6"),
+                                       slot("ol-7"), slot("ol-8"), slot("ol-9")]
+    results = await adapter.write_blocked_slots("p", "r", writes)
+    assert [type(r).__name__ if r else None for r in results] == [
+        None, None, None, None, "RemoteGone", "Conflict", "BadRequest", "Throttled", "TransientError"]
+    await adapter.close()
+
+
+async def test_the_twin_counts_one_exchange_per_100_writes() -> None:
+    twin = MemoryTimum()
+    rid = twin.add_resource("p", "Raum")
+    await twin.write_blocked_slots("p", rid, [slot(f"ol-{n}") for n in range(230)])
+    ops = [op for op, *_ in twin.calls]
+    assert ops.count("write_blocked_slots") == 3 and ops.count("put_blocked_slot") == 230

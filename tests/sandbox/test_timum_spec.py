@@ -158,6 +158,16 @@ def test_sandbox_answers_match_the_schemas(spec: dict[str, Any], running: Runnin
         ("GET", f"{res}/bookings", None, {"from": "2020-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}),
         ("DELETE", f"{res}/blocked-slots/ol-1", None, None),
         ("DELETE", f"{res}/blocked-slots/ol-1", None, None),
+        ("POST", f"{res}/blocked-slots/batch", {"items": [
+            {"op": "upsert", "externalId": "ol-4", **slot}, {"op": "upsert", "externalId": "ol-4b", **slot},
+            {"op": "upsert", "externalId": "ol-5", **slot, "end": "2026-12-01T07:00:00Z"},
+            {"op": "delete", "externalId": "ol-6"}, {"op": "nope"}]}, None),
+        ("POST", f"{res}/blocked-slots/batch", {"items": [{"op": "upsert", "externalId": "ol-4", **slot},
+                                                          {"op": "delete", "externalId": "ol-4"}]}, None),
+        ("POST", f"{res}/blocked-slots/batch", {"items": []}, None),
+        ("POST", f"{res}/blocked-slots/batch", {"items": [{"op": "delete", "externalId": "ol-9"}], "x": 1}, None),
+        ("POST", f"/timum/v1/providers/{SONNENSCHEIN}/resources/res-nope/blocked-slots/batch",
+         {"items": [{"op": "delete", "externalId": "ol-4"}]}, None),
     ]
     seen: set[int] = set()
     with httpx.Client(base_url=running.base_url, headers=headers) as client:
@@ -214,6 +224,11 @@ async def test_adapter_calls_only_documented_operations(spec: dict[str, Any]) ->
         calls.append(request)
         if request.method == "POST" and request.url.path.endswith("/resources"):
             return httpx.Response(201, json={"id": "res-1", "name": "Raum", "timeZone": "Europe/Berlin"})
+        if request.method == "POST" and request.url.path.endswith("/blocked-slots/batch"):
+            items = json.loads(request.content)["items"]
+            return httpx.Response(200, json={"results": [
+                {"index": n, "externalId": item["externalId"], "status": 204 if item["op"] == "delete" else 201}
+                for n, item in enumerate(items)]})
         if request.method == "GET" and request.url.path.endswith(("/blocked-slots", "/bookings", "/resources")):
             return httpx.Response(200, json={"items": [], "nextCursor": None})
         if request.method == "GET":
@@ -229,6 +244,8 @@ async def test_adapter_calls_only_documented_operations(spec: dict[str, Any]) ->
     await adapter.list_resources("prov-1")
     await adapter.put_blocked_slot("prov-1", "res-1", BlockedSlot("ol-1", start, start + timedelta(hours=1)))
     await adapter.delete_blocked_slot("prov-1", "res-1", "ol-1")
+    assert await adapter.write_blocked_slots("prov-1", "res-1", [
+        BlockedSlot("ol-2", start, start + timedelta(hours=1), title="Termin", source="ics"), "ol-1"]) == [None, None]
     await adapter.list_blocked_slots("prov-1", "res-1", source="outlook")
     await adapter.list_bookings("prov-1", "res-1", start=start, end=start + timedelta(days=30))
     await adapter.send_link_status({"providerId": "prov-1", "resourceId": "res-1", "status": "ok",

@@ -41,6 +41,9 @@ from shared.signing import SIGNATURE_HEADER, verify_webhook
 PREFIX = "/timum/v1"
 EXTERNAL_ID = re.compile(r"^[A-Za-z0-9._:~-]{1,128}$")
 MAX_BODY = 64 * 1024
+#: ``writeBlockedSlots``: at most this many items, in at most this many bytes
+MAX_BATCH_ITEMS = 100
+MAX_BATCH_BODY = 256 * 1024
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
            422: "Validation failed", 429: "Too many requests", 500: "Internal server error",
@@ -96,6 +99,38 @@ def _fault_response(rule: FaultRule) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     return problem(rule.status, _FAULT_CODES.get(rule.status, "internal"), "injected by the sandbox",
                    headers=headers)
+
+
+def _slot_values(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The fields of a slot write (``BlockedSlotWrite``), and every invalid one."""
+    errors: list[dict[str, str]] = []
+    values: dict[str, Any] = {}
+    for name in ("start", "end"):
+        try:
+            values[name] = parse_datetime(body.get(name), name)
+        except InvalidInput as exc:
+            errors.append({"field": name, "message": exc.message})
+    values["allDay"] = body.get("allDay", False)
+    if not isinstance(values["allDay"], bool):
+        errors.append({"field": "allDay", "message": "allDay: must be true or false"})
+    values["title"] = body.get("title", "")
+    if not isinstance(values["title"], str):
+        errors.append({"field": "title", "message": "title: must be a string"})
+    values["source"] = body.get("source")
+    if values["source"] not in SLOT_SOURCES:
+        errors.append({"field": "source", "message": f"source: must be one of {', '.join(SLOT_SOURCES)}"})
+    return values, errors
+
+
+def _problem_json(status: int, code: str, detail: str, *, field: str | None = None,
+                  errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": f"urn:problem-type:timum:{code}", "title": _TITLES.get(status, "Error"),
+                            "status": status, "detail": detail, "code": code}
+    if field:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    return body
 
 
 class TimumApi:
@@ -220,28 +255,89 @@ class TimumApi:
                              field="externalId")
         body = await self._json_object(request)
         self._unknown_fields(body, {"start", "end", "allDay", "title", "source"})
-        errors: list[dict[str, str]] = []
-        values: dict[str, Any] = {}
-        for name in ("start", "end"):
-            try:
-                values[name] = parse_datetime(body.get(name), name)
-            except InvalidInput as exc:
-                errors.append({"field": name, "message": exc.message})
-        all_day = body.get("allDay", False)
-        if not isinstance(all_day, bool):
-            errors.append({"field": "allDay", "message": "allDay: must be true or false"})
-        title = body.get("title", "")
-        if not isinstance(title, str):
-            errors.append({"field": "title", "message": "title: must be a string"})
-        source = body.get("source")
-        if source not in SLOT_SOURCES:
-            errors.append({"field": "source", "message": f"source: must be one of {', '.join(SLOT_SOURCES)}"})
+        values, errors = _slot_values(body)
         if errors:
             raise ApiProblem(422, "validation_failed", "; ".join(e["message"] for e in errors),
                              field=errors[0]["field"], errors=errors)
         slot, created = self.state.put_slot(pid, rid, ext, start=values["start"], end=values["end"],
-                                            all_day=all_day, title=title, source=str(source))
+                                            all_day=values["allDay"], title=values["title"],
+                                            source=values["source"])
         return JSONResponse(slot.to_json(), status_code=201 if created else 200)
+
+    async def write_slots(self, request: Request) -> Response:
+        """``writeBlockedSlots``: every item applied on its own, one result each."""
+        pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
+        raw = await request.body()
+        if len(raw) > MAX_BATCH_BODY:
+            raise ApiProblem(400, "bad_request", "the body is too large")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiProblem(400, "bad_request", "the body must be a JSON object")
+        extra = sorted(set(body) - {"items"})
+        if extra:
+            raise ApiProblem(400, "bad_request", f"{extra[0]}: unknown field", field=extra[0])
+        items = body.get("items")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise ApiProblem(400, "bad_request", f"items: a list of 1 to {MAX_BATCH_ITEMS} writes", field="items")
+        seen: set[str] = set()
+        for item in items:
+            ext = item.get("externalId") if isinstance(item, dict) else None
+            if isinstance(ext, str) and ext in seen:
+                raise ApiProblem(400, "bad_request", f"items: external id {ext!r} appears more than once",
+                                 field="items")
+            if isinstance(ext, str):
+                seen.add(ext)
+        self.state.resource(pid, rid)  # a missing provider or resource fails the whole request
+        results = [self._write_one(pid, rid, n, item) for n, item in enumerate(items)]
+        return JSONResponse({"results": results})
+
+    def _write_one(self, pid: str, rid: str, index: int, item: Any) -> dict[str, Any]:
+        ext = item.get("externalId") if isinstance(item, dict) else None
+        result: dict[str, Any] = {"index": index, "externalId": ext if isinstance(ext, str) else "", "status": 422}
+
+        def invalid(field: str, message: str, errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
+            result["error"] = _problem_json(422, "validation_failed", message, field=field,
+                                            errors=errors or [{"field": field, "message": message}])
+            return result
+
+        if not isinstance(item, dict):
+            return invalid("items", "an item must be an object")
+        op = item.get("op")
+        if op not in ("upsert", "delete"):
+            return invalid("op", "op: must be upsert or delete")
+        if not isinstance(ext, str) or not EXTERNAL_ID.match(ext):
+            return invalid("externalId", "externalId: 1–128 characters of A–Z, a–z, 0–9 and . _ : ~ -")
+        allowed = {"op", "externalId"} | ({"start", "end", "allDay", "title", "source"} if op == "upsert" else set())
+        extra = sorted(set(item) - allowed)
+        if extra:
+            return invalid(extra[0], f"{extra[0]}: unknown field")
+        try:
+            if op == "delete":
+                try:
+                    self.state.delete_slot(pid, rid, ext)
+                    result["status"] = 204
+                except UnknownItem as exc:
+                    result["status"] = 404
+                    result["error"] = _problem_json(404, "blocked_slot_not_found", exc.message)
+                return result
+            values, errors = _slot_values(item)
+            if errors:
+                return invalid(errors[0]["field"], "; ".join(e["message"] for e in errors), errors)
+            slot, created = self.state.put_slot(pid, rid, ext, start=values["start"], end=values["end"],
+                                                all_day=values["allDay"], title=values["title"],
+                                                source=values["source"])
+        except SandboxError as exc:
+            mapped = _from_sandbox_error(exc)
+            result["status"] = mapped.status
+            result["error"] = _problem_json(mapped.status, mapped.code, mapped.detail, field=mapped.field,
+                                            errors=mapped.errors)
+            return result
+        result["status"] = 201 if created else 200
+        result["slot"] = slot.to_json()
+        return result
 
     async def delete_slot(self, request: Request) -> Response:
         pid, rid, ext = (request.path_params[k] for k in ("providerId", "resourceId", "externalId"))
@@ -255,8 +351,9 @@ class TimumApi:
             raise ApiProblem(400, "bad_request", f"source: must be one of {', '.join(SLOT_SOURCES)}", field="source")
         start, limit = self._paging(request)
         self.state.resource(pid, rid)
-        items = [s.to_json() for s in self.state.list_slots(pid, rid, source)]
-        return JSONResponse(self._page(items, start, limit))
+        slots, more = self.state.slot_page(pid, rid, source, start, limit)
+        next_cursor = base64.urlsafe_b64encode(f"o:{start + limit}".encode()).decode().rstrip("=") if more else None
+        return JSONResponse({"items": [s.to_json() for s in slots], "nextCursor": next_cursor})
 
     # --- bookings ------------------------------------------------------------------------------
     async def list_bookings(self, request: Request) -> Response:
@@ -395,6 +492,7 @@ class TimumApi:
             Route(f"{res}/blocked-slots", self.endpoint(self.list_slots), methods=["GET"]),
             Route(f"{res}/blocked-slots/{{externalId}}", self.endpoint(self.put_slot), methods=["PUT"]),
             Route(f"{res}/blocked-slots/{{externalId}}", self.endpoint(self.delete_slot), methods=["DELETE"]),
+            Route(f"{res}/blocked-slots/batch", self.endpoint(self.write_slots), methods=["POST"]),
             Route(f"{res}/bookings", self.endpoint(self.list_bookings), methods=["GET"]),
             Route(f"{PREFIX}/webhooks/link-status", self.endpoint(self.link_status, authenticated=False),
                   methods=["POST"]),

@@ -357,6 +357,16 @@ class TimumState:
                      and (source is None or s.source == source)]
             return [copy.deepcopy(s) for s in sorted(found, key=lambda s: (s.start, s.external_id))]
 
+    def slot_page(self, provider_id: str, resource_id: str, source: str | None, start: int,
+                  limit: int) -> tuple[list[Slot], bool]:
+        """One page of ``list_slots`` and whether more follow: only the page is copied, so listing a
+        resource with 10,000 slots page by page does not copy all of them for every page."""
+        with self._lock:
+            found = sorted((s for s in self.slots.values() if s.provider_id == provider_id
+                            and s.resource_id == resource_id and (source is None or s.source == source)),
+                           key=lambda s: (s.start, s.external_id))
+            return [copy.deepcopy(s) for s in found[start:start + limit]], start + limit < len(found)
+
     def list_deliveries(self) -> list[Delivery]:
         return self._copy(self.deliveries)
 
