@@ -76,6 +76,10 @@ def _max_body(explicit: int | None, env: Mapping[str, str]) -> int:
     return DEFAULT_MAX_BODY_BYTES
 
 
+def _disabled(name: str, env: Mapping[str, str]) -> bool:
+    return env.get(f"AzureWebJobs.{name}.Disabled", "").strip().lower() in ("1", "true")
+
+
 class DevHost:
     """Serves one function app. ``start()``/``stop()`` run on the caller's event loop."""
 
@@ -108,6 +112,11 @@ class DevHost:
         zone = time_zone(self._env.get("WEBSITE_TIME_ZONE"))
         for spec in self.functions:
             trigger = spec.trigger
+            if _disabled(spec.name, self._env):
+                # As in Azure: ``AzureWebJobs.<name>.Disabled`` stops the trigger (an HTTP route
+                # answers 404, a queue is not read, a timer not scheduled); the admin API can
+                # still run the function with the master key.
+                continue
             if isinstance(trigger, HttpTriggerSpec):
                 try:
                     self._router.add(trigger.route, trigger.methods, spec)
@@ -240,6 +249,11 @@ class DevHost:
         lines = []
         for spec in self.functions:
             trigger = spec.trigger
+            if _disabled(spec.name, self._env):
+                # As in Azure: ``AzureWebJobs.<name>.Disabled`` stops the trigger (an HTTP route
+                # answers 404, a queue is not read, a timer not scheduled); the admin API can
+                # still run the function with the master key.
+                continue
             if isinstance(trigger, HttpTriggerSpec):
                 methods = ",".join(sorted(trigger.methods)) if trigger.methods else "ANY"
                 prefix = self.options.http.route_prefix

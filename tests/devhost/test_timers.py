@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -114,3 +115,18 @@ def test_admin_api_runs_a_timer_on_demand(rec: Recorder, key_env: dict[str, str]
         unauthorised = httpx.post(f"{host.base_url}/admin/functions/on_startup", json={},
                                   headers={"x-functions-key": key_env["FUNCTION_KEY"]}, timeout=10)
         assert unauthorised.status_code == 401
+
+
+@pytest.mark.stack
+def test_a_disabled_function_is_not_triggered_but_the_admin_api_still_runs_it(rec: Recorder,
+                                                                               key_env: dict[str, str]) -> None:
+    # As in Azure: the app setting AzureWebJobs.<name>.Disabled stops the trigger only.
+    env = {**key_env, "DEVHOST_TICK_SCHEDULE": "* * * * * *", "AzureWebJobs.tick.Disabled": "true"}
+    with serving(build_app(timer_blueprint(rec)), port=0, host_json=FAST_HOST_JSON, env=env) as host:
+        rec.wait_for("startup")
+        time.sleep(2.5)  # the every-second schedule would have fired twice by now
+        assert rec.items("tick") == []
+        response = httpx.post(f"{host.base_url}/admin/functions/tick", json={},
+                              headers={"x-functions-key": key_env["MASTER_KEY"]}, timeout=10)
+        assert response.status_code == 202
+        assert len(rec.wait_for("tick")) == 1

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.fuzz import World, build_world
+from bench.fuzz import QUIET_TIMERS, World, build_world
 from devtools.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="package")
 def fuzz_stack() -> Iterator[tuple[Stack, World]]:
-    with running_stack(seed_demo=False) as stack:
+    with running_stack(seed_demo=False, extra_env=QUIET_TIMERS) as stack:
         yield stack, build_world(stack)
