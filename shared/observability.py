@@ -63,6 +63,7 @@ __all__ = [
     "RedactionFilter",
     "bind",
     "configure_logging",
+    "logging_configured",
     "current_ids",
     "escape_controls",
     "metrics",
@@ -449,6 +450,13 @@ def configure_logging(settings: Settings | None = None, *, environ: Mapping[str,
             if _QUIET_FILTER not in quiet.filters:
                 quiet.addFilter(_QUIET_FILTER)
     metrics.configure(environ)
+
+
+def logging_configured() -> bool:
+    """Whether ``configure_logging`` is in force in this process (tools and tests that configure
+    it for a while must not undo a configuration they did not make)."""
+    with _STATE_LOCK:
+        return _STATE.factory is not None
 
 
 def unconfigure_logging() -> None:

@@ -242,7 +242,7 @@ def test_every_flow_of_a_linked_resource_by_clicking(stack: Stack, page: Any) ->
     first_url = feed.get_by_label("Abo-Link").input_value()
     assert first_url.startswith(stack.base_url + "/api/ics/")
     feed.get_by_role("button", name="Kopieren").click()
-    assert feed.get_by_role("button", name="Kopiert").is_visible()
+    feed.get_by_role("button", name="Kopiert").wait_for(state="visible", timeout=5000)  # after the clipboard promise
     assert page.evaluate("navigator.clipboard.readText()") == first_url
     shot("feed")
     with httpx.Client(timeout=15) as client:

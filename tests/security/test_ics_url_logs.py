@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.ics import api
-from shared.observability import configure_logging, unconfigure_logging
+from shared.observability import configure_logging, logging_configured, unconfigure_logging
 from shared.storage.memory import MemoryStorage
 from tests.ics.test_import_run import Published, _run, published, services
 
@@ -35,6 +35,8 @@ class _Collect(logging.Handler):
 def logged() -> Iterator[_Collect]:
     """Everything logged, through a handler added *after* the app configured logging, with every
     logger lowered to DEBUG."""
+    # The running stack of other tests may have configured logging already; undo only our own.
+    ours = not logging_configured()
     configure_logging()
     collect = _Collect()
     root = logging.getLogger()
@@ -48,7 +50,8 @@ def logged() -> Iterator[_Collect]:
         root.removeHandler(collect)
         for name, level in levels.items():
             logging.getLogger(name or None).setLevel(level)
-        unconfigure_logging()
+        if ours:
+            unconfigure_logging()
 
 
 def _everything(collect: _Collect) -> str:
