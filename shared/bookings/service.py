@@ -248,7 +248,11 @@ async def _remove_left_event(services: Services, key: LinkKey, booking: Booking)
         # An empty row at the booking's version: should it come back here, it is created afresh.
         await maps.put(link.key, BookingMapRow(booking.id, "", max(booking.version, row.version), "", "",
                                                BookingEventState.ACTIVE))
-    except (AuthError, RemoteGone, TransientError) as exc:
+    except TransientError:
+        # Retried with this very message (the host's retry reapplies the stored newest version,
+        # idempotently): waiting for the booking's next message could leave the old event for good.
+        raise
+    except (AuthError, RemoteGone) as exc:
         log.warning("cannot remove a moved booking's event from %s now: %s", key, exc.code)
         return False
     finally:
