@@ -13,18 +13,16 @@ documents for the operation (or the host's own 401/404/405/413). Checked around 
 batch: every Azurite table row (with its ETag) and every queue are exactly as before — an
 unauthenticated request changes nothing.
 
-``python -m bench.fuzz [--examples N]`` runs the long version; ``tests/fuzz`` a short one.
+``python -m bench.fuzz [--examples N]`` runs the long version and reports it; ``tests/fuzz`` a short one.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
 import json
 import secrets
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -39,7 +37,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.report import ROOT, Figure, Target
+from devtools.stack import ROOT
 
 if TYPE_CHECKING:
     from devtools.stack import Stack
@@ -534,47 +532,3 @@ def run_fuzz(examples: int, *, only: Iterable[str] = (), log: Callable[[str], No
         return results
     finally:
         stack.stop()
-
-
-def run_scenario(ctx: Any) -> Any:
-    """The long fuzz run as a benchmark scenario (``python -m bench --only fuzz``)."""
-    from bench.scenarios import Output
-
-    examples = 10 if ctx.quick else 40
-    started = time.monotonic()
-    results = run_fuzz(examples, log=ctx.log)
-    failures = [f"{r.operation}: {f}" for r in results for f in r.failures]
-    total = sum(r.requests for r in results)
-    statuses: Counter[int] = Counter()
-    unsendable: Counter[str] = Counter()
-    for r in results:
-        statuses.update(r.statuses)
-        unsendable.update(r.unsendable)
-    fig = Figure("9", f"fuzz: failing operations ({total:,} requests)", "operations",
-                 [float(sum(1 for r in results if r.failures))], target=Target("<=", 0))
-    fig.method = (f"{examples} generated requests per operation over {len(results)} operations in "
-                  f"{time.monotonic() - started:.0f} s; statuses {dict(sorted(statuses.items()))}; requests the "
-                  f"HTTP client refused to send (not counted as failures): {sum(unsendable.values())}"
-                  + (f" {dict(unsendable)}" if unsendable else ""))
-    fig.miss_reason = "Failures: " + " | ".join(failures[:5])
-    five = Figure("9", "fuzz: 5xx answers", "answers", [float(sum(v for k, v in statuses.items() if k >= 500))],
-                  target=Target("<=", 0))
-    notes = ["```", *(r.line() for r in results), "```"]
-    return Output([fig, five], notes)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=200, help="requests per operation")
-    parser.add_argument("--only", nargs="*", default=[], help="operationIds")
-    args = parser.parse_args(argv)
-    import logging
-
-    logging.disable(logging.CRITICAL)
-    results = run_fuzz(args.examples, only=args.only)
-    return 1 if any(r.failures for r in results) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -52,3 +52,14 @@ def test_the_outlook_run_has_its_own_package_and_the_services_keep_no_copy() -> 
 @pytest.mark.parametrize("module", _package_modules("shared.outlook"))
 def test_the_outlook_package_knows_neither_the_ics_package_nor_the_worker(module: str) -> None:
     assert not {m for m in _imports(module) if m == "shared.ics" or m.startswith("shared.ics.") or m == WORKER}
+
+
+@pytest.mark.parametrize("folder", ["shared", "devtools", "tests"])
+def test_only_the_benchmarks_import_bench(folder: str) -> None:
+    """Benchmarks report on what devtools drives; tests and tools never depend on the reports."""
+    importers = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+        if any(m == "bench" or m.startswith("bench.")
+               for m in _imports(str(path.relative_to(ROOT).with_suffix("")).replace("/", ".")))
+    )
+    assert importers == []
