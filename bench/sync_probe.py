@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Imported before the baseline, as a worker that already served a message has them.
     import shared.adapters.graph_sdk
-    import shared.services.outlook_sync  # noqa: F401
+    import shared.outlook.run  # noqa: F401
 
     result = asyncio.run(probe(args.link, not args.incremental, args.profile))
     json.dump(result, sys.stdout)

@@ -1,5 +1,6 @@
 """The sync run's layout holds: the round machinery sits below both runs, the choice of run per
-link mode above both, and neither run imports the other (docs/ARCHITECTURE.md, "Layers")."""
+link mode above both, neither run imports the other, and each run lives in its feature's package
+(docs/ARCHITECTURE.md, "Layers")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTLOOK_RUN, ICS_RUN = "shared.services.outlook_sync", "shared.ics.run"
+OUTLOOK_RUN, ICS_RUN = "shared.outlook.run", "shared.ics.run"
 ROUNDS, WORKER = "shared.sync.rounds", "shared.sync.worker"
 
 
@@ -35,3 +36,30 @@ def test_the_runs_and_the_rounds_import_nothing_above_or_beside_them(module: str
 
 def test_the_worker_chooses_between_both_runs_over_the_shared_rounds() -> None:
     assert {OUTLOOK_RUN, ICS_RUN, ROUNDS} <= _imports(WORKER)
+
+
+def _package_modules(package: str) -> list[str]:
+    folder = ROOT / package.replace(".", "/")
+    return [f"{package}.{path.stem}" for path in sorted(folder.glob("*.py")) if path.stem != "__init__"]
+
+
+def test_the_outlook_run_has_its_own_package_and_the_services_keep_no_copy() -> None:
+    assert OUTLOOK_RUN.startswith("shared.outlook.")
+    assert {OUTLOOK_RUN, "shared.outlook.mailbox_ids"} <= set(_package_modules("shared.outlook"))
+    assert not [m for m in _package_modules("shared.services") if "outlook" in m or "mailbox" in m]
+
+
+@pytest.mark.parametrize("module", _package_modules("shared.outlook"))
+def test_the_outlook_package_knows_neither_the_ics_package_nor_the_worker(module: str) -> None:
+    assert not {m for m in _imports(module) if m == "shared.ics" or m.startswith("shared.ics.") or m == WORKER}
+
+
+@pytest.mark.parametrize("folder", ["shared", "devtools", "tests"])
+def test_only_the_benchmarks_import_bench(folder: str) -> None:
+    """Benchmarks report on what devtools drives; tests and tools never depend on the reports."""
+    importers = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+        if any(m == "bench" or m.startswith("bench.")
+               for m in _imports(str(path.relative_to(ROOT).with_suffix("")).replace("/", ".")))
+    )
+    assert importers == []

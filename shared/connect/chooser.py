@@ -340,7 +340,7 @@ async def _app_only_target(services: Services, session: ChooserSession, cal: Cal
 
 async def _object_id(port: GraphCalendarPort, address: str) -> str:
     """The mailbox's directory object id, as Microsoft recommends addressing users; the address when
-    the look-up fails now (``shared/services/mailbox_ids.py`` migrates the link on its first run)."""
+    the look-up fails now (``shared/outlook/mailbox_ids.py`` migrates the link on its first run)."""
     try:
         return await port.user_object_id(address)
     except SyncError as exc:

@@ -2,7 +2,7 @@
 
 Pure: the caller passes what we last agreed on (one ``StatusRow`` per Outlook event that holds
 a slot) and what Graph reports now (one ``DeltaPage``); the planner returns actions. The engine
-(``shared.services.outlook_sync``) performs them and then stores the new status rows, so the
+(``shared.outlook.run``) performs them and then stores the new status rows, so the
 same page planned again against the updated rows gives no action at all.
 
 Actions:

@@ -77,6 +77,6 @@ async def set_ics_import(services: Services, provider_id: str, resource_id: str,
     link.ics_etag = ""
     link.ics_last_modified = ""
     link = await repo.save(link)
-    # The delta worker runs ICS links too (same lease, planner and writes); see outlook_sync.
+    # The delta worker runs ICS links too (same lease, planner and writes); see shared/outlook/run.py.
     await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), SyncReason.SETUP, full=True).to_json())
     return link

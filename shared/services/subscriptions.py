@@ -40,10 +40,10 @@ from shared.errors import (
     TransientError,
 )
 from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
+from shared.outlook.run import graph_session
 from shared.ports import GraphCalendarPort
 from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
-from shared.services.outlook_sync import graph_session
 from shared.storage.base import encode_key
 from shared.sync.rounds import HealthChange
 
@@ -124,7 +124,7 @@ async def ensure_subscription(services: Services, link: Link, *, force: bool = F
 
 
 async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, now: datetime) -> Link:
-    from shared.services.mailbox_ids import ensure_object_id
+    from shared.outlook.mailbox_ids import ensure_object_id
 
     index = SubscriptionIndex(services.storage)
     # Subscriptions addressed by anything but the object id may fail with 503 "Mailbox info is stale".

@@ -1,7 +1,7 @@
 """The sync round both link modes share: a delta source's pages → blocked slots in timum.
 
 A run of a link (``shared.sync.worker``) asks its remote for a ``DeltaSource`` — Graph's
-``calendarView/delta`` (``shared.services.outlook_sync``) or a published calendar's snapshot
+``calendarView/delta`` (``shared.outlook.run``) or a published calendar's snapshot
 (``shared.ics.run``) — and hands it to ``sync_link``, one round:
 
 1. Choose an incremental round (stored delta link) or a fresh one (first sync, ``full``

@@ -3,7 +3,7 @@
 One run per link at a time (``LeaseRepository.run_coalesced``): a message that finds the lease
 held marks it dirty and returns, and the holder runs once more before letting go, so a burst of
 notifications costs a few delta rounds, not one each. Each run loads the link and runs it the
-way its mode asks — Graph (``shared.services.outlook_sync``) or a published calendar
+way its mode asks — Graph (``shared.outlook.run``) or a published calendar
 (``shared.ics.run``); both share the rounds of ``shared.sync.rounds``.
 """
 
@@ -15,8 +15,8 @@ from shared.context import Services
 from shared.domain import LinkKey, LinkMode
 from shared.ics.run import run_ics_once
 from shared.messages import SYNC_QUEUE, SyncMessage
+from shared.outlook.run import run_outlook_once
 from shared.repos.links import LeaseRepository, LinkRepository
-from shared.services.outlook_sync import run_outlook_once
 from shared.sync.rounds import SyncOutcome
 
 #: Delay before a full-sync request that met a held lease is tried again.

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.fuzz import QUIET_TIMERS, World, build_world
+from devtools.fuzz import QUIET_TIMERS, World, build_world
 from devtools.stack import Stack, running_stack
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from bench.fuzz import (
+from devtools.fuzz import (
     SPEC_PATH,
     FuzzRequest,
     Operation,

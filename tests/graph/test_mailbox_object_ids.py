@@ -11,8 +11,8 @@ from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.context import Services
 from shared.domain import Link, LinkKey, LinkMode
 from shared.messages import SyncMessage, SyncReason
+from shared.outlook.mailbox_ids import ensure_object_id
 from shared.repos.links import LinkRepository
-from shared.services.mailbox_ids import ensure_object_id
 from shared.services.subscriptions import ensure_subscription
 from shared.storage.memory import MemoryStorage
 from shared.sync.worker import run_sync

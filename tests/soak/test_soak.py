@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from bench.soak import ORG_KINDS, WEIGHTS, SoakConfig, make_plan, run_soak
+from devtools.soak import ORG_KINDS, WEIGHTS, SoakConfig, make_plan, run_soak
 
 SEED = 3
 STEPS = 150

@@ -61,7 +61,7 @@ async def run_outlook_once(services: Services, link: Link, *, full: bool, outcom
                 raise stop from exc
             raise
         try:
-            from shared.services.mailbox_ids import ensure_object_id
+            from shared.outlook.mailbox_ids import ensure_object_id
 
             link = await ensure_object_id(services, link, graph)  # app-only links made with an address
             link = await _rounds(services, graph, link, full=full, outcome=outcome)
