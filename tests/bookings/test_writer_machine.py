@@ -117,10 +117,7 @@ class BookingWriterMachine(RuleBasedStateMachine):
         self.newest: dict[str, Booking] = {}       # timum's truth: each booking's newest version
         self.sent: list[Booking] = []              # every version timum ever sent (replays draw from it)
         self.pending: list[Booking] = []           # versions whose delivery has not landed yet
-        #: booking → what the event the user deleted showed (resource, start, end): the writer judges
-        #: by content, so that deletion stands as long as the booking's newest version shows the same
-        #: (a cancellation and a re-confirmation that reach the writer together change nothing).
-        self.user_deleted: dict[str, tuple[str, datetime, datetime]] = {}
+        self.user_deleted: dict[str, int] = {}     # booking → version whose event the user deleted
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -228,8 +225,7 @@ class BookingWriterMachine(RuleBasedStateMachine):
         ours = sorted((e for e in self.graph.events.values() if e.booking_id), key=lambda e: e.id)
         event = ours[pick % len(ours)]
         self.graph.user_delete(event.id)
-        resource = next(r for r, calendar in self.calendars.items() if calendar == event.calendar_id)
-        self.user_deleted[event.booking_id] = (resource, event.start, event.end)
+        self.user_deleted[event.booking_id] = self.newest[event.booking_id].version
 
     # --- quiet point ----------------------------------------------------------------------------
     @rule(order=st.permutations(range(8)))
@@ -257,7 +253,7 @@ class BookingWriterMachine(RuleBasedStateMachine):
         for booking_id, booking in self.newest.items():
             events = [e for e in self.graph.events.values() if e.booking_id == booking_id]
             wanted = booking.status is BookingStatus.CONFIRMED and booking.resource_id in self.calendars
-            deleted_by_user = self.user_deleted.get(booking_id) == (booking.resource_id, booking.start, booking.end)
+            deleted_by_user = self.user_deleted.get(booking_id) == booking.version
             if not wanted or (deleted_by_user and not events):
                 # The user's deletion stands until the booking changes again.
                 assert events == [], f"{booking_id} v{booking.version}: stray events {events}"
