@@ -169,7 +169,7 @@ class Directory:
     def set_admin_consent(self, tenant_id: str, client_id: str, granted: bool = True) -> None:
         """Admin consent to everything the app registration lists (``/.default``): the delegated
         permissions for all users and the application permissions. ``False`` withdraws both."""
-        from devtools.sandbox.identity import APPLICATION_ROLES
+        from devtools.sandbox.identity.protocol import APPLICATION_ROLES
 
         with self._lock:
             tenant = self.tenants[tenant_id]

@@ -23,7 +23,8 @@ from starlette.routing import BaseRoute, Route
 
 from devtools.sandbox import ui
 from devtools.sandbox.directory import SandboxTenant, SandboxUser
-from devtools.sandbox.identity import SIGN_IN_FAILURES, IdentityPlatform
+from devtools.sandbox.identity import IdentityPlatform
+from devtools.sandbox.identity.protocol import SIGN_IN_FAILURES
 
 PAGE = "/_sandbox/identity/"
 
@@ -128,7 +129,7 @@ class _Control:
 
     async def add_user(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(_str(body, "tenant"))
+            tenant = self.identity.tenant_or_raise(_str(body, "tenant"))
             local = _str(body, "local_part").lower()
             if self.directory.user(f"{local}@{tenant.domain}") is not None:
                 raise BadControlRequest(f"{local}@{tenant.domain} exists")
@@ -140,21 +141,21 @@ class _Control:
 
     async def user_consent_policy(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(request.path_params["tenant"])
+            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
             self.identity.set_user_consent_allowed(tenant.id, _bool(body, "allowed"))
             return tenant_json(self.identity, tenant)
         return await self._run(request, act)
 
     async def admin_consent(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(request.path_params["tenant"])
+            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
             self.identity.set_admin_consent(tenant.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
             return tenant_json(self.identity, tenant)
         return await self._run(request, act)
 
     async def application_consent(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(request.path_params["tenant"])
+            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
             roles = body.get("roles")
             if roles is not None and (not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)):
                 raise BadControlRequest("roles must be a list of application permission names or null")
@@ -167,7 +168,7 @@ class _Control:
 
     async def app_scope(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(request.path_params["tenant"])
+            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
             mailboxes = body.get("mailboxes")
             if mailboxes is not None and (not isinstance(mailboxes, list)
                                           or not all(isinstance(m, str) for m in mailboxes)):
@@ -181,14 +182,14 @@ class _Control:
 
     async def delete_app(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(request.path_params["tenant"])
+            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
             self.identity.delete_service_principal(tenant.id, client_id=body.get("client_id") or None)
             return tenant_json(self.identity, tenant)
         return await self._run(request, act)
 
     async def add_resource_mailbox(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self._tenant(_str(body, "tenant"))
+            tenant = self.identity.tenant_or_raise(_str(body, "tenant"))
             local = _str(body, "local_part").lower()
             if self.directory.user(f"{local}@{tenant.domain}") is not None:
                 raise BadControlRequest(f"{local}@{tenant.domain} exists")
@@ -203,21 +204,21 @@ class _Control:
 
     async def user_consent(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self._user(request.path_params["user"])
+            user = self.identity.user_or_raise(request.path_params["user"])
             self.identity.set_user_consent(user.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
             return user_json(user)
         return await self._run(request, act)
 
     async def account_enabled(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self._user(request.path_params["user"])
+            user = self.identity.user_or_raise(request.path_params["user"])
             self.identity.set_account_enabled(user.id, _bool(body, "enabled"))
             return user_json(user)
         return await self._run(request, act)
 
     async def revoke(self, request: Request) -> Response:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self._user(request.path_params["user"])
+            user = self.identity.user_or_raise(request.path_params["user"])
             reason = body.get("reason") or "revoked"
             try:
                 count = self.identity.revoke_refresh_tokens(user.id, reason=reason)
@@ -230,7 +231,7 @@ class _Control:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
             who = body.get("user") or None
             if who is not None:
-                self._user(who)
+                self.identity.user_or_raise(who)
             return {"expired": self.identity.expire_access_tokens(who)}
         return await self._run(request, act)
 
@@ -240,10 +241,10 @@ class _Control:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
             who = body.get("user") or None
             if who is not None:
-                self._user(who)
+                self.identity.user_or_raise(who)
             tenant = body.get("tenant") or None
             if tenant is not None:
-                tenant = self._tenant(str(tenant)).id
+                tenant = self.identity.tenant_or_raise(str(tenant)).id
             mode = str(body.get("mode") or "revoked")
             try:
                 count = self.identity.refuse_access_tokens(who, mode=mode, tenant=tenant)
@@ -268,7 +269,7 @@ class _Control:
         async def act(body: dict[str, Any]) -> dict[str, Any]:
             who = body.get("user") or None
             if who is not None:
-                self._user(who)
+                self.identity.user_or_raise(who)
             return {"signed_out": self.identity.sign_out(who)}
         return await self._run(request, act)
 
@@ -283,18 +284,6 @@ class _Control:
         return await self._run(request, act)
 
     # --- plumbing --------------------------------------------------------------------------
-    def _tenant(self, key: str) -> SandboxTenant:
-        tenant = self.directory.tenant(key)
-        if tenant is None:
-            raise LookupError(f"unknown tenant {key!r}")
-        return tenant
-
-    def _user(self, key: str) -> SandboxUser:
-        user = self.directory.user(key)
-        if user is None:
-            raise LookupError(f"unknown user {key!r}")
-        return user
-
     async def _run(self, request: Request, act: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], *,
                    status: int = 200) -> Response:
         from_page = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")

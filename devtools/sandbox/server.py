@@ -38,7 +38,7 @@ from devtools.sandbox import ui
 from devtools.sandbox.ca import CertificatePaths, ensure_certificates
 from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.directory import Directory, TokenError
-from devtools.sandbox.identity import IdentityPlatform
+from devtools.sandbox.identity import IdentityPlatform, identity_routes
 from devtools.sandbox.identity_control import control_routes
 from devtools.sandbox.requestlog import RequestLog, RequestLogMiddleware, graph_mailbox, is_me_path
 from devtools.sandbox.seed import register_app, seed_directory
@@ -102,7 +102,7 @@ class Sandbox:
 
     # --- apps ------------------------------------------------------------------------------
     def _https_app(self) -> Starlette:
-        routes: list[BaseRoute] = [*self.identity.routes]
+        routes: list[BaseRoute] = [*identity_routes(self.identity)]
         if self.graph is not None:
             routes += self.graph.https_routes
         routes.append(Mount(ui.STATIC_PATH, StaticFiles(directory=ui.STATIC_DIR), name="static"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devtools.sandbox.identity import APP_ROLE_TITLES, APPLICATION_ROLES, CONFIGURED_DELEGATED
+from devtools.sandbox.identity.pages import APP_ROLE_TITLES
+from devtools.sandbox.identity.protocol import APPLICATION_ROLES, CONFIGURED_DELEGATED
 from shared.connect.msal_client import DELEGATED_SCOPES
 from shared.i18n import LOCALES
 from shared.org.permissions import APPLICATION, DELEGATED, ORG_SIGN_IN_SCOPES, REQUIRED_APP_ROLES, readable

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from devtools.sandbox.browser import FormBrowser, response_params, sign_in
 from devtools.sandbox.directory import TokenError
-from devtools.sandbox.identity import APPLICATION_ROLES
+from devtools.sandbox.identity.protocol import APPLICATION_ROLES
 from devtools.sandbox.server import RunningSandbox
 from tests.sandbox.conftest import FreshTenant
 

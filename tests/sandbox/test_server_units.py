@@ -6,7 +6,7 @@ import pytest
 from starlette.requests import Request
 
 from devtools.sandbox import ui
-from devtools.sandbox.identity import OAuthError, parse_scopes
+from devtools.sandbox.identity.protocol import OAuthError, parse_scopes
 from devtools.sandbox.requestlog import RequestLog, classify, graph_mailbox, scrub
 
 
