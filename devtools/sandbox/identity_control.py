@@ -28,7 +28,9 @@ from devtools.sandbox.identity.protocol import SIGN_IN_FAILURES
 
 PAGE = "/_sandbox/identity/"
 
-Handler = Callable[[Request], Awaitable[Response]]
+Body = dict[str, Any]
+#: a control: the request (for path parameters) and its body → the JSON answer
+Action = Callable[[Request, Body], dict[str, Any]]
 
 
 class BadControlRequest(Exception):
@@ -37,26 +39,29 @@ class BadControlRequest(Exception):
 
 def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
     control = _Control(identity)
+
+    def post(path: str, action: Action, *, status: int = 200) -> Route:
+        return Route(f"{PAGE}{path}", control.endpoint(action, status=status), methods=["POST"])
+
     return [
-        Route("/_sandbox/identity/", control.page, methods=["GET"]),
-        Route("/_sandbox/identity/state", control.state, methods=["GET"]),
-        Route("/_sandbox/identity/tenants", control.add_tenant, methods=["POST"]),
-        Route("/_sandbox/identity/users", control.add_user, methods=["POST"]),
-        Route("/_sandbox/identity/tenants/{tenant}/user-consent", control.user_consent_policy, methods=["POST"]),
-        Route("/_sandbox/identity/tenants/{tenant}/admin-consent", control.admin_consent, methods=["POST"]),
-        Route("/_sandbox/identity/users/{user}/consent", control.user_consent, methods=["POST"]),
-        Route("/_sandbox/identity/tenants/{tenant}/application-consent", control.application_consent,
-              methods=["POST"]),
-        Route("/_sandbox/identity/tenants/{tenant}/app-scope", control.app_scope, methods=["POST"]),
-        Route("/_sandbox/identity/tenants/{tenant}/delete-app", control.delete_app, methods=["POST"]),
-        Route("/_sandbox/identity/resource-mailboxes", control.add_resource_mailbox, methods=["POST"]),
-        Route("/_sandbox/identity/users/{user}/enabled", control.account_enabled, methods=["POST"]),
-        Route("/_sandbox/identity/users/{user}/revoke-refresh-tokens", control.revoke, methods=["POST"]),
-        Route("/_sandbox/identity/access-tokens/expire", control.expire, methods=["POST"]),
-        Route("/_sandbox/identity/access-tokens/lifetime", control.lifetime, methods=["POST"]),
-        Route("/_sandbox/identity/access-tokens/refuse", control.refuse, methods=["POST"]),
-        Route("/_sandbox/identity/sessions/sign-out", control.sign_out, methods=["POST"]),
-        Route("/_sandbox/identity/sign-in-failures", control.sign_in_failure, methods=["POST"]),
+        Route(PAGE, control.page, methods=["GET"]),
+        Route(f"{PAGE}state", control.state, methods=["GET"]),
+        post("tenants", control.add_tenant, status=201),
+        post("users", control.add_user, status=201),
+        post("tenants/{tenant}/user-consent", control.user_consent_policy),
+        post("tenants/{tenant}/admin-consent", control.admin_consent),
+        post("users/{user}/consent", control.user_consent),
+        post("tenants/{tenant}/application-consent", control.application_consent),
+        post("tenants/{tenant}/app-scope", control.app_scope),
+        post("tenants/{tenant}/delete-app", control.delete_app),
+        post("resource-mailboxes", control.add_resource_mailbox, status=201),
+        post("users/{user}/enabled", control.account_enabled),
+        post("users/{user}/revoke-refresh-tokens", control.revoke),
+        post("access-tokens/expire", control.expire),
+        post("access-tokens/lifetime", control.lifetime),
+        post("access-tokens/refuse", control.refuse),
+        post("sessions/sign-out", control.sign_out),
+        post("sign-in-failures", control.sign_in_failure),
     ]
 
 
@@ -116,185 +121,137 @@ class _Control:
                          sign_in_failures=sorted(SIGN_IN_FAILURES),
                          message=request.query_params.get("done"))
 
-    # --- write -----------------------------------------------------------------------------
-    async def add_tenant(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            name, domain = _str(body, "name"), _str(body, "domain").lower()
-            if self.directory.tenant(domain) is not None:
-                raise BadControlRequest(f"a tenant with domain {domain!r} exists")
-            tenant = self.directory.add_tenant(name, domain, tenant_id=body.get("id") or None,
-                                               user_consent_allowed=_bool(body, "user_consent_allowed", True))
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act, status=201)
+    # --- write: each action reads the body and answers with JSON (see ``endpoint``) ---------
+    def add_tenant(self, request: Request, body: Body) -> dict[str, Any]:
+        name, domain = _str(body, "name"), _str(body, "domain").lower()
+        if self.directory.tenant(domain) is not None:
+            raise BadControlRequest(f"a tenant with domain {domain!r} exists")
+        tenant = self.directory.add_tenant(name, domain, tenant_id=body.get("id") or None,
+                                           user_consent_allowed=_bool(body, "user_consent_allowed", True))
+        return tenant_json(self.identity, tenant)
 
-    async def add_user(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(_str(body, "tenant"))
-            local = _str(body, "local_part").lower()
-            if self.directory.user(f"{local}@{tenant.domain}") is not None:
-                raise BadControlRequest(f"{local}@{tenant.domain} exists")
-            user = self.directory.add_user(tenant.id, _str(body, "display_name"), local,
-                                           user_id=body.get("id") or None, is_admin=_bool(body, "is_admin", False),
-                                           time_zone=body.get("time_zone") or "W. Europe Standard Time")
-            return user_json(user)
-        return await self._run(request, act, status=201)
+    def add_user(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant, local = self._new_mailbox(body)
+        user = self.directory.add_user(tenant.id, _str(body, "display_name"), local,
+                                       user_id=body.get("id") or None, is_admin=_bool(body, "is_admin", False),
+                                       time_zone=body.get("time_zone") or "W. Europe Standard Time")
+        return user_json(user)
 
-    async def user_consent_policy(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
-            self.identity.set_user_consent_allowed(tenant.id, _bool(body, "allowed"))
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act)
+    def add_resource_mailbox(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant, local = self._new_mailbox(body)
+        user = self.directory.add_resource_mailbox(tenant.id, _str(body, "display_name"), local,
+                                                   kind=body.get("kind") or "room", user_id=body.get("id") or None)
+        return user_json(user)
 
-    async def admin_consent(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
-            self.identity.set_admin_consent(tenant.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act)
+    def user_consent_policy(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant = self._path_tenant(request)
+        self.identity.set_user_consent_allowed(tenant.id, _bool(body, "allowed"))
+        return tenant_json(self.identity, tenant)
 
-    async def application_consent(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
-            roles = body.get("roles")
-            if roles is not None and (not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)):
-                raise BadControlRequest("roles must be a list of application permission names or null")
-            try:
-                self.identity.set_application_consent(tenant.id, roles, client_id=body.get("client_id") or None)
-            except ValueError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act)
+    def admin_consent(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant = self._path_tenant(request)
+        self.identity.set_admin_consent(tenant.id, _bool(body, "granted"), client_id=_client_id(body))
+        return tenant_json(self.identity, tenant)
 
-    async def app_scope(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
-            mailboxes = body.get("mailboxes")
-            if mailboxes is not None and (not isinstance(mailboxes, list)
-                                          or not all(isinstance(m, str) for m in mailboxes)):
-                raise BadControlRequest("mailboxes must be a list of user ids / addresses or null")
-            try:
-                self.identity.set_app_mailbox_scope(tenant.id, mailboxes, client_id=body.get("client_id") or None)
-            except KeyError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act)
+    def application_consent(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant = self._path_tenant(request)
+        roles = _names(body, "roles", "roles must be a list of application permission names or null")
+        self.identity.set_application_consent(tenant.id, roles, client_id=_client_id(body))
+        return tenant_json(self.identity, tenant)
 
-    async def delete_app(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(request.path_params["tenant"])
-            self.identity.delete_service_principal(tenant.id, client_id=body.get("client_id") or None)
-            return tenant_json(self.identity, tenant)
-        return await self._run(request, act)
+    def app_scope(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant = self._path_tenant(request)
+        mailboxes = _names(body, "mailboxes", "mailboxes must be a list of user ids / addresses or null")
+        try:
+            self.identity.set_app_mailbox_scope(tenant.id, mailboxes, client_id=_client_id(body))
+        except KeyError as exc:
+            # an unknown mailbox in the body is a bad request, not a missing tenant
+            raise BadControlRequest(str(exc)) from exc
+        return tenant_json(self.identity, tenant)
 
-    async def add_resource_mailbox(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            tenant = self.identity.tenant_or_raise(_str(body, "tenant"))
-            local = _str(body, "local_part").lower()
-            if self.directory.user(f"{local}@{tenant.domain}") is not None:
-                raise BadControlRequest(f"{local}@{tenant.domain} exists")
-            try:
-                user = self.directory.add_resource_mailbox(tenant.id, _str(body, "display_name"), local,
-                                                           kind=body.get("kind") or "room",
-                                                           user_id=body.get("id") or None)
-            except ValueError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return user_json(user)
-        return await self._run(request, act, status=201)
+    def delete_app(self, request: Request, body: Body) -> dict[str, Any]:
+        tenant = self._path_tenant(request)
+        self.identity.delete_service_principal(tenant.id, client_id=_client_id(body))
+        return tenant_json(self.identity, tenant)
 
-    async def user_consent(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self.identity.user_or_raise(request.path_params["user"])
-            self.identity.set_user_consent(user.id, _bool(body, "granted"), client_id=body.get("client_id") or None)
-            return user_json(user)
-        return await self._run(request, act)
+    def user_consent(self, request: Request, body: Body) -> dict[str, Any]:
+        user = self._path_user(request)
+        self.identity.set_user_consent(user.id, _bool(body, "granted"), client_id=_client_id(body))
+        return user_json(user)
 
-    async def account_enabled(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self.identity.user_or_raise(request.path_params["user"])
-            self.identity.set_account_enabled(user.id, _bool(body, "enabled"))
-            return user_json(user)
-        return await self._run(request, act)
+    def account_enabled(self, request: Request, body: Body) -> dict[str, Any]:
+        user = self._path_user(request)
+        self.identity.set_account_enabled(user.id, _bool(body, "enabled"))
+        return user_json(user)
 
-    async def revoke(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            user = self.identity.user_or_raise(request.path_params["user"])
-            reason = body.get("reason") or "revoked"
-            try:
-                count = self.identity.revoke_refresh_tokens(user.id, reason=reason)
-            except ValueError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return {"user": user.mail, "revoked": count, "reason": reason}
-        return await self._run(request, act)
+    def revoke(self, request: Request, body: Body) -> dict[str, Any]:
+        user = self._path_user(request)
+        reason = body.get("reason") or "revoked"
+        count = self.identity.revoke_refresh_tokens(user.id, reason=reason)
+        return {"user": user.mail, "revoked": count, "reason": reason}
 
-    async def expire(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            who = body.get("user") or None
-            if who is not None:
-                self.identity.user_or_raise(who)
-            return {"expired": self.identity.expire_access_tokens(who)}
-        return await self._run(request, act)
+    # The token and session controls check a named user themselves (unknown → 404).
+    def expire(self, request: Request, body: Body) -> dict[str, Any]:
+        return {"expired": self.identity.expire_access_tokens(body.get("user") or None)}
 
-    async def refuse(self, request: Request) -> Response:
+    def refuse(self, request: Request, body: Body) -> dict[str, Any]:
         """Revoke live access tokens but keep refresh tokens ({"user"?, "tenant"?, "mode": "revoked" |
         "claims_challenge"}): Graph answers 401 until the client gets a fresh token."""
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            who = body.get("user") or None
-            if who is not None:
-                self.identity.user_or_raise(who)
-            tenant = body.get("tenant") or None
-            if tenant is not None:
-                tenant = self.identity.tenant_or_raise(str(tenant)).id
-            mode = str(body.get("mode") or "revoked")
-            try:
-                count = self.identity.refuse_access_tokens(who, mode=mode, tenant=tenant)
-            except ValueError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return {"refused": count, "mode": mode}
-        return await self._run(request, act)
+        who = body.get("user") or None
+        if who is not None:
+            self.identity.user_or_raise(who)   # an unknown user is reported before an unknown tenant
+        tenant = body.get("tenant") or None
+        if tenant is not None:
+            tenant = self.identity.tenant_or_raise(str(tenant)).id
+        mode = str(body.get("mode") or "revoked")
+        return {"refused": self.identity.refuse_access_tokens(who, mode=mode, tenant=tenant), "mode": mode}
 
-    async def lifetime(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            raw = body.get("seconds")
-            try:
-                seconds = None if raw in (None, "", "default") else float(raw)
-                self.identity.set_access_token_lifetime(seconds)
-            except (TypeError, ValueError) as exc:
-                raise BadControlRequest("seconds must be a positive number or null") from exc
-            return {"access_token_lifetime": self.identity.access_token_lifetime
-                    or self.directory.ACCESS_TOKEN_LIFETIME}
-        return await self._run(request, act)
+    def lifetime(self, request: Request, body: Body) -> dict[str, Any]:
+        raw = body.get("seconds")
+        try:
+            seconds = None if raw in (None, "", "default") else float(raw)
+            self.identity.set_access_token_lifetime(seconds)
+        except (TypeError, ValueError) as exc:
+            raise BadControlRequest("seconds must be a positive number or null") from exc
+        return {"access_token_lifetime": self.identity.access_token_lifetime or self.directory.ACCESS_TOKEN_LIFETIME}
 
-    async def sign_out(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            who = body.get("user") or None
-            if who is not None:
-                self.identity.user_or_raise(who)
-            return {"signed_out": self.identity.sign_out(who)}
-        return await self._run(request, act)
+    def sign_out(self, request: Request, body: Body) -> dict[str, Any]:
+        return {"signed_out": self.identity.sign_out(body.get("user") or None)}
 
-    async def sign_in_failure(self, request: Request) -> Response:
-        async def act(body: dict[str, Any]) -> dict[str, Any]:
-            kind = _str(body, "kind")
-            try:
-                self.identity.fail_next_sign_in(kind)
-            except ValueError as exc:
-                raise BadControlRequest(str(exc)) from exc
-            return {"next_sign_in_fails_with": kind}
-        return await self._run(request, act)
+    def sign_in_failure(self, request: Request, body: Body) -> dict[str, Any]:
+        kind = _str(body, "kind")
+        self.identity.fail_next_sign_in(kind)
+        return {"next_sign_in_fails_with": kind}
 
     # --- plumbing --------------------------------------------------------------------------
-    async def _run(self, request: Request, act: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], *,
-                   status: int = 200) -> Response:
-        from_page = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
-        try:
-            body = await _body(request)
-            result = await act(body)
-        except BadControlRequest as exc:
-            return _answer(from_page, {"error": "bad_request", "message": str(exc)}, 400)
-        except LookupError as exc:
-            return _answer(from_page, {"error": "not_found", "message": str(exc).strip("'\"")}, 404)
-        return _answer(from_page, result, status)
+    def endpoint(self, action: Action, *, status: int) -> Callable[[Request], Awaitable[Response]]:
+        """The route handler for ``action``: JSON in and out, or a form from the control page that
+        is sent back to the page. Bad input answers 400 and an unknown tenant or user 404."""
+        async def handle(request: Request) -> Response:
+            from_page = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+            try:
+                result = action(request, await _body(request))
+            except (BadControlRequest, ValueError) as exc:
+                # ValueError: a control method of the platform or the directory refused a value
+                return _answer(from_page, {"error": "bad_request", "message": str(exc)}, 400)
+            except LookupError as exc:
+                return _answer(from_page, {"error": "not_found", "message": str(exc).strip("'\"")}, 404)
+            return _answer(from_page, result, status)
+        return handle
+
+    def _path_tenant(self, request: Request) -> SandboxTenant:
+        return self.identity.tenant_or_raise(request.path_params["tenant"])
+
+    def _path_user(self, request: Request) -> SandboxUser:
+        return self.identity.user_or_raise(request.path_params["user"])
+
+    def _new_mailbox(self, body: Body) -> tuple[SandboxTenant, str]:
+        """Tenant and local part of a mailbox to add; refused when the address is taken."""
+        tenant = self.identity.tenant_or_raise(_str(body, "tenant"))
+        local = _str(body, "local_part").lower()
+        if self.directory.user(f"{local}@{tenant.domain}") is not None:
+            raise BadControlRequest(f"{local}@{tenant.domain} exists")
+        return tenant, local
 
 
 def _answer(from_page: bool, payload: dict[str, Any], status: int) -> Response:
@@ -336,3 +293,16 @@ def _bool(body: dict[str, Any], key: str, default: bool | None = None) -> bool:
     if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
         return False
     raise BadControlRequest(f"{key!r} must be true or false")
+
+
+def _client_id(body: dict[str, Any]) -> str | None:
+    """The app a consent control is about; None means the sandbox's own registration."""
+    return body.get("client_id") or None
+
+
+def _names(body: dict[str, Any], key: str, problem: str) -> list[str] | None:
+    """A list of names (permissions, mailboxes) or null, which the controls read as "none" / "no limit"."""
+    value = body.get(key)
+    if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise BadControlRequest(problem)
+    return value

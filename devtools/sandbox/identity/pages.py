@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -68,6 +68,26 @@ APP_ROLE_TITLES: dict[str, tuple[str, str]] = {
 
 
 @dataclass(frozen=True)
+class _Opening:
+    """A browser request that starts a sign-in, checked as far as a redirect back to the app is safe."""
+
+    trace: Trace
+    lang: str
+    tenant_path: str
+    tenant: SandboxTenant | None
+    app: AppRegistration
+    redirect_uri: str
+    started: float
+
+    def pending(self, request: Request, kind: str, **details: Any) -> PendingSignIn:
+        return PendingSignIn(
+            ctx=secrets.token_urlsafe(24), kind=kind, tenant_path=self.tenant_path,
+            tenant_id=self.tenant.id if self.tenant else None, client_id=self.app.client_id,
+            redirect_uri=self.redirect_uri, state=request.query_params.get("state"), lang=self.lang,
+            created=self.started, **details)
+
+
+@dataclass(frozen=True)
 class _Step:
     """A form post that continues a pending sign-in."""
 
@@ -93,15 +113,22 @@ class SignInPages:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/error", self._error_lookup, methods=["GET"]),
-            Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
-            Route("/{tenant}/oauth2/v2.0/authorize/select", self._select_account, methods=["POST"]),
-            Route("/{tenant}/oauth2/v2.0/authorize/consent", self._consent, methods=["POST"]),
-            Route("/{tenant}/oauth2/v2.0/authorize/admin", self._switch_to_admin, methods=["POST"]),
-            Route("/{tenant}/oauth2/v2.0/authorize/return", self._return_without_consent, methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/authorize", self._opening(self._authorize), methods=["GET"]),
+            Route("/{tenant}/oauth2/v2.0/authorize/select",
+                  self._continuing("authorize", self._select_account, signed_in=False), methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/authorize/consent",
+                  self._continuing("authorize", self._consent), methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/authorize/admin",
+                  self._continuing("authorize", self._switch_to_admin), methods=["POST"]),
+            Route("/{tenant}/oauth2/v2.0/authorize/return",
+                  self._continuing("authorize", self._return_without_consent), methods=["POST"]),
             Route("/{tenant}/oauth2/v2.0/logout", self._logout, methods=["GET", "POST"]),
-            Route("/{tenant}/v2.0/adminconsent", self._admin_consent, methods=["GET"]),
-            Route("/{tenant}/v2.0/adminconsent/select", self._admin_select, methods=["POST"]),
-            Route("/{tenant}/v2.0/adminconsent/consent", self._admin_decide, methods=["POST"]),
+            Route("/{tenant}/v2.0/adminconsent", self._opening(self._admin_consent, admin_consent=True),
+                  methods=["GET"]),
+            Route("/{tenant}/v2.0/adminconsent/select",
+                  self._continuing("adminconsent", self._admin_select, signed_in=False), methods=["POST"]),
+            Route("/{tenant}/v2.0/adminconsent/consent",
+                  self._continuing("adminconsent", self._admin_decide), methods=["POST"]),
         ]
 
     async def _error_lookup(self, request: Request) -> Response:
@@ -112,25 +139,15 @@ class SignInPages:
         return self._error_page(request, err, Trace.of(request), lang, status=200)
 
     # --- authorize -------------------------------------------------------------------------
-    async def _authorize(self, request: Request) -> Response:
+    def _authorize(self, request: Request, start: _Opening) -> Response:
         q = request.query_params
-        lang = ui.pick_language(request)
-        trace = Trace.of(request)
-        tenant_path = request.path_params["tenant"]
-        try:
-            tenant, app, redirect_uri = self._trusted_client(q, tenant_path)
-        except OAuthError as err:
-            return self._error_page(request, err, trace, lang)
-
+        trace, app = start.trace, start.app
         response_mode = q.get("response_mode") or "query"
-        pending = PendingSignIn(
-            ctx=secrets.token_urlsafe(24), kind="authorize", tenant_path=tenant_path,
-            tenant_id=tenant.id if tenant else None, client_id=app.client_id, redirect_uri=redirect_uri,
-            state=q.get("state"), scopes=NO_SCOPES, scope_text="", lang=lang,
+        pending = start.pending(
+            request, "authorize", scopes=NO_SCOPES, scope_text="",
             response_mode=response_mode if response_mode in RESPONSE_MODES else "query",
             nonce=q.get("nonce"), login_hint=q.get("login_hint"), domain_hint=q.get("domain_hint"),
-            client_info=q.get("client_info") == "1", created=self.platform.clock(),
-        )
+            client_info=q.get("client_info") == "1")
         try:
             self._read_authorize_request(q, pending)
         except OAuthError as err:
@@ -155,22 +172,6 @@ class SignInPages:
             pending.user_id = session_user.id
             return self._after_sign_in(request, pending, session_user, trace)
         return self._pick_account_page(request, pending)
-
-    def _trusted_client(self, q: QueryParams, tenant_path: str
-                        ) -> tuple[SandboxTenant | None, AppRegistration, str]:
-        """Tenant, app and redirect URI of a browser request. Until client and redirect URI are
-        known to be registered, errors are shown, never redirected: redirecting to an unchecked
-        URI would make this an open redirector."""
-        tenant = self.platform.resolve_tenant(tenant_path)
-        app = self.platform.app_for(q.get("client_id"), tenant_path)
-        redirect_uri = q.get("redirect_uri")
-        if not redirect_uri:
-            raise missing_parameter("redirect_uri")
-        if redirect_uri not in app.redirect_uris:
-            raise OAuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                             f"does not match the redirect URIs configured for the application '{app.client_id}'. "
-                             "Make sure the redirect URI sent in the request matches one added to your application.")
-        return tenant, app, redirect_uri
 
     @staticmethod
     def _read_authorize_request(q: QueryParams, pending: PendingSignIn) -> None:
@@ -207,10 +208,7 @@ class SignInPages:
         pending.code_challenge, pending.code_challenge_method = challenge, method if challenge else None
         pending.prompt = prompt
 
-    async def _select_account(self, request: Request) -> Response:
-        step = await self._resume(request, "authorize", signed_in=False)
-        if isinstance(step, Response):
-            return step
+    def _select_account(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         user = self.directory.user(step.form.get("user", ""))
         if user is None or user not in self._candidates(pending):
@@ -221,10 +219,7 @@ class SignInPages:
             self.platform.start_session(response, user)
         return response
 
-    async def _consent(self, request: Request) -> Response:
-        step = await self._resume(request, "authorize", signed_in=True)
-        if isinstance(step, Response):
-            return step
+    def _consent(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         user = self.directory.users[step.user_id]
         tenant = self.directory.tenants[user.tenant_id]
@@ -241,10 +236,7 @@ class SignInPages:
             self.directory.set_delegated_admin_consent(tenant.id, pending.client_id, True)
         return self._complete(request, pending, user)
 
-    async def _switch_to_admin(self, request: Request) -> Response:
-        step = await self._resume(request, "authorize", signed_in=True)
-        if isinstance(step, Response):
-            return step
+    def _switch_to_admin(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         user = self.directory.users[step.user_id]
         pending.admins_only = True
@@ -252,10 +244,7 @@ class SignInPages:
         pending.user_id = None
         return self._pick_account_page(request, pending)
 
-    async def _return_without_consent(self, request: Request) -> Response:
-        step = await self._resume(request, "authorize", signed_in=True)
-        if isinstance(step, Response):
-            return step
+    def _return_without_consent(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         tenant = self.directory.tenants[self.directory.users[step.user_id].tenant_id]
         self.platform.drop_pending(pending.ctx)
@@ -307,29 +296,13 @@ class SignInPages:
         return self._respond_to_app(request, pending, params)
 
     # --- admin consent ---------------------------------------------------------------------
-    async def _admin_consent(self, request: Request) -> Response:
-        q = request.query_params
-        lang = ui.pick_language(request)
-        trace = Trace.of(request)
-        tenant_path = request.path_params["tenant"]
-        try:
-            if tenant_path.lower() in ("common", "consumers"):
-                raise OAuthError("invalid_request", 9002313,
-                                 f"Invalid request. Admin consent cannot be requested at the '{tenant_path}' "
-                                 "endpoint; use the tenant id, a verified domain or 'organizations'.")
-            tenant, app, redirect_uri = self._trusted_client(q, tenant_path)
-        except OAuthError as err:
-            return self._error_page(request, err, trace, lang)
-        scope_text = q.get("scope") or f"{GRAPH_RESOURCE}/.default"
-        pending = PendingSignIn(
-            ctx=secrets.token_urlsafe(24), kind="adminconsent", tenant_path=tenant_path,
-            tenant_id=tenant.id if tenant else None, client_id=app.client_id, redirect_uri=redirect_uri,
-            state=q.get("state"), scopes=NO_SCOPES, scope_text=scope_text, lang=lang,
-            admins_only=True, created=self.platform.clock())
+    def _admin_consent(self, request: Request, start: _Opening) -> Response:
+        scope_text = request.query_params.get("scope") or f"{GRAPH_RESOURCE}/.default"
+        pending = start.pending(request, "adminconsent", scopes=NO_SCOPES, scope_text=scope_text, admins_only=True)
         try:
             pending.scopes = parse_scopes(scope_text)
         except OAuthError as err:
-            return self._redirect_error(request, pending, err, trace)
+            return self._redirect_error(request, pending, err, start.trace)
         self.platform.store_pending(pending)
         session_user = self.platform.session_user(request)
         if session_user is not None and session_user in self._candidates(pending) and session_user.account_enabled:
@@ -337,10 +310,7 @@ class SignInPages:
             return self._admin_consent_page(request, pending, session_user)
         return self._pick_account_page(request, pending)
 
-    async def _admin_select(self, request: Request) -> Response:
-        step = await self._resume(request, "adminconsent", signed_in=False)
-        if isinstance(step, Response):
-            return step
+    def _admin_select(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         user = self.directory.user(step.form.get("user", ""))
         if user is None or user not in self._candidates(pending):
@@ -368,10 +338,7 @@ class SignInPages:
             action_url=f"/{pending.tenant_path}/v2.0/adminconsent/consent",
         )
 
-    async def _admin_decide(self, request: Request) -> Response:
-        step = await self._resume(request, "adminconsent", signed_in=True)
-        if isinstance(step, Response):
-            return step
+    def _admin_decide(self, request: Request, step: _Step) -> Response:
         pending = step.pending
         user = self.directory.users[step.user_id]
         self.platform.drop_pending(pending.ctx)
@@ -404,15 +371,50 @@ class SignInPages:
         return response
 
     # --- screens and answers ---------------------------------------------------------------
-    async def _resume(self, request: Request, kind: str, *, signed_in: bool) -> _Step | Response:
-        """The pending sign-in a form post continues (named by its ``ctx``), or the "flow
-        expired" page. ``signed_in``: the step comes after the account was picked."""
-        trace = Trace.of(request)
-        form = await read_form(request)
-        pending = self.platform.pending(form.get("ctx"), kind)
-        if pending is None or (signed_in and pending.user_id is None):
-            return self._error_page(request, _flow_expired(), trace, ui.pick_language(request))
-        return _Step(trace, form, pending)
+    def _opening(self, handler: Callable[[Request, _Opening], Response], *,
+                 admin_consent: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint for a request that starts a sign-in: ``handler`` runs once tenant, client
+        and redirect URI check out. Until then errors are shown, never redirected: redirecting to
+        an unchecked URI would make this an open redirector."""
+        async def endpoint(request: Request) -> Response:
+            q = request.query_params
+            lang = ui.pick_language(request)
+            trace = Trace.of(request)
+            tenant_path = request.path_params["tenant"]
+            try:
+                if admin_consent and tenant_path.lower() in ("common", "consumers"):
+                    raise OAuthError("invalid_request", 9002313,
+                                     f"Invalid request. Admin consent cannot be requested at the '{tenant_path}' "
+                                     "endpoint; use the tenant id, a verified domain or 'organizations'.")
+                tenant = self.platform.resolve_tenant(tenant_path)
+                app = self.platform.app_for(q.get("client_id"), tenant_path)
+                redirect_uri = q.get("redirect_uri")
+                if not redirect_uri:
+                    raise missing_parameter("redirect_uri")
+                if redirect_uri not in app.redirect_uris:
+                    raise OAuthError("invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in "
+                                     "the request does not match the redirect URIs configured for the application "
+                                     f"'{app.client_id}'. Make sure the redirect URI sent in the request matches "
+                                     "one added to your application.")
+            except OAuthError as err:
+                return self._error_page(request, err, trace, lang)
+            return handler(request, _Opening(trace, lang, tenant_path, tenant, app, redirect_uri,
+                                             self.platform.clock()))
+        return endpoint
+
+    def _continuing(self, kind: str, handler: Callable[[Request, _Step], Response], *,
+                    signed_in: bool = True) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint for a form post that continues a pending sign-in of ``kind`` (named by
+        the form's ``ctx``): ``handler`` gets the step; an unknown or stale ``ctx`` gets the
+        "flow expired" page. ``signed_in``: the step comes after the account was picked."""
+        async def endpoint(request: Request) -> Response:
+            trace = Trace.of(request)
+            form = await read_form(request)
+            pending = self.platform.pending(form.get("ctx"), kind)
+            if pending is None or (signed_in and pending.user_id is None):
+                return self._error_page(request, _flow_expired(), trace, ui.pick_language(request))
+            return handler(request, _Step(trace, form, pending))
+        return endpoint
 
     def _candidates(self, pending: PendingSignIn) -> list[SandboxUser]:
         """Who may sign in for this request: the tenant's users (all for common/organizations),
