@@ -39,29 +39,30 @@ class BadControlRequest(Exception):
 
 def control_routes(identity: IdentityPlatform) -> list[BaseRoute]:
     control = _Control(identity)
-
-    def post(path: str, action: Action, *, status: int = 200) -> Route:
-        return Route(f"{PAGE}{path}", control.endpoint(action, status=status), methods=["POST"])
-
+    # POST endpoints: (path below PAGE, action, status on success)
+    actions: list[tuple[str, Action, int]] = [
+        ("tenants", control.add_tenant, 201),
+        ("users", control.add_user, 201),
+        ("tenants/{tenant}/user-consent", control.user_consent_policy, 200),
+        ("tenants/{tenant}/admin-consent", control.admin_consent, 200),
+        ("users/{user}/consent", control.user_consent, 200),
+        ("tenants/{tenant}/application-consent", control.application_consent, 200),
+        ("tenants/{tenant}/app-scope", control.app_scope, 200),
+        ("tenants/{tenant}/delete-app", control.delete_app, 200),
+        ("resource-mailboxes", control.add_resource_mailbox, 201),
+        ("users/{user}/enabled", control.account_enabled, 200),
+        ("users/{user}/revoke-refresh-tokens", control.revoke, 200),
+        ("access-tokens/expire", control.expire, 200),
+        ("access-tokens/lifetime", control.lifetime, 200),
+        ("access-tokens/refuse", control.refuse, 200),
+        ("sessions/sign-out", control.sign_out, 200),
+        ("sign-in-failures", control.sign_in_failure, 200),
+    ]
     return [
         Route(PAGE, control.page, methods=["GET"]),
         Route(f"{PAGE}state", control.state, methods=["GET"]),
-        post("tenants", control.add_tenant, status=201),
-        post("users", control.add_user, status=201),
-        post("tenants/{tenant}/user-consent", control.user_consent_policy),
-        post("tenants/{tenant}/admin-consent", control.admin_consent),
-        post("users/{user}/consent", control.user_consent),
-        post("tenants/{tenant}/application-consent", control.application_consent),
-        post("tenants/{tenant}/app-scope", control.app_scope),
-        post("tenants/{tenant}/delete-app", control.delete_app),
-        post("resource-mailboxes", control.add_resource_mailbox, status=201),
-        post("users/{user}/enabled", control.account_enabled),
-        post("users/{user}/revoke-refresh-tokens", control.revoke),
-        post("access-tokens/expire", control.expire),
-        post("access-tokens/lifetime", control.lifetime),
-        post("access-tokens/refuse", control.refuse),
-        post("sessions/sign-out", control.sign_out),
-        post("sign-in-failures", control.sign_in_failure),
+        *(Route(f"{PAGE}{path}", control.endpoint(action, status=status), methods=["POST"])
+          for path, action, status in actions),
     ]
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +32,8 @@ from devtools.sandbox.identity.protocol import (
 CODE_LIFETIME = 600.0          # Entra's authorization codes live about ten minutes
 PENDING_LIFETIME = 1800.0      # an unfinished sign-in is forgotten after half an hour
 SESSION_COOKIE = "sbx_identity_session"
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -117,16 +120,10 @@ class IdentityPlatform:
 
     # --- controls (Python API; the JSON control API calls these) ---------------------------
     def tenant_or_raise(self, id_or_domain: str) -> SandboxTenant:
-        tenant = self.directory.tenant(id_or_domain)
-        if tenant is None:
-            raise KeyError(f"unknown tenant {id_or_domain!r}")
-        return tenant
+        return _known(self.directory.tenant(id_or_domain), "tenant", id_or_domain)
 
     def user_or_raise(self, id_or_mail: str) -> SandboxUser:
-        user = self.directory.user(id_or_mail)
-        if user is None:
-            raise KeyError(f"unknown user {id_or_mail!r}")
-        return user
+        return _known(self.directory.user(id_or_mail), "user", id_or_mail)
 
     def set_user_consent_allowed(self, tenant: str, allowed: bool) -> None:
         self.directory.set_user_consent_allowed(self.tenant_or_raise(tenant).id, allowed)
@@ -323,3 +320,10 @@ class IdentityPlatform:
             with self._lock:
                 self._sessions.pop(sid, None)
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+
+def _known(found: _T | None, what: str, name: str) -> _T:
+    """``found``, or the KeyError every control raises for a tenant or user it does not know."""
+    if found is None:
+        raise KeyError(f"unknown {what} {name!r}")
+    return found
