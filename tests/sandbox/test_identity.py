@@ -23,14 +23,13 @@ from devtools.sandbox.browser import FormBrowser, response_params, sign_in
 from devtools.sandbox.directory import TokenError
 from devtools.sandbox.identity import APPLICATION_ROLES
 from devtools.sandbox.server import RunningSandbox
-from tests.sandbox.conftest import FreshTenant
+from tests.support.sandbox_tenants import TenantFactory
 
 CAL = "https://graph.microsoft.com/Calendars.ReadWrite"
 SHARED = "https://graph.microsoft.com/Calendars.ReadWrite.Shared"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 
 MsalFactory = Callable[..., msal.ConfidentialClientApplication]
-TenantFactory = Callable[..., FreshTenant]
 
 
 def _flow(app: msal.ConfidentialClientApplication, redirect_uri: str, **kwargs: Any) -> dict[str, Any]:
