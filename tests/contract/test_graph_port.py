@@ -11,7 +11,7 @@ import pytest
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN
 from shared.domain import DeltaPage, EventDraft, OutlookEvent
 from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, SyncStateExpired, Throttled
-from tests.contract.conftest import GraphHarness
+from tests.support.graph_harness import GraphHarness
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WINDOW_START = datetime(2031, 3, 1, tzinfo=UTC)
