@@ -17,8 +17,7 @@ from devtools.stack import Stack
 from shared.connect.links_api import sign_api_request
 from shared.domain import Customer, LinkHealth, SyncMode
 from shared.ics.feed import event_uid
-from tests.e2e.conftest import ANNA, LOG, Names, berlin, fresh_user, slots, utc
-from tests.e2e.test_timum_to_outlook import booking_events, times, wait_event
+from tests.support.e2e import ANNA, LOG, Names, berlin, booking_events, fresh_user, slots, times, utc, wait_event
 
 
 def api(stack: Stack, method: str, provider: str, path: str, body: bytes = b"") -> httpx.Response:

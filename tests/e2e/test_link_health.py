@@ -10,7 +10,7 @@ from datetime import timedelta
 from devtools.sandbox.timum.state import ReceivedStatus
 from devtools.stack import LinkedCalendar, Stack
 from shared.domain import Link, LinkHealth
-from tests.e2e.conftest import LOG, Names, berlin, fresh_user
+from tests.support.e2e import LOG, Names, berlin, fresh_user
 
 #: how long the service is watched for Graph calls after the link broke
 OBSERVATION_SECONDS = 3.0

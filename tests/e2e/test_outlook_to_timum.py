@@ -19,7 +19,7 @@ from devtools.stack import Stack
 from shared.adapters.graph_constants import BOOKING_PROPERTY_ID
 from shared.domain import ProviderSettings, TitlePrivacy, slot_external_id
 from shared.repos.links import ProviderSettingsRepository
-from tests.e2e.conftest import (
+from tests.support.e2e import (
     ANNA,
     BERLIN,
     DEADLINE,
