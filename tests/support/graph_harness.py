@@ -16,6 +16,7 @@ from typing import Any
 from devtools.sandbox.graph.testing import GraphTestEnv, StaticTokenCredential, WebhookReceiver
 from shared.adapters.graph_memory import MemoryGraph, Recurrence
 from shared.adapters.graph_sdk import GraphSdkAdapter
+from shared.domain import SubscriptionInfo
 from shared.errors import Throttled
 from shared.ports import GraphCalendarPort
 
@@ -51,6 +52,15 @@ class GraphHarness:
     break_validation: Callable[[], None]
     #: the next request is throttled with this Retry-After (seconds)
     throttle_next: Callable[[float], None]
+
+    async def subscribe(self, *, client_state: str, expires_at: datetime, calendar_id: str = "",
+                        mailbox_wide: bool = False) -> SubscriptionInfo:
+        """The port's ``create_subscription`` in the user's mailbox (their default calendar unless
+        ``calendar_id``), to the harness's notification and lifecycle endpoints."""
+        return await self.port.create_subscription(self.mailbox, calendar_id or self.calendar_id,
+                                                   notification_url=self.notification_url,
+                                                   lifecycle_url=self.lifecycle_url, client_state=client_state,
+                                                   expires_at=expires_at, mailbox_wide=mailbox_wide)
 
 
 def memory_harness() -> GraphHarness:
