@@ -57,6 +57,13 @@ def fresh_user(stack: Stack, *, name: str = "Praxis") -> SandboxUser:
     return stack.directory.add_user(tenant.id, f"Test {tag}", "admin", is_admin=True)
 
 
+def link_own_calendar(stack: Stack, names: Names, *, name: str = "Praxis") -> tuple[SandboxUser, LinkedCalendar]:
+    """A fresh administrator (``fresh_user``) whose new calendar ``names.calendar`` is linked
+    app-only to the test's resource."""
+    owner = fresh_user(stack, name=name)
+    return owner, stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+
+
 def berlin(days: int, hour: int, minute: int = 0) -> datetime:
     """A wall time in Berlin ``days`` from today, as an aware datetime."""
     day = datetime.now(BERLIN).date() + timedelta(days=days)
