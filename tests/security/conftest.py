@@ -1,5 +1,6 @@
 """One stack for the whole package, and a client that speaks to it the way an attacker (or timum)
-would (requests: ``tests/support/stack_requests.py``); the connect package's in-memory ``world``.
+would (requests: ``tests/support/stack_requests.py``); the connect package's in-memory ``world``
+and the ICS package's ``published`` calendar.
 
 The local host is started with a request-body limit far above 1 MiB, so the limit the tests see is
 the app's own, not the host's.
@@ -14,10 +15,11 @@ import pytest
 
 from devtools.stack import Stack, running_stack
 from tests.connect.conftest import world
+from tests.ics.conftest import published
 from tests.support.stack_requests import HOST_BODY_LIMIT
 
 # Registered for this package too (pytest finds fixtures by name).
-__all__ = ["world"]
+__all__ = ["published", "world"]
 
 
 @pytest.fixture(scope="package")
