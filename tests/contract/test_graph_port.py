@@ -9,26 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN
-from shared.domain import DeltaPage, EventDraft, OutlookEvent
+from shared.domain import DeltaPage, OutlookEvent
 from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, SyncStateExpired, Throttled
-from tests.support.graph_harness import GraphHarness
+from tests.support.graph_harness import T0, GraphHarness, draft
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WINDOW_START = datetime(2031, 3, 1, tzinfo=UTC)
 WINDOW_END = datetime(2031, 6, 1, tzinfo=UTC)
-T0 = datetime(2031, 4, 7, 8, 0, tzinfo=UTC)    # a Monday
-
-
-def draft(booking_id: str, start: datetime = T0, minutes: int = 45, **changes: object) -> EventDraft:
-    values: dict[str, object] = {
-        "subject": f"Physiotherapie ({booking_id})", "body_html": "<p>Über timum gebucht</p>",
-        "start": start, "end": start + timedelta(minutes=minutes), "time_zone": "Europe/Berlin",
-        "show_as": "busy", "categories": ("timum",), "booking_id": booking_id,
-    }
-    values.update(changes)
-    return EventDraft(**values)  # type: ignore[arg-type]
-
-
 class Round:
     """Everything one delta round reported, pages merged; later reports of an id win."""
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from devtools.sandbox.graph.testing import GraphTestEnv, StaticTokenCredential, WebhookReceiver
 from shared.adapters.graph_memory import MemoryGraph, Recurrence
 from shared.adapters.graph_sdk import GraphSdkAdapter
-from shared.domain import SubscriptionInfo
+from shared.domain import EventDraft, SubscriptionInfo
 from shared.errors import Throttled
 from shared.ports import GraphCalendarPort
 
@@ -149,3 +149,19 @@ def sandbox_harness(env: GraphTestEnv, receiver: WebhookReceiver) -> tuple[Graph
         break_validation=breaks_validation, throttle_next=throttles,
     )
     return harness, adapter
+
+
+# --- what the contract tests write through the port -------------------------------------------------
+
+T0 = datetime(2031, 4, 7, 8, 0, tzinfo=UTC)    # a Monday
+
+
+def draft(booking_id: str, start: datetime = T0, minutes: int = 45, **changes: object) -> EventDraft:
+    """An event as the booking writer drafts it, for booking ``booking_id``."""
+    values: dict[str, object] = {
+        "subject": f"Physiotherapie ({booking_id})", "body_html": "<p>Über timum gebucht</p>",
+        "start": start, "end": start + timedelta(minutes=minutes), "time_zone": "Europe/Berlin",
+        "show_as": "busy", "categories": ("timum",), "booking_id": booking_id,
+    }
+    values.update(changes)
+    return EventDraft(**values)  # type: ignore[arg-type]
