@@ -104,8 +104,8 @@ def _layout_faults(path: Path, source: str | None = None) -> list[str]:
     imported_fixtures: set[str] = set()
     allowed_helpers = {name for module, names in PENDING.values() if module == _dotted(path) for name in names}
     for line, module, names in _conftest_imports(path, text):
-        source = _module_path(module)
-        offered = _fixtures_defined(source) if source.exists() else set()
+        origin = _module_path(module)
+        offered = _fixtures_defined(origin) if origin.exists() else set()
         for name in names:
             if name in offered:
                 imported_fixtures.add(name)

@@ -40,4 +40,4 @@ def refuse_servers() -> None:
 
     azurite_mod.start = _refuse("Azurite")
     sandbox_server.start_in_thread = _refuse("sandbox")
-    devhost_host.DevHost.start = _refuse("local Functions host")
+    devhost_host.DevHost.start = _refuse("local Functions host")  # type: ignore[method-assign]
