@@ -29,7 +29,7 @@ from shared.errors import (
     Throttled,
     TransientError,
 )
-from tests.adapters.conftest import (
+from tests.support.graph_stub import (
     ACCESS_TOKEN,
     BASE_URL,
     GraphStub,
@@ -37,6 +37,7 @@ from tests.adapters.conftest import (
     body,
     error,
     prefer,
+    stub_adapter,
 )
 from tests.support.settings import make_settings
 
@@ -302,8 +303,7 @@ async def test_network_failures_are_transient(stub: GraphStub, failure: Exceptio
     def broken(request: httpx.Request) -> httpx.Response:
         raise failure
 
-    graph = GraphSdkAdapter(StaticCredential(), base_url=BASE_URL, verify=True,
-                            http_client=httpx.AsyncClient(transport=httpx.MockTransport(broken)))
+    graph = stub_adapter(broken)
     try:
         with pytest.raises(TransientError) as caught:
             await graph.me()
@@ -337,8 +337,7 @@ async def test_urls_in_graph_messages_are_not_repeated(adapter: GraphSdkAdapter,
 
 async def test_needs_reconnect_from_the_credential_propagates_unchanged(stub: GraphStub) -> None:
     revoked = NeedsReconnect("refresh token revoked (AADSTS700082)")
-    graph = GraphSdkAdapter(StaticCredential(error=revoked), base_url=BASE_URL, verify=True,
-                            http_client=httpx.AsyncClient(transport=httpx.MockTransport(stub)))
+    graph = stub_adapter(stub, StaticCredential(error=revoked))
     try:
         with pytest.raises(NeedsReconnect) as caught:
             await graph.delta(MAILBOX, CAL, start=START, end=END)
@@ -385,8 +384,7 @@ async def test_at_most_max_concurrency_requests_per_mailbox(credential: StaticCr
         return httpx.Response(204)
 
     def make() -> GraphSdkAdapter:
-        return GraphSdkAdapter(credential, base_url=BASE_URL, verify=True, max_concurrency=3,
-                               http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow)))
+        return stub_adapter(slow, credential, max_concurrency=3)
 
     # Two adapters in one process share the cap: it is per mailbox, not per adapter.
     graph, other = make(), make()

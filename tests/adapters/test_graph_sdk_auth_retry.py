@@ -14,7 +14,7 @@ from azure.core.credentials import AccessToken
 
 from shared.adapters.graph_sdk import GraphSdkAdapter
 from shared.errors import AuthError, NeedsReconnect
-from tests.adapters.conftest import BASE_URL, GraphStub, error
+from tests.support.graph_stub import GraphStub, error, stub_adapter
 
 MAILBOX = "anna@praxis.example"
 
@@ -44,8 +44,7 @@ class RotatingCredential:
 
 
 def _adapter(stub: GraphStub, credential: RotatingCredential) -> GraphSdkAdapter:
-    return GraphSdkAdapter(credential, base_url=BASE_URL, verify=True,
-                           http_client=httpx.AsyncClient(transport=httpx.MockTransport(stub)))
+    return stub_adapter(stub, credential)
 
 
 def _me(request: httpx.Request) -> httpx.Response:

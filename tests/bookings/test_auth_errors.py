@@ -10,15 +10,7 @@ from shared.connect.status import reason_text
 from shared.domain import LinkHealth
 from shared.errors import AuthError
 from shared.repos.links import LinkRepository
-from shared.storage import StoragePort
-from tests.bookings.test_writer import KEY, World, booking
-
-
-@pytest.fixture
-async def world(storage: StoragePort) -> World:
-    w = World(storage)
-    await w.link()
-    return w
+from tests.support.booking_world import KEY, World, booking
 
 
 async def test_persistent_401_needs_reconnect(world: World) -> None:

@@ -14,14 +14,7 @@ from shared.domain import BookingStatus
 from shared.errors import TransientError
 from shared.repos.sync_state import BookingMapRepository
 from shared.storage import StoragePort
-from tests.bookings.test_writer import KEY, START, World, booking
-
-
-@pytest.fixture
-async def world(storage: StoragePort) -> World:
-    w = World(storage)
-    await w.link()
-    return w
+from tests.support.booking_world import KEY, START, World, booking
 
 
 def _in_timum(world: World) -> None:

@@ -12,15 +12,7 @@ import pytest
 
 from shared.bookings.service import _lease_key
 from shared.repos.links import LeaseRepository
-from shared.storage import StoragePort
-from tests.bookings.test_writer import KEY, START, World, booking
-
-
-@pytest.fixture
-async def world(storage: StoragePort) -> World:
-    w = World(storage)
-    await w.link()
-    return w
+from tests.support.booking_world import KEY, START, World, booking
 
 
 def slow_creates(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

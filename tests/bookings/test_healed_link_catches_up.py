@@ -13,7 +13,7 @@ from shared.errors import AuthError
 from shared.messages import BOOKING_QUEUE
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryStorage
-from tests.bookings.test_writer import KEY, World, booking
+from tests.support.booking_world import KEY, World, booking
 
 
 async def test_a_booking_refused_while_the_calendar_was_forbidden_is_written_when_the_link_heals(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from shared.core.outlook_plan import (
     ExpectedBookingEvent,
     ReportBookingEventEdit,
@@ -18,16 +16,8 @@ from shared.domain import BookingEventEdits, DeltaPage, OutlookEvent, ProviderSe
 from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import ProviderSettingsRepository
 from shared.repos.sync_state import BookingMapRepository
-from shared.storage import StoragePort
 from shared.sync.worker import run_sync
-from tests.bookings.test_writer import KEY, START, World, booking
-
-
-@pytest.fixture
-async def world(storage: StoragePort) -> World:
-    w = World(storage)
-    await w.link()
-    return w
+from tests.support.booking_world import KEY, START, World, booking
 
 
 async def _sync(world: World, *, full: bool = False) -> None:

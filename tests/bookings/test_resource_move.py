@@ -14,7 +14,7 @@ from shared.domain import Booking, BookingStatus, Link, LinkHealth, LinkKey, Lin
 from shared.repos.links import LinkRepository
 from shared.repos.sync_state import BookingMapRepository
 from shared.storage import StoragePort
-from tests.bookings.test_writer import KEY, World, booking
+from tests.support.booking_world import KEY, World, booking
 
 OTHER = LinkKey(KEY.provider_id, "res-2")
 

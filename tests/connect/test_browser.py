@@ -6,148 +6,35 @@ pointed at the sandbox (identity platform, Graph, timum)."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from devtools import azurite as azurite_mod
-from devtools.devhost.host import HostHandle, run_in_thread
 from devtools.sandbox.seed import tenant_id_for
-from devtools.sandbox.server import RunningSandbox
-from shared import wiring
-from shared.domain import LinkKey, LinkMode, SyncMode
-from shared.repos.links import LinkRepository
-from shared.storage.azure import AzureStorage
-from tests.connect.conftest import CONNECT_SECRET, KEY_ONE, SERVICE_PORT, SERVICE_URL, WEBHOOK_SECRET
+from shared.domain import LinkMode, SyncMode
+from tests.support.browser import (
+    ANNA,
+    KLINIK_NORD,
+    SONNENSCHEIN,
+    BrowserStack,
+    accept_consent_if_asked,
+    open_chooser_for_resource,
+    pick_account,
+    wait_for_chooser,
+)
+from tests.support.connect_world import SERVICE_URL
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-SONNENSCHEIN = "prov-sonnenschein"
-KLINIK_NORD = "prov-klinik-nord"
-ANNA = "anna.weber@praxis-sonnenschein.example"
 TOBIAS = "tobias.wagner@klinik-nord.example"
 PETRA = "petra.schulz@klinik-nord.example"
 
 
-@dataclass
-class Stack:
-    sandbox: RunningSandbox
-    host: HostHandle
-    storage_connection: str
-
-    def timum_page(self, provider: str, lang: str = "de") -> str:
-        return f"{self.sandbox.http_base}/timum/providers/{provider}" + ("?lang=en" if lang == "en" else "")
-
-    def link(self, provider: str, resource: str) -> Any:
-        async def read() -> Any:
-            storage = AzureStorage(connection_string=self.storage_connection)
-            try:
-                return await LinkRepository(storage).get(LinkKey(provider, resource))
-            finally:
-                await storage.close()
-
-        # Playwright's sync API keeps an event loop running in this thread: read from another one.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, read()).result()
-
-
-@pytest.fixture(scope="module")
-def stack(sandbox: RunningSandbox) -> Iterator[Stack]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: make browser installs it")
-    store = azurite_mod.start()
-    env = {
-        "AzureWebJobsStorage": store.connection_string,
-        "SERVICE_BASE_URL": SERVICE_URL,
-        "ENTRA_CLIENT_ID": sandbox.config.client_id,
-        "ENTRA_CLIENT_SECRET": sandbox.config.client_secret,
-        "ENTRA_AUTHORITY_HOST": sandbox.https_base,
-        "GRAPH_BASE_URL": sandbox.config.graph_base_url,
-        "CA_BUNDLE": sandbox.ca_path,
-        "TOKEN_ENCRYPTION_KEYS": KEY_ONE,
-        "TIMUM_API_BASE_URL": sandbox.config.timum_api_base_url,
-        "TIMUM_API_KEY": sandbox.config.timum_api_key,
-        "TIMUM_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "TIMUM_CONNECT_SECRETS": CONNECT_SECRET,
-        "TIMUM_RETURN_URL_ALLOWLIST": f"{sandbox.http_base}/timum/",
-        "TIMUM_STATUS_WEBHOOK_URL": f"{sandbox.http_base}/timum/v1/webhooks/link-status",
-        "FUNCTION_KEY": "browser-test-function-key",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        wiring.reset()
-        from tests.connect.browser_app import app
-
-        host = run_in_thread(app, port=SERVICE_PORT, env=env)
-        try:
-            yield Stack(sandbox, host, store.connection_string)
-        finally:
-            host.stop()
-            wiring.reset()
-            store.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(stack: Stack) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page_factory(browser: Any) -> Iterator[Any]:
-    contexts: list[Any] = []
-
-    def make(*, locale: str = "de-DE", javascript: bool = True) -> Any:
-        context = browser.new_context(locale=locale, ignore_https_errors=True, java_script_enabled=javascript)
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        return context.new_page()
-
-    try:
-        yield make
-    finally:
-        for context in contexts:
-            context.close()
-
-
-def _pick_account(page: Any, mail: str) -> None:
-    page.locator("button.account", has_text=mail).click()
-
-
-def _accept_consent_if_asked(page: Any) -> None:
-    consent = page.locator("button[name=decision][value=accept]")
-    if consent.count():
-        consent.click()
-
-
-def _chooser(page: Any) -> None:
-    page.wait_for_url(re.compile(r"/api/connect/calendars$"))
-
-
-def test_link_the_resource_from_the_timum_button(stack: Stack, page_factory: Any) -> None:
+def test_link_the_resource_from_the_timum_button(stack: BrowserStack, page_factory: Any) -> None:
     page = page_factory()
-    page.goto(stack.timum_page(SONNENSCHEIN))
-    page.locator("#resource-res-anna-weber button.connect-resource").click()
-    _pick_account(page, ANNA)
-    _accept_consent_if_asked(page)
-    _chooser(page)
+    open_chooser_for_resource(page, stack, "res-anna-weber")
 
     assert page.locator("h1").inner_text() == "Outlook-Kalender auswählen"
     assert "„Dr. Anna Weber“" in page.locator("p.lead").inner_text()
@@ -179,15 +66,15 @@ def test_link_the_resource_from_the_timum_button(stack: Stack, page_factory: Any
     assert any(s.resource_id == "res-anna-weber" and s.status == "ok" for s in statuses)
 
 
-def test_create_a_resource_from_a_calendar_without_javascript(stack: Stack, page_factory: Any) -> None:
+def test_create_a_resource_from_a_calendar_without_javascript(stack: BrowserStack, page_factory: Any) -> None:
     page = page_factory(locale="en-GB", javascript=False)
     page.goto(stack.timum_page(SONNENSCHEIN, lang="en"))
     page.locator("#outlook-connect").click()
-    _pick_account(page, ANNA)
-    _accept_consent_if_asked(page)
+    pick_account(page, ANNA)
+    accept_consent_if_asked(page)
     # form_post without JavaScript: the user presses "Continue"
     page.get_by_role("button", name=re.compile("Weiter|Continue")).click()
-    _chooser(page)
+    wait_for_chooser(page)
     assert page.locator("h1").inner_text() == "Choose an Outlook calendar"
     assert page.get_by_role("button", name=re.compile("^Connect to")).count() == 0
     # the calendar linked by the test before is marked and cannot be chosen
@@ -204,7 +91,7 @@ def test_create_a_resource_from_a_calendar_without_javascript(stack: Stack, page
     assert "The Outlook calendar is connected." in page.content()
 
 
-def test_admin_consent_path_for_a_tenant_that_forbids_user_consent(stack: Stack, page_factory: Any) -> None:
+def test_admin_consent_path_for_a_tenant_that_forbids_user_consent(stack: BrowserStack, page_factory: Any) -> None:
     identity = stack.sandbox.identity
     nord = tenant_id_for("klinik-nord.example")
     identity.set_admin_consent(nord, False)
@@ -214,7 +101,7 @@ def test_admin_consent_path_for_a_tenant_that_forbids_user_consent(stack: Stack,
     page = page_factory()
     page.goto(stack.timum_page(KLINIK_NORD))
     page.locator("#outlook-connect").click()
-    _pick_account(page, TOBIAS)
+    pick_account(page, TOBIAS)
     # Microsoft: "approval required" — Tobias goes back to the app without consent
     page.get_by_role("button", name=re.compile("Ohne Zustimmung|without granting")).click()
     page.wait_for_url(re.compile(r"/api/oauth/callback"))
@@ -230,7 +117,7 @@ def test_admin_consent_path_for_a_tenant_that_forbids_user_consent(stack: Stack,
     # The administrator opens the forwarded link in her own browser.
     admin = page_factory()
     admin.goto(consent_url)
-    _pick_account(admin, PETRA)
+    pick_account(admin, PETRA)
     admin.get_by_role("button", name=re.compile("Akzeptieren|Accept")).click()
     admin.wait_for_url(re.compile(r"/api/oauth/admin-callback"))
     assert admin.locator("h1").inner_text() == "Zugriff freigegeben"
@@ -238,12 +125,12 @@ def test_admin_consent_path_for_a_tenant_that_forbids_user_consent(stack: Stack,
     # Tobias tries again and reaches the chooser without any consent screen.
     page.goto(stack.timum_page(KLINIK_NORD))
     page.locator("#outlook-connect").click()
-    _pick_account(page, TOBIAS)
-    _chooser(page)
+    pick_account(page, TOBIAS)
+    wait_for_chooser(page)
     assert page.locator("h1").inner_text() == "Outlook-Kalender auswählen"
 
 
-def test_error_pages(stack: Stack, page_factory: Any) -> None:
+def test_error_pages(stack: BrowserStack, page_factory: Any) -> None:
     page = page_factory()
     connect_urls: list[str] = []
     page.on("request", lambda r: connect_urls.append(r.url) if "/api/connect?token=" in r.url else None)

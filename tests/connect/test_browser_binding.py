@@ -1,5 +1,5 @@
 """The sign-in binding cookie and the sign-in outcome pages in a real headless Chromium, against
-the local host on Azurite and the sandbox (the fixtures of ``test_browser``).
+the local host on Azurite and the sandbox (the fixtures of ``tests/connect/conftest.py``).
 
 The service runs on http://127.0.0.1 here. Chromium treats loopback as a secure context: it
 stores the ``__Host-`` / ``Secure`` / ``SameSite=None`` binding cookie from plain http and sends
@@ -15,29 +15,26 @@ from typing import Any
 import pytest
 
 from devtools.sandbox.seed import tenant_id_for
-from tests.connect.test_browser import (  # noqa: F401 - fixtures
+from tests.support.browser import (
+    ANNA,
     SONNENSCHEIN,
-    Stack,
-    _accept_consent_if_asked,
-    _chooser,
-    _pick_account,
-    browser,
-    page_factory,
-    stack,
+    BrowserStack,
+    accept_consent_if_asked,
+    pick_account,
+    wait_for_chooser,
 )
 
 pytestmark = pytest.mark.browser
 
 LENA = "lena.hoffmann@praxis-sonnenschein.example"
-ANNA = "anna.weber@praxis-sonnenschein.example"
 
 
 def _binding_cookies(page: Any) -> list[dict[str, Any]]:
     return [c for c in page.context.cookies() if c["name"].startswith("__Host-timum-signin-")]
 
 
-def test_chromium_keeps_the_binding_cookie_on_loopback_and_the_sign_in_finishes(stack: Stack,  # noqa: F811
-                                                                               page_factory: Any) -> None:  # noqa: F811
+def test_chromium_keeps_the_binding_cookie_on_loopback_and_the_sign_in_finishes(stack: BrowserStack,
+                                                                               page_factory: Any) -> None:
     page = page_factory()
     page.goto(stack.timum_page(SONNENSCHEIN))
     page.locator("#resource-res-anna-weber button.connect-resource").click()
@@ -45,14 +42,14 @@ def test_chromium_keeps_the_binding_cookie_on_loopback_and_the_sign_in_finishes(
     [cookie] = _binding_cookies(page)
     assert (cookie["domain"], cookie["path"]) == ("127.0.0.1", "/")
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "None"
-    _pick_account(page, ANNA)
-    _accept_consent_if_asked(page)
+    pick_account(page, ANNA)
+    accept_consent_if_asked(page)
     # Microsoft's form post comes from another site (https://127.0.0.1:<port>): the cookie came along.
-    _chooser(page)
+    wait_for_chooser(page)
     assert "Ziel in timum: die Ressource „Dr. Anna Weber“" in page.content()
 
 
-def test_a_victims_browser_cannot_finish_someone_elses_sign_in(stack: Stack, page_factory: Any) -> None:  # noqa: F811
+def test_a_victims_browser_cannot_finish_someone_elses_sign_in(stack: BrowserStack, page_factory: Any) -> None:
     attacker = page_factory()
     attacker.goto(stack.timum_page(SONNENSCHEIN))
     attacker.locator("#resource-res-anna-weber button.connect-resource").click()
@@ -61,8 +58,8 @@ def test_a_victims_browser_cannot_finish_someone_elses_sign_in(stack: Stack, pag
 
     victim = page_factory()
     victim.goto(lure)
-    _pick_account(victim, LENA)
-    _accept_consent_if_asked(victim)
+    pick_account(victim, LENA)
+    accept_consent_if_asked(victim)
     victim.wait_for_url(re.compile(r"/api/oauth/callback"))
     assert victim.locator("h1").inner_text() == "Das hat nicht geklappt"
     assert "Diese Anmeldung wurde in einem anderen Browser begonnen." in victim.content()
@@ -71,14 +68,14 @@ def test_a_victims_browser_cannot_finish_someone_elses_sign_in(stack: Stack, pag
     assert not [c for c in victim.context.cookies() if "timum-connect" in c["name"]]   # no chooser session
 
 
-def test_declined_consent_has_its_own_page_and_a_fresh_sign_in(stack: Stack, page_factory: Any) -> None:  # noqa: F811
+def test_declined_consent_has_its_own_page_and_a_fresh_sign_in(stack: BrowserStack, page_factory: Any) -> None:
     identity = stack.sandbox.identity
     identity.set_admin_consent(tenant_id_for("praxis-sonnenschein.example"), False)
     identity.set_user_consent(LENA, False)
     page = page_factory()
     page.goto(stack.timum_page(SONNENSCHEIN))
     page.locator("#outlook-connect").click()
-    _pick_account(page, LENA)
+    pick_account(page, LENA)
     page.locator("button[name=decision][value=cancel]").click()
     page.wait_for_url(re.compile(r"/api/oauth/callback"))
     content = page.content()
@@ -89,7 +86,7 @@ def test_declined_consent_has_its_own_page_and_a_fresh_sign_in(stack: Stack, pag
     assert page.get_by_role("link", name="Zurück zu timum").count() == 1
     # She changes her mind: the retry is a new sign-in, bound to this browser, ending in the chooser.
     retry.click()
-    _pick_account(page, LENA)
+    pick_account(page, LENA)
     page.locator("button[name=decision][value=accept]").click()
-    _chooser(page)
+    wait_for_chooser(page)
     assert page.locator("h1").inner_text() == "Outlook-Kalender auswählen"

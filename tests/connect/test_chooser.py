@@ -23,7 +23,7 @@ from shared.http.connect_bp import handle_calendars
 from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository, SubscriptionIndex, calendar_key
-from tests.connect.conftest import JONAS, RETURN_BASE, ROOM, MemoryWorld, http_request, open_session, query_of
+from tests.support.connect_world import JONAS, RETURN_BASE, ROOM, MemoryWorld, http_request, open_session, query_of
 
 
 def _cookie(session_id: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from shared.connect.flow import session_store
 from shared.domain import LinkKey
 from shared.http.connect_bp import handle_calendars
 from shared.repos.links import LinkRepository, calendar_key
-from tests.connect.conftest import MemoryWorld, http_request, open_session, query_of
+from tests.support.connect_world import MemoryWorld, http_request, open_session, query_of
 
 
 def _cookie(session_id: str) -> dict[str, str]:

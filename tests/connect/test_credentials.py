@@ -22,7 +22,7 @@ from shared.repos.accounts import ACCOUNTS, AccountRepository, StoredCache
 from shared.repos.links import LinkRepository
 from shared.storage.base import encode_key
 from shared.storage.memory import MemoryStorage
-from tests.connect.conftest import MicrosoftSignIn, connect_token, make_key
+from tests.support.connect_world import MicrosoftSignIn, connect_token, make_key
 
 ANNA = "anna.weber@praxis-sonnenschein.example"
 

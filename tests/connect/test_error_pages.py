@@ -13,7 +13,7 @@ from shared.connect.outcomes import ErrorPage, Redirect
 from shared.context import Services
 from shared.http.connect_bp import handle_calendars, handle_oauth_callback, render_error
 from shared.i18n import MESSAGES
-from tests.connect.conftest import RETURN_BASE, MemoryWorld, connect_token, http_request, open_session
+from tests.support.connect_world import RETURN_BASE, MemoryWorld, connect_token, http_request, open_session
 
 ERROR_CODES = sorted(k.removeprefix("error.") for k in MESSAGES["de"] if k.startswith("error.")
                      and k not in ("error.title", "error.reference"))

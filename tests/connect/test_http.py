@@ -27,7 +27,7 @@ from shared.errors import (
 from shared.http import connect_bp
 from shared.http.connect_bp import handle_admin_callback, handle_connect_start, handle_oauth_callback
 from shared.http.responses import cookie_value, error_response, read_body, read_form, render
-from tests.connect.conftest import MemoryWorld, connect_token, http_request
+from tests.support.connect_world import MemoryWorld, connect_token, http_request
 
 
 def test_blueprint_routes_and_auth_levels() -> None:

@@ -14,7 +14,7 @@ from shared.connect.outcomes import ErrorPage, Redirect
 from shared.connect.store import AUTHFLOWS, NONCES
 from shared.context import Services
 from shared.storage.memory import MemoryStorage
-from tests.connect.conftest import RETURN_BASE, MemoryWorld, connect_token, make_settings
+from tests.support.connect_world import RETURN_BASE, MemoryWorld, connect_token, make_settings
 
 
 def _stored(services: Services) -> int:
@@ -93,7 +93,7 @@ async def test_the_identity_platform_being_down_does_not_use_up_the_link(world: 
 
 def test_the_provider_name_travels_signed_in_the_link() -> None:
     from shared.signing import verify_connect_link
-    from tests.connect.conftest import CONNECT_SECRET
+    from tests.support.connect_world import CONNECT_SECRET
 
     token = connect_token(provider_name="Physiopraxis Sonnenschein")
     link = verify_connect_link(token, [CONNECT_SECRET], now=time.time(), allowlist=[RETURN_BASE])

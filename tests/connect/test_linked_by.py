@@ -10,7 +10,7 @@ from shared.connect.links_api import list_links
 from shared.domain import Link, LinkKey, LinkMode
 from shared.http.connect_bp import handle_calendars
 from shared.repos.links import LinkRepository, calendar_key
-from tests.connect.conftest import JONAS, MemoryWorld, http_request, open_session
+from tests.support.connect_world import JONAS, MemoryWorld, http_request, open_session
 
 
 async def _link(world: MemoryWorld, calendar_id: str) -> int:

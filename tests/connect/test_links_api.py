@@ -20,7 +20,7 @@ from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMess
 from shared.repos.accounts import AccountRepository, StoredCache
 from shared.repos.links import LinkRepository, ProviderSettingsRepository, SubscriptionIndex
 from shared.storage.base import encode_key
-from tests.connect.conftest import SERVICE_URL, WEBHOOK_SECRET, MemoryWorld
+from tests.support.connect_world import SERVICE_URL, WEBHOOK_SECRET, MemoryWorld
 
 OPERATIONS = {("GET", "links"): "list", ("DELETE", "link"): "delete", ("POST", "resync"): "resync",
               ("GET", "settings"): "get_settings", ("PUT", "settings"): "put_settings"}

@@ -39,7 +39,7 @@ from shared.http.connect_bp import handle_calendars, session_cookie_name
 from shared.ics import api as ics_api
 from shared.repos.links import LinkRepository
 from shared.storage.azure import AzureStorage
-from tests.connect.conftest import (
+from tests.support.connect_world import (
     KEY_ONE,
     MicrosoftSignIn,
     connect_token,
@@ -48,6 +48,7 @@ from tests.connect.conftest import (
     sandbox_settings,
     settings_env,
 )
+from tests.support.storage import azure_storage, running_azurite
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_TWO = f"k2:{make_key()}"
@@ -57,20 +58,14 @@ ANNA = "anna.weber@praxis-sonnenschein.example"
 @pytest.fixture(scope="module")
 def store() -> Iterator[azurite_mod.Azurite]:
     # Its own Azurite: the command-line tool reads the app's (unprefixed) tables.
-    server = azurite_mod.start()
-    try:
+    with running_azurite() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def storage(store: azurite_mod.Azurite) -> AsyncIterator[AzureStorage]:
-    s = AzureStorage(connection_string=store.connection_string)
-    try:
+    async with azure_storage(store.connection_string, isolated=False) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def _services(sandbox: RunningSandbox, storage: AzureStorage, keys: str, store: azurite_mod.Azurite) -> Services:

@@ -15,7 +15,7 @@ from shared.connect.store import AUTHFLOWS, ConnectContext
 from shared.context import Services
 from shared.repos.accounts import ACCOUNTS, AccountRepository, TenantRepository
 from shared.storage.memory import MemoryStorage
-from tests.connect.conftest import SERVICE_URL, MicrosoftSignIn, connect_token
+from tests.support.connect_world import SERVICE_URL, MicrosoftSignIn, connect_token
 
 ANNA = "anna.weber@praxis-sonnenschein.example"
 TOBIAS = "tobias.wagner@klinik-nord.example"

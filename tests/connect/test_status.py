@@ -8,7 +8,7 @@ from shared.connect.status import LINK_STATUS, set_health
 from shared.domain import Link, LinkHealth, LinkKey, LinkMode, ProviderSettings
 from shared.errors import TransientError
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
-from tests.connect.conftest import MemoryWorld
+from tests.support.connect_world import MemoryWorld
 
 
 async def _link(world: MemoryWorld, resource: str = "res-1") -> Link:

@@ -8,8 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from shared.errors import BadRequest, RemoteGone, Throttled
-from tests.contract.conftest import GraphHarness
-from tests.contract.test_graph_port import T0, draft
+from tests.support.graph_harness import T0, GraphHarness, draft
 
 HOUR = timedelta(hours=1)
 

@@ -9,26 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shared.adapters.graph_constants import SUBSCRIPTION_FORBIDDEN
-from shared.domain import DeltaPage, EventDraft, OutlookEvent
+from shared.domain import DeltaPage, OutlookEvent
 from shared.errors import AuthError, BadRequest, NotFound, RemoteGone, SyncStateExpired, Throttled
-from tests.contract.conftest import GraphHarness
+from tests.support.graph_harness import T0, GraphHarness, draft
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WINDOW_START = datetime(2031, 3, 1, tzinfo=UTC)
 WINDOW_END = datetime(2031, 6, 1, tzinfo=UTC)
-T0 = datetime(2031, 4, 7, 8, 0, tzinfo=UTC)    # a Monday
-
-
-def draft(booking_id: str, start: datetime = T0, minutes: int = 45, **changes: object) -> EventDraft:
-    values: dict[str, object] = {
-        "subject": f"Physiotherapie ({booking_id})", "body_html": "<p>Über timum gebucht</p>",
-        "start": start, "end": start + timedelta(minutes=minutes), "time_zone": "Europe/Berlin",
-        "show_as": "busy", "categories": ("timum",), "booking_id": booking_id,
-    }
-    values.update(changes)
-    return EventDraft(**values)  # type: ignore[arg-type]
-
-
 class Round:
     """Everything one delta round reported, pages merged; later reports of an id win."""
 
@@ -243,10 +230,7 @@ async def test_a_naive_window_is_refused(graph: GraphHarness) -> None:
 
 async def test_subscription_create_renew_reauthorize_delete(graph: GraphHarness) -> None:
     wanted = (datetime.now(UTC) + timedelta(hours=24)).replace(microsecond=0)
-    info = await graph.port.create_subscription(graph.mailbox, graph.calendar_id,
-                                                notification_url=graph.notification_url,
-                                                lifecycle_url=graph.lifecycle_url, client_state="state-1",
-                                                expires_at=wanted)
+    info = await graph.subscribe(client_state="state-1", expires_at=wanted)
     assert info.id
     assert abs(info.expires_at - wanted) < timedelta(minutes=1)
     assert info.resource == f"/users/{graph.mailbox}/calendars/{graph.calendar_id}/events"
@@ -266,28 +250,20 @@ async def test_subscription_create_renew_reauthorize_delete(graph: GraphHarness)
 
 async def test_delegated_subscription_on_a_shared_calendar_is_refused(graph: GraphHarness) -> None:
     with pytest.raises(AuthError) as refused:
-        await graph.port.create_subscription(graph.mailbox, graph.shared_calendar_id,
-                                             notification_url=graph.notification_url,
-                                             lifecycle_url=graph.lifecycle_url, client_state="state-2",
-                                             expires_at=datetime.now(UTC) + timedelta(hours=2))
+        await graph.subscribe(calendar_id=graph.shared_calendar_id, client_state="state-2",
+                              expires_at=datetime.now(UTC) + timedelta(hours=2))
     assert refused.value.code == SUBSCRIPTION_FORBIDDEN
 
 
 async def test_a_subscription_beyond_graphs_lifetime_is_a_bad_request(graph: GraphHarness) -> None:
     with pytest.raises(BadRequest):
-        await graph.port.create_subscription(graph.mailbox, graph.calendar_id,
-                                             notification_url=graph.notification_url,
-                                             lifecycle_url=graph.lifecycle_url, client_state="state-3",
-                                             expires_at=datetime.now(UTC) + timedelta(days=30))
+        await graph.subscribe(client_state="state-3", expires_at=datetime.now(UTC) + timedelta(days=30))
 
 
 async def test_a_failed_endpoint_validation_is_a_bad_request(graph: GraphHarness) -> None:
     graph.break_validation()
     with pytest.raises(BadRequest):
-        await graph.port.create_subscription(graph.mailbox, graph.calendar_id,
-                                             notification_url=graph.notification_url,
-                                             lifecycle_url=graph.lifecycle_url, client_state="state-4",
-                                             expires_at=datetime.now(UTC) + timedelta(hours=2))
+        await graph.subscribe(client_state="state-4", expires_at=datetime.now(UTC) + timedelta(hours=2))
 
 
 # --- throttling -----------------------------------------------------------------------------------
@@ -311,9 +287,7 @@ async def test_user_object_id_of_an_address_and_of_an_unknown_user(graph: GraphH
 
 
 async def test_a_mailbox_wide_subscription_uses_the_documented_resource(graph: GraphHarness) -> None:
-    info = await graph.port.create_subscription(graph.mailbox, graph.calendar_id, mailbox_wide=True,
-                                                notification_url=graph.notification_url,
-                                                lifecycle_url=graph.lifecycle_url, client_state="state-9",
-                                                expires_at=datetime.now(UTC) + timedelta(hours=2))
+    info = await graph.subscribe(client_state="state-9", expires_at=datetime.now(UTC) + timedelta(hours=2),
+                                 mailbox_wide=True)
     assert info.id and info.resource == f"/users/{graph.mailbox}/events"
     await graph.port.delete_subscription(info.id)

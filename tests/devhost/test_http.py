@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from devtools.devhost import HostHandle, run_in_thread, serving
-from tests.devhost.conftest import FAST_HOST_JSON, FUNCTION_KEY, MASTER_KEY
 from tests.devhost.sample_app import Recorder, build_app, http_blueprint
+from tests.support.devhost import FAST_HOST_JSON, FUNCTION_KEY, MASTER_KEY
 
 # Every test here serves an app through the local host.
 pytestmark = pytest.mark.stack

@@ -11,8 +11,8 @@ import pytest
 
 from devtools.devhost import ConfigError, DevHost, DevHostError, run_in_thread, serving
 from devtools.devhost.metadata import HttpTriggerSpec, describe_app, index_functions
-from tests.devhost.conftest import FAST_HOST_JSON, MASTER_KEY
 from tests.devhost.sample_app import Recorder, build_app, http_blueprint, queue_blueprint
+from tests.support.devhost import FAST_HOST_JSON, MASTER_KEY
 
 
 @pytest.mark.stack

@@ -14,8 +14,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devtools.devhost import Invocation, run_in_thread, serving
-from tests.devhost.conftest import host_json
 from tests.devhost.sample_app import Recorder, build_app, queue_blueprint
+from tests.support.devhost import host_json
 
 Queues = Callable[[str], QueueClient]
 

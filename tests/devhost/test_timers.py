@@ -12,8 +12,8 @@ import pytest
 from devtools.devhost import ConfigError, serving
 from devtools.devhost.metadata import RetrySpec
 from devtools.devhost.timers import CronSchedule, IntervalSchedule, parse_schedule, retry_delay, time_zone
-from tests.devhost.conftest import FAST_HOST_JSON
 from tests.devhost.sample_app import Recorder, build_app, http_blueprint, retry_blueprint, timer_blueprint
+from tests.support.devhost import FAST_HOST_JSON
 
 T0 = datetime(2025, 3, 14, 9, 29, 58, 500000, tzinfo=UTC)
 

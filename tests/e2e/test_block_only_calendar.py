@@ -7,8 +7,7 @@ from __future__ import annotations
 from devtools.stack import Stack
 from shared.domain import Link, LinkKey, LinkMode, SyncMode, block_key
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
-from tests.e2e.conftest import ANNA, Names, berlin, utc
-from tests.e2e.test_conflict_check import _live
+from tests.support.e2e import ANNA, Names, berlin, live_conflicts, utc
 
 
 def _link_block_only(stack: Stack, names: Names, calendar_name: str) -> Link:
@@ -56,7 +55,7 @@ def test_a_block_only_calendar_blocks_the_resource(stack: Stack, names: Names) -
                    and lk.last_sync_at > main.link.last_sync_at or None, what="the full resync")
     assert both() is not None
 
-    answer = _live(stack, names, berlin(23, 15), berlin(23, 15, 30))
+    answer = live_conflicts(stack, names, berlin(23, 15), berlin(23, 15, 30))
     assert answer["free"] is False
     assert {c["calendarRole"]: c["conflicts"] for c in answer["calendars"]} == {"bookings": 0, "block_only": 1}
     assert answer["conflicts"][0]["start"] == utc(berlin(23, 14)).strftime("%Y-%m-%dT%H:%M:%SZ")

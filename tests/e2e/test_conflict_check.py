@@ -4,35 +4,12 @@ Outlook already has, with a clear message."""
 
 from __future__ import annotations
 
-import json
 import time
-from datetime import datetime
-from typing import Any
 
 import httpx
 
 from devtools.stack import Stack
-from shared.connect.links_api import sign_api_request
-from tests.e2e.conftest import ANNA, LOG, Names, berlin, utc
-
-
-def _check(stack: Stack, names: Names, start: datetime, end: datetime) -> dict[str, Any]:
-    path = f"/api/providers/{names.provider}/resources/{names.resource}/conflicts"
-    body = json.dumps({"start": start.isoformat(), "end": end.isoformat()}).encode()
-    headers = sign_api_request("POST", path, names.provider, body, list(stack.settings.timum_webhook_secrets),
-                               timestamp=int(time.time()))
-    headers.update({"Content-Type": "application/json", "x-functions-key": stack.env["FUNCTION_KEY"]})
-    with stack.http() as client:
-        response = client.post(stack.base_url + path, content=body, headers=headers)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def _live(stack: Stack, names: Names, start: datetime, end: datetime) -> dict[str, Any]:
-    """The first check in a fresh app process may fall back while the Graph SDK warms up."""
-    return stack.wait_for(lambda: (a := _check(stack, names, start, end))["checkedLive"] and a or None,
-                          what="a live conflict answer")
+from tests.support.e2e import ANNA, LOG, Names, berlin, check_conflicts, live_conflicts, utc
 
 
 def test_conflict_check_live_and_under_an_outage(stack: Stack, names: Names) -> None:
@@ -43,19 +20,19 @@ def test_conflict_check_live_and_under_an_outage(stack: Stack, names: Names) -> 
                              show_as="workingElsewhere")
 
     # Live, at once: the event need not have reached timum through the sync yet.
-    busy = _live(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
+    busy = live_conflicts(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
     assert busy["free"] is False and busy["fallbackReason"] is None
     assert [(c["start"], c["showAs"]) for c in busy["conflicts"]] == [
         (utc(berlin(20, 9)).strftime("%Y-%m-%dT%H:%M:%SZ"), "busy")]
     assert "title" not in busy["conflicts"][0], "title privacy 'none' by default"
-    free = _check(stack, names, berlin(20, 11), berlin(20, 12))
+    free = check_conflicts(stack, names, berlin(20, 11), berlin(20, 12))
     assert free["free"] is True and free["checkedLive"] is True
 
     # Graph fails: still an answer, from the synced state, with its freshness.
     stack.wait_for(lambda: stack.timum.list_slots(names.provider, names.resource, "outlook") or None,
                    what="the event synced to timum")
     stack.graph.add_fault("503", path="calendarView", retry_after=30)
-    fallback = _check(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
+    fallback = check_conflicts(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
     assert (fallback["checkedLive"], fallback["fallbackReason"], fallback["free"]) == (False, "graph_failed", False)
     assert fallback["syncedThrough"] is not None and fallback["ageSeconds"] >= 0
     stack.graph.clear_faults()
@@ -63,7 +40,7 @@ def test_conflict_check_live_and_under_an_outage(stack: Stack, names: Names) -> 
     # Graph hangs: the budget cuts the read off.
     stack.graph.add_fault("slow", path="calendarView", delay=5.0)
     began = time.monotonic()
-    slow = _check(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
+    slow = check_conflicts(stack, names, berlin(20, 9, 30), berlin(20, 10, 30))
     LOG.info("conflict check under a hanging Graph answered in %.2f s", time.monotonic() - began)
     assert (slow["checkedLive"], slow["fallbackReason"], slow["free"]) == (False, "timeout", False)
 
@@ -71,7 +48,7 @@ def test_conflict_check_live_and_under_an_outage(stack: Stack, names: Names) -> 
 def test_sandbox_timum_refuses_a_booking_outlook_already_has(stack: Stack, names: Names) -> None:
     linked = stack.link_app_only(ANNA, names.calendar, names.provider, names.resource)
     stack.graph.create_event(linked.user.id, "Privat", berlin(21, 14), berlin(21, 15), calendar_id=linked.calendar_id)
-    _live(stack, names, berlin(21, 14), berlin(21, 15))   # the app's Graph client is warm
+    live_conflicts(stack, names, berlin(21, 14), berlin(21, 15))   # the app's Graph client is warm
 
     def book(hour: int) -> httpx.Response:
         form = {"resourceId": names.resource, "date": berlin(21, hour).date().isoformat(), "time": f"{hour:02d}:15",

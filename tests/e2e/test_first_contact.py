@@ -17,8 +17,19 @@ from devtools.stack import Stack
 from shared.connect.links_api import sign_api_request
 from shared.domain import Customer, LinkHealth, SyncMode
 from shared.ics.feed import event_uid
-from tests.e2e.conftest import ANNA, LOG, Names, berlin, fresh_user, slots, utc
-from tests.e2e.test_timum_to_outlook import booking_events, times, wait_event
+from tests.support.e2e import (
+    ANNA,
+    LOG,
+    Names,
+    berlin,
+    booking_events,
+    fresh_user,
+    link_own_calendar,
+    slots,
+    times,
+    utc,
+    wait_event,
+)
 
 
 def api(stack: Stack, method: str, provider: str, path: str, body: bytes = b"") -> httpx.Response:
@@ -79,8 +90,7 @@ def test_new_ics_feed_lists_existing_bookings(stack: Stack, names: Names) -> Non
 
 
 def test_unlink_tells_timum(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Trennen")
-    stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    link_own_calendar(stack, names, name="Trennen")
     answer = api(stack, "DELETE", names.provider, f"links/{names.resource}")
     assert answer.status_code == 204, answer.text
     stack.wait_timum(lambda s: bool(statuses(stack, names, "unlinked")), what="unlinked webhook")
@@ -116,8 +126,7 @@ def test_revoked_access_token_is_renewed_not_reconnected(stack: Stack, names: Na
 
 
 def test_revoked_app_only_token_is_renewed(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="AppToken")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="AppToken")
     before = len(statuses(stack, names))
     assert stack.sandbox.identity.refuse_access_tokens(tenant=owner.tenant_id) >= 1
     booking = stack.timum.make_booking(names.provider, names.resource, berlin(17, 9))

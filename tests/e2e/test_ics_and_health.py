@@ -11,7 +11,7 @@ from devtools.stack import Stack
 from shared.domain import Customer
 from shared.ics.feed import event_uid
 from shared.ics.tokens import FeedTokens
-from tests.e2e.conftest import LOG, Names, berlin
+from tests.support.e2e import LOG, Names, berlin
 
 
 def test_ics_feed_serves_bookings_with_etag_and_head(stack: Stack, names: Names) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from devtools.sandbox.timum.state import ReceivedStatus
 from devtools.stack import LinkedCalendar, Stack
 from shared.domain import Link, LinkHealth
-from tests.e2e.conftest import LOG, Names, berlin, fresh_user
+from tests.support.e2e import LOG, Names, berlin, fresh_user, link_own_calendar
 
 #: how long the service is watched for Graph calls after the link broke
 OBSERVATION_SECONDS = 3.0
@@ -79,8 +79,7 @@ def test_revoked_refresh_token_needs_reconnect_once(stack: Stack, names: Names) 
 
 
 def test_withdrawn_admin_consent_needs_reconnect_once(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Zustimmung")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="Zustimmung")
     assert linked.link.health is LinkHealth.OK
     stack.sandbox.identity.set_admin_consent(owner.tenant_id, False)
     _assert_needs_reconnect_without_hot_loop(stack, names, linked)

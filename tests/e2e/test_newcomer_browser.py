@@ -26,12 +26,10 @@ from devtools.sandbox.timum.seed import ANNA_WEBER, SONNENSCHEIN
 from devtools.stack import Stack
 from shared.domain import ProviderSettings, TitlePrivacy
 from shared.repos.links import ProviderSettingsRepository
+from tests.support.browser import chromium, page_factory
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 ANNA_MAIL = "anna.weber@praxis-sonnenschein.example"
 BERLIN = ZoneInfo("Europe/Berlin")
 #: generous for a loaded 2-core machine; a deadline, never a speed claim
@@ -40,27 +38,14 @@ DEADLINE = 60.0
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: make browser installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as running:
+        yield running
 
 
 @pytest.fixture
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    context = browser.new_context(locale="de-DE", ignore_https_errors=True,
-                                  permissions=["clipboard-read", "clipboard-write"])
-    context.set_default_timeout(30_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with page_factory(browser, timeout_ms=30_000, permissions=["clipboard-read", "clipboard-write"]) as make:
+        yield make()
 
 
 class Shots:

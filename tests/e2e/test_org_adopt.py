@@ -8,7 +8,7 @@ from __future__ import annotations
 from devtools.stack import Stack
 from shared.domain import LinkMode, SyncMode
 from shared.org.service import app_only_grant, connect_tenant
-from tests.e2e.conftest import Names, berlin, fresh_user, wait_slots
+from tests.support.e2e import Names, berlin, fresh_user, wait_slots
 
 
 def test_a_delegated_link_moves_to_app_only_push_and_keeps_its_slots(stack: Stack, names: Names) -> None:

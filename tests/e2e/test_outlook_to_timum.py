@@ -19,7 +19,7 @@ from devtools.stack import Stack
 from shared.adapters.graph_constants import BOOKING_PROPERTY_ID
 from shared.domain import ProviderSettings, TitlePrivacy, slot_external_id
 from shared.repos.links import ProviderSettingsRepository
-from tests.e2e.conftest import (
+from tests.support.e2e import (
     ANNA,
     BERLIN,
     DEADLINE,
@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     berlin_day,
     by_id,
     fresh_user,
+    link_own_calendar,
     slots,
     utc,
     wait_slots,
@@ -258,8 +259,7 @@ def test_throttling_storm_and_mailbox_concurrency(stack: Stack, names: Names) ->
 
 
 def test_lost_delta_state_full_resync_converges(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Delta")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="Delta")
     keep = stack.graph.create_event(owner.id, "Bleibt", berlin(9, 8), berlin(9, 9), calendar_id=linked.calendar_id)
     drop = stack.graph.create_event(owner.id, "Geht", berlin(9, 10), berlin(9, 11), calendar_id=linked.calendar_id)
     wait_slots(stack, names, lambda s: len(s) == 2, what="before 410")
@@ -276,8 +276,7 @@ def test_lost_delta_state_full_resync_converges(stack: Stack, names: Names) -> N
 
 
 def test_lifecycle_reauthorization_required(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Reauth")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="Reauth")
     sub_id = linked.link.subscription_id
     seq = stack.request_seq()
     stack.graph.trigger_lifecycle(sub_id, "reauthorizationRequired")
@@ -297,8 +296,7 @@ def test_lifecycle_reauthorization_required(stack: Stack, names: Names) -> None:
 
 
 def test_lifecycle_subscription_removed(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Removed")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="Removed")
     old = linked.link.subscription_id
     began = time.monotonic()
     stack.graph.trigger_lifecycle(old, "subscriptionRemoved")
@@ -320,8 +318,7 @@ def test_lifecycle_subscription_removed(stack: Stack, names: Names) -> None:
 
 
 def test_lifecycle_missed_triggers_catch_up(stack: Stack, names: Names) -> None:
-    owner = fresh_user(stack, name="Missed")
-    linked = stack.link_app_only(owner.mail, names.calendar, names.provider, names.resource)
+    owner, linked = link_own_calendar(stack, names, name="Missed")
     sub = stack.graph.subscriptions[linked.link.subscription_id]
     url = sub.notification_url
     stack.graph.behaviour.max_delivery_attempts = 1

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.stack import Stack
-from tests.e2e.conftest import ANNA, Names, berlin, wait_slots
+from tests.support.e2e import ANNA, Names, berlin, wait_slots
 
 
 class _Collect(logging.Handler):

@@ -11,7 +11,7 @@ from typing import Any
 
 from devtools.stack import Stack
 from shared.connect.links_api import sign_api_request
-from tests.e2e.conftest import ANNA, Names, berlin
+from tests.support.e2e import ANNA, Names, berlin
 
 
 def _notices(stack: Stack, names: Names, kind: str) -> list[dict[str, Any]]:

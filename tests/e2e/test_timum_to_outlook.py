@@ -7,44 +7,16 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 
-from devtools.sandbox.graph.model import Event
 from devtools.sandbox.timum.state import TimumState
-from devtools.stack import LinkedCalendar, Stack
-from shared.adapters.graph_constants import BOOKING_PROPERTY_ID
+from devtools.stack import Stack
 from shared.domain import Customer, slot_external_id
 from shared.messages import BOOKING_QUEUE
 from shared.signing import SIGNATURE_HEADER, sign_webhook
-from tests.e2e.conftest import ANNA, LOG, Names, berlin, by_id, utc, wait_slots
-
-
-def booking_events(stack: Stack, calendar_id: str, booking_id: str) -> list[Event]:
-    """Events of the calendar tagged with the booking's id (our extended property)."""
-    wanted = BOOKING_PROPERTY_ID.lower()
-    return [e for e in stack.graph.calendar_events(calendar_id)
-            if e.ext_props.get(wanted, ("", ""))[1] == booking_id]
-
-
-def times(stack: Stack, event: Event) -> tuple[datetime, datetime]:
-    instance = stack.graph.instance(event, None)
-    return instance.start_utc, instance.end_utc
-
-
-def wait_event(stack: Stack, linked: LinkedCalendar, booking_id: str,
-               predicate: Callable[[Event], bool] | None = None, *, what: str, began: float) -> Event:
-    def ready() -> Event | None:
-        found = booking_events(stack, linked.calendar_id, booking_id)
-        if len(found) == 1 and (predicate is None or predicate(found[0])):
-            return found[0]
-        return None
-
-    event = stack.wait_for(ready, what=what)
-    LOG.info("lag %s: %.2f s", what, time.monotonic() - began)
-    return event
+from tests.support.e2e import ANNA, LOG, Names, berlin, booking_events, by_id, times, utc, wait_event, wait_slots
 
 
 def test_booking_create_reschedule_cancel(stack: Stack, names: Names) -> None:

@@ -30,8 +30,8 @@ from shared.services.notifications import (
 )
 from shared.storage.memory import MemoryQueue, MemoryStorage
 from shared.sync.worker import run_sync
-from tests.adapters.conftest import GraphStub, StaticCredential
-from tests.services.conftest import NOW, CrashingTimum, make_settings
+from tests.support.graph_stub import GraphStub, stub_adapter
+from tests.support.outlook_world import NOW, CrashingTimum, make_settings
 
 CORPUS = Path(__file__).parent / "corpus"
 BASE = "https://graph.microsoft.com/v1.0"
@@ -72,8 +72,7 @@ def stub() -> GraphStub:
 
 @pytest.fixture
 async def adapter(stub: GraphStub) -> AsyncIterator[GraphSdkAdapter]:
-    graph = GraphSdkAdapter(StaticCredential(), base_url=BASE, verify=True,
-                            http_client=httpx.AsyncClient(transport=httpx.MockTransport(stub)))
+    graph = stub_adapter(stub, base_url=BASE)
     try:
         yield graph
     finally:
@@ -234,8 +233,7 @@ class _CorpusGraphs:
         self.stub = stub
 
     async def for_link(self, link: Link) -> GraphSdkAdapter:
-        return GraphSdkAdapter(StaticCredential(), base_url=BASE, verify=True,
-                               http_client=httpx.AsyncClient(transport=httpx.MockTransport(self.stub)))
+        return stub_adapter(self.stub, base_url=BASE)
 
 
 async def test_the_engine_over_documented_rounds_syncs_what_it_can_read_and_reports_the_rest() -> None:

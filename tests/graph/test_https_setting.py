@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigError
-from tests.services.conftest import make_settings
+from tests.support.outlook_world import make_settings
 
 
 @pytest.mark.parametrize("graph", ["https://graph.microsoft.com/v1.0", "https://graph.microsoft.us/v1.0"])

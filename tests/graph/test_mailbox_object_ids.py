@@ -16,7 +16,7 @@ from shared.repos.links import LinkRepository
 from shared.services.subscriptions import ensure_subscription
 from shared.storage.memory import MemoryStorage
 from shared.sync.worker import run_sync
-from tests.services.conftest import NOW, Clock, CrashingTimum, make_settings
+from tests.support.outlook_world import NOW, Clock, CrashingTimum, make_settings
 
 OBJECT_ID = "6f1c2b3a-9d4e-4f5a-8b7c-0d1e2f3a4b5c"
 ADDRESS = "raum1@praxis.example"

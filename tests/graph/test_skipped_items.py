@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from shared.connect.links_api import link_json
 from shared.domain import LinkHealth, slot_external_id
 from shared.storage.memory import MemoryStorage
-from tests.services.conftest import KEY, World, make_world
+from tests.support.outlook_world import KEY, World, make_world
 
 H = timedelta(hours=1)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

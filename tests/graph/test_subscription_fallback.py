@@ -13,7 +13,7 @@ from shared.messages import AdminAction, AdminMessage
 from shared.repos.links import SubscriptionIndex
 from shared.services.subscriptions import ensure_subscription, handle_admin_message
 from shared.storage.memory import MemoryStorage
-from tests.services.conftest import KEY, MAILBOX, make_world
+from tests.support.outlook_world import KEY, MAILBOX, make_world
 
 H = timedelta(hours=1)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

@@ -6,16 +6,14 @@ from __future__ import annotations
 from shared.ics import api
 from shared.repos.links import LinkRepository
 from shared.storage import StoragePort
-from tests.ics.test_import_run import KEY, Published, _run, published, services
-
-__all__ = ["published"]  # the fixture, imported for pytest
+from tests.support.ics_world import KEY, Published, run_import, services
 
 
 async def test_the_link_takes_the_calendars_own_name(storage: StoragePort, published: str) -> None:
     svc = services(storage)
     link = await api.set_ics_import(svc, "p", "r", {"url": published})
     assert link.calendar_name == "127.0.0.1"          # until the calendar was read, its host
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     stored = await LinkRepository(storage).require(KEY)
     assert stored.calendar_name == "Kalender" and stored.ics_host == "127.0.0.1"
 
@@ -24,7 +22,7 @@ async def test_control_characters_are_dropped(storage: StoragePort, published: s
     svc = services(storage)
     Published.body = Published.body.replace(b"X-WR-CALNAME:Kalender", b"X-WR-CALNAME:Praxis \x07\t Weber ")
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    await _run(svc)
+    await run_import(svc)
     assert (await LinkRepository(storage).require(KEY)).calendar_name == "Praxis Weber"
 
 
@@ -32,5 +30,5 @@ async def test_without_a_name_the_host_stays(storage: StoragePort, published: st
     svc = services(storage)
     Published.body = Published.body.replace(b"X-WR-CALNAME:Kalender\r\n", b"")
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     assert (await LinkRepository(storage).require(KEY)).calendar_name == "127.0.0.1"

@@ -17,7 +17,7 @@ from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryStorage
 from shared.sync.worker import run_sync
-from tests.ics.test_import_parse_fetch import DATA
+from tests.support.ics_world import DATA
 from tests.support.twins import twin_services
 
 KEY = LinkKey("p", "r")

@@ -6,7 +6,6 @@ import http.server
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,8 +13,8 @@ import pytest
 from shared.errors import BadRequest, NotFound
 from shared.ics.fetch import UnsafeAddress, address_allowed, check_url, fetch_ics
 from shared.ics.importer import parse_published
+from tests.support.ics_world import DATA
 
-DATA = Path(__file__).parent / "data" / "outlook_published.ics"
 BERLIN = ZoneInfo("Europe/Berlin")
 WINDOW = (datetime(2026, 11, 30, tzinfo=UTC), datetime(2027, 1, 31, tzinfo=UTC))
 

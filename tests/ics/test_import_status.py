@@ -14,9 +14,7 @@ from shared.domain import BlockedSlot, LinkHealth, slot_external_id
 from shared.ics import api, source
 from shared.repos.links import LinkRepository
 from shared.storage import StoragePort
-from tests.ics.test_import_run import KEY, NOW, Published, _run, published, services
-
-__all__ = ["published"]  # the fixture, used by name
+from tests.support.ics_world import KEY, NOW, Published, run_import, services
 
 BROKEN = b"""BEGIN:VEVENT\r
 UID:BROKEN-DOUBLE\r
@@ -42,7 +40,7 @@ async def test_skipped_events_are_counted_and_named_on_the_link(storage: Storage
     svc = services(storage)
     Published.body = _with(BROKEN)
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     link = await LinkRepository(storage).require(KEY)
     assert link.health is LinkHealth.OK
     assert link.ics_skipped == link.skipped_items == 2
@@ -59,7 +57,7 @@ async def test_slots_carry_source_ics_and_old_outlook_slots_are_reconciled(stora
                          title="", source="outlook")
     await timum.put_blocked_slot("p", "r", legacy)
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     slots = await timum.list_blocked_slots("p", "r")
     assert len(slots) == 5 and {s.source for s in slots} == {"ics"}
 
@@ -81,10 +79,10 @@ async def test_over_a_cap_the_link_says_why_and_nothing_is_written(storage: Stor
     timum = svc.timum
     assert isinstance(timum, MemoryTimum)
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     before, writes = sorted((s.external_id, s.start) for s in await timum.list_blocked_slots("p", "r")), timum.writes()
     Published.body = _with(extra)
-    assert await _run(svc) == "error"
+    assert await run_import(svc) == "error"
     link = await LinkRepository(storage).require(KEY)
     assert link.health is LinkHealth.ERROR and link.last_error.startswith(code)
     # Nothing partial: the slots of the last good import stay, and no write was made.
@@ -102,7 +100,7 @@ async def test_a_parser_failure_is_a_link_error_not_a_poison_message(storage: St
     svc = services(storage)
     monkeypatch.setattr(source, "parse_published", explode)
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "error"        # returned, not raised: the queue message completes
+    assert await run_import(svc) == "error"        # returned, not raised: the queue message completes
     link = await LinkRepository(storage).require(KEY)
     assert link.health is LinkHealth.ERROR and link.last_error.startswith("ics_unreadable")
 
@@ -112,7 +110,7 @@ async def test_gzip_sent_although_identity_was_asked_and_a_byte_order_mark(stora
     svc = services(storage)
     Published.body, Published.encoding = gzip.compress(b"\xef\xbb\xbf" + Published.body), "gzip"
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     assert len(await svc.timum.list_blocked_slots("p", "r")) == 5
 
 
@@ -123,7 +121,7 @@ async def test_unlinking_an_ics_link_removes_its_ics_slots(storage: StoragePort,
     timum = svc.timum
     assert isinstance(timum, MemoryTimum)
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     # A slot of this link that lost its status row (a crash between the PUT and the row).
     orphan = BlockedSlot(slot_external_id(KEY, "ORPHAN"), NOW + timedelta(days=3), NOW + timedelta(days=3, hours=1),
                          title="", source="ics")

@@ -23,8 +23,7 @@ from shared.org.service import Choice, link_choices
 from shared.org.store import CREATING, FAILED, LINKED, JobRow, MappingJobs, OrgRepository
 from shared.repos.links import LinkRepository, calendar_key
 from shared.services.subscriptions import handle_admin_message
-from tests.connect.conftest import JONAS, RETURN_BASE, MemoryWorld, open_session
-from tests.connect.conftest import world as world  # a fixture, used by name
+from tests.support.connect_world import JONAS, RETURN_BASE, MemoryWorld, open_session
 
 CONTEXT = ConnectContext(provider_id="prov-1", resource_id=None, locale="de",
                          return_url=RETURN_BASE + "providers/prov-1", scope="org")

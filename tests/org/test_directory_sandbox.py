@@ -15,7 +15,7 @@ from devtools.sandbox.server import RunningSandbox
 from shared.context import Services
 from shared.errors import BadRequest
 from shared.org.directory import GraphOrgDirectory, MemoryOrgDirectory, OrgDirectoryPort
-from tests.org.conftest import OrgTenant
+from tests.support.org_world import OrgTenant
 
 
 def _token(sandbox: RunningSandbox, tenant_id: str) -> str:

@@ -14,8 +14,7 @@ from shared.http.org_bp import handle_organisation
 from shared.org.directory import MemoryOrgDirectory
 from shared.org.store import OrgRepository
 from shared.repos.links import LinkRepository
-from tests.connect.conftest import RETURN_BASE, MemoryWorld, http_request
-from tests.connect.conftest import world as world  # a fixture, used by name
+from tests.support.connect_world import RETURN_BASE, MemoryWorld, http_request
 
 CONTEXT = ConnectContext(provider_id="prov-1", resource_id=None, locale="en",
                          return_url=RETURN_BASE + "providers/prov-1", scope="org")

@@ -3,7 +3,8 @@ verbinden" → administrator's sign-in → Microsoft's admin consent → the map
 out-of-scope row, one "Übernehmen") → app-only push links stored in Azurite → back in timum.
 
 Runs on the stack of the connect browser tests (local Functions host, dedicated Azurite, real
-adapters against the sandbox)."""
+adapters against the sandbox; the fixtures of ``tests/connect/conftest.py``, shared by
+``tests/org/conftest.py``)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,7 @@ import pytest
 
 from devtools.sandbox.server import RunningSandbox
 from shared.domain import LinkMode, SyncMode
-from tests.connect import conftest as connect_fixtures
-from tests.connect import test_browser as connect_browser
-from tests.connect.test_browser import KLINIK_NORD, Stack
-
-# The connect browser tests' stack (host + Azurite + Chromium), reused as fixtures.
-sandbox = connect_fixtures.sandbox
-stack = connect_browser.stack
-browser = connect_browser.browser
-page_factory = connect_browser.page_factory
+from tests.support.browser import KLINIK_NORD, BrowserStack
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +32,7 @@ def _tenant(running: RunningSandbox) -> dict[str, Any]:
     return {"tenant": tenant, "admin": admin, "staff": staff, "outside": outside, "room": room, "suffix": suffix}
 
 
-def test_an_administrator_maps_the_organisation_in_the_browser(stack: Stack, page_factory: Any) -> None:
+def test_an_administrator_maps_the_organisation_in_the_browser(stack: BrowserStack, page_factory: Any) -> None:
     org = _tenant(stack.sandbox)
     page = page_factory()
     page.goto(stack.timum_page(KLINIK_NORD))

@@ -22,8 +22,8 @@ from shared.org.store import OrgRepository
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository
 from shared.signing import ConnectLink, sign_connect_link
-from tests.connect.conftest import CONNECT_SECRET, RETURN_BASE, MicrosoftSignIn
-from tests.org.conftest import OrgTenant
+from tests.support.connect_world import CONNECT_SECRET, RETURN_BASE, MicrosoftSignIn
+from tests.support.org_world import OrgTenant
 
 
 def org_token(provider: str = "prov-1", *, locale: str = "de") -> str:

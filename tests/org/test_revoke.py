@@ -8,7 +8,7 @@ from shared.adapters.timum_memory import MemoryTimum
 from shared.connect.flow import session_store
 from shared.connect.store import ConnectContext
 from shared.context import Services
-from shared.domain import Link, LinkHealth, LinkMode, SyncMode
+from shared.domain import LinkHealth
 from shared.messages import SyncMessage, SyncReason
 from shared.org import service
 from shared.org.revoke import ORG_EVENT, tenant_revoked
@@ -17,28 +17,12 @@ from shared.org.store import OrgRepository
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository
 from shared.sync.worker import run_sync
-from tests.org.conftest import OrgTenant
-
-
-async def _connected(live: Services, sandbox: RunningSandbox, org: OrgTenant, providers: dict[str, int]) -> None:
-    sandbox.identity.set_admin_consent(org.id, True)
-    assert isinstance(live.timum, MemoryTimum)
-    for provider, count in providers.items():
-        await OrgRepository(live.storage).connect(org.id, provider, frozenset({"Calendars.ReadWrite"}),
-                                                  now=live.clock())
-        for i in range(count):
-            rid = f"{provider}-res-{i}"
-            live.timum.add_resource(provider, f"Raum {i}", resource_id=rid)
-            await LinkRepository(live.storage).save(Link(
-                provider_id=provider, resource_id=rid, mode=LinkMode.APP_ONLY, tenant_id=org.id,
-                mailbox_id=org.room.id, calendar_id=f"cal-{i}", calendar_name=f"Raum {i}", calendar_owner="",
-                sync_mode=SyncMode.PUSH))
-    await TenantRepository(live.storage).record_admin_consent(org.id, now=live.clock())
+from tests.support.org_world import OrgTenant, connect_org_links, withdraw_and_grant_again
 
 
 async def test_a_withdrawn_grant_stops_every_link_with_one_webhook_per_provider(
         live: Services, sandbox: RunningSandbox, org_tenant: OrgTenant) -> None:
-    await _connected(live, sandbox, org_tenant, {"prov-a": 3, "prov-b": 2})
+    await connect_org_links(live, sandbox, org_tenant, {"prov-a": 3, "prov-b": 2})
     assert isinstance(live.timum, MemoryTimum)
     # Still granted: nothing happens.
     assert not await tenant_revoked(live, org_tenant.id)
@@ -64,7 +48,7 @@ async def test_a_withdrawn_grant_stops_every_link_with_one_webhook_per_provider(
 
 async def test_a_deleted_app_is_noticed_by_the_sync_worker_and_shown_on_the_page(
         live: Services, sandbox: RunningSandbox, org_tenant: OrgTenant) -> None:
-    await _connected(live, sandbox, org_tenant, {"prov-1": 2})
+    await connect_org_links(live, sandbox, org_tenant, {"prov-1": 2})
     assert isinstance(live.timum, MemoryTimum)
     sandbox.identity.delete_service_principal(org_tenant.id)
     outcome = await run_sync(live, SyncMessage("prov-1|prov-1-res-0", SyncReason.POLL), worker_id="w1")
@@ -88,13 +72,10 @@ async def test_a_deleted_app_is_noticed_by_the_sync_worker_and_shown_on_the_page
 async def test_connecting_the_organisation_again_brings_every_link_back(
         live: Services, sandbox: RunningSandbox, org_tenant: OrgTenant) -> None:
     from shared.messages import LINK_ADMIN_QUEUE
-    from shared.org.service import app_only_grant, connect_tenant
+    from shared.org.service import connect_tenant
 
-    await _connected(live, sandbox, org_tenant, {"prov-1": 2})
-    sandbox.identity.set_application_consent(org_tenant.id, None)
-    assert await tenant_revoked(live, org_tenant.id)
-    sandbox.identity.set_admin_consent(org_tenant.id, True)
-    tid, roles = await app_only_grant(live, org_tenant.id)
+    await connect_org_links(live, sandbox, org_tenant, {"prov-1": 2})
+    tid, roles = await withdraw_and_grant_again(live, sandbox, org_tenant)
     await connect_tenant(live, tid, "prov-1", roles)
     links = await LinkRepository(live.storage).list_for_provider("prov-1")
     assert all(k.health is LinkHealth.OK for k in links)
@@ -111,13 +92,10 @@ async def test_a_status_webhook_timum_refuses_now_leaves_no_link_unrevived(
     # webhook that failed goes out with the link's next completed round.
     from shared.errors import TransientError
     from shared.messages import LINK_ADMIN_QUEUE
-    from shared.org.service import app_only_grant, connect_tenant
+    from shared.org.service import connect_tenant
 
-    await _connected(live, sandbox, org_tenant, {"prov-1": 3})
-    sandbox.identity.set_application_consent(org_tenant.id, None)
-    assert await tenant_revoked(live, org_tenant.id)
-    sandbox.identity.set_admin_consent(org_tenant.id, True)
-    tid, roles = await app_only_grant(live, org_tenant.id)
+    await connect_org_links(live, sandbox, org_tenant, {"prov-1": 3})
+    tid, roles = await withdraw_and_grant_again(live, sandbox, org_tenant)
     assert isinstance(live.timum, MemoryTimum)
     live.timum.fail_next(TransientError("timum is down", code="timum_unavailable"), op="send_link_status")
     await connect_tenant(live, tid, "prov-1", roles)

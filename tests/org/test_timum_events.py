@@ -9,19 +9,17 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from devtools.sandbox.timum.harness import RunningTimum, serve_timum
 from devtools.sandbox.timum.seed import ANNA_WEBER, SONNENSCHEIN
 from shared.adapters.timum_http import ORG_STATUS_EVENT, org_status_body
 from shared.signing import SIGNATURE_HEADER, sign_webhook
-from tests.sandbox.test_timum_spec import SPEC_PATH, check
+from tests.support.timum_spec import check, load_spec
 
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-    return loaded
+    return load_spec()
 
 
 def test_the_event_matches_the_schema(spec: dict[str, Any]) -> None:

@@ -3,9 +3,7 @@ only blocks the resource's times, and sees the hint on Outlook's all-day events.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,36 +11,16 @@ import pytest
 
 from shared.domain import Link
 from shared.repos.links import LinkRepository
-from shared.storage.azure import AzureStorage
-from tests.connect.conftest import sandbox  # noqa: F401 - fixture
-from tests.connect.test_browser import (  # noqa: F401 - fixtures
-    ANNA,
-    SONNENSCHEIN,
-    Stack,
-    _accept_consent_if_asked,
-    _chooser,
-    _pick_account,
-    browser,
-    page_factory,
-    stack,
-)
+from tests.support.browser import ANNA, SONNENSCHEIN, BrowserStack, open_chooser_for_resource
 
 pytestmark = pytest.mark.browser
 
 
-def _block_links(stack: Stack, resource: str) -> list[Link]:  # noqa: F811
-    async def read() -> list[Link]:
-        storage = AzureStorage(connection_string=stack.storage_connection)
-        try:
-            return await LinkRepository(storage).list_block_only(SONNENSCHEIN, resource)
-        finally:
-            await storage.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, read()).result()
+def _block_links(stack: BrowserStack, resource: str) -> list[Link]:
+    return stack.read_storage(lambda storage: LinkRepository(storage).list_block_only(SONNENSCHEIN, resource))
 
 
-def test_add_a_read_only_calendar_that_only_blocks(stack: Stack, page_factory: Any) -> None:  # noqa: F811
+def test_add_a_read_only_calendar_that_only_blocks(stack: BrowserStack, page_factory: Any) -> None:
     graph = stack.sandbox.graph.state  # type: ignore[union-attr]
     jonas = graph.user("jonas.becker@praxis-sonnenschein.example")
     anna = graph.user(ANNA)
@@ -50,11 +28,7 @@ def test_add_a_read_only_calendar_that_only_blocks(stack: Stack, page_factory: A
     graph.share_calendar(private.id, anna.id, can_edit=False, accept=True)
 
     page = page_factory()
-    page.goto(stack.timum_page(SONNENSCHEIN))
-    page.locator("#resource-res-anna-weber button.connect-resource").click()
-    _pick_account(page, ANNA)
-    _accept_consent_if_asked(page)
-    _chooser(page)
+    open_chooser_for_resource(page, stack, "res-anna-weber")
 
     assert "Ganztägige Termine gelten in Outlook standardmäßig als „frei“" in page.content()
     read_only = page.get_by_label(re.compile("Jonas privat"))

@@ -8,8 +8,8 @@ from shared.domain import LinkKey, SyncMode, block_key
 from shared.http.connect_bp import handle_calendars
 from shared.messages import LINK_ADMIN_QUEUE
 from shared.repos.links import LinkRepository
-from tests.connect.conftest import RETURN_BASE, ROOM, MemoryWorld, open_session, query_of, world  # noqa: F401 - the fixture
 from tests.connect.test_chooser import _get, _key, _post
+from tests.support.connect_world import RETURN_BASE, ROOM, MemoryWorld, open_session, query_of
 
 
 async def _submit(w: MemoryWorld, calendar: str, action: str, *, mailbox: str = "anna") -> tuple[int, str, str]:
@@ -20,7 +20,7 @@ async def _submit(w: MemoryWorld, calendar: str, action: str, *, mailbox: str = 
     return response.status_code, response.headers.get("Location", ""), response.get_body().decode()
 
 
-async def test_a_read_only_calendar_blocks_the_resource(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_read_only_calendar_blocks_the_resource(world: MemoryWorld) -> None:
     room = world.graph.default_calendar(ROOM)
     status, location, _ = await _submit(world, "cal-room1", "link")
     assert status == 303
@@ -49,7 +49,7 @@ async def test_a_read_only_calendar_blocks_the_resource(world: MemoryWorld) -> N
     assert status == 303 and len(await repo.list_block_only("prov-1", "res-1")) == 1
 
 
-async def test_one_calendar_has_one_role(world: MemoryWorld) -> None:  # noqa: F811
+async def test_one_calendar_has_one_role(world: MemoryWorld) -> None:
     assert (await _submit(world, "cal-room1", "link"))[0] == 303
     status, _, page = await _submit(world, "cal-room1", "block")
     assert status == 409 and "bereits" in page
@@ -59,7 +59,7 @@ async def test_one_calendar_has_one_role(world: MemoryWorld) -> None:  # noqa: F
     assert status == 400 and "schreibgeschützt" in page
 
 
-async def test_blocking_needs_a_resource(world: MemoryWorld) -> None:  # noqa: F811
+async def test_blocking_needs_a_resource(world: MemoryWorld) -> None:
     sid = await open_session(world.services, resource=None)
     form = {"csrf": session_store(world.services).csrf_token(sid), "calendar": _key(world, "cal-room1"),
             "action": "block"}

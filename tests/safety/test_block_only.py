@@ -27,7 +27,7 @@ from shared.repos.links import LinkRepository
 from shared.services.subscriptions import teardown
 from shared.storage.memory import MemoryStorage
 from shared.sync.worker import run_sync
-from tests.services.conftest import make_settings
+from tests.support.outlook_world import make_settings
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

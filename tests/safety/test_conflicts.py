@@ -23,7 +23,7 @@ from shared.repos.sync_state import EventMapRepository
 from shared.safety import conflicts
 from shared.safety.conflicts import Busy, live_conflicts, parse_interval, synced_conflicts
 from shared.storage.base import encode_key
-from tests.connect.conftest import SERVICE_URL, WEBHOOK_SECRET, MemoryWorld, world  # noqa: F401 - the fixture
+from tests.support.connect_world import SERVICE_URL, WEBHOOK_SECRET, MemoryWorld
 
 NOW = datetime(2031, 4, 7, 6, 0, tzinfo=UTC)
 T0 = datetime(2031, 4, 7, 9, 0, tzinfo=UTC)
@@ -132,7 +132,7 @@ def test_offsets_become_utc() -> None:
 
 # --- the check over the twins --------------------------------------------------------------------
 
-async def test_live_answer_lists_the_conflict(world: MemoryWorld) -> None:  # noqa: F811
+async def test_live_answer_lists_the_conflict(world: MemoryWorld) -> None:
     await seed(world)
     put(world, "Zahnarzt", T0 + HOUR / 2, T0 + 2 * HOUR)
     put(world, "Mittag", T0 + 3 * HOUR, T0 + 4 * HOUR)
@@ -148,7 +148,7 @@ async def test_live_answer_lists_the_conflict(world: MemoryWorld) -> None:  # no
                                    "fallbackReason": None, "conflicts": 1}]}
 
 
-async def test_free_when_only_free_and_own_events_overlap(world: MemoryWorld) -> None:  # noqa: F811
+async def test_free_when_only_free_and_own_events_overlap(world: MemoryWorld) -> None:
     await seed(world)
     put(world, "Homeoffice", T0, T0 + HOUR, show_as="workingElsewhere")
     put(world, "Notiz", T0, T0 + HOUR, show_as="free")
@@ -157,7 +157,7 @@ async def test_free_when_only_free_and_own_events_overlap(world: MemoryWorld) ->
     assert (status, body["free"], body["conflicts"], body["checkedLive"]) == (200, True, [], True)
 
 
-async def test_the_providers_rules_and_title_privacy_apply(world: MemoryWorld) -> None:  # noqa: F811
+async def test_the_providers_rules_and_title_privacy_apply(world: MemoryWorld) -> None:
     await seed(world)
     await ProviderSettingsRepository(world.storage).save(ProviderSettings(
         "prov-1", title_privacy=TitlePrivacy.SUBJECT, all_day_free_blocks=True))
@@ -167,7 +167,7 @@ async def test_the_providers_rules_and_title_privacy_apply(world: MemoryWorld) -
     assert conflict["allDay"] is True and conflict["showAs"] == "free" and conflict["title"] == "Urlaub"
 
 
-async def test_a_round_running_means_only_the_last_round_is_known(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_round_running_means_only_the_last_round_is_known(world: MemoryWorld) -> None:
     await seed(world)
     await world.storage.table(LEASES).upsert({"PartitionKey": encode_key(str(KEY)), "RowKey": "", "owner": "w1",
                                               "expires_at": NOW + timedelta(minutes=5), "dirty": False})
@@ -176,7 +176,7 @@ async def test_a_round_running_means_only_the_last_round_is_known(world: MemoryW
     assert (body["syncedThrough"], body["ageSeconds"]) == ("2031-04-07T05:57:00Z", 180)
 
 
-async def test_graph_failure_answers_from_the_synced_state(world: MemoryWorld) -> None:  # noqa: F811
+async def test_graph_failure_answers_from_the_synced_state(world: MemoryWorld) -> None:
     await seed(world)
     await EventMapRepository(world.storage).put(KEY, StatusRow("ev-1", "ol-1", "h", T0, T0 + HOUR / 2))
     await EventMapRepository(world.storage).put(KEY, StatusRow("ev-2", "ol-2", "h", T0 + 2 * HOUR, T0 + 3 * HOUR))
@@ -193,7 +193,7 @@ async def test_graph_failure_answers_from_the_synced_state(world: MemoryWorld) -
                                    "fallbackReason": "graph_failed", "conflicts": 1}]}
 
 
-async def test_a_revoked_sign_in_is_no_error_either(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_revoked_sign_in_is_no_error_either(world: MemoryWorld) -> None:
     await seed(world)
     world.provider.revoked.add("anna-oid.tid-1")
     status, body = await check(world)
@@ -215,7 +215,7 @@ class SlowProvider:
         raise AssertionError("unreachable")
 
 
-async def test_past_the_budget_the_read_is_given_up(world: MemoryWorld) -> None:  # noqa: F811
+async def test_past_the_budget_the_read_is_given_up(world: MemoryWorld) -> None:
     await seed(world)
     slow = SlowProvider()
     world.services.graph = slow
@@ -224,7 +224,7 @@ async def test_past_the_budget_the_read_is_given_up(world: MemoryWorld) -> None:
     await asyncio.wait_for(slow.cancelled.wait(), timeout=5)
 
 
-async def test_a_link_that_needs_a_reconnect_does_not_try_graph(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_link_that_needs_a_reconnect_does_not_try_graph(world: MemoryWorld) -> None:
     await seed(world, health=LinkHealth.NEEDS_RECONNECT)
     before = world.graph.request_count
     _, body = await check(world)
@@ -232,7 +232,7 @@ async def test_a_link_that_needs_a_reconnect_does_not_try_graph(world: MemoryWor
     assert world.graph.request_count == before
 
 
-async def test_an_ics_link_answers_from_the_last_import_with_its_age(world: MemoryWorld) -> None:  # noqa: F811
+async def test_an_ics_link_answers_from_the_last_import_with_its_age(world: MemoryWorld) -> None:
     await seed(world, mode=LinkMode.ICS, sync_mode=SyncMode.POLLING, subscription_id="",
                subscription_expires_at=None, last_sync_at=NOW - timedelta(minutes=12))
     await EventMapRepository(world.storage).put(KEY, StatusRow("ics-1", "ol-1", "h", T0 - HOUR, T0 + HOUR))
@@ -241,7 +241,7 @@ async def test_an_ics_link_answers_from_the_last_import_with_its_age(world: Memo
     assert (body["syncedThrough"], body["ageSeconds"]) == ("2031-04-07T05:48:00Z", 720)
 
 
-async def test_refusals(world: MemoryWorld) -> None:  # noqa: F811
+async def test_refusals(world: MemoryWorld) -> None:
     await seed(world)
     assert (await check(world, resource="res-unknown"))[0] == 404
     assert (await check(world, {"start": "2031-04-07T09:00:00Z"}))[0] == 400
@@ -253,7 +253,7 @@ async def test_refusals(world: MemoryWorld) -> None:  # noqa: F811
 
 # --- block-only calendars ------------------------------------------------------------------------
 
-async def test_block_only_calendars_count_too(world: MemoryWorld) -> None:  # noqa: F811
+async def test_block_only_calendars_count_too(world: MemoryWorld) -> None:
     from shared.domain import block_key
 
     await seed(world)

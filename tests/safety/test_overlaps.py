@@ -15,7 +15,7 @@ from shared.repos.links import LinkRepository
 from shared.repos.sync_state import EventMapRepository
 from shared.safety.overlaps import diff_overlaps, find_overlaps
 from shared.safety.watch import sweep
-from tests.connect.conftest import MemoryWorld, world  # noqa: F401 - the fixture
+from tests.support.connect_world import MemoryWorld
 
 NOW = datetime(2031, 4, 7, 6, 0, tzinfo=UTC)
 T0 = datetime(2031, 4, 8, 9, 0, tzinfo=UTC)
@@ -75,7 +75,7 @@ def kinds(w: MemoryWorld) -> list[tuple[str, Any]]:
             if e["data"].get("kind") in ("conflict", "resolved")]
 
 
-async def test_conflict_then_resolved_once_each(world: MemoryWorld) -> None:  # noqa: F811
+async def test_conflict_then_resolved_once_each(world: MemoryWorld) -> None:
     link = await seed(world)
     await BookingStore(world.storage).upsert_if_newer(booking("bk-1", T0, T0 + HOUR))
     await sweep(world.services)
@@ -107,7 +107,7 @@ async def test_conflict_then_resolved_once_each(world: MemoryWorld) -> None:  # 
     assert len(ids) == 2 and len(set(ids)) == 2
 
 
-async def test_a_cancelled_booking_resolves_its_conflict(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_cancelled_booking_resolves_its_conflict(world: MemoryWorld) -> None:
     await seed(world)
     store = BookingStore(world.storage)
     await store.upsert_if_newer(booking("bk-2", T0, T0 + HOUR))
@@ -118,7 +118,7 @@ async def test_a_cancelled_booking_resolves_its_conflict(world: MemoryWorld) -> 
     assert kinds(world) == [("conflict", "bk-2"), ("resolved", "bk-2")]
 
 
-async def test_failed_posts_are_retried_and_idle_links_cost_no_partition_reads(world: MemoryWorld) -> None:  # noqa: F811
+async def test_failed_posts_are_retried_and_idle_links_cost_no_partition_reads(world: MemoryWorld) -> None:
     await seed(world)
     await BookingStore(world.storage).upsert_if_newer(booking("bk-3", T0, T0 + HOUR))
     await EventMapRepository(world.storage).put(KEY, row("ev-3", T0, T0 + HOUR))

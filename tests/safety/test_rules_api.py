@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from shared.repos.links import ProviderSettingsRepository
-from tests.connect.conftest import MemoryWorld, world  # noqa: F401 - the fixture
 from tests.connect.test_links_api import _call, _request
+from tests.support.connect_world import MemoryWorld
 
 
-async def test_rules_round_trip_through_the_settings_api(world: MemoryWorld) -> None:  # noqa: F811
+async def test_rules_round_trip_through_the_settings_api(world: MemoryWorld) -> None:
     body = json.dumps({"blocking": {"tentative": False, "workingElsewhere": True}, "allDayBlocksWhenFree": True})
     put = await _call(world, "PUT", "settings", _request("PUT", "prov-1", "settings", body=body.encode()))
     assert put.status_code == 200, put.get_body()
@@ -21,7 +21,7 @@ async def test_rules_round_trip_through_the_settings_api(world: MemoryWorld) -> 
     assert got["tentativeBlocks"] is False and got["allDayBlocksWhenFree"] is True
 
 
-async def test_a_bad_rule_saves_nothing(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_bad_rule_saves_nothing(world: MemoryWorld) -> None:
     body = json.dumps({"locale": "en", "blocking": {"busy": False, "holiday": True}})
     put = await _call(world, "PUT", "settings", _request("PUT", "prov-1", "settings", body=body.encode()))
     assert put.status_code == 400 and json.loads(put.get_body())["field"] == "blocking.holiday"

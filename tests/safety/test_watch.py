@@ -15,7 +15,7 @@ from shared.errors import TransientError
 from shared.repos.links import LinkRepository, ProviderSettingsRepository
 from shared.safety.freshness import link_is_stale, synced_through
 from shared.safety.watch import FRESH, STALE, Freshness, due_reminder, next_freshness, sweep
-from tests.connect.conftest import MemoryWorld, world  # noqa: F401 - the fixture
+from tests.support.connect_world import MemoryWorld
 
 T0 = datetime(2031, 4, 7, 6, 0, tzinfo=UTC)
 KEY = LinkKey("prov-1", "res-1")
@@ -89,7 +89,7 @@ def test_staleness() -> None:
 
 # --- the sweep -------------------------------------------------------------------------------------
 
-async def test_one_stale_then_one_fresh(world: MemoryWorld) -> None:  # noqa: F811
+async def test_one_stale_then_one_fresh(world: MemoryWorld) -> None:
     clock = Clock(T0 + timedelta(minutes=30))
     world.services.clock = clock
     link = await LinkRepository(world.storage).save(link_of())
@@ -111,7 +111,7 @@ async def test_one_stale_then_one_fresh(world: MemoryWorld) -> None:  # noqa: F8
     assert len(set(ids)) == 2
 
 
-async def test_the_threshold_is_the_providers(world: MemoryWorld) -> None:  # noqa: F811
+async def test_the_threshold_is_the_providers(world: MemoryWorld) -> None:
     world.services.clock = Clock(T0 + timedelta(hours=5))
     await LinkRepository(world.storage).save(link_of())
     await ProviderSettingsRepository(world.storage).save(ProviderSettings("prov-1", stale_after_minutes=0))
@@ -122,7 +122,7 @@ async def test_the_threshold_is_the_providers(world: MemoryWorld) -> None:  # no
     assert (await sweep(world.services)).stale == 1
 
 
-async def test_a_failed_post_is_sent_by_the_next_sweep_once(world: MemoryWorld) -> None:  # noqa: F811
+async def test_a_failed_post_is_sent_by_the_next_sweep_once(world: MemoryWorld) -> None:
     world.services.clock = Clock(T0 + timedelta(hours=2))
     await LinkRepository(world.storage).save(link_of())
     world.timum.fail_next(TransientError("timum answered 503"), op="send_link_status")
@@ -133,14 +133,14 @@ async def test_a_failed_post_is_sent_by_the_next_sweep_once(world: MemoryWorld) 
     assert [n["kind"] for n in notices(world)] == ["stale"]
 
 
-async def test_two_sweeps_at_once_send_one_notice(world: MemoryWorld) -> None:  # noqa: F811
+async def test_two_sweeps_at_once_send_one_notice(world: MemoryWorld) -> None:
     world.services.clock = Clock(T0 + timedelta(hours=2))
     await LinkRepository(world.storage).save(link_of())
     await asyncio.gather(sweep(world.services), sweep(world.services), sweep(world.services))
     assert [n["kind"] for n in notices(world)] == ["stale"]
 
 
-async def test_reminders_on_the_providers_days_until_reconnected(world: MemoryWorld) -> None:  # noqa: F811
+async def test_reminders_on_the_providers_days_until_reconnected(world: MemoryWorld) -> None:
     clock = Clock(T0)
     world.services.clock = clock
     await ProviderSettingsRepository(world.storage).save(ProviderSettings("prov-1", stale_after_minutes=0))
@@ -169,7 +169,7 @@ async def test_reminders_on_the_providers_days_until_reconnected(world: MemoryWo
     assert [n["reminderDay"] for n in notices(world, "reminder")] == [1, 3, 7, 1]
 
 
-async def test_after_a_gap_only_the_latest_reminder(world: MemoryWorld) -> None:  # noqa: F811
+async def test_after_a_gap_only_the_latest_reminder(world: MemoryWorld) -> None:
     clock = Clock(T0)
     world.services.clock = clock
     link = await LinkRepository(world.storage).save(link_of(sync_mode=SyncMode.PUSH))
@@ -180,7 +180,7 @@ async def test_after_a_gap_only_the_latest_reminder(world: MemoryWorld) -> None:
     assert [n["reminderDay"] for n in notices(world, "reminder")] == [7]
 
 
-async def test_unlinking_forgets_the_notices(world: MemoryWorld) -> None:  # noqa: F811
+async def test_unlinking_forgets_the_notices(world: MemoryWorld) -> None:
     world.services.clock = Clock(T0 + timedelta(hours=2))
     link = await LinkRepository(world.storage).save(link_of())
     await sweep(world.services)

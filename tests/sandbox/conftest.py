@@ -15,23 +15,23 @@
 
 from __future__ import annotations
 
+import functools
 import ssl
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from devtools.sandbox import server as sandbox_server
 from devtools.sandbox.browser import FormBrowser
 from devtools.sandbox.ca import client_ssl_context
 from devtools.sandbox.client import SandboxControl
 from devtools.sandbox.config import SandboxConfig
-from devtools.sandbox.directory import SandboxTenant, SandboxUser
 from devtools.sandbox.graph.testing import GraphTestEnv
 from devtools.sandbox.graph.testing import World as GraphWorld
-from devtools.sandbox.server import RunningSandbox, start_in_thread
+from devtools.sandbox.server import RunningSandbox
+from tests.support.sandbox_tenants import TenantFactory, make_fresh_tenant
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,8 @@ def sandbox_service_base_url() -> str:
 def sandbox(tmp_path_factory: pytest.TempPathFactory, sandbox_service_base_url: str) -> Iterator[RunningSandbox]:
     config = SandboxConfig(https_port=0, http_port=0, state_dir=tmp_path_factory.mktemp("sandbox-state"),
                            service_base_url=sandbox_service_base_url)
-    running = start_in_thread(config)
+    # Through the module: the fast tier replaces ``start_in_thread`` to refuse it.
+    running = sandbox_server.start_in_thread(config)
     try:
         yield running
     finally:
@@ -81,32 +82,10 @@ def form_browser(sandbox_tls: ssl.SSLContext) -> Iterator[FormBrowser]:
         yield FormBrowser(client)
 
 
-@dataclass
-class FreshTenant:
-    tenant: SandboxTenant
-    admin: SandboxUser
-    users: list[SandboxUser]
-
-    @property
-    def id(self) -> str:
-        return self.tenant.id
-
-    @property
-    def user(self) -> SandboxUser:
-        return self.users[0]
-
-
 @pytest.fixture
-def tenant_factory(sandbox: RunningSandbox) -> Callable[..., FreshTenant]:
-    def make(*, user_consent_allowed: bool = True, users: int = 2, name: str = "Testpraxis") -> FreshTenant:
-        suffix = uuid.uuid4().hex[:8]
-        directory = sandbox.directory
-        tenant = directory.add_tenant(f"{name} {suffix}", f"t{suffix}.example",
-                                      user_consent_allowed=user_consent_allowed)
-        admin = directory.add_user(tenant.id, "Maria Admin", "maria.admin", is_admin=True)
-        members = [directory.add_user(tenant.id, f"Person {i}", f"person{i}") for i in range(1, users + 1)]
-        return FreshTenant(tenant, admin, members)
-    return make
+def tenant_factory(sandbox: RunningSandbox) -> TenantFactory:
+    """``make(user_consent_allowed=, users=, name=)`` → a fresh tenant (``make_fresh_tenant``)."""
+    return functools.partial(make_fresh_tenant, sandbox)
 
 
 @pytest.fixture

@@ -293,7 +293,7 @@ async def test_the_sync_engine_on_the_stand_in_skips_reports_and_completes(world
     from shared.repos.links import LinkRepository
     from shared.storage.memory import MemoryStorage
     from shared.sync.worker import run_sync
-    from tests.services.conftest import CrashingTimum, make_settings
+    from tests.support.outlook_world import CrashingTimum, make_settings
 
     key = LinkKey("prov-1", "res-1")
     timum = CrashingTimum()

@@ -11,7 +11,7 @@ import json
 import ssl
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msal
@@ -23,14 +23,14 @@ from devtools.sandbox.browser import FormBrowser, response_params, sign_in
 from devtools.sandbox.directory import TokenError
 from devtools.sandbox.identity.protocol import APPLICATION_ROLES
 from devtools.sandbox.server import RunningSandbox
-from tests.sandbox.conftest import FreshTenant
+from tests.support.sandbox_tenants import TenantFactory
 
 CAL = "https://graph.microsoft.com/Calendars.ReadWrite"
 SHARED = "https://graph.microsoft.com/Calendars.ReadWrite.Shared"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 
 MsalFactory = Callable[..., msal.ConfidentialClientApplication]
-TenantFactory = Callable[..., FreshTenant]
+T = TypeVar("T")
 
 
 def _flow(app: msal.ConfidentialClientApplication, redirect_uri: str, **kwargs: Any) -> dict[str, Any]:
@@ -421,6 +421,14 @@ def test_user_cancelling_consent_is_access_denied(tenant_factory: TenantFactory,
     assert tenant.user.consented_apps == set()
 
 
+def _app_credential(kind: Callable[..., T], sandbox: RunningSandbox, tenant_id: str) -> T:
+    """azure-identity's ``ClientSecretCredential`` (sync or aio: ``kind``) for the app in the tenant,
+    pointed at the sandbox as the service points it."""
+    config = sandbox.config
+    return kind(tenant_id, config.client_id, config.client_secret,
+                authority=sandbox.https_base, disable_instance_discovery=True, connection_verify=sandbox.ca_path)
+
+
 def test_admin_consent_enables_app_tokens_sync_and_aio(sandbox: RunningSandbox, tenant_factory: TenantFactory,
                                                        form_browser: FormBrowser, redirect_uri: str) -> None:
     from azure.core.exceptions import ClientAuthenticationError
@@ -430,9 +438,7 @@ def test_admin_consent_enables_app_tokens_sync_and_aio(sandbox: RunningSandbox, 
     config = sandbox.config
 
     def credential() -> ClientSecretCredential:
-        return ClientSecretCredential(tenant.id, config.client_id, config.client_secret,
-                                      authority=sandbox.https_base, disable_instance_discovery=True,
-                                      connection_verify=sandbox.ca_path)
+        return _app_credential(ClientSecretCredential, sandbox, tenant.id)
 
     before = credential()
     with pytest.raises(ClientAuthenticationError, match="AADSTS7000229"):
@@ -465,12 +471,9 @@ async def test_app_token_with_azure_identity_aio(sandbox: RunningSandbox, tenant
     from azure.identity.aio import ClientSecretCredential
 
     tenant = tenant_factory(user_consent_allowed=False)
-    config = sandbox.config
 
     def credential() -> ClientSecretCredential:
-        return ClientSecretCredential(tenant.id, config.client_id, config.client_secret,
-                                      authority=sandbox.https_base, disable_instance_discovery=True,
-                                      connection_verify=sandbox.ca_path)
+        return _app_credential(ClientSecretCredential, sandbox, tenant.id)
 
     async with credential() as before:
         with pytest.raises(ClientAuthenticationError, match="AADSTS7000229"):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 
 from devtools.sandbox.client import ControlError, SandboxControl
 from devtools.sandbox.directory import TokenError
 from devtools.sandbox.server import RunningSandbox
-from tests.sandbox.conftest import FreshTenant
-
-TenantFactory = Callable[..., FreshTenant]
+from tests.support.sandbox_tenants import TenantFactory
 
 
 def test_state_lists_tenants_users_and_app_without_secrets(sandbox: RunningSandbox,

@@ -20,7 +20,7 @@ from devtools.sandbox.browser import FormBrowser, sign_in
 from devtools.sandbox.client import SandboxControl
 from devtools.sandbox.config import SandboxConfig
 from devtools.sandbox.server import CompositionError, RunningSandbox, _load_component, start_in_thread
-from tests.sandbox.conftest import FreshTenant
+from tests.support.sandbox_tenants import FreshTenant
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,16 +9,11 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 from starlette.routing import Route
 
 from devtools.sandbox.config import SandboxConfig
@@ -27,28 +22,14 @@ from devtools.sandbox.timum.harness import RunningTimum, WebhookRecorder, serve_
 from devtools.sandbox.timum.seed import ANNA_WEBER, SONNENSCHEIN
 from shared.adapters.timum_http import TimumHttpAdapter
 from shared.domain import BlockedSlot
+from tests.support.timum_spec import check, load_spec
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "timum-api.yaml"
-SPEC_URI = "urn:timum-api"
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-    return loaded
-
-
-def schema_validator(spec: dict[str, Any], pointer: str) -> Draft202012Validator:
-    registry: Registry[Any] = Registry().with_resource(
-        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
-    return Draft202012Validator({"$ref": f"{SPEC_URI}#{pointer}"}, registry=registry,
-                                format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
-def check(spec: dict[str, Any], pointer: str, instance: Any) -> None:
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in schema_validator(spec, pointer).iter_errors(instance)]
-    assert not errors, errors
+    return load_spec()
 
 
 def template_regex(path: str) -> re.Pattern[str]:

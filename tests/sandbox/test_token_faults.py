@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from devtools.sandbox.directory import Directory, TokenError
 from devtools.sandbox.server import RunningSandbox
-from tests.sandbox.conftest import FreshTenant
-
-TenantFactory = Callable[..., FreshTenant]
+from tests.support.sandbox_tenants import TenantFactory
 
 
 def _directory() -> tuple[Directory, str]:

@@ -1,4 +1,6 @@
-"""One stack for the whole package, and helpers that speak to it the way an attacker (or timum) would.
+"""One stack for the whole package, and a client that speaks to it the way an attacker (or timum)
+would (requests: ``tests/support/stack_requests.py``); the connect package's in-memory ``world``
+and the ICS package's ``published`` calendar.
 
 The local host is started with a request-body limit far above 1 MiB, so the limit the tests see is
 the app's own, not the host's.
@@ -6,17 +8,18 @@ the app's own, not the host's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from devtools.stack import Stack, running_stack
+from tests.connect.conftest import world
+from tests.ics.conftest import published
+from tests.support.stack_requests import HOST_BODY_LIMIT
 
-HOST_BODY_LIMIT = 8 * 1024 * 1024
-ANNA = "anna.weber@praxis-sonnenschein.example"
+# Registered for this package too (pytest finds fixtures by name).
+__all__ = ["published", "world"]
 
 
 @pytest.fixture(scope="package")
@@ -29,31 +32,3 @@ def stack() -> Iterator[Stack]:
 def client(stack: Stack) -> Iterator[httpx.Client]:
     with stack.http(follow_redirects=False, timeout=30.0) as http:
         yield http
-
-
-def links_api(stack: Stack, client: httpx.Client, method: str, path: str, *, provider: str,
-              body: bytes = b"", content_type: str | None = None) -> httpx.Response:
-    """A request to timum's management API as timum sends it: function key, provider, signature."""
-    import time
-
-    from shared.connect.links_api import sign_api_request
-
-    url = stack.api_url(path)
-    headers: dict[str, Any] = sign_api_request(method, url, provider, body, stack.settings.timum_webhook_secrets,
-                                               timestamp=int(time.time()))
-    headers["x-functions-key"] = stack.env["FUNCTION_KEY"]
-    if content_type:
-        headers["Content-Type"] = content_type
-    return client.request(method, url, content=body, headers=headers)
-
-
-def signed_booking(stack: Stack, booking: dict[str, Any], *, delivery: str = "dlv-1") -> tuple[bytes, dict[str, str]]:
-    """A booking webhook body and its valid ``Timum-Signature`` header."""
-    import time
-
-    from shared.signing import SIGNATURE_HEADER, sign_webhook
-
-    body = json.dumps({"id": delivery, "type": "booking.created", "occurredAt": "2030-01-01T09:00:00Z",
-                       "data": {"booking": booking}}).encode()
-    header = sign_webhook(body, stack.settings.timum_webhook_secrets, timestamp=int(time.time()))
-    return body, {SIGNATURE_HEADER: header, "Content-Type": "application/json"}

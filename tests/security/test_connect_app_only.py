@@ -19,7 +19,7 @@ from shared.errors import ConsentRequired
 from shared.http.connect_bp import handle_calendars
 from shared.repos.accounts import TenantRepository
 from shared.repos.links import LinkRepository, calendar_key
-from tests.connect.conftest import (
+from tests.support.connect_world import (
     JONAS,
     AppOnlyView,
     MemoryWorld,
@@ -27,11 +27,7 @@ from tests.connect.conftest import (
     http_request,
     make_settings,
     open_session,
-    world,
 )
-
-__all__ = ["world"]
-
 
 #: the names the owner gives his calendars (the sharee may call a shared calendar anything)
 OWNER_NAMES = {"cal-team": "Team"}

@@ -18,8 +18,8 @@ from shared.ics.service import FeedCache, serve_feed
 from shared.ics.tokens import FeedTokens
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage import StoragePort
-from tests.bookings.test_webhook import settings as make_settings
 from tests.ics.feed_readers import READERS, read_calcurse
+from tests.support.settings import make_settings
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 INJECT = "\r\nATTENDEE:mailto:attacker@example.com\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:forged\r\nSUMMARY:forged"

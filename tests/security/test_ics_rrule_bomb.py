@@ -23,9 +23,7 @@ from shared.ics import api, importer, source
 from shared.ics.importer import parse_published
 from shared.repos.links import LinkRepository
 from shared.storage import StoragePort
-from tests.ics.test_import_run import KEY, Published, _run, published, services
-
-__all__ = ["published"]
+from tests.support.ics_world import KEY, Published, run_import, services
 
 WINDOW = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2027, 11, 1, tzinfo=UTC))
 BOMBS = {
@@ -57,7 +55,7 @@ async def test_through_the_engine_a_bomb_writes_nothing(storage: StoragePort, pu
     svc = services(storage)
     Published.body = BOMBS["minutely"]
     await api.set_ics_import(svc, "p", "r", {"url": published})
-    assert await _run(svc) == "ok"
+    assert await run_import(svc) == "ok"
     timum = svc.timum
     assert isinstance(timum, MemoryTimum)
     assert await timum.list_blocked_slots("p", "r") == [] and timum.writes() == 0

@@ -17,7 +17,7 @@ from shared.ics import api, fetch
 from shared.ics.fetch import address_allowed, check_url, fetch_ics
 from shared.repos.links import LinkRepository
 from shared.storage import StoragePort
-from tests.ics.test_import_run import KEY, services
+from tests.support.ics_world import KEY, services
 
 REFUSED = [
     "168.63.129.16",            # Azure wire server (DNS, DHCP, health probes)

@@ -15,7 +15,7 @@ from shared.errors import BadRequest
 from shared.ics import api, fetch
 from shared.repos.links import LinkRepository
 from shared.storage import StoragePort
-from tests.ics.test_import_run import KEY, _run, services
+from tests.support.ics_world import KEY, run_import, services
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ async def test_through_the_engine_the_link_names_the_deadline(storage: StoragePo
     monkeypatch.setattr(fetch, "DEADLINE", 1.5, raising=False)
     svc = services(storage)
     await api.set_ics_import(svc, "p", "r", {"url": trickling})
-    assert await _run(svc) == "error"
+    assert await run_import(svc) == "error"
     link = await LinkRepository(storage).require(KEY)
     assert link.health is LinkHealth.ERROR and link.last_error.startswith("ics_fetch_deadline")
     assert await svc.timum.list_blocked_slots("p", "r") == []

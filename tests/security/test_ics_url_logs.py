@@ -15,9 +15,7 @@ import pytest
 from shared.ics import api
 from shared.observability import configure_logging, logging_configured, unconfigure_logging
 from shared.storage.memory import MemoryStorage
-from tests.ics.test_import_run import Published, _run, published, services
-
-__all__ = ["published"]  # the fixture, used by name
+from tests.support.ics_world import Published, run_import, services
 
 SECRET = "f7c0a1e25b8d4c3e9a6b1d2c3e4f5a6b"
 
@@ -75,7 +73,7 @@ async def test_the_calendar_url_never_reaches_a_log(published: str, logged: _Col
     if body is not None:
         Published.body = body
     try:
-        await _run(svc)
+        await run_import(svc)
     except Exception:  # a transient failure is raised for the host to retry; logged below
         logging.getLogger("devtools.devhost").exception("Function sync_worker failed")
     assert Published.hits >= 1, "the import really fetched the calendar"
@@ -90,7 +88,7 @@ async def test_an_unreachable_host_does_not_log_the_url(logged: _Collect) -> Non
     await api.set_ics_import(svc, "p", "r",
                              {"url": f"http://127.0.0.1:{free_port()}/export/{SECRET}/calendar"})
     try:
-        await _run(svc)
+        await run_import(svc)
     except Exception:  # as the host would log it
         logging.getLogger("devtools.devhost").exception("Function sync_worker failed")
     assert SECRET not in _everything(logged)

@@ -14,7 +14,7 @@ from devtools.connect_walker import ConnectWalker as _ConnectWalker
 from devtools.connect_walker import _forms
 from devtools.stack import Stack, StackError
 from shared.messages import BOOKING_QUEUE
-from tests.security.conftest import ANNA, links_api, signed_booking
+from tests.support.stack_requests import ANNA, links_api, signed_booking
 
 
 def _booking(**overrides: object) -> dict[str, object]:

@@ -12,9 +12,7 @@ from shared.errors import TransientError
 from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 from shared.services.subscriptions import handle_admin_message
-
-from .conftest import KEY, World
-from .test_subscriptions import queued
+from tests.support.outlook_world import KEY, World, queued
 
 
 async def _polling(world: World) -> None:

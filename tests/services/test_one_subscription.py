@@ -9,8 +9,7 @@ from datetime import timedelta
 from shared.connect.teardown import unlink
 from shared.repos.links import SubscriptionIndex
 from shared.services.subscriptions import ORPHAN_GRACE, ensure_subscription, renew_expiring, resubscribe
-
-from .conftest import KEY, MAILBOX, World
+from tests.support.outlook_world import KEY, MAILBOX, World
 
 
 async def _indexed(world: World) -> set[str]:

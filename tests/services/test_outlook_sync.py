@@ -26,8 +26,7 @@ from shared.repos.sync_state import BookingEventState, BookingMapRepository, Boo
 from shared.storage.memory import MemoryStorage
 from shared.sync.rounds import DEFAULT_RETRY_AFTER_SECONDS, HealthChange
 from shared.sync.worker import run_sync
-
-from .conftest import KEY, MAILBOX, NOW, PROVIDER, RESOURCE, SimulatedCrash, World
+from tests.support.outlook_world import KEY, MAILBOX, NOW, PROVIDER, RESOURCE, SimulatedCrash, World
 
 H = timedelta(hours=1)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

@@ -32,8 +32,7 @@ from shared.repos.links import ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
 from shared.storage.memory import MemoryQueue
 from shared.sync.worker import run_sync
-
-from .conftest import KEY, MAILBOX, NOW, PROVIDER, SimulatedCrash, TripwireStorage, World, make_world
+from tests.support.outlook_world import KEY, MAILBOX, NOW, PROVIDER, SimulatedCrash, TripwireStorage, World, make_world
 
 settings.register_profile("ci", max_examples=50, stateful_step_count=30, derandomize=True, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -26,8 +26,7 @@ from shared.messages import (
 )
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryQueue, MemoryStorage
-
-from .conftest import KEY, World, make_world
+from tests.support.outlook_world import KEY, World, make_world
 
 
 @pytest.fixture

@@ -20,19 +20,11 @@ from shared.services.subscriptions import (
     renew_expiring,
     teardown,
 )
-from shared.storage.memory import MemoryQueue
 from shared.sync.worker import run_sync
-
-from .conftest import KEY, MAILBOX, NOW, World
+from tests.support.outlook_world import KEY, MAILBOX, NOW, World, queued
 
 H = timedelta(hours=1)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-
-def queued(world: World, queue: str) -> list[dict[str, object]]:
-    q = world.storage.queue(queue)
-    assert isinstance(q, MemoryQueue)
-    return [json.loads(m) for m in q.drain()]
 
 
 async def test_setup_subscribes_and_asks_for_a_full_sync(world: World) -> None:

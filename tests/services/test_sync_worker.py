@@ -13,8 +13,7 @@ from shared.domain import slot_external_id
 from shared.messages import SyncMessage, SyncReason
 from shared.sync import worker
 from shared.sync.rounds import SyncOutcome
-
-from .conftest import KEY, World
+from tests.support.outlook_world import KEY, World
 
 H = timedelta(hours=1)
 T = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -61,8 +60,7 @@ def test_each_invocation_gets_its_own_lease_owner() -> None:
 async def test_a_burst_waits_out_the_spacing_and_shares_one_rerun(monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.storage.memory import MemoryStorage
     from shared.sync.worker import run_sync
-
-    from .conftest import make_world
+    from tests.support.outlook_world import make_world
 
     world = await make_world(MemoryStorage(), SYNC_ROUND_SPACING_MS="300")
     world.add(start=T, end=T + H)

@@ -9,9 +9,7 @@ from shared.errors import TransientError
 from shared.messages import LINK_ADMIN_QUEUE, AdminMessage
 from shared.services.subscriptions import ensure_subscription, handle_admin_message
 from shared.storage.base import encode_key
-
-from .conftest import KEY, World
-from .test_subscriptions import queued
+from tests.support.outlook_world import KEY, World, queued
 
 
 def _statuses(world: World) -> list[dict[str, object]]:

@@ -4,6 +4,7 @@ chosen write (a crash between two steps)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from shared.messages import SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 from shared.repos.sync_state import EventMapRepository
 from shared.storage.base import Entity, StoragePort, chunks, one_partition
-from shared.storage.memory import MemoryStorage, MemoryTable
+from shared.storage.memory import MemoryQueue, MemoryStorage, MemoryTable
 from shared.sync.rounds import SyncOutcome
 from shared.sync.worker import run_sync
 from tests.support.settings import make_settings as support_settings
@@ -181,3 +182,10 @@ async def make_world(storage: StoragePort, *, seed: int = 7, page_size: int = 3,
         calendar_id=calendar, calendar_name="Behandlungsraum 1", calendar_owner=MAILBOX, account_id="acc-1",
         time_zone="Europe/Berlin", created_at=NOW))
     return World(services, storage, graph, provider, timum, clock, calendar)
+
+
+def queued(world: World, queue: str) -> list[dict[str, object]]:
+    """The messages waiting on ``queue`` (taken off it), decoded."""
+    q = world.storage.queue(queue)
+    assert isinstance(q, MemoryQueue)
+    return [json.loads(m) for m in q.drain()]
