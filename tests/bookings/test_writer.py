@@ -12,7 +12,7 @@ from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
 from shared.bookings.payload import booking_to_json
 from shared.bookings.service import apply_booking_message
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import (
     Booking,
     BookingStatus,
@@ -160,7 +160,7 @@ async def test_cancel_policy_mark_keeps_a_free_marked_event(world: World) -> Non
 async def test_no_link_is_recorded_for_the_ics_feed(storage: StoragePort) -> None:
     w = World(storage)
     assert await w.send(booking(1)) == "no_link"
-    assert await BookingStore(storage).get(KEY.provider_id, KEY.resource_id, "bk-1") is not None
+    assert await BookingRepository(storage).get(KEY.provider_id, KEY.resource_id, "bk-1") is not None
     assert w.ours() == []
 
 
