@@ -196,7 +196,7 @@ def admin_consent_url(settings: Settings, tenant: str, state: str, *, org: bool 
 
 
 async def _consent_page(services: Services, context: ConnectContext, *, description: str) -> ConsentPage:
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
 
     settings = services.settings
     tenant = consent_tenant(settings, description)
@@ -241,7 +241,7 @@ async def _problem_page(services: Services, context: ConnectContext, problem: st
     if problem == "admin_required":
         return await _consent_page(services, context, description=description)
     if problem == "declined":
-        from shared.observability import metrics
+        from shared.observability.metrics import metrics
 
         metrics.increment("consent_errors", declined=True)
     code = "consent_declined" if problem == "declined" else "sign_in_failed"
