@@ -504,10 +504,10 @@ def build_world(stack: Stack) -> World:
     """One linked calendar with a live subscription and one ICS feed, so fuzzed ids land near real ones."""
     from devtools.stack_world import bulk_links, wait_quiet
     from shared.domain import LinkKey
-    from shared.ics.tokens import FeedTokens
+    from shared.ics.tokens import FeedTokenRepository
 
     (link,) = bulk_links(stack, 1, provider="praxis-fuzz")
-    token = stack.run(FeedTokens(stack.storage).issue(LinkKey(link.provider, link.resource), "Raum"))
+    token = stack.run(FeedTokenRepository(stack.storage).issue(LinkKey(link.provider, link.resource), "Raum"))
     wait_quiet(stack, timeout=60)
     sub = stack.graph.subscription(link.subscription_id)
     assert sub is not None and sub.client_state is not None

@@ -85,7 +85,7 @@ def bulk_links(stack: Stack, count: int, *, provider: str = "bench", per_user: i
     from shared.domain import Link, LinkKey, LinkMode, SyncMode
     from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
     from shared.repos.accounts import TenantRepository
-    from shared.repos.links import LinkRepository, SubscriptionIndex
+    from shared.repos.links import LinkRepository, SubscriptionRepository
 
     _, people = add_tenant(stack, f"Bench {provider}", max(1, -(-count // per_user)))
     tenant_id = people[0].tenant_id
@@ -120,7 +120,7 @@ def bulk_links(stack: Stack, count: int, *, provider: str = "bench", per_user: i
     async def write() -> None:
         await TenantRepository(stack.storage).record_admin_consent(tenant_id, now=now)
         repo = LinkRepository(stack.storage)
-        index = SubscriptionIndex(stack.storage)
+        index = SubscriptionRepository(stack.storage)
 
         def one(link: Link, state: str) -> Callable[[], Awaitable[None]]:
             async def run() -> None:

@@ -1,7 +1,7 @@
-// Log alerts on the metrics of shared/observability.py (customMetrics in Application Insights)
+// Log alerts on the metrics of shared/observability/metrics.py (customMetrics in Application Insights)
 // and on 503 answers. docs/runbook.md explains each alert and what to do about it.
 //
-// Metric names here must exist in shared.observability.METRICS; tests/infra checks that.
+// Metric names here must exist in shared.observability.metrics.METRICS; tests/infra checks that.
 
 param location string
 param tags object

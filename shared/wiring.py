@@ -30,7 +30,7 @@ def settings() -> Settings:
     if not _logging_ready:
         _logging_ready = True
         try:
-            from shared.observability import configure_logging
+            from shared.observability.redaction import configure_logging
         except ImportError:  # observability is optional for tools that only need storage
             logging.getLogger(__name__).debug("structured logging not configured")
         else:

@@ -1,4 +1,4 @@
-"""Redaction, correlation ids and metrics of shared/observability.py.
+"""Correlation ids, redaction and metrics of the shared/observability package.
 
 Every secret kind is pushed through a real logger and looked for in what pytest's caplog and an
 ordinary StreamHandler captured: it must be gone, while the rest of the line survives.
@@ -23,17 +23,16 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from shared import observability
 from shared.config import SECRET_SETTING_NAMES, Settings, load_settings
-from shared.observability import (
-    METRICS,
+from shared.observability.correlation import bind, current_ids
+from shared.observability.metrics import METRICS, _monitor_credential, _setup_azure_monitor, metrics
+from shared.observability.redaction import (
+    QUIET_LOGGERS,
     REDACTED,
     RedactionFilter,
-    bind,
     configure_logging,
-    current_ids,
-    metrics,
     redact,
+    register_secret,
     unconfigure_logging,
 )
 
@@ -242,7 +241,7 @@ def test_redaction_is_idempotent(text: str) -> None:
 
 
 def test_short_configured_values_are_not_treated_as_secrets() -> None:
-    observability.register_secret("abc", "")
+    register_secret("abc", "")
     assert redact("abc is a word") == "abc is a word"
 
 
@@ -331,11 +330,14 @@ def test_configure_covers_handlers_added_later_and_unconfigure_restores() -> Non
         logging.getLogger().removeHandler(late)
 
 
-def test_importing_the_module_loads_no_telemetry_sdk() -> None:
-    code = ("import sys, shared.observability; "
-            "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'azure'))))")
+def test_importing_the_modules_loads_the_standard_library_only() -> None:
+    # Every cold start imports them: no telemetry SDK, nor any other installed package, may come along.
+    code = ("import sys; before = set(sys.modules); "
+            "import shared.observability.correlation, shared.observability.redaction, shared.observability.metrics; "
+            "print(sorted(m for m in set(sys.modules) - before "
+            "if m.partition('.')[0] not in sys.stdlib_module_names and not m.startswith('shared.observability')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "['shared']"
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -488,7 +490,7 @@ def test_azure_monitor_is_configured_for_metrics_only_with_entra_auth(monkeypatc
     fake = types.ModuleType("azure.monitor.opentelemetry")
     fake.configure_azure_monitor = lambda **kwargs: seen.update(kwargs)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", fake)
-    meter = observability._setup_azure_monitor("InstrumentationKey=x;IngestionEndpoint=https://x/",
+    meter = _setup_azure_monitor("InstrumentationKey=x;IngestionEndpoint=https://x/",
                                                "Authorization=AAD;ClientId=00000000-1111-2222-3333-444444444444")
     assert meter is not None
     assert seen["connection_string"] == "InstrumentationKey=x;IngestionEndpoint=https://x/"
@@ -497,8 +499,8 @@ def test_azure_monitor_is_configured_for_metrics_only_with_entra_auth(monkeypatc
 
 
 def test_monitor_credential_is_none_without_entra_auth() -> None:
-    assert observability._monitor_credential("") is None
-    assert observability._monitor_credential("Authorization=Key") is None
+    assert _monitor_credential("") is None
+    assert _monitor_credential("Authorization=Key") is None
 
 
 # --- forged lines and HTTP client loggers -------------------------------------------------------
@@ -568,7 +570,7 @@ def _fetch_with_httpx(url: str) -> None:
 def test_http_client_loggers_are_held_at_warning(caplog: pytest.LogCaptureFixture, stream: io.StringIO) -> None:
     configure_logging()
     caplog.set_level(logging.DEBUG)
-    for name in observability.QUIET_LOGGERS:
+    for name in QUIET_LOGGERS:
         assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING
     _fetch_with_httpx(ICS_URL + "?token=q")
     for captured in (stream.getvalue(), caplog.text):

@@ -46,26 +46,26 @@ def _booking(i: int, version: int = 1, minutes: int = 0) -> Booking:
 
 async def seed(stack: Stack, count: int) -> str:
     """``count`` bookings in the booking store and a feed token for the resource."""
-    from shared.bookings.store import BookingStore
+    from shared.bookings.store import BookingRepository
     from shared.domain import LinkKey
-    from shared.ics.tokens import FeedTokens
+    from shared.ics.tokens import FeedTokenRepository
 
-    class SeedingStore(BookingStore):
+    class SeedingStore(BookingRepository):
         async def _bump(self, pk: str, booking_id: str, version: int) -> None:
             """Seeding writes thousands of rows at once; the revision rises once at the end instead."""
 
     seeding = SeedingStore(stack.storage)
     await gather_bounded([functools.partial(seeding.upsert_if_newer, _booking(i)) for i in range(1, count)])
-    await BookingStore(stack.storage).upsert_if_newer(_booking(0))  # this one raises the revision
-    return await FeedTokens(stack.storage).issue(LinkKey(PROVIDER, RESOURCE), "Behandlungsraum 1")
+    await BookingRepository(stack.storage).upsert_if_newer(_booking(0))  # this one raises the revision
+    return await FeedTokenRepository(stack.storage).issue(LinkKey(PROVIDER, RESOURCE), "Behandlungsraum 1")
 
 
 async def change_one(stack: Stack, version: int) -> bytes:
     """Move booking 0 by a minute per version; returns the DTSTART line the feed must then show."""
-    from shared.bookings.store import BookingStore
+    from shared.bookings.store import BookingRepository
 
     moved = _booking(0, version, minutes=version % 30)
-    await BookingStore(stack.storage).upsert_if_newer(moved)
+    await BookingRepository(stack.storage).upsert_if_newer(moved)
     return f"DTSTART:{moved.start:%Y%m%dT%H%M%SZ}".encode()
 
 
@@ -81,7 +81,7 @@ class InProcess:
 
 async def function_times(stack: Stack, token: str, reps: int, version: int) -> tuple[InProcess, int]:
     """Service and render timings in this process; returns them and the last booking version."""
-    from shared.bookings.store import BookingStore
+    from shared.bookings.store import BookingRepository
     from shared.domain import LinkKey
     from shared.ics.feed import render_feed
     from shared.ics.service import FeedCache, serve_feed
@@ -90,7 +90,7 @@ async def function_times(stack: Stack, token: str, reps: int, version: int) -> t
     from shared.storage.base import encode_key
 
     out = InProcess()
-    store = BookingStore(stack.storage)
+    store = BookingRepository(stack.storage)
     stored = []
     for _ in range(max(1, reps // 4)):
         t = time.perf_counter()

@@ -46,9 +46,9 @@ DRAIN_SECONDS = 5.0
 
 def _bodies(stack: Stack, count: int) -> list[str]:
     from shared.domain import LinkKey
-    from shared.repos.links import SubscriptionIndex
+    from shared.repos.links import SubscriptionRepository
 
-    index = SubscriptionIndex(stack.storage)
+    index = SubscriptionRepository(stack.storage)
     subs = [(str(uuid.uuid4()), secrets.token_urlsafe(32), LinkKey("load", f"r{i:03d}")) for i in range(count)]
 
     async def put() -> None:

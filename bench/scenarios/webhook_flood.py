@@ -56,9 +56,9 @@ WORST_PAUSE = 1.0
 
 def _normal_bodies(stack: Stack) -> list[str]:
     from shared.domain import LinkKey
-    from shared.repos.links import SubscriptionIndex
+    from shared.repos.links import SubscriptionRepository
 
-    index = SubscriptionIndex(stack.storage)
+    index = SubscriptionRepository(stack.storage)
     subs = [(str(uuid.uuid4()), secrets.token_urlsafe(32), LinkKey("flood", f"r{i:03d}"))
             for i in range(SUBSCRIPTIONS)]
 

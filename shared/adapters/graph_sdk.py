@@ -46,7 +46,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from shared import observability as _observability
 from shared.adapters import timezones
 from shared.adapters.graph_constants import (
     BOOKING_PROPERTY_ID,
@@ -71,6 +70,7 @@ from shared.errors import (
     Throttled,
     TransientError,
 )
+from shared.observability.metrics import metrics
 from shared.ports import GraphCalendarPort
 
 if TYPE_CHECKING:
@@ -79,7 +79,6 @@ if TYPE_CHECKING:
     from shared.config import Settings
 
 log = logging.getLogger(__name__)
-metrics = _observability.metrics
 
 #: Time zone assumed when a mailbox's settings cannot be read (timum's home market).
 FALLBACK_TIME_ZONE = "Europe/Berlin"

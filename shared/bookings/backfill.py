@@ -4,7 +4,7 @@ Webhooks only carry *changes*. Bookings made before a calendar was linked (or be
 was created, or while a link waited for its reconnect with webhooks lost to an outage) would
 otherwise never reach Outlook or the feed. On link, reconnect and feed creation the service
 reads the resource's bookings in the sync window from timum (``listBookings``, paged by the
-adapter) and stores each through ``BookingStore.upsert_if_newer`` — the same path as a webhook,
+adapter) and stores each through ``BookingRepository.upsert_if_newer`` — the same path as a webhook,
 so versions decide: a backfill that read an older version than a webhook already stored
 changes nothing, and a webhook newer than the backfill replaces what it stored.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.context import Services
 from shared.core.window import sync_window
 from shared.domain import LinkKey
@@ -38,7 +38,7 @@ async def backfill_resource(services: Services, key: LinkKey) -> int:
     except (RemoteGone, NotFound):
         log.info("backfill of %s: the resource is gone in timum", key)
         return 0
-    store = BookingStore(services.storage)
+    store = BookingRepository(services.storage)
     stored = 0
     for booking in bookings:
         if (booking.provider_id, booking.resource_id) != (key.provider_id, key.resource_id):

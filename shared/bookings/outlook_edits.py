@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from shared.bookings.render import draft_hash, render_event
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.context import Services
 from shared.core.outlook_plan import (
     ExpectedBookingEvent,
@@ -106,7 +106,7 @@ class BookingEventGuard:
         key = self._link.key
         rows = {row.booking_id: row for row in await BookingMapRepository(self._services.storage).list(key)
                 if row.event_id in self._own}
-        stored = await BookingStore(self._services.storage).list_for_resource(key.provider_id, key.resource_id)
+        stored = await BookingRepository(self._services.storage).list_for_resource(key.provider_id, key.resource_id)
         expected: dict[str, ExpectedBookingEvent] = {}
         for item in stored:
             booking = item.booking

@@ -36,7 +36,7 @@ from shared.bookings.plan import (
     recreate_transaction_id,
 )
 from shared.bookings.render import draft_hash, render_event
-from shared.bookings.store import BookingStore, Location, StoredBooking
+from shared.bookings.store import BookingRepository, Location, StoredBooking
 from shared.context import Services
 from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import AuthError, NotFound, RemoteGone, TransientError
@@ -188,7 +188,7 @@ async def _apply_stored(services: Services, provider_id: str, resource_id: str, 
                         fallback: Booking | None = None) -> WriteOutcome:
     """Write the newest stored version of one booking to its link's calendar, and remove the
     event it left behind in the calendar of a resource it moved away from."""
-    store = BookingStore(services.storage)
+    store = BookingRepository(services.storage)
     where = await store.locate(provider_id, booking_id)
     stored = await _newest(services, provider_id, resource_id, booking_id, where)
     booking = stored.booking if stored is not None else fallback
@@ -205,7 +205,7 @@ async def _newest(services: Services, provider_id: str, resource_id: str, bookin
                   where: Location | None = None) -> StoredBooking | None:
     """The booking's newest stored version, wherever it lives now (it may have changed resource
     since the message that started this invocation)."""
-    store = BookingStore(services.storage)
+    store = BookingRepository(services.storage)
     where = where or await store.locate(provider_id, booking_id)
     return await store.get(provider_id, where.resource_id if where is not None else resource_id, booking_id)
 
@@ -302,7 +302,7 @@ async def apply_booking_message(services: Services, message: BookingMessage | di
         return WriteOutcome(f"backfilled:{await backfill_resource(services, message.key)}")
     incoming = message.booking
     # Stored before the lease is tried: a holder that sees our dirty mark finds this version.
-    await BookingStore(services.storage).upsert_if_newer(incoming)
+    await BookingRepository(services.storage).upsert_if_newer(incoming)
     return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
 
 
@@ -315,7 +315,7 @@ async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome
         return WriteOutcome("no_link")
     await backfill_resource(services, key)
     written = 0
-    here = await BookingStore(services.storage).list_for_resource(key.provider_id, key.resource_id)
+    here = await BookingRepository(services.storage).list_for_resource(key.provider_id, key.resource_id)
     # Events of bookings that moved to another resource while this link could not be written to
     # (it needed a reconnect): their cleanup waits in the index, run it under their lease too.
     mapped = {row.booking_id for row in await BookingMapRepository(services.storage).list(key)
@@ -360,7 +360,7 @@ async def _restore(services: Services, link: Link, booking_id: str, event_id: st
     row = await maps.get(link.key, booking_id)
     if row is None or row.event_id != event_id:
         return WriteOutcome("stale")  # the writer replaced or removed the event meanwhile
-    stored = await BookingStore(services.storage).get(link.provider_id, link.resource_id, booking_id)
+    stored = await BookingRepository(services.storage).get(link.provider_id, link.resource_id, booking_id)
     if stored is None:
         return WriteOutcome("stale")
     booking = stored.booking

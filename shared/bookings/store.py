@@ -113,7 +113,7 @@ async def _write_over(table: TablePort, entity: Mapping[str, Any], read: Entity 
         await table.update(entity, etag=read.etag)
 
 
-class BookingStore:
+class BookingRepository:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(BOOKINGS)
         self._index = storage.table(BOOKING_INDEX)

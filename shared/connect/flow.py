@@ -30,11 +30,11 @@ from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, Err
 from shared.connect.store import (
     ADMIN_CONSENT_LIFETIME,
     FLOW_LIFETIME,
-    AuthFlowStore,
+    AuthFlowRepository,
     ConnectContext,
-    NonceStore,
+    NonceRepository,
     PendingFlow,
-    SessionStore,
+    SessionRepository,
     binding_hash,
     derive_keys,
 )
@@ -60,11 +60,11 @@ def cipher_for(settings: Settings) -> Cipher:
     return Cipher(settings.token_encryption_keys)
 
 
-def session_store(services: Services) -> SessionStore:
+def session_store(services: Services) -> SessionRepository:
     keys = services.settings.token_encryption_keys
     # Every configured key verifies a CSRF token, so a chooser form open while the keys rotate
     # still submits; the first key signs new ones.
-    return SessionStore(services.storage, Cipher(keys), derive_keys(keys, "csrf"))
+    return SessionRepository(services.storage, Cipher(keys), derive_keys(keys, "csrf"))
 
 
 # --- start ------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ async def start(services: Services, token: str | None, *, accept_language: str |
                              locale=normalize(link.locale, settings.default_locale), return_url=link.return_url,
                              scope=link.scope, provider_name=link.provider_name)
     try:
-        begun = await _begin(services, context, use_nonce=lambda: NonceStore(services.storage).use(
+        begun = await _begin(services, context, use_nonce=lambda: NonceRepository(services.storage).use(
             link.nonce, expires_at=datetime.fromtimestamp(link.expires_at + 60, UTC), now=now))
     except InvalidSignature as exc:
         log.info("connect link refused: %s", exc.code)
@@ -163,7 +163,7 @@ async def _begin(services: Services, context: ConnectContext,
     if use_nonce is not None:
         await use_nonce()
     binding = Binding(binding_tag(state), secrets.token_urlsafe(32))
-    await AuthFlowStore(services.storage, cipher_for(settings)).put(
+    await AuthFlowRepository(services.storage, cipher_for(settings)).put(
         state, PendingFlow(kind="orgsignin" if context.is_org else "signin", context=context, flow=flow,
                            binding_hash=binding_hash(binding.value)),
         expires_at=services.clock() + FLOW_LIFETIME)
@@ -196,14 +196,14 @@ def admin_consent_url(settings: Settings, tenant: str, state: str, *, org: bool 
 
 
 async def _consent_page(services: Services, context: ConnectContext, *, description: str) -> ConsentPage:
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
 
     settings = services.settings
     tenant = consent_tenant(settings, description)
     # Operators watch this: a tenant that keeps refusing needs its admin to act.
     metrics.increment("consent_errors", declined=False)
     state = secrets.token_urlsafe(24)
-    await AuthFlowStore(services.storage, cipher_for(settings)).put(
+    await AuthFlowRepository(services.storage, cipher_for(settings)).put(
         state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),
         expires_at=services.clock() + ADMIN_CONSENT_LIFETIME)
     return ConsentPage(locale=context.locale, consent_url=admin_consent_url(settings, tenant, state,
@@ -241,7 +241,7 @@ async def _problem_page(services: Services, context: ConnectContext, problem: st
     if problem == "admin_required":
         return await _consent_page(services, context, description=description)
     if problem == "declined":
-        from shared.observability import metrics
+        from shared.observability.metrics import metrics
 
         metrics.increment("consent_errors", declined=True)
     code = "consent_declined" if problem == "declined" else "sign_in_failed"
@@ -272,7 +272,7 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
     settings = services.settings
     now = services.clock()
     fallback_locale = negotiate(accept_language, settings.default_locale)
-    flows = AuthFlowStore(services.storage, cipher_for(settings))
+    flows = AuthFlowRepository(services.storage, cipher_for(settings))
     state = params.get("state") or ""
     pending = await flows.peek(state, now=now)
     if pending is None or pending.kind not in ("signin", "orgsignin"):
@@ -377,7 +377,7 @@ async def admin_callback(services: Services, params: Mapping[str, str], *, accep
     tenant that state names — proven by an app-only token (a JWT) issued there."""
     settings = services.settings
     now = services.clock()
-    flows = AuthFlowStore(services.storage, cipher_for(settings))
+    flows = AuthFlowRepository(services.storage, cipher_for(settings))
     state = params.get("state") or ""
     pending = await flows.peek(state, now=now)
     if pending is None or pending.kind != "adminconsent":

@@ -74,7 +74,7 @@ class ConnectContext:
                    scope=str(data.get("scope") or ""), provider_name=str(data.get("provider_name") or ""))
 
 
-class NonceStore:
+class NonceRepository:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(NONCES)
 
@@ -113,7 +113,7 @@ def binding_hash(binding: str) -> str:
     return _hash(binding)
 
 
-class AuthFlowStore:
+class AuthFlowRepository:
     def __init__(self, storage: StoragePort, cipher: Cipher) -> None:
         self._table = storage.table(AUTHFLOWS)
         self._cipher = cipher
@@ -169,7 +169,7 @@ class ChooserSession:
     etag: str = ""
 
 
-class SessionStore:
+class SessionRepository:
     """Chooser sessions. The CSRF token is an HMAC of the session id under a key derived from
     the token-encryption key, so it needs no storage and is useless without the cookie. The
     first key signs; every key verifies (a form rendered before a key rotation still submits)."""

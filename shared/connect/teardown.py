@@ -19,14 +19,14 @@ from shared.domain import Link, LinkKey, LinkMode
 from shared.messages import LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import AccountRepository
 from shared.repos.codec import from_entity, to_entity
-from shared.repos.links import LinkRepository, SubscriptionIndex
+from shared.repos.links import LinkRepository, SubscriptionRepository
 from shared.storage.base import Entity, StoragePort, encode_key
 
 TEARDOWNS = "teardowns"
 _NO_SUBSCRIPTION = "-"
 
 
-class TeardownStore:
+class TeardownRepository:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(TEARDOWNS)
 
@@ -50,7 +50,7 @@ async def account_in_use(storage: StoragePort, account_id: str) -> bool:
     if not account_id:
         return False
     links = await LinkRepository(storage).keys_for_account(account_id, limit=1)
-    return bool(links) or await TeardownStore(storage).uses_account(account_id)
+    return bool(links) or await TeardownRepository(storage).uses_account(account_id)
 
 
 async def forget_account_if_unused(services: Services, account_id: str) -> bool:
@@ -75,10 +75,10 @@ async def unlink(services: Services, link: Link, *, delete_outlook_events: bool 
     repo = LinkRepository(services.storage)
     needs_worker = bool(link.subscription_id) or delete_outlook_events
     if needs_worker:
-        await TeardownStore(services.storage).put(link)
+        await TeardownRepository(services.storage).put(link)
     if link.subscription_id:
         # Notifications of the old subscription must not reach the new calendar's link.
-        await SubscriptionIndex(services.storage).delete(link.subscription_id)
+        await SubscriptionRepository(services.storage).delete(link.subscription_id)
     if not keep_row:
         await repo.delete(link.key)
     if not keep_claim:
@@ -99,7 +99,7 @@ async def unlink(services: Services, link: Link, *, delete_outlook_events: bool 
 async def finish(services: Services, key: LinkKey, subscription_id: str) -> None:
     """Called by the TEARDOWN worker once Graph is cleaned up: drop the snapshot, then the
     account's tokens if nothing else uses them."""
-    store = TeardownStore(services.storage)
+    store = TeardownRepository(services.storage)
     snapshot = await store.get(key, subscription_id)
     await store.remove(key, subscription_id)
     if snapshot is not None and snapshot.mode is LinkMode.DELEGATED:

@@ -16,7 +16,7 @@ from shared.crypto import Cipher
 from shared.domain import Link, LinkKey, LinkMode, SyncMode
 from shared.errors import BadRequest, Conflict
 from shared.ics.fetch import check_url
-from shared.ics.tokens import FeedTokens
+from shared.ics.tokens import FeedTokenRepository
 from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
 from shared.repos.links import LinkRepository
 
@@ -42,7 +42,7 @@ async def issue_feed(services: Services, provider_id: str, resource_id: str, bod
     if not name:
         resource = await services.timum.get_resource(key.provider_id, key.resource_id)
         name = str(resource.get("name", "")) if resource else ""
-    token = await FeedTokens(services.storage).issue(key, name or "timum")
+    token = await FeedTokenRepository(services.storage).issue(key, name or "timum")
     from shared.bookings.backfill import queue_backfill
 
     await queue_backfill(services, key)  # bookings made before the feed existed
@@ -52,7 +52,7 @@ async def issue_feed(services: Services, provider_id: str, resource_id: str, bod
 
 
 async def revoke_feed(services: Services, provider_id: str, resource_id: str) -> bool:
-    return await FeedTokens(services.storage).revoke(_key(provider_id, resource_id))
+    return await FeedTokenRepository(services.storage).revoke(_key(provider_id, resource_id))
 
 
 async def set_ics_import(services: Services, provider_id: str, resource_id: str, body: Any) -> Link:

@@ -8,7 +8,7 @@ change, the feed is brought up to date from a snapshot of rendered events (this 
 the stored one a fresh instance reads) by re-reading only the bookings the revision log names
 (``shared.ics.snapshot``). The strong ETag is the SHA-256 of the bytes, so identical data gives
 an identical ETag across instances; If-None-Match compares weakly. Last-Modified is when the
-current body first appeared (``SnapshotTable.body_modified``), so it moves whenever the body does.
+current body first appeared (``SnapshotRepository.body_modified``), so it moves whenever the body does.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
-from shared.bookings.store import BookingStore, Revision
+from shared.bookings.store import BookingRepository, Revision
 from shared.config import Settings
 from shared.domain import LinkKey, ProviderSettings
-from shared.ics.snapshot import FeedSnapshot, SnapshotTable, build, shape_of
-from shared.ics.tokens import LOOKUP_TTL, FeedTokens, TokenLookups
+from shared.ics.snapshot import FeedSnapshot, SnapshotRepository, build, shape_of
+from shared.ics.tokens import LOOKUP_TTL, FeedTokenRepository, TokenLookups
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage.base import StoragePort
 
@@ -131,7 +131,7 @@ async def current_snapshot(storage: StoragePort, cache: FeedCache, link: LinkKey
     def usable(s: FeedSnapshot | None) -> bool:
         return s is not None and s.shape == shape and s.built == day and s.revision <= revision.number
 
-    table = SnapshotTable(storage)
+    table = SnapshotRepository(storage)
     snap = cache.snapshot(link)
     if not usable(snap):
         snap = await table.load(link)
@@ -140,7 +140,7 @@ async def current_snapshot(storage: StoragePort, cache: FeedCache, link: LinkKey
     if snap is not None and snap.revision == revision.number:
         cache.put_snapshot(link, snap)
         return snap
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     changed = revision.changed_since(snap.revision) if snap is not None else None
     if snap is not None and changed is not None and len(changed) <= MAX_PATCH:
         rows = [(booking_id, await store.get(link.provider_id, link.resource_id, booking_id))
@@ -157,13 +157,13 @@ async def current_snapshot(storage: StoragePort, cache: FeedCache, link: LinkKey
 async def serve_feed(storage: StoragePort, settings: Settings, cache: FeedCache, token: str, *,
                      now: datetime, if_none_match: str | None = None,
                      if_modified_since: str | None = None) -> FeedResponse:
-    record = await cache.tokens.resolve(FeedTokens(storage), token)
+    record = await cache.tokens.resolve(FeedTokenRepository(storage), token)
     if record is None:
         return FeedResponse(404, None)
     link = record.link
     # Read on every request: a booking change must show in the next one, whichever instance
     # stored it.
-    revision = await BookingStore(storage).revision_log(link.provider_id, link.resource_id)
+    revision = await BookingRepository(storage).revision_log(link.provider_id, link.resource_id)
     provider = await cache.provider_settings(storage, link.provider_id)
     day = now.astimezone(UTC).date()
     key = (str(link), revision.number, day, provider, record.calendar_name)
@@ -175,7 +175,7 @@ async def serve_feed(storage: StoragePort, settings: Settings, cache: FeedCache,
         snap = await current_snapshot(storage, cache, link, revision, provider, day=day, window_start=window_start)
         body = snap.render(record.calendar_name, window_start, window_end)
         etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-        last_modified = await SnapshotTable(storage).body_modified(link, etag, now)
+        last_modified = await SnapshotRepository(storage).body_modified(link, etag, now)
         feed = RenderedFeed(body, etag, last_modified)
         cache.put(key, feed)
     if _not_modified(feed, if_none_match, if_modified_since):

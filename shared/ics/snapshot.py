@@ -139,7 +139,7 @@ def decode(parts: list[bytes]) -> FeedSnapshot | None:
         return None  # unreadable: rebuilt like a missing one
 
 
-class SnapshotTable:
+class SnapshotRepository:
     """Stored snapshots, one row per resource. Written unconditionally: any snapshot is correct
     for the revision it names, so a racing writer's older one only costs its readers a longer
     catch-up, never a wrong feed."""

@@ -50,7 +50,7 @@ class FeedRecord:
     calendar_name: str
 
 
-class FeedTokens:
+class FeedTokenRepository:
     def __init__(self, storage: StoragePort) -> None:
         self._feeds = storage.table(FEEDS)
         self._owners = storage.table(OWNERS)
@@ -103,7 +103,7 @@ class TokenLookups:
         self._max = max_entries
         self._items: OrderedDict[str, _Lookup] = OrderedDict()
 
-    async def resolve(self, tokens: FeedTokens, token: str) -> FeedRecord | None:
+    async def resolve(self, tokens: FeedTokenRepository, token: str) -> FeedRecord | None:
         if not _TOKEN.match(token):
             return None
         digest = token_hash(token)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 async def _run_booking(services: Services, message: BookingMessage, msg: func.QueueMessage) -> None:
     from shared.bookings.service import apply_booking_message
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
 
     outcome = await apply_booking_message(services, message)
     log.info("booking change applied: %s", outcome.result)

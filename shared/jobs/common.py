@@ -95,7 +95,7 @@ def _read(job: QueueJob[M], msg: func.QueueMessage, what: str) -> tuple[dict[str
 async def run_message(job: QueueJob[M], msg: func.QueueMessage) -> None:
     """Run one message of ``job``'s queue with the shared failure handling (module docstring)."""
     from shared.errors import BadRequest, Throttled
-    from shared.observability import bind
+    from shared.observability.correlation import bind
     from shared.wiring import get_services
 
     read = _read(job, msg, "message")
@@ -118,7 +118,7 @@ async def run_message(job: QueueJob[M], msg: func.QueueMessage) -> None:
 async def run_poison(job: QueueJob[M], msg: func.QueueMessage) -> None:
     """A message of ``job``'s queue failed ``maxDequeueCount`` times: count it and put the
     failure on its link's status."""
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
     from shared.wiring import get_services
 
     read = _read(job, msg, "poison message")

@@ -33,7 +33,7 @@ def due_reason(link: Link, now: datetime, polling_interval: timedelta,
 
 async def enqueue_due_syncs(services: Services) -> int:
     """Enqueue the links that are due; also report the gauges operators alert on."""
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
 
     now = services.clock()
     interval = timedelta(minutes=services.settings.polling_interval_minutes)

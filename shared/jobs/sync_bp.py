@@ -30,7 +30,7 @@ def invocation_owner() -> str:
 
 async def _run_sync(services: Services, message: SyncMessage, msg: func.QueueMessage) -> None:
     from shared.messages import SyncReason
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
     from shared.sync.worker import run_sync
 
     outcome = await run_sync(services, message, worker_id=invocation_owner())
@@ -74,7 +74,7 @@ async def link_admin_poison(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(schedule="0 */30 * * * *", arg_name="timer", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
     """Renew subscriptions expiring within 24 h (they live ≤ 4,230 min, so each renews ~daily)."""
-    from shared.observability import metrics
+    from shared.observability.metrics import metrics
     from shared.services.subscriptions import renew_expiring
     from shared.wiring import get_services
 

@@ -11,7 +11,7 @@
    token), remembers the tenant for the provider, and queues the move of the tenant's delegated
    links to app-only push (``shared.org.adopt``).
 4. ``view`` / ``submit``: the mapping page. Each chosen row becomes a row of the mapping job
-   (``MappingJobs``) before anything happens, so a second press or a crash resumes instead of
+   (``MappingJobRepository``) before anything happens, so a second press or a crash resumes instead of
    repeating; rows are linked side by side, each failing alone.
 """
 
@@ -28,14 +28,14 @@ from datetime import timedelta
 from typing import Any
 
 from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect, with_params
-from shared.connect.store import ADMIN_CONSENT_LIFETIME, AuthFlowStore, ChooserSession, ConnectContext, PendingFlow
+from shared.connect.store import ADMIN_CONSENT_LIFETIME, AuthFlowRepository, ChooserSession, ConnectContext, PendingFlow
 from shared.context import Services
 from shared.domain import CalendarInfo, Link, LinkKey, LinkMode
 from shared.errors import AuthError, Conflict, ConsentRequired, NotFound, SyncError, TransientError
 from shared.i18n import translator
 from shared.org.directory import GraphOrgDirectory, Mailbox, MailboxCalendars, OrgDirectoryPort
 from shared.org.permissions import APPLICATION, REQUIRED_APP_ROLES, readable
-from shared.org.store import CREATING, FAILED, LINKED, PENDING, RESOURCE, JobRow, MappingJobs, OrgRepository
+from shared.org.store import CREATING, FAILED, LINKED, PENDING, RESOURCE, JobRow, MappingJobRepository, OrgRepository
 from shared.repos.links import LinkRepository, calendar_key
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ async def after_sign_in(services: Services, context: ConnectContext, claims: Map
     bound = Binding(binding_tag(state), secrets.token_urlsafe(32))
     from shared.connect.store import binding_hash
 
-    await AuthFlowStore(services.storage, cipher_for(services.settings)).put(
+    await AuthFlowRepository(services.storage, cipher_for(services.settings)).put(
         state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant_id,
                            binding_hash=binding_hash(bound.value)),
         expires_at=services.clock() + ADMIN_CONSENT_LIFETIME)
@@ -158,7 +158,7 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
         # The administrator granted some permissions but not those the organisation path needs.
         return ConsentResultPage(locale=locale, ok=False, reason="missing_permissions", return_url=back, org=True)
     now = services.clock()
-    if await AuthFlowStore(services.storage, cipher_for(services.settings)).take(state, now=now) is None:
+    if await AuthFlowRepository(services.storage, cipher_for(services.settings)).take(state, now=now) is None:
         return ErrorPage("consent_unknown", locale, status=400, return_url=back)
     await connect_tenant(services, proven, context.provider_id, roles)
     if pending.bound_to(binding):
@@ -246,7 +246,7 @@ async def _load(services: Services, session: ChooserSession, directory: OrgDirec
                 or await repo.calendar_owner(tenant_id, box.address, cal.id))
 
     owners = await asyncio.gather(*(owner(box, cal) for _, box, cal in keys))
-    jobs = {j.calendar_key: j for j in await MappingJobs(services.storage, provider_id, tenant_id).all()}
+    jobs = {j.calendar_key: j for j in await MappingJobRepository(services.storage, provider_id, tenant_id).all()}
     return _PageData(list(mailboxes), page.next_cursor, by_calendar, resources,
                      {k: o for (k, _, _), o in zip(keys, owners, strict=True)}, jobs)
 
@@ -432,7 +432,7 @@ async def link_choices(services: Services, context: ConnectContext, tenant_id: s
     """Link every chosen row app-only; returns a result code per calendar key (``linked`` or why
     not). Rows already planned by an earlier press that did not finish are resumed too."""
     provider_id = context.provider_id
-    jobs = MappingJobs(services.storage, provider_id, tenant_id)
+    jobs = MappingJobRepository(services.storage, provider_id, tenant_id)
     now = services.clock()
     report: dict[str, str] = {}
     boxes = {c.mailbox_id: Mailbox(c.mailbox_id, "", "", "person") for c in choices}
@@ -482,7 +482,7 @@ async def link_choices(services: Services, context: ConnectContext, tenant_id: s
     return report
 
 
-async def _link_row(services: Services, jobs: MappingJobs, linker: Any, job: JobRow,
+async def _link_row(services: Services, jobs: MappingJobRepository, linker: Any, job: JobRow,
                     resources: dict[str, str]) -> str:
     """One row to the end: resource (created at most once), claim, link. Returns the result code."""
     try:
@@ -512,14 +512,15 @@ async def _link_row(services: Services, jobs: MappingJobs, linker: Any, job: Job
         return await _fail(services, jobs, job, "failed")
 
 
-async def _fail(services: Services, jobs: MappingJobs, job: JobRow, code: str) -> str:
+async def _fail(services: Services, jobs: MappingJobRepository, job: JobRow, code: str) -> str:
     job.state, job.error = FAILED, code
     with contextlib.suppress(Conflict, NotFound):
         await jobs.save(job, now=services.clock())
     return code
 
 
-async def _create_resource(services: Services, jobs: MappingJobs, job: JobRow, resources: dict[str, str]) -> JobRow:
+async def _create_resource(services: Services, jobs: MappingJobRepository, job: JobRow,
+                           resources: dict[str, str]) -> JobRow:
     """Create the row's new resource at most once. The row says ``creating`` before timum is
     asked (ETag: of two presses one goes on); a row found ``creating`` without a resource died
     between the two — a free resource of exactly its name is then taken rather than a second made."""
@@ -542,7 +543,7 @@ async def _create_resource(services: Services, jobs: MappingJobs, job: JobRow, r
     return await jobs.save(job, now=now)
 
 
-def job_provider(jobs: MappingJobs) -> str:
+def job_provider(jobs: MappingJobRepository) -> str:
     from shared.storage.base import decode_key
 
     return decode_key(jobs._pk).split("|", 1)[0]

@@ -111,7 +111,7 @@ class JobRow:
         return self.state == LINKED
 
 
-class MappingJobs:
+class MappingJobRepository:
     def __init__(self, storage: StoragePort, provider_id: str, tenant_id: str) -> None:
         self._table = storage.table(ORG_JOBS)
         self._pk = encode_key(f"{provider_id}|{tenant_id}")

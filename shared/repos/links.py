@@ -157,7 +157,7 @@ class SubscriptionRecord:
         return hmac.compare_digest(self.client_state_hash, hash_secret(client_state or ""))
 
 
-class SubscriptionIndex:
+class SubscriptionRepository:
     def __init__(self, storage: StoragePort) -> None:
         self._table = storage.table(SUBSCRIPTIONS)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.connect import status
 from shared.context import Services
 from shared.core.outlook_plan import StatusRow
@@ -87,7 +87,7 @@ def _data(cid: str, entry: Mapping[str, Any]) -> dict[str, Any]:
 
 async def check_conflicts(services: Services, link: Link, now: datetime) -> tuple[int, int]:
     """Look for new and gone overlaps of one link; returns (conflict notices, resolved notices) sent."""
-    store = BookingStore(services.storage)
+    store = BookingRepository(services.storage)
     for _ in range(4):
         state = await status.notice_state(services, link, "conflicts")
         open_now: dict[str, dict[str, Any]] = json.loads(state["open"]) if state else {}

@@ -48,7 +48,7 @@ from shared.messages import (
     SyncMessage,
     SyncReason,
 )
-from shared.repos.links import SubscriptionIndex, SubscriptionRecord
+from shared.repos.links import SubscriptionRecord, SubscriptionRepository
 from shared.storage.base import StoragePort
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def parse_notifications(body: bytes) -> list[dict[str, Any]]:
 async def _records(storage: StoragePort, cache: SubscriptionCache, ids: Iterable[str],
                    now: float) -> tuple[dict[str, SubscriptionRecord | None], set[str]]:
     """Records of ``ids`` (None: no such subscription) and the ids left unresolved by the cap."""
-    index = SubscriptionIndex(storage)
+    index = SubscriptionRepository(storage)
     out: dict[str, SubscriptionRecord | None] = {}
     missing: list[str] = []
     for sid in ids:

@@ -3,7 +3,7 @@
 * ``ensure_subscription`` — a live subscription on the link's calendar; on the whole mailbox
   (``/users/{id}/events``) when Graph refuses the calendar's resource (400); polling when Graph
   refuses the access (403: delegated access to a shared calendar, tenant policy). The clientState is random,
-  given to Graph once and stored only hashed (``SubscriptionIndex``).
+  given to Graph once and stored only hashed (``SubscriptionRepository``).
 * ``renew_expiring`` — the timer: extend subscriptions that expire soon; a subscription Graph no
   longer knows is recreated and the link resynced (notifications may have been lost).
 * ``handle_lifecycle`` — ``reauthorizationRequired`` / ``subscriptionRemoved`` / ``missed``.
@@ -42,7 +42,7 @@ from shared.errors import (
 from shared.messages import SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
 from shared.outlook.run import graph_session
 from shared.ports import GraphCalendarPort
-from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex, SubscriptionRecord
+from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionRecord, SubscriptionRepository
 from shared.repos.sync_state import BookingMapRepository, BookingMapRow, EventMapRepository, for_each
 from shared.storage.base import encode_key
 from shared.sync.rounds import HealthChange
@@ -81,7 +81,7 @@ async def _save(services: Services, link: Link, change: Callable[[Link], bool]) 
     return saved
 
 
-async def _drop(graph: GraphCalendarPort | None, index: SubscriptionIndex, subscription_id: str) -> None:
+async def _drop(graph: GraphCalendarPort | None, index: SubscriptionRepository, subscription_id: str) -> None:
     """Forget a subscription we no longer use; Graph lets it expire if it cannot be deleted now."""
     if not subscription_id:
         return
@@ -126,7 +126,7 @@ async def ensure_subscription(services: Services, link: Link, *, force: bool = F
 async def _subscribe(services: Services, graph: GraphCalendarPort, link: Link, now: datetime) -> Link:
     from shared.outlook.mailbox_ids import ensure_object_id
 
-    index = SubscriptionIndex(services.storage)
+    index = SubscriptionRepository(services.storage)
     # Subscriptions addressed by anything but the object id may fail with 503 "Mailbox info is stale".
     link = await ensure_object_id(services, link, graph)
     client_state = secrets.token_urlsafe(32)
@@ -261,7 +261,7 @@ async def delete_orphans(services: Services) -> int:
 
     Pending teardowns own the subscriptions of unlinked links (their index rows are gone already)."""
     now = services.clock()
-    index = SubscriptionIndex(services.storage)
+    index = SubscriptionRepository(services.storage)
     links = LinkRepository(services.storage)
     removed = 0
     for record, created in await index.list_all():
@@ -453,7 +453,7 @@ async def _forget_subscription(services: Services, link: Link, subscription_id: 
     """Clear a subscription Graph no longer has from the link (only if the link still names it)."""
     if not subscription_id:
         return link
-    await SubscriptionIndex(services.storage).delete(subscription_id)
+    await SubscriptionRepository(services.storage).delete(subscription_id)
 
     def clear(current: Link) -> bool:
         if current.subscription_id != subscription_id:
@@ -472,12 +472,12 @@ async def teardown(services: Services, key: LinkKey, *, subscription_id: str = "
     the subscription, the blocked slots we created, our Outlook events if asked, and the
     sync state. After a relink only the old subscription goes — the new link's first full
     round reconciles the old calendar's slots away, and its booking map is the new link's.
-    Graph steps use the snapshot the unlink kept (``TeardownStore``); without one, or without
+    Graph steps use the snapshot the unlink kept (``TeardownRepository``); without one, or without
     a usable token, they are skipped (the subscription expires by itself within 3 days).
     """
-    from shared.connect.teardown import TeardownStore
+    from shared.connect.teardown import TeardownRepository
 
-    snapshot = await TeardownStore(services.storage).get(key, subscription_id)
+    snapshot = await TeardownRepository(services.storage).get(key, subscription_id)
     graph: GraphCalendarPort | None = None
     if snapshot is not None and snapshot.mode is not LinkMode.ICS:
         try:
@@ -496,7 +496,7 @@ async def _teardown_with(services: Services, graph: GraphCalendarPort | None, sn
     from shared.connect.teardown import finish
 
     current = await LinkRepository(services.storage).get(key)
-    index = SubscriptionIndex(services.storage)
+    index = SubscriptionRepository(services.storage)
     sub_id = subscription_id or (snapshot.subscription_id if snapshot is not None else "")
     if current is not None and sub_id and sub_id == current.subscription_id:
         sub_id = ""  # never delete the subscription the current link uses

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from shared.bookings.service import apply_booking_message
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import BookingStatus
 from shared.errors import TransientError
 from shared.repos.sync_state import BookingMapRepository
@@ -33,8 +33,9 @@ async def test_link_replay_backfills_existing_bookings_into_outlook(world: World
     events = {e.booking_id: e for e in world.ours()}  # type: ignore[attr-defined]
     assert set(events) == {"bk-1", "bk-2"}
     assert events["bk-2"].start == START + timedelta(minutes=120)  # type: ignore[attr-defined]
+    bookings = BookingRepository(world.services.storage)
     stored = {s.booking.id: s.booking.version
-              for s in await BookingStore(world.services.storage).list_for_resource(KEY.provider_id, KEY.resource_id)}
+              for s in await bookings.list_for_resource(KEY.provider_id, KEY.resource_id)}
     assert stored == {"bk-1": 2, "bk-2": 1, "bk-3": 4}
 
     # A second replay (a reconnect) reads timum again and writes nothing.
@@ -63,7 +64,7 @@ async def test_feed_backfill_fills_the_store_without_a_link(storage: StoragePort
     outcome = await apply_booking_message(world.services, {"backfill": str(KEY)})
     assert outcome.result == "backfilled:3"
     assert world.ours() == []
-    stored = await BookingStore(storage).list_for_resource(KEY.provider_id, KEY.resource_id)
+    stored = await BookingRepository(storage).list_for_resource(KEY.provider_id, KEY.resource_id)
     assert sorted(s.booking.id for s in stored) == ["bk-1", "bk-2", "bk-3"]
     assert (await apply_booking_message(world.services, {"backfill": str(KEY)})).result == "backfilled:0"
 

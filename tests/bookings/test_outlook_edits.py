@@ -96,9 +96,9 @@ async def test_report_policy_leaves_outlook_and_tells_timum_once(world: World) -
 async def test_pending_webhook_is_not_fought(world: World) -> None:
     """A booking stored newer than its event (the writer still to run) is left to the writer."""
     event_id = await _booked(world)
-    from shared.bookings.store import BookingStore
+    from shared.bookings.store import BookingRepository
 
-    await BookingStore(world.services.storage).upsert_if_newer(booking(2, minutes=60))
+    await BookingRepository(world.services.storage).upsert_if_newer(booking(2, minutes=60))
     world.graph.edit_event(event_id, subject="Umbenannt")
     await _sync(world)
     assert _event(world, event_id).subject == "Umbenannt"  # type: ignore[attr-defined]

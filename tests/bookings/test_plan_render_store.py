@@ -9,7 +9,7 @@ import pytest
 
 from shared.bookings.plan import CreateEvent, DeleteEvent, MapState, Nothing, UpdateEvent, plan_booking
 from shared.bookings.render import draft_hash, render_event
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import (
     Booking,
     BookingStatus,
@@ -96,7 +96,7 @@ def test_render_escapes_and_localises() -> None:
 
 
 async def test_store_keeps_newest_and_counts_moves(storage: StoragePort) -> None:
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     assert await store.upsert_if_newer(booking(1))
     assert not await store.upsert_if_newer(booking(1))
     assert await store.upsert_if_newer(booking(2))            # same times: sequence stays

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import Booking, BookingStatus, Link, LinkHealth, LinkKey, LinkMode
 from shared.repos.links import LinkRepository
 from shared.repos.sync_state import BookingMapRepository
@@ -35,7 +35,7 @@ class TwoRooms(World):
         return [e for e in self.graph.events.values() if e.booking_id and e.calendar_id == calendar_id]
 
     async def stored_at(self, key: LinkKey) -> list[tuple[str, int]]:
-        found = await BookingStore(self.services.storage).list_for_resource(key.provider_id, key.resource_id)
+        found = await BookingRepository(self.services.storage).list_for_resource(key.provider_id, key.resource_id)
         return [(s.booking.id, s.booking.version) for s in found]
 
 
@@ -54,7 +54,7 @@ async def rooms(storage: StoragePort) -> TwoRooms:
 async def test_a_reassigned_booking_moves_its_event_and_its_feed_entry(rooms: TwoRooms) -> None:
     assert await rooms.send(booking(1)) == "created"
     assert len(rooms.events_in(rooms.calendar)) == 1
-    revision = await BookingStore(rooms.services.storage).revision(KEY.provider_id, KEY.resource_id)
+    revision = await BookingRepository(rooms.services.storage).revision(KEY.provider_id, KEY.resource_id)
 
     assert await rooms.send(moved(2, minutes=30)) == "created"
     assert rooms.events_in(rooms.calendar) == []
@@ -62,8 +62,8 @@ async def test_a_reassigned_booking_moves_its_event_and_its_feed_entry(rooms: Tw
     assert event.subject == "Krankengymnastik 30 min – Jörg Müller"  # type: ignore[attr-defined]
     assert await rooms.stored_at(KEY) == [] and await rooms.stored_at(OTHER) == [("bk-1", 2)]
     # The old resource's revision rose: a cached feed of it is stale now and drops the booking.
-    assert await BookingStore(rooms.services.storage).revision(KEY.provider_id, KEY.resource_id) > revision
-    where = await BookingStore(rooms.services.storage).locate(KEY.provider_id, "bk-1")
+    assert await BookingRepository(rooms.services.storage).revision(KEY.provider_id, KEY.resource_id) > revision
+    where = await BookingRepository(rooms.services.storage).locate(KEY.provider_id, "bk-1")
     assert where is not None and (where.resource_id, where.version, where.moved_from) == ("res-2", 2, ())
 
 
@@ -114,7 +114,7 @@ async def test_the_old_event_goes_once_its_link_is_reconnected(rooms: TwoRooms) 
     await repo.save(replace(old, health=LinkHealth.NEEDS_RECONNECT))
     await rooms.send(moved(2))
     assert len(rooms.events_in(rooms.calendar)) == 1  # no token for the old calendar yet
-    where = await BookingStore(rooms.services.storage).locate(KEY.provider_id, "bk-1")
+    where = await BookingRepository(rooms.services.storage).locate(KEY.provider_id, "bk-1")
     assert where is not None and where.moved_from == ("res-1",)
 
     await repo.save(replace(await repo.require(KEY), health=LinkHealth.OK))
@@ -122,5 +122,5 @@ async def test_the_old_event_goes_once_its_link_is_reconnected(rooms: TwoRooms) 
     assert rooms.events_in(rooms.calendar) == []
     row = await BookingMapRepository(rooms.services.storage).get(KEY, "bk-1")
     assert row is not None and row.event_id == ""
-    where = await BookingStore(rooms.services.storage).locate(KEY.provider_id, "bk-1")
+    where = await BookingRepository(rooms.services.storage).locate(KEY.provider_id, "bk-1")
     assert where is not None and where.moved_from == ()

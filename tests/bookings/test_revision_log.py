@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.bookings.store import BookingStore, Revision
+from shared.bookings.store import BookingRepository, Revision
 from shared.domain import Booking, BookingStatus, Customer
 from shared.storage import StoragePort
 from shared.storage.memory import MemoryStorage
@@ -33,11 +33,11 @@ def test_revision_log_names_every_revision_or_nothing() -> None:
 async def test_a_retry_after_a_crash_before_the_revision_rose_raises_it() -> None:
     storage = MemoryStorage()
 
-    class Crashing(BookingStore):
+    class Crashing(BookingRepository):
         async def _bump(self, pk: str, booking_id: str, version: int) -> None:
             raise ConnectionError("process died")
 
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     await store.upsert_if_newer(booking(1))
     with pytest.raises(ConnectionError):
         await Crashing(storage).upsert_if_newer(booking(2, hours=1))
@@ -50,7 +50,7 @@ async def test_a_retry_after_a_crash_before_the_revision_rose_raises_it() -> Non
 
 
 async def test_each_revision_is_logged_with_its_booking(storage: StoragePort) -> None:
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     for version in (1, 2, 3):
         assert await store.upsert_if_newer(booking(version, hours=version))
     log = await store.revision_log("p", "r")
@@ -61,7 +61,7 @@ async def test_each_revision_is_logged_with_its_booking(storage: StoragePort) ->
 async def test_the_log_stays_bounded() -> None:
     from shared.bookings import store as store_mod
 
-    store = BookingStore(MemoryStorage())
+    store = BookingRepository(MemoryStorage())
     for version in range(1, store_mod.LOG_ENTRIES + 20):
         await store.upsert_if_newer(booking(version))
     log = await store.revision_log("p", "r")

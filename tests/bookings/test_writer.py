@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.bookings.service import apply_booking_message
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import (
     BookingStatus,
     CancelPolicy,
@@ -109,7 +109,7 @@ async def test_cancel_policy_mark_keeps_a_free_marked_event(world: World) -> Non
 async def test_no_link_is_recorded_for_the_ics_feed(storage: StoragePort) -> None:
     w = World(storage)
     assert await w.send(booking(1)) == "no_link"
-    assert await BookingStore(storage).get(KEY.provider_id, KEY.resource_id, "bk-1") is not None
+    assert await BookingRepository(storage).get(KEY.provider_id, KEY.resource_id, "bk-1") is not None
     assert w.ours() == []
 
 

@@ -31,7 +31,7 @@ from shared.adapters.graph_memory import MemoryGraph, MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
 from shared.bookings.payload import booking_to_json
 from shared.bookings.service import LEASE_TTL, apply_booking_message
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.context import Services
 from shared.domain import Booking, BookingStatus, Customer, EventDraft, Link, LinkMode
 from shared.errors import Throttled, TransientError
@@ -262,7 +262,7 @@ class BookingWriterMachine(RuleBasedStateMachine):
             [event] = events
             assert event.calendar_id == self.calendars[booking.resource_id], booking_id
             assert (event.start, event.end) == (booking.start, booking.end), booking_id
-        store = BookingStore(self.storage)
+        store = BookingRepository(self.storage)
         for resource in (*LINKED, UNLINKED):
             stored = {s.booking.id: s.booking.version
                       for s in self.run(store.list_for_resource(PROVIDER, resource))}

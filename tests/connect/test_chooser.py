@@ -16,13 +16,13 @@ from shared.bookings.payload import booking_to_json
 from shared.bookings.service import apply_booking_message
 from shared.connect.flow import session_store
 from shared.connect.status import set_health
-from shared.connect.teardown import TeardownStore
+from shared.connect.teardown import TeardownRepository
 from shared.domain import Booking, BookingStatus, Link, LinkHealth, LinkKey, LinkMode, SyncMode
 from shared.errors import NeedsReconnect, Throttled, TransientError
 from shared.http.connect_bp import handle_calendars
 from shared.messages import BOOKING_QUEUE, LINK_ADMIN_QUEUE, AdminAction, AdminMessage
 from shared.repos.accounts import TenantRepository
-from shared.repos.links import LinkRepository, SubscriptionIndex, calendar_key
+from shared.repos.links import LinkRepository, SubscriptionRepository, calendar_key
 from tests.support.connect_world import JONAS, RETURN_BASE, ROOM, MemoryWorld, http_request, open_session, query_of
 
 
@@ -174,18 +174,18 @@ async def test_relinking_a_resource_ends_its_old_link_cleanly(world: MemoryWorld
                calendar_owner="", account_id="anna-oid.tid-1", subscription_id="sub-old", delta_link="https://d")
     await repo.claim_calendar(old)
     old = await repo.save(old)
-    await SubscriptionIndex(world.storage).put("sub-old", old.key, "client-state")
+    await SubscriptionRepository(world.storage).put("sub-old", old.key, "client-state")
     sid = await open_session(world.services)
     form = {"csrf": _csrf(world, sid), "calendar": _key(world, "cal-room1"), "action": "link"}
     assert (await handle_calendars(world.services, _post(sid, form))).status_code == 303
     link = await repo.require(LinkKey("prov-1", "res-1"))
     assert (link.calendar_id, link.subscription_id, link.delta_link) == ("cal-room1", "", "")
     assert await repo.calendar_owner("tid-1", "anna", old.calendar_id) is None
-    assert await SubscriptionIndex(world.storage).get("sub-old") is None
+    assert await SubscriptionRepository(world.storage).get("sub-old") is None
     messages = _admin_messages(world)
     assert AdminMessage(link="prov-1|res-1", action=AdminAction.TEARDOWN, subscription_id="sub-old") in messages
     assert messages[-1] == AdminMessage(link="prov-1|res-1", action=AdminAction.SETUP)
-    snapshot = await TeardownStore(world.storage).get(old.key, "sub-old")
+    snapshot = await TeardownRepository(world.storage).get(old.key, "sub-old")
     assert snapshot is not None and snapshot.calendar_id == old.calendar_id and snapshot.account_id == old.account_id
 
 

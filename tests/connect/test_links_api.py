@@ -12,13 +12,13 @@ import pytest
 
 from shared.connect.links_api import sign_api_request
 from shared.connect.status import LINK_STATUS
-from shared.connect.teardown import TeardownStore, finish
+from shared.connect.teardown import TeardownRepository, finish
 from shared.crypto import Cipher
 from shared.domain import Link, LinkHealth, LinkKey, LinkMode, ProviderSettings, TitlePrivacy
 from shared.http.connect_bp import handle_links_api
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
 from shared.repos.accounts import AccountRepository, StoredCache
-from shared.repos.links import LinkRepository, ProviderSettingsRepository, SubscriptionIndex
+from shared.repos.links import LinkRepository, ProviderSettingsRepository, SubscriptionRepository
 from shared.storage.base import encode_key
 from tests.support.connect_world import SERVICE_URL, WEBHOOK_SECRET, MemoryWorld
 
@@ -64,7 +64,7 @@ async def _seed(world: MemoryWorld) -> tuple[Link, Link]:
     for link in (a, b):
         await repo.claim_calendar(link)
         await repo.save(link)
-    await SubscriptionIndex(world.storage).put("sub-a", a.key, "state")
+    await SubscriptionRepository(world.storage).put("sub-a", a.key, "state")
     cipher = Cipher(world.services.settings.token_encryption_keys)
     for account in ("acc-a", "acc-b"):
         await AccountRepository(world.storage, cipher).save(StoredCache(account, "tid", "u", "{}"))
@@ -135,7 +135,7 @@ async def test_unlinking_releases_the_calendar_and_queues_the_teardown(world: Me
     repo = LinkRepository(world.storage)
     assert await repo.get(a.key) is None
     assert await repo.calendar_owner("tid-1", "anna", "cal-room1") is None
-    assert await SubscriptionIndex(world.storage).get("sub-a") is None
+    assert await SubscriptionRepository(world.storage).get("sub-a") is None
     [message] = [AdminMessage.parse(json.loads(m)) for m in world.storage.queue(LINK_ADMIN_QUEUE).drain()]
     assert message == AdminMessage(link="prov-1|res-1", action=AdminAction.TEARDOWN, subscription_id="sub-a",
                                    delete_outlook_events=True)
@@ -143,10 +143,10 @@ async def test_unlinking_releases_the_calendar_and_queues_the_teardown(world: Me
     # The worker still needs the old link's credentials; they go when it finishes.
     cipher = Cipher(world.services.settings.token_encryption_keys)
     accounts = AccountRepository(world.storage, cipher)
-    snapshot = await TeardownStore(world.storage).get(a.key, "sub-a")
+    snapshot = await TeardownRepository(world.storage).get(a.key, "sub-a")
     assert snapshot is not None and snapshot.account_id == "acc-a" and await accounts.exists("acc-a")
     await finish(world.services, a.key, "sub-a")
-    assert await TeardownStore(world.storage).get(a.key, "sub-a") is None
+    assert await TeardownRepository(world.storage).get(a.key, "sub-a") is None
     assert not await accounts.exists("acc-a") and await accounts.exists("acc-b")
     # Unknown links are 404, and B's link is untouched.
     missing = await _call(world, "DELETE", "link", _request("DELETE", "prov-1", "link", resource="res-1"))

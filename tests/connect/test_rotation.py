@@ -31,7 +31,7 @@ from shared.connect import flow
 from shared.connect.credentials import RealGraphProvider
 from shared.connect.outcomes import Redirect
 from shared.connect.rotation import reseal_all
-from shared.connect.store import AuthFlowStore, ConnectContext, PendingFlow
+from shared.connect.store import AuthFlowRepository, ConnectContext, PendingFlow
 from shared.context import Services
 from shared.crypto import Cipher, DecryptionError
 from shared.domain import Link, LinkKey, LinkMode
@@ -101,7 +101,7 @@ async def test_rotation_runbook_end_to_end(sandbox: RunningSandbox, store: azuri
     assert csrf and calendar
     await ics_api.set_ics_import(old, "prov-1", "res-ics", {"url": "https://calendar.example/published/x.ics"})
     consent_state = "consent-" + "s" * 30
-    await AuthFlowStore(storage, Cipher(_keys(old.settings))).put(
+    await AuthFlowRepository(storage, Cipher(_keys(old.settings))).put(
         consent_state, PendingFlow(kind="adminconsent", context=ConnectContext("prov-1", None, "de", "x"), flow={},
                                    tenant="organizations"), expires_at=old.clock() + timedelta(days=1))
 
@@ -138,7 +138,7 @@ async def test_rotation_runbook_end_to_end(sandbox: RunningSandbox, store: azuri
     final = _services(sandbox, storage, KEY_TWO, store)
     ics = await LinkRepository(storage).require(LinkKey("prov-1", "res-ics"))
     assert new_only.decrypt_str(ics.ics_url_encrypted, aad="prov-1|res-ics").endswith("/published/x.ics")
-    assert await AuthFlowStore(storage, Cipher(_keys(final.settings))).peek(
+    assert await AuthFlowRepository(storage, Cipher(_keys(final.settings))).peek(
         consent_state, now=final.clock()) is not None
     graph = await final.graph.for_link(Link(
         provider_id="prov-1", resource_id="res-1", mode=LinkMode.DELEGATED, tenant_id=link.tenant_id,

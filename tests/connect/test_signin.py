@@ -82,7 +82,7 @@ async def test_state_mismatch_inside_the_flow_is_refused(live: Services, microso
     # The stored flow says one state, the answer (which found it) another: MSAL must refuse.
     storage = live.storage
     assert isinstance(storage, MemoryStorage)
-    store = flow.AuthFlowStore(storage, flow.cipher_for(live.settings))
+    store = flow.AuthFlowRepository(storage, flow.cipher_for(live.settings))
     pending = await store.take(params["state"], now=live.clock())
     assert pending is not None
     tampered = {**pending.flow, "state": "another-state"}
@@ -178,7 +178,7 @@ async def consent_state(services: Services, tenant: str = "organizations", *, lo
     state = secrets.token_urlsafe(24)
     context = ConnectContext(provider_id="prov-nord", resource_id=None, locale=locale,
                              return_url="http://127.0.0.1:7080/timum/providers/nord")
-    await flow.AuthFlowStore(services.storage, flow.cipher_for(services.settings)).put(
+    await flow.AuthFlowRepository(services.storage, flow.cipher_for(services.settings)).put(
         state, flow.PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),
         expires_at=services.clock() + timedelta(hours=1))
     return state

@@ -11,14 +11,14 @@ from shared.connect.store import (
     AUTHFLOWS,
     NONCES,
     SESSIONS,
-    AuthFlowStore,
+    AuthFlowRepository,
     ConnectContext,
-    NonceStore,
+    NonceRepository,
     PendingFlow,
-    SessionStore,
+    SessionRepository,
     purge_expired,
 )
-from shared.connect.teardown import TeardownStore, account_in_use
+from shared.connect.teardown import TeardownRepository, account_in_use
 from shared.crypto import Cipher
 from shared.domain import Link, LinkKey, LinkMode
 from shared.errors import Conflict, InvalidSignature
@@ -31,7 +31,7 @@ CONTEXT = ConnectContext(provider_id="prov-1", resource_id=None, locale="en", re
 
 
 async def test_nonce_is_single_use(storage: StoragePort) -> None:
-    nonces = NonceStore(storage)
+    nonces = NonceRepository(storage)
     await nonces.use("nonce-aaaaaaaaaaaaaaaa", expires_at=NOW + timedelta(minutes=10), now=NOW)
     with pytest.raises(InvalidSignature) as caught:
         await nonces.use("nonce-aaaaaaaaaaaaaaaa", expires_at=NOW + timedelta(minutes=10), now=NOW)
@@ -40,7 +40,7 @@ async def test_nonce_is_single_use(storage: StoragePort) -> None:
 
 
 async def test_pending_flow_is_taken_once_and_expires(storage: StoragePort) -> None:
-    flows = AuthFlowStore(storage, CIPHER)
+    flows = AuthFlowRepository(storage, CIPHER)
     flow = {"state": "s1", "code_verifier": "verifier-secret", "auth_uri": "https://login/x"}
     await flows.put("s1", PendingFlow("signin", CONTEXT, flow), expires_at=NOW + timedelta(minutes=15))
     rows = await storage.table(AUTHFLOWS).query()
@@ -56,7 +56,7 @@ async def test_pending_flow_is_taken_once_and_expires(storage: StoragePort) -> N
 
 
 async def test_chooser_session(storage: StoragePort) -> None:
-    sessions = SessionStore(storage, CIPHER, b"csrf-key")
+    sessions = SessionRepository(storage, CIPHER, b"csrf-key")
     sid = await sessions.create(CONTEXT, account_id="acc", tenant_id="tid", account_name="Anna", now=NOW)
     rows = await storage.table(SESSIONS).query()
     assert [r.pk for r in rows] != [sid] and sid not in str(dict(rows[0]))
@@ -76,10 +76,10 @@ async def test_chooser_session(storage: StoragePort) -> None:
 
 
 async def test_purge_removes_only_expired_rows(storage: StoragePort) -> None:
-    await NonceStore(storage).use("nonce-cccccccccccccccc", expires_at=NOW, now=NOW)
-    await NonceStore(storage).use("nonce-dddddddddddddddd", expires_at=NOW + timedelta(hours=1), now=NOW)
-    await AuthFlowStore(storage, CIPHER).put("s", PendingFlow("signin", CONTEXT, {}), expires_at=NOW)
-    await SessionStore(storage, CIPHER, b"k").create(CONTEXT, account_id="a", tenant_id="t", account_name="",
+    await NonceRepository(storage).use("nonce-cccccccccccccccc", expires_at=NOW, now=NOW)
+    await NonceRepository(storage).use("nonce-dddddddddddddddd", expires_at=NOW + timedelta(hours=1), now=NOW)
+    await AuthFlowRepository(storage, CIPHER).put("s", PendingFlow("signin", CONTEXT, {}), expires_at=NOW)
+    await SessionRepository(storage, CIPHER, b"k").create(CONTEXT, account_id="a", tenant_id="t", account_name="",
                                                      now=NOW)
     removed = await purge_expired(storage, now=NOW + timedelta(minutes=1))
     assert removed == 2
@@ -109,9 +109,9 @@ async def test_accounts_tenants_and_teardown_snapshots(storage: StoragePort) -> 
                 mailbox_id="anna", calendar_id="AAMk/x=", calendar_name="Kalender", calendar_owner="",
                 account_id="oid.tid", subscription_id="sub-1", created_at=NOW)
     assert not await account_in_use(storage, "oid.tid")
-    await TeardownStore(storage).put(link)
+    await TeardownRepository(storage).put(link)
     assert await account_in_use(storage, "oid.tid")
-    snapshot = await TeardownStore(storage).get(LinkKey("prov-1", "res/1"), "sub-1")
+    snapshot = await TeardownRepository(storage).get(LinkKey("prov-1", "res/1"), "sub-1")
     assert snapshot == link
-    await TeardownStore(storage).remove(link.key, "sub-1")
-    assert await TeardownStore(storage).get(link.key, "sub-1") is None
+    await TeardownRepository(storage).remove(link.key, "sub-1")
+    assert await TeardownRepository(storage).get(link.key, "sub-1") is None

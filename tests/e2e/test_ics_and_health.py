@@ -10,14 +10,14 @@ import httpx
 from devtools.stack import Stack
 from shared.domain import Customer
 from shared.ics.feed import event_uid
-from shared.ics.tokens import FeedTokens
+from shared.ics.tokens import FeedTokenRepository
 from tests.support.e2e import LOG, Names, berlin
 
 
 def test_ics_feed_serves_bookings_with_etag_and_head(stack: Stack, names: Names) -> None:
     # No Outlook link at all: the feed is the alternative for practices without admin approval.
     stack.ensure_resource(names.provider, names.resource, "Raum ICS")
-    token = stack.run(FeedTokens(stack.storage).issue(names.key, "Raum ICS"))
+    token = stack.run(FeedTokenRepository(stack.storage).issue(names.key, "Raum ICS"))
     url = stack.api_url(f"ics/{token}")
     began = time.monotonic()
     first = stack.timum.make_booking(names.provider, names.resource, berlin(26, 9), duration=timedelta(minutes=30),

@@ -22,7 +22,7 @@ from shared.context import Services
 from shared.domain import Link, LinkKey, LinkMode, slot_external_id
 from shared.errors import AuthError, BadRequest, SyncStateExpired, Throttled, TransientError
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, SyncMessage, SyncReason
-from shared.repos.links import LinkRepository, SubscriptionIndex
+from shared.repos.links import LinkRepository, SubscriptionRepository
 from shared.services.notifications import (
     SubscriptionCache,
     accept_change_notifications,
@@ -191,7 +191,7 @@ async def test_user_object_id_is_read_with_select(adapter: GraphSdkAdapter, stub
 
 async def notified_storage() -> MemoryStorage:
     storage = MemoryStorage()
-    await SubscriptionIndex(storage).put(SUBSCRIPTION, KEY, CLIENT_STATE)
+    await SubscriptionRepository(storage).put(SUBSCRIPTION, KEY, CLIENT_STATE)
     return storage
 
 

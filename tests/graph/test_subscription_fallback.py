@@ -10,7 +10,7 @@ from shared.adapters.graph_constants import mailbox_subscription_resource
 from shared.connect.links_api import link_json
 from shared.domain import SyncMode, slot_external_id
 from shared.messages import AdminAction, AdminMessage
-from shared.repos.links import SubscriptionIndex
+from shared.repos.links import SubscriptionRepository
 from shared.services.subscriptions import ensure_subscription, handle_admin_message
 from shared.storage.memory import MemoryStorage
 from tests.support.outlook_world import KEY, MAILBOX, make_world
@@ -28,7 +28,7 @@ async def test_a_refused_calendar_subscription_falls_back_to_the_mailbox() -> No
     assert (link.sync_mode, link.subscription_resource) == (SyncMode.PUSH, "mailbox")
     [sub] = w.graph.subscriptions.values()
     assert sub.resource == mailbox_subscription_resource(MAILBOX) and sub.id == link.subscription_id
-    assert (await SubscriptionIndex(w.storage).get(sub.id)) is not None
+    assert (await SubscriptionRepository(w.storage).get(sub.id)) is not None
     assert link_json(link)["subscriptionResource"] == "mailbox"
 
     # A change in the linked calendar notifies through the mailbox subscription and syncs.

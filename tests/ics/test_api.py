@@ -14,7 +14,7 @@ from shared.crypto import Cipher
 from shared.domain import Link, LinkKey, LinkMode
 from shared.errors import BadRequest, Conflict
 from shared.ics import api
-from shared.ics.tokens import FeedTokens
+from shared.ics.tokens import FeedTokenRepository
 from shared.messages import SYNC_QUEUE
 from shared.repos.links import LinkRepository
 from shared.storage.memory import MemoryStorage
@@ -35,7 +35,7 @@ async def test_feed_url_is_returned_once_and_rotates() -> None:
     assert first["url"].startswith("http://127.0.0.1:7071/api/ics/")
     assert first["webcalUrl"].startswith("webcal://127.0.0.1:7071/api/ics/")
     token = first["url"].rsplit("/", 1)[1]
-    tokens = FeedTokens(svc.storage)
+    tokens = FeedTokenRepository(svc.storage)
     assert await tokens.resolve(token) is not None
     second = await api.issue_feed(svc, "p", "r", {"calendarName": "Raum 1 (timum)"})
     assert await tokens.resolve(token) is None

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from icalendar import Calendar
 
-from shared.bookings.store import BookingStore, StoredBooking
+from shared.bookings.store import BookingRepository, StoredBooking
 from shared.domain import Booking, BookingStatus, Customer, CustomerPrivacy, LinkKey, ProviderSettings
 from shared.ics.feed import calendar_title, event_uid, fold, one_line, render_feed
 from shared.ics.service import FeedCache, serve_feed
-from shared.ics.tokens import FeedTokens
+from shared.ics.tokens import FeedTokenRepository
 from shared.storage import StoragePort
 from tests.support.settings import make_settings
 
@@ -134,10 +134,10 @@ def test_hostile_names_survive_ical_js() -> None:
     assert [e["summary"] for e in events] == [one_line(n) for n in names]
 
 
-async def _feed_setup(storage: StoragePort) -> tuple[str, BookingStore]:
-    tokens = FeedTokens(storage)
+async def _feed_setup(storage: StoragePort) -> tuple[str, BookingRepository]:
+    tokens = FeedTokenRepository(storage)
     token = await tokens.issue(LinkKey("p", "r"), "Behandlungsraum 1")
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     for i in range(3):
         await store.upsert_if_newer(stored(i).booking)
     return token, store
@@ -173,7 +173,7 @@ async def test_unknown_tokens_are_404(storage: StoragePort, bad: str) -> None:
 
 async def test_rotated_and_revoked_tokens_are_404(storage: StoragePort) -> None:
     token, _ = await _feed_setup(storage)
-    tokens = FeedTokens(storage)
+    tokens = FeedTokenRepository(storage)
     new = await tokens.issue(LinkKey("p", "r"), "Behandlungsraum 1")
     cfg = make_settings()
     assert (await serve_feed(storage, cfg, FeedCache(), token, now=BASE)).status == 404

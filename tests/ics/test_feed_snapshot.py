@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.bookings.payload import booking_to_json
-from shared.bookings.store import BOOKINGS, META_RK, BookingStore, StoredBooking
+from shared.bookings.store import BOOKINGS, META_RK, BookingRepository, StoredBooking
 from shared.config import Settings
 from shared.domain import Booking, BookingStatus, Customer, CustomerPrivacy, LinkKey, ProviderSettings
 from shared.ics import snapshot as snapshot_mod
 from shared.ics.feed import render_feed
 from shared.ics.service import FeedCache, serve_feed
-from shared.ics.snapshot import SNAPSHOTS, FeedSnapshot, SnapshotTable, build, decode, encode
-from shared.ics.tokens import FEEDS, OWNERS, FeedTokens, token_hash
+from shared.ics.snapshot import SNAPSHOTS, FeedSnapshot, SnapshotRepository, build, decode, encode
+from shared.ics.tokens import FEEDS, OWNERS, FeedTokenRepository, token_hash
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage.base import Entity, QueuePort, StoragePort, TablePort, encode_key
 from shared.storage.memory import MemoryStorage
@@ -97,7 +97,7 @@ async def expected(storage: StoragePort, cfg: Settings, now: datetime = NOW) -> 
     """What a full read and render gives: the oracle for every other path."""
     day = now.date()
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    stored = await BookingStore(storage).list_for_resource("p", "r")
+    stored = await BookingRepository(storage).list_for_resource("p", "r")
     provider = await ProviderSettingsRepository(storage).get("p")
     return render_feed(stored, calendar_name="Behandlungsraum 1", settings=provider,
                        window_start=midnight - timedelta(days=cfg.ics_window_past_days),
@@ -105,11 +105,11 @@ async def expected(storage: StoragePort, cfg: Settings, now: datetime = NOW) -> 
 
 
 async def setup(storage: StoragePort, count: int = 12) -> tuple[CountingStorage, str]:
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     for i in range(count):
         await store.upsert_if_newer(booking(i))
     await store.upsert_if_newer(booking(99, days=-400))  # long past: never in the window
-    token = await FeedTokens(storage).issue(KEY, "Behandlungsraum 1")
+    token = await FeedTokenRepository(storage).issue(KEY, "Behandlungsraum 1")
     return CountingStorage(storage), token
 
 
@@ -125,7 +125,7 @@ async def test_a_change_rereads_only_the_changed_booking(storage: StoragePort) -
     assert await body_of(spy, cache, token) == await expected(storage, cfg)
     assert spy.counts.get("bookings.query") == 1  # the first request reads everything
 
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     await store.upsert_if_newer(booking(3, 2, hours=2))                               # moved
     await store.upsert_if_newer(booking(4, 2, status=BookingStatus.CANCELLED))        # leaves the feed
     await store.upsert_if_newer(booking(20))                                          # new
@@ -145,7 +145,7 @@ async def test_a_fresh_instance_starts_from_the_stored_snapshot(storage: Storage
     spy, token = await setup(storage)
     cfg = make_settings()
     await body_of(spy, FeedCache(), token)
-    await BookingStore(storage).upsert_if_newer(booking(5, 2, hours=1))
+    await BookingRepository(storage).upsert_if_newer(booking(5, 2, hours=1))
     spy.counts.clear()
     body = await body_of(spy, FeedCache(), token)  # another instance: nothing in its process
     assert body == await expected(storage, cfg)
@@ -184,7 +184,7 @@ async def test_too_many_changes_mean_a_full_read(storage: StoragePort, monkeypat
     cache = FeedCache()
     await body_of(spy, cache, token)
     for i in range(3):
-        await BookingStore(storage).upsert_if_newer(booking(i, 2, hours=1))
+        await BookingRepository(storage).upsert_if_newer(booking(i, 2, hours=1))
     spy.counts.clear()
     assert await body_of(spy, cache, token) == await expected(storage, make_settings())
     assert spy.counts["bookings.query"] == 1
@@ -220,9 +220,9 @@ async def test_unusable_stored_snapshots_are_rebuilt(storage: StoragePort, monke
 
     monkeypatch.setattr(snapshot_mod, "MAX_PARTS", 0)  # too large to store: served all the same
     await storage.table(SNAPSHOTS).delete(encode_key("p|r"), "head")
-    await BookingStore(storage).upsert_if_newer(booking(1, 2, hours=1))
+    await BookingRepository(storage).upsert_if_newer(booking(1, 2, hours=1))
     assert await body_of(spy, FeedCache(), token) == await expected(storage, cfg)
-    assert await SnapshotTable(storage).load(KEY) is None
+    assert await SnapshotRepository(storage).load(KEY) is None
 
 
 def test_snapshot_renders_what_render_feed_renders() -> None:
@@ -256,12 +256,12 @@ async def test_revoked_elsewhere_stops_working_within_the_ttl_here_at_once(stora
     assert (await serve_feed(storage, make_settings(), cache, token, now=NOW)).status == 404
 
     # Rotated in this process: the old token is refused at once, even with a fresh look-up cached.
-    fresh = await FeedTokens(storage).issue(KEY, "Behandlungsraum 1")
+    fresh = await FeedTokenRepository(storage).issue(KEY, "Behandlungsraum 1")
     await body_of(storage, cache, fresh)
-    newest = await FeedTokens(storage).issue(KEY, "Behandlungsraum 1")
+    newest = await FeedTokenRepository(storage).issue(KEY, "Behandlungsraum 1")
     assert (await serve_feed(storage, make_settings(), cache, fresh, now=NOW)).status == 404
     await body_of(storage, cache, newest)
-    await FeedTokens(storage).revoke(KEY)
+    await FeedTokenRepository(storage).revoke(KEY)
     assert (await serve_feed(storage, make_settings(), cache, newest, now=NOW)).status == 404
 
 
@@ -294,7 +294,7 @@ class RacingStorage(CountingStorage):
     async def race(self, rk: str) -> None:
         if self.pending is not None and rk != META_RK:
             booking, self.pending = self.pending, None
-            await BookingStore(self.inner).upsert_if_newer(booking)
+            await BookingRepository(self.inner).upsert_if_newer(booking)
 
 
 _step = st.one_of(
@@ -313,11 +313,11 @@ def test_every_path_serves_what_a_full_read_serves(steps: list[tuple[str, int, i
     async def run() -> None:
         memory = MemoryStorage()
         storage = RacingStorage(memory)
-        store = BookingStore(memory)
+        store = BookingRepository(memory)
         versions = dict.fromkeys(range(10), 1)
         for i in versions:
             await store.upsert_if_newer(booking(i))
-        token = await FeedTokens(memory).issue(KEY, "Behandlungsraum 1")
+        token = await FeedTokenRepository(memory).issue(KEY, "Behandlungsraum 1")
         instances = [FeedCache(), FeedCache()]
         for kind, i, shift, racing in steps:
             if kind == "change":

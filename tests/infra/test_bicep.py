@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.config import SECRET_SETTING_NAMES, SETTINGS
-from shared.observability import METRICS
+from shared.observability.metrics import METRICS
 from tests.infra.bicep import render, resource, resources, template, walk
 
 ROOT = Path(__file__).resolve().parents[2]

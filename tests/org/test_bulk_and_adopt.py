@@ -20,7 +20,7 @@ from shared.org import service
 from shared.org.adopt import adopt, queue_tenant
 from shared.org.directory import MemoryOrgDirectory
 from shared.org.service import Choice, link_choices
-from shared.org.store import CREATING, FAILED, LINKED, JobRow, MappingJobs, OrgRepository
+from shared.org.store import CREATING, FAILED, LINKED, JobRow, MappingJobRepository, OrgRepository
 from shared.repos.links import LinkRepository, calendar_key
 from shared.services.subscriptions import handle_admin_message
 from tests.support.connect_world import JONAS, RETURN_BASE, MemoryWorld, open_session
@@ -57,7 +57,7 @@ async def test_a_crash_halfway_and_a_second_press_make_nothing_twice(world: Memo
     resources_after_first = len(await world.timum.list_resources("prov-1"))
 
     # The process died after a resource was created but before the row knew it.
-    jobs = MappingJobs(world.storage, "prov-1", "tid-1")
+    jobs = MappingJobRepository(world.storage, "prov-1", "tid-1")
     failed_key = next(k for k, v in first.items() if v == "failed")
     row = await jobs.get(failed_key)
     assert row is not None
@@ -92,7 +92,7 @@ async def test_a_row_that_failed_after_its_resource_was_made_keeps_that_resource
     cal = directory.calendars_by_mailbox[box.id][0]
     # As a press leaves a row whose resource was made and whose link step then failed.
     made = await world.timum.create_resource("prov-1", box.name)
-    jobs = MappingJobs(world.storage, "prov-1", "tid-1")
+    jobs = MappingJobRepository(world.storage, "prov-1", "tid-1")
     row = await jobs.plan(JobRow(calendar_key=choice.key, mailbox_id=box.id, mailbox_address=box.address,
                                  calendar_id=cal.id, calendar_name=cal.name, owner_name=box.name, action="new",
                                  resource_name=box.name), now=services.clock())

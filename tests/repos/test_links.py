@@ -8,7 +8,7 @@ import pytest
 
 from shared.domain import Link, LinkHealth, LinkKey, LinkMode, ProviderSettings, SyncMode, TitlePrivacy
 from shared.errors import Conflict
-from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository, SubscriptionIndex
+from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository, SubscriptionRepository
 from shared.storage import StoragePort
 
 
@@ -58,7 +58,7 @@ async def test_one_calendar_one_resource(storage: StoragePort) -> None:
 
 
 async def test_subscription_index_checks_client_state(storage: StoragePort) -> None:
-    index = SubscriptionIndex(storage)
+    index = SubscriptionRepository(storage)
     await index.put("sub-1", LinkKey("prov-1", "res-1"), "s3cret-state")
     record = await index.get("sub-1")
     assert record is not None and record.link == LinkKey("prov-1", "res-1")

@@ -103,11 +103,11 @@ async def test_both_calendars_block_the_resource_and_keep_out_of_each_others_way
 
 async def test_a_block_only_calendar_is_never_written_to() -> None:
     from shared.bookings.service import replay_link_bookings
-    from shared.bookings.store import BookingStore
+    from shared.bookings.store import BookingRepository
 
     w = World()
     await w.link(w.block, "privat@example.org", w.private_cal)
-    await BookingStore(w.storage).upsert_if_newer(Booking(id="bk-1", provider_id="prov-1", resource_id="res-1",
+    await BookingRepository(w.storage).upsert_if_newer(Booking(id="bk-1", provider_id="prov-1", resource_id="res-1",
                                                           version=1, start=T, end=T + H,
                                                           status=BookingStatus.CONFIRMED))
     outcome = await replay_link_bookings(w.services, w.block)

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.core.outlook_plan import StatusRow
 from shared.domain import Booking, BookingStatus, Link, LinkKey, LinkMode, SyncMode
 from shared.errors import TransientError
@@ -77,7 +77,7 @@ def kinds(w: MemoryWorld) -> list[tuple[str, Any]]:
 
 async def test_conflict_then_resolved_once_each(world: MemoryWorld) -> None:
     link = await seed(world)
-    await BookingStore(world.storage).upsert_if_newer(booking("bk-1", T0, T0 + HOUR))
+    await BookingRepository(world.storage).upsert_if_newer(booking("bk-1", T0, T0 + HOUR))
     await sweep(world.services)
     assert kinds(world) == []
     # Outlook gets an event over the booking; the sync writes its status row.
@@ -109,7 +109,7 @@ async def test_conflict_then_resolved_once_each(world: MemoryWorld) -> None:
 
 async def test_a_cancelled_booking_resolves_its_conflict(world: MemoryWorld) -> None:
     await seed(world)
-    store = BookingStore(world.storage)
+    store = BookingRepository(world.storage)
     await store.upsert_if_newer(booking("bk-2", T0, T0 + HOUR))
     await EventMapRepository(world.storage).put(KEY, row("ev-2", T0, T0 + HOUR))
     await sweep(world.services)
@@ -120,7 +120,7 @@ async def test_a_cancelled_booking_resolves_its_conflict(world: MemoryWorld) -> 
 
 async def test_failed_posts_are_retried_and_idle_links_cost_no_partition_reads(world: MemoryWorld) -> None:
     await seed(world)
-    await BookingStore(world.storage).upsert_if_newer(booking("bk-3", T0, T0 + HOUR))
+    await BookingRepository(world.storage).upsert_if_newer(booking("bk-3", T0, T0 + HOUR))
     await EventMapRepository(world.storage).put(KEY, row("ev-3", T0, T0 + HOUR))
     world.timum.fail_next(TransientError("timum answered 503"), op="send_link_status")
     assert (await sweep(world.services)).failed == ["prov-1|res-1"]

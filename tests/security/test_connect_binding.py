@@ -125,7 +125,7 @@ def _consent_state(stack: Stack, tenant: str) -> str:
         services = stack.services()
         state = "st-" + base64.urlsafe_b64encode(tenant.encode()).decode().rstrip("=") + "-x" * 8
         context = ConnectContext(ATTACKER_PROVIDER, None, "de", stack.timum.provider_page_url(ATTACKER_PROVIDER))
-        await flow.AuthFlowStore(services.storage, flow.cipher_for(services.settings)).put(
+        await flow.AuthFlowRepository(services.storage, flow.cipher_for(services.settings)).put(
             state, PendingFlow(kind="adminconsent", context=context, flow={}, tenant=tenant),
             expires_at=services.clock() + timedelta(hours=1))
         return state

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from icalendar import Calendar
 
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import Booking, BookingStatus, Customer, CustomerPrivacy, LinkKey, ProviderSettings
 from shared.ics.service import FeedCache, serve_feed
-from shared.ics.tokens import FeedTokens
+from shared.ics.tokens import FeedTokenRepository
 from shared.repos.links import ProviderSettingsRepository
 from shared.storage import StoragePort
 from tests.ics.feed_readers import READERS, read_calcurse
@@ -34,9 +34,9 @@ FIELDS: dict[str, dict[str, object]] = {
 
 async def _feed(storage: StoragePort, **fields: object) -> bytes:
     link = LinkKey("p", "r")
-    token = await FeedTokens(storage).issue(link, "Praxis" + INJECT)
+    token = await FeedTokenRepository(storage).issue(link, "Praxis" + INJECT)
     await ProviderSettingsRepository(storage).save(ProviderSettings("p", customer_privacy=CustomerPrivacy.CONTACT))
-    store = BookingStore(storage)
+    store = BookingRepository(storage)
     for i in range(2):
         values: dict[str, object] = {
             "id": f"bk-{i}", "provider_id": "p", "resource_id": "r", "version": 1,

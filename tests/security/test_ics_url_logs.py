@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.ics import api
-from shared.observability import configure_logging, logging_configured, unconfigure_logging
+from shared.observability.redaction import configure_logging, logging_configured, unconfigure_logging
 from shared.storage.memory import MemoryStorage
 from tests.support.ics_world import Published, run_import, services
 

@@ -18,7 +18,7 @@ import httpx
 from devtools.stack import Stack
 from shared.domain import LinkKey
 from shared.http.graph_bp import DEFERRED_ANSWER
-from shared.repos.links import SubscriptionIndex
+from shared.repos.links import SubscriptionRepository
 from shared.services.notifications import MAX_LOOKUPS_PER_POST
 from shared.wiring import subscription_cache
 
@@ -55,7 +55,7 @@ def test_ids_that_are_not_guids_are_dropped_without_a_lookup(stack: Stack, clien
 
 def test_a_real_notification_still_gets_through_between_hostile_posts(stack: Stack, client: httpx.Client) -> None:
     sid, state = str(uuid.uuid4()), secrets.token_urlsafe(32)
-    stack.run(SubscriptionIndex(stack.storage).put(sid, LinkKey("flood-p", "flood-r"), state))
+    stack.run(SubscriptionRepository(stack.storage).put(sid, LinkKey("flood-p", "flood-r"), state))
     real: list[dict[str, object]] = [{"subscriptionId": sid, "clientState": state, "changeType": "updated",
                                       "resource": "Users/x/Events/1"}]
     for _ in range(3):

@@ -7,13 +7,13 @@ import asyncio
 from datetime import timedelta
 
 from shared.connect.teardown import unlink
-from shared.repos.links import SubscriptionIndex
+from shared.repos.links import SubscriptionRepository
 from shared.services.subscriptions import ORPHAN_GRACE, ensure_subscription, renew_expiring, resubscribe
 from tests.support.outlook_world import KEY, MAILBOX, World
 
 
 async def _indexed(world: World) -> set[str]:
-    return {record.subscription_id for record, _ in await SubscriptionIndex(world.storage).list_all()}
+    return {record.subscription_id for record, _ in await SubscriptionRepository(world.storage).list_all()}
 
 
 async def test_two_set_ups_of_one_link_leave_one_subscription(world: World) -> None:
@@ -47,7 +47,7 @@ async def test_renewal_timer_deletes_orphans_after_a_grace_period(world: World) 
     orphan = await graph.create_subscription(MAILBOX, link.calendar_id, notification_url="https://x/n",
                                              lifecycle_url="https://x/l", client_state="s" * 40,
                                              expires_at=world.clock() + timedelta(days=2))
-    await SubscriptionIndex(world.storage).put(orphan.id, KEY, "s" * 40, now=world.clock())
+    await SubscriptionRepository(world.storage).put(orphan.id, KEY, "s" * 40, now=world.clock())
     await renew_expiring(world.services)
     assert orphan.id in world.graph.subscriptions  # may still be on its way into the link row
     world.clock.advance(seconds=ORPHAN_GRACE.total_seconds() + 60)

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.connect.teardown import TeardownStore, unlink
+from shared.connect.teardown import TeardownRepository, unlink
 from shared.domain import EventDraft, LinkHealth, SyncMode, booking_transaction_id
 from shared.errors import NeedsReconnect, TransientError
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
-from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionIndex
+from shared.repos.links import LeaseRepository, LinkRepository, SubscriptionRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow, EventMapRepository
 from shared.services.subscriptions import (
     ensure_subscription,
@@ -39,7 +39,7 @@ async def test_setup_subscribes_and_asks_for_a_full_sync(world: World) -> None:
     assert sub.lifecycle_url == "https://sync.example.test/api/graph/lifecycle"
     assert sub.resource == f"/users/{MAILBOX}/calendars/{world.calendar}/events"
     assert len(sub.client_state) >= 40
-    record = await SubscriptionIndex(world.storage).get(link.subscription_id)
+    record = await SubscriptionRepository(world.storage).get(link.subscription_id)
     assert record is not None and record.link == KEY and record.client_state_matches(sub.client_state)
     # The clientState is a secret: stored hashed only.
     stored = world.storage.tables["subscriptions"].rows  # type: ignore[attr-defined]
@@ -79,7 +79,7 @@ async def test_tenant_refusing_subscriptions_polls_and_drops_the_old_one(world: 
     saved = await ensure_subscription(world.services, link, force=True)
     assert saved.sync_mode is SyncMode.POLLING and not saved.subscription_id
     assert old not in world.graph.subscriptions
-    assert await SubscriptionIndex(world.storage).get(old) is None
+    assert await SubscriptionRepository(world.storage).get(old) is None
 
 
 async def test_setup_with_a_revoked_token_reports_once(world: World) -> None:
@@ -115,7 +115,7 @@ async def test_renewal_of_a_vanished_subscription_recreates_and_resyncs(world: W
     assert report.recreated == 1
     fresh = await world.link()
     assert fresh.subscription_id and fresh.subscription_id != link.subscription_id
-    assert await SubscriptionIndex(world.storage).get(link.subscription_id) is None
+    assert await SubscriptionRepository(world.storage).get(link.subscription_id) is None
     assert [SyncMessage.parse(m).full for m in queued(world, SYNC_QUEUE)] == [True]
 
 
@@ -136,7 +136,7 @@ async def test_renewal_failures_are_deferred_or_reported(world: World) -> None:
 
 async def test_lifecycle_events(world: World) -> None:
     link = await ensure_subscription(world.services, await world.link())
-    index = SubscriptionIndex(world.storage)
+    index = SubscriptionRepository(world.storage)
     record = await index.get(link.subscription_id)
     assert record is not None
 
@@ -215,7 +215,7 @@ async def test_teardown_after_unlink_removes_every_trace(world: World) -> None:
     assert booking_event not in world.graph.events
     assert await EventMapRepository(world.storage).load(KEY) == {}
     assert await BookingMapRepository(world.storage).list(KEY) == []
-    assert await TeardownStore(world.storage).get(KEY, sub_id) is None
+    assert await TeardownRepository(world.storage).get(KEY, sub_id) is None
     # Delivered twice: nothing left to do, nothing fails.
     again = await handle_admin_message(world.services, messages[0])
     assert again.result.startswith("removed 0 slots")

@@ -15,7 +15,7 @@ import pytest
 
 from shared.domain import LinkKey
 from shared.messages import SYNC_QUEUE, SyncMessage
-from shared.repos.links import SUBSCRIPTIONS, SubscriptionIndex, SubscriptionRecord
+from shared.repos.links import SUBSCRIPTIONS, SubscriptionRecord, SubscriptionRepository
 from shared.services.notifications import (
     MAX_CONCURRENT_LOOKUPS,
     MAX_LOOKUPS_PER_POST,
@@ -65,7 +65,7 @@ def _hostile(count: int) -> bytes:
 
 async def _subscriptions(storage: MemoryStorage, count: int) -> list[tuple[str, str, LinkKey]]:
     subs = [(str(uuid.uuid4()), f"state-{i}", LinkKey("p1", f"r{i}")) for i in range(count)]
-    index = SubscriptionIndex(storage)
+    index = SubscriptionRepository(storage)
     for sid, state, link in subs:
         await index.put(sid, link, state)
     return subs

@@ -9,7 +9,7 @@ import pytest
 from shared.domain import LinkKey
 from shared.errors import BadRequest, StorageError
 from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminAction, AdminMessage, SyncMessage, SyncReason
-from shared.repos.links import SubscriptionIndex
+from shared.repos.links import SubscriptionRepository
 from shared.services.notifications import (
     SubscriptionCache,
     accept_change_notifications,
@@ -32,7 +32,7 @@ def _body(*items: dict[str, str]) -> bytes:
 
 
 async def _seed(storage: MemoryStorage) -> None:
-    index = SubscriptionIndex(storage)
+    index = SubscriptionRepository(storage)
     await index.put(SUB_A, LinkKey("p1", "r1"), "state-a")
     await index.put(SUB_B, LinkKey("p1", "r2"), "state-b")
 
@@ -89,7 +89,7 @@ async def test_cache_avoids_repeated_lookups_and_expires() -> None:
     await _seed(storage)
     cache = SubscriptionCache(ttl=60, miss_ttl=5)
     await accept_change_notifications(storage, cache, _body(_note(SUB_A, "state-a")), now=0.0)
-    await SubscriptionIndex(storage).delete(SUB_A)
+    await SubscriptionRepository(storage).delete(SUB_A)
     # Within the TTL the cached record still routes (the worker ignores deleted links).
     hit = await accept_change_notifications(storage, cache, _body(_note(SUB_A, "state-a")), now=30.0)
     assert hit.accepted == 1
