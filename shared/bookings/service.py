@@ -9,8 +9,16 @@ marks it dirty; the holder then applies the stored newest version once more (the
 as the delta worker's link lease). Every Graph write is
 idempotent: creates carry a transactionId (a retried POST yields the same event), and the
 booking-map row is written PENDING before the create, ACTIVE after — a crash in between
-replays into the same event. Events written here are in the booking map, which the
-Outlook → timum direction reads so they never come back as blocked slots.
+replays into the same event (and writes this version's content over it: the first attempt may
+have carried an older one). A PENDING row met by a cancellation is settled by looking the event
+up by its tag. Before a PATCH or DELETE the row forgets the content it recorded, so a crash
+right after Graph applied the write cannot leave a row that calls a later version "unchanged".
+Events written here are in the booking map, which the Outlook → timum direction reads so they
+never come back as blocked slots.
+
+A delivery that gives way to a held lease, first to mark it dirty, queues one look at the
+booking for after the lease's expiry: a holder that died never runs again, and its host retry
+(seconds later) would give way to its own lease.
 
 If the user deleted our event in Outlook, the next change of that booking re-creates it
 (with a fresh transactionId, so it does not collapse into the deleted one).
@@ -20,9 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.bookings.plan import (
@@ -38,7 +47,7 @@ from shared.bookings.plan import (
 from shared.bookings.render import draft_hash, render_event
 from shared.bookings.store import BookingRepository, Location, StoredBooking
 from shared.context import Services
-from shared.domain import Booking, EventDraft, Link, LinkHealth, LinkKey, LinkMode
+from shared.domain import Booking, BookingStatus, EventDraft, Link, LinkHealth, LinkKey, LinkMode
 from shared.errors import AuthError, NotFound, RemoteGone, TransientError
 from shared.messages import (
     BOOKING_QUEUE,
@@ -76,13 +85,38 @@ def _state(row: BookingMapRow | None) -> MapState | None:
 
 
 async def _create(graph: GraphCalendarPort, maps: BookingMapRepository, link: Link, booking: Booking,
-                  draft: EventDraft, digest: str, transaction_id: str) -> str:
+                  draft: EventDraft, digest: str, transaction_id: str, *, replay: bool = False) -> str:
+    """Create the booking's event. ``replay``: the transactionId is a PENDING row's, whose POST may
+    have landed already — Graph then answers with that event as it was created, with the content
+    of that earlier attempt (an older version, maybe), so it is written over with this draft
+    before the row says ACTIVE. A crash before that leaves the row PENDING, to be replayed again."""
     await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, digest, transaction_id,
                                            BookingEventState.PENDING))
     event_id = await graph.create_event(link.mailbox_id, link.calendar_id, draft, transaction_id=transaction_id)
+    if replay:
+        try:
+            await graph.update_event(link.mailbox_id, event_id, draft)
+        except NotFound:
+            # The earlier attempt's event, deleted in Outlook since: a new one, as for any deletion.
+            return await _create(graph, maps, link, booking, draft, digest, recreate_transaction_id(booking))
     await maps.put(link.key, BookingMapRow(booking.id, event_id, booking.version, digest, transaction_id,
                                            BookingEventState.ACTIVE))
     return event_id
+
+
+async def _settle_pending(services: Services, link: Link, row: BookingMapRow) -> BookingMapRow:
+    """What a PENDING row stands for, looked up in Outlook: the create it records may or may not
+    have reached Graph before the worker died. A confirmed booking needs no look-up (creating
+    again with the row's transactionId lands on the same event), but a cancelled one must not
+    create: it must find the event to remove, or know there is none. The answer is returned as an
+    ACTIVE row (saved by whatever the plan writes next), so a replay does not ask again."""
+    graph = await services.graph.for_link(link)
+    try:
+        found = await graph.find_event_by_booking(link.mailbox_id, link.calendar_id, row.booking_id)
+    finally:
+        await graph.close()
+    return BookingMapRow(row.booking_id, found or "", row.version, row.content_hash if found else "",
+                         row.transaction_id, BookingEventState.ACTIVE)
 
 
 async def write_booking(services: Services, link: Link, booking: Booking) -> WriteOutcome:
@@ -92,6 +126,8 @@ async def write_booking(services: Services, link: Link, booking: Booking) -> Wri
     row = await maps.get(link.key, booking.id)
     if row is not None and row.state is BookingEventState.PENDING and booking.version < row.version:
         return WriteOutcome("stale")
+    if row is not None and row.state is BookingEventState.PENDING and booking.status is BookingStatus.CANCELLED:
+        row = await _settle_pending(services, link, row)
     draft = render_event(booking, settings)
     digest = draft_hash(draft)
     cancel_draft = render_event(booking, settings, cancelled_mark=True)
@@ -117,8 +153,8 @@ async def write_booking(services: Services, link: Link, booking: Booking) -> Wri
 async def _apply(graph: GraphCalendarPort, maps: BookingMapRepository, link: Link, booking: Booking,
                  row: BookingMapRow | None, action: BookingAction, draft: EventDraft, digest: str) -> WriteOutcome:
     if isinstance(action, CreateEvent):
-        transaction_id = row.transaction_id if row is not None and row.state is BookingEventState.PENDING \
-            and row.transaction_id else action.transaction_id
+        replay = row is not None and row.state is BookingEventState.PENDING and bool(row.transaction_id)
+        transaction_id = row.transaction_id if row is not None and replay else action.transaction_id
         if row is None and booking.version > 1:
             # No map row although timum has changed this booking before: our map was lost
             # (reinstall, relink). Find the event by its tag instead of creating a second one.
@@ -126,8 +162,13 @@ async def _apply(graph: GraphCalendarPort, maps: BookingMapRepository, link: Lin
             if found:
                 action = UpdateEvent(found, draft)
         if isinstance(action, CreateEvent):
-            event_id = await _create(graph, maps, link, booking, draft, digest, transaction_id)
+            event_id = await _create(graph, maps, link, booking, draft, digest, transaction_id, replay=replay)
             return WriteOutcome("created", event_id)
+
+    # The event is about to change: until the write is recorded, the row must not claim the old
+    # content, or a crash right after Graph applied the write would leave a row that calls a later
+    # version with that old content "unchanged" while the event shows something else (or is gone).
+    await _forget_content(maps, link, row)
 
     if isinstance(action, UpdateEvent):
         marked = action.draft is not draft
@@ -150,6 +191,12 @@ async def _apply(graph: GraphCalendarPort, maps: BookingMapRepository, link: Lin
     await graph.delete_event(link.mailbox_id, action.event_id)
     await maps.put(link.key, BookingMapRow(booking.id, "", booking.version, "", "", BookingEventState.ACTIVE))
     return WriteOutcome("deleted")
+
+
+async def _forget_content(maps: BookingMapRepository, link: Link, row: BookingMapRow | None) -> None:
+    if row is not None and row.content_hash and row.state is not BookingEventState.PENDING:
+        await maps.put(link.key, BookingMapRow(row.booking_id, row.event_id, row.version, "", row.transaction_id,
+                                               row.state))
 
 
 async def _usable_link(services: Services, key: LinkKey) -> Link | None:
@@ -231,6 +278,11 @@ async def _remove_left_event(services: Services, key: LinkKey, booking: Booking)
     row = await maps.get(link.key, booking.id)
     if row is None or (not row.event_id and row.state is not BookingEventState.PENDING):
         return True
+    if row.version > booking.version:
+        # That event was written for a newer version than the one we hold as newest: the booking
+        # came back to this resource, and the delivery that brought it (it stored that version
+        # but died before the index said so) is still to be retried. It is not ours to delete.
+        return False
     if link.health is LinkHealth.NEEDS_RECONNECT:
         return False
     # Deleted whatever the provider's cancel policy says: the appointment did not end, it moved
@@ -243,6 +295,7 @@ async def _remove_left_event(services: Services, key: LinkKey, booking: Booking)
     try:
         event_id = row.event_id or await graph.find_event_by_booking(link.mailbox_id, link.calendar_id, booking.id)
         if event_id:
+            await _forget_content(maps, link, row)
             with contextlib.suppress(NotFound):
                 await graph.delete_event(link.mailbox_id, event_id)
         # An empty row at the booking's version: should it come back here, it is created afresh.
@@ -277,11 +330,22 @@ async def _serialized(services: Services, provider_id: str, resource_id: str, bo
         if stored is not None:
             await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json())
 
+    async def look_after(expires_at: datetime) -> None:
+        # The holder may be dead: its host retry can come before its lease expires (the host's
+        # visibilityTimeout is seconds, the lease minutes), give way here and complete, and then
+        # no one would write what it stored. One look after the expiry, by whoever knocked first.
+        stored = await _newest(services, provider_id, resource_id, booking_id)
+        if stored is not None:
+            delay = max(1, math.ceil((expires_at - services.clock()).total_seconds()) + 1)
+            await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json(),
+                                                             delay_seconds=delay)
+
     # Per invocation: two invocations of one process must exclude each other. On a failure the
     # host retries this message, and that run applies the stored newest version, which covers the
     # invocations that gave way to this one.
     if not await leases.run_coalesced(_lease_key(provider_id, booking_id), uuid.uuid4().hex, apply,
-                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on):
+                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on,
+                                      on_knock=look_after):
         return WriteOutcome("coalesced")
     return outcomes[-1]
 

@@ -135,6 +135,9 @@ class BookingRepository:
                     # A newer version lives elsewhere: no copy this old may stay here (a
                     # concurrent older delivery may have written one before losing the race).
                     await self._drop(booking.provider_id, booking.resource_id, booking.id, booking.version)
+                # The delivery that moved it may have died before it dropped its old rows.
+                for old in where.moved_from:
+                    await self._drop(booking.provider_id, old, booking.id, where.version)
                 return stored
             stored = await self._store_row(booking) or stored
             moved = set(where.moved_from) if where is not None else set()
@@ -167,6 +170,9 @@ class BookingRepository:
             where = _location_of(row)
             if resource_id not in where.moved_from:
                 return
+            # Once cleared, nothing names this resource as one to clean up: its stored copy goes
+            # first (the delivery that moved the booking may have died before dropping it).
+            await self._drop(provider_id, resource_id, booking_id, where.version)
             left = [r for r in where.moved_from if r != resource_id]
             try:
                 await self._index.update({**row, "moved_from": json.dumps(left)}, etag=row.etag)
