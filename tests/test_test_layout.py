@@ -15,15 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
-#: A module the tests do not own yet that still imports helpers from a conftest: which conftest,
-#: and the names that conftest may list in ``__all__`` for it until the module imports them from
-#: ``tests/support``. An entry the module no longer needs fails ``test_no_stale_exemption``.
-PENDING: dict[str, tuple[str, frozenset[str]]] = {
-    "tests/bookings/test_writer_machine.py": ("tests.services.conftest",
-                                              frozenset({"SimulatedCrash", "TripwireStorage"})),
-}
-
-
 def _rel(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
@@ -34,10 +25,6 @@ def _modules() -> list[Path]:
 
 def _conftests() -> list[Path]:
     return [p for p in _modules() if p.name == "conftest.py"]
-
-
-def _dotted(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
 
 
 def _imported_module(node: ast.ImportFrom, path: Path) -> str:
@@ -102,7 +89,6 @@ def _layout_faults(path: Path, source: str | None = None) -> list[str]:
     faults: list[str] = []
     fixtures = _fixtures_defined(path, text)
     imported_fixtures: set[str] = set()
-    allowed_helpers = {name for module, names in PENDING.values() if module == _dotted(path) for name in names}
     for line, module, names in _conftest_imports(path, text):
         origin = _module_path(module)
         offered = _fixtures_defined(origin) if origin.exists() else set()
@@ -124,7 +110,7 @@ def _layout_faults(path: Path, source: str | None = None) -> list[str]:
         exported = _all_names(node)
         if exported is not None:
             for name in exported:
-                if name not in imported_fixtures | fixtures | allowed_helpers:
+                if name not in imported_fixtures | fixtures:
                     faults.append(f"{where}: __all__ names {name!r}, which is not a fixture")
             continue
         kind = type(node).__name__
@@ -164,9 +150,6 @@ def test_the_layout_check_names_each_helper_in_a_conftest() -> None:
 @pytest.mark.parametrize("path", [p for p in _modules() if p.name != "conftest.py"], ids=_rel)
 def test_no_test_module_imports_from_a_conftest(path: Path) -> None:
     found = [(line, module) for line, module, _names in _conftest_imports(path)]
-    pending = PENDING.get(_rel(path))
-    if pending is not None:
-        found = [(line, module) for line, module in found if module != pending[0]]
     assert not found, (f"{_rel(path)} imports from a conftest at "
                        + ", ".join(f"line {line} ({module})" for line, module in found)
                        + ": import the helper from tests/support instead")
@@ -182,13 +165,3 @@ def test_support_modules_define_no_fixtures() -> None:
     # Fixtures in tests/support would be found only where imported by name: they stay in conftest files.
     found = {_rel(p): sorted(_fixtures_defined(p)) for p in sorted((TESTS / "support").rglob("*.py"))}
     assert {path: names for path, names in found.items() if names} == {}
-
-
-@pytest.mark.parametrize("module", sorted(PENDING), ids=str)
-def test_no_stale_exemption(module: str) -> None:
-    conftest, names = PENDING[module]
-    imported = {name for _line, found, found_names in _conftest_imports(ROOT / module) if found == conftest
-                for name in found_names}
-    assert imported, (f"{module} no longer imports from {conftest}: remove it from PENDING here and the "
-                      f"names {sorted(names)} from {conftest}'s __all__")
-    assert imported <= names, f"{module} imports {sorted(imported - names)} from {conftest} on top"

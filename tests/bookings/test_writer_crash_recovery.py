@@ -16,7 +16,7 @@ from shared.adapters.graph_memory import MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
 from shared.bookings.payload import booking_to_json
 from shared.bookings.service import LEASE_TTL, _lease_key, apply_booking_message
-from shared.bookings.store import BookingStore
+from shared.bookings.store import BookingRepository
 from shared.domain import Booking, BookingStatus, Customer, Link, LinkKey, LinkMode
 from shared.messages import BOOKING_QUEUE
 from shared.repos.links import LeaseRepository, LinkRepository
@@ -155,7 +155,7 @@ async def test_a_booking_back_on_its_resource_gets_its_event_again_after_a_dead_
 
 
 async def test_a_booking_that_moved_leaves_no_stored_copy_behind_after_a_dead_move(world: World) -> None:
-    store = BookingStore(world.storage)
+    store = BookingRepository(world.storage)
     assert await world.send(booking(1, resource="res-3")) == "no_link"
     # Moved to res-2 (v2) and rescheduled there (v3); v3 arrives first, and its worker dies before
     # dropping the res-3 copy (after the res-2 row, its revision and the index were written).

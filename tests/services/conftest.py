@@ -8,11 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.storage.base import StoragePort
-from tests.support.outlook_world import SimulatedCrash, TripwireStorage, World, make_world
-
-# tests/bookings/test_writer_machine.py still imports these two from here; tests/test_test_layout.py
-# lists it as the one module allowed to, until it imports them from tests.support.outlook_world.
-__all__ = ["SimulatedCrash", "TripwireStorage"]
+from tests.support.outlook_world import TripwireStorage, World, make_world
 
 
 @pytest.fixture
