@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect, with_params
+from shared.connect.outcomes import (
+    Binding,
+    ConsentPage,
+    ConsentResultPage,
+    ErrorPage,
+    Redirect,
+    end_binding,
+    with_params,
+)
 from shared.connect.store import ADMIN_CONSENT_LIFETIME, AuthFlowStore, ChooserSession, ConnectContext, PendingFlow
 from shared.context import Services
 from shared.domain import CalendarInfo, Link, LinkKey, LinkMode
@@ -135,8 +143,9 @@ async def after_sign_in(services: Services, context: ConnectContext, claims: Map
 
 
 async def consent_callback(services: Services, pending: PendingFlow, state: str, tenant: str, *,
-                           binding: str | None) -> Redirect | ConsentResultPage | ErrorPage:
-    """The administrator granted the application permissions (Microsoft says so; the token proves it)."""
+                           binding: str | None, spent: str = "") -> Redirect | ConsentResultPage | ErrorPage:
+    """The administrator granted the application permissions (Microsoft says so; the token proves it).
+    ``spent`` names the browser's binding cookie, dropped once the consent's flow is taken."""
     from shared.connect.flow import _GENERIC_TENANTS, cipher_for
 
     context = pending.context
@@ -159,11 +168,11 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
         return ConsentResultPage(locale=locale, ok=False, reason="missing_permissions", return_url=back, org=True)
     now = services.clock()
     if await AuthFlowStore(services.storage, cipher_for(services.settings)).take(state, now=now) is None:
-        return ErrorPage("consent_unknown", locale, status=400, return_url=back)
+        return end_binding(ErrorPage("consent_unknown", locale, status=400, return_url=back), spent)
     await connect_tenant(services, proven, context.provider_id, roles)
     if pending.bound_to(binding):
-        return await _open_session(services, context, proven, "")
-    return ConsentResultPage(locale=locale, ok=True, return_url=back, org=True)
+        return end_binding(await _open_session(services, context, proven, ""), spent)
+    return end_binding(ConsentResultPage(locale=locale, ok=True, return_url=back, org=True), spent)
 
 
 async def connect_tenant(services: Services, tenant_id: str, provider_id: str, roles: frozenset[str]) -> None:
