@@ -69,7 +69,9 @@ def test_an_administrator_maps_the_organisation_in_the_browser(stack: Stack, pag
     assert rows.count() == 1 and "Raum" in rows.first.inner_text()
     page.get_by_label(re.compile("timum-Ziel für „Kalender“")).select_option("new")
     page.get_by_role("button", name="Übernehmen").click()
-    page.wait_for_selector("#summary")
+    # Answered at once with the progress; the page polls its status while the worker links the
+    # row, and shows the result page (its address names the press) when all is done.
+    page.wait_for_url(re.compile(r"/api/connect/organisation\?.*since=\d+"), timeout=60_000)
     assert page.locator("#summary").inner_text() == "1 Kalender verbunden, 0 nicht."
     assert "Verbunden mit „Raum Süd" in page.locator("tbody").inner_text()
 
@@ -79,7 +81,8 @@ def test_an_administrator_maps_the_organisation_in_the_browser(stack: Stack, pag
     page.get_by_label(re.compile("timum-Ziel für „Kalender“")).select_option("new")
     page.get_by_label("Name der neuen Ressource").fill("Anna (Physiotherapie)")
     page.get_by_role("button", name="Übernehmen").click()
-    page.wait_for_selector("#summary")
+    page.wait_for_url(re.compile(r"/api/connect/organisation\?.*since=\d+"), timeout=60_000)
+    assert page.locator("#summary").inner_text() == "1 Kalender verbunden, 0 nicht."
     assert "Verbunden mit „Anna (Physiotherapie)“" in page.locator("tbody").inner_text()
 
     resources = {r.name: r.id for r in stack.sandbox.timum.state.list_resources(KLINIK_NORD)}  # type: ignore[union-attr]
