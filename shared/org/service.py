@@ -524,28 +524,32 @@ async def plan_choices(services: Services, provider_id: str, tenant_id: str, cho
         for cal in entry.calendars:
             found[calendar_key(tenant_id, entry.mailbox.id, cal.id)] = (entry.mailbox, cal)
     resources = {r["id"]: r["name"] for r in await _resources(services, provider_id)} if choices else {}
-    planned: list[JobRow] = []
-    for choice in choices:
-        if choice.key not in found:
-            report[choice.key] = problems.get(choice.mailbox_id, "calendar_gone")
-        elif not found[choice.key][1].can_edit:
-            report[choice.key] = "read_only"
-        elif choice.action == "existing" and choice.resource_id not in resources:
-            report[choice.key] = "resource_unavailable"
-        else:
-            box, cal = found[choice.key]
-            name = choice.name or (cal.owner_name if cal.is_default else cal.name) or cal.name
-            planned.append(await jobs.plan(JobRow(
-                calendar_key=choice.key, mailbox_id=box.id, mailbox_address=cal.owner_address, calendar_id=cal.id,
-                calendar_name=cal.name, owner_name=cal.owner_name, action=choice.action,
-                resource_id=choice.resource_id, resource_name=name), now=now))
-            continue
-        # The administrator's latest choice cannot be done: a row an earlier press left waiting
-        # must not be linked behind their back. (A row creating its resource goes on: stopping
-        # it halfway could leave a resource without its row.)
-        waiting = await jobs.get(choice.key)
-        if waiting is not None and waiting.state == PENDING:
-            await _fail(services, jobs, waiting, report[choice.key])
+    gate = asyncio.Semaphore(LINK_CONCURRENCY)
+
+    async def plan(choice: Choice) -> JobRow | None:
+        async with gate:
+            if choice.key not in found:
+                report[choice.key] = problems.get(choice.mailbox_id, "calendar_gone")
+            elif not found[choice.key][1].can_edit:
+                report[choice.key] = "read_only"
+            elif choice.action == "existing" and choice.resource_id not in resources:
+                report[choice.key] = "resource_unavailable"
+            else:
+                box, cal = found[choice.key]
+                name = choice.name or (cal.owner_name if cal.is_default else cal.name) or cal.name
+                return await jobs.plan(JobRow(
+                    calendar_key=choice.key, mailbox_id=box.id, mailbox_address=cal.owner_address,
+                    calendar_id=cal.id, calendar_name=cal.name, owner_name=cal.owner_name, action=choice.action,
+                    resource_id=choice.resource_id, resource_name=name), now=now)
+            # The administrator's latest choice cannot be done: a row an earlier press left
+            # waiting must not be linked behind their back. (A row creating its resource goes
+            # on: stopping it halfway could leave a resource without its row.)
+            left = await jobs.get(choice.key)
+            if left is not None and left.state == PENDING:
+                await _fail(services, jobs, left, report[choice.key])
+            return None
+
+    planned = [job for job in await asyncio.gather(*(plan(c) for c in choices)) if job is not None]
     return report, planned
 
 
