@@ -103,6 +103,8 @@ async def test_the_press_is_answered_at_once_and_the_worker_links_the_rows(admin
     assert pressed.status_code == 200
     assert "0 verbunden, 0 nicht, 20 in Arbeit" in body
     assert "connect-src 'self'" in pressed.headers["Content-Security-Policy"]
+    assert '<script nonce="' in body and _attribute(body, "data-pattern") == (
+        "Die Kalender werden im Hintergrund verbunden: {linked} verbunden, {failed} nicht, {waiting} in Arbeit.")
     assert await LinkRepository(services.storage).list_for_provider("prov-1") == []
     rows = await MappingJobs(services.storage, "prov-1", "tid-1").all()
     assert len(rows) == 20 and {r.state for r in rows} == {PENDING}
