@@ -225,3 +225,28 @@ def test_a_press_is_read_from_its_urls_only_when_well_formed() -> None:
     assert service.Press.parse("1767225600", "9999") == service.Press(1767225600, service.MAX_ROWS_PER_SUBMIT)
     assert service.Press.parse("", "1") is None and service.Press.parse("-5", None) is None
     assert service.Press.parse("9" * 13, None) is None
+
+
+async def test_the_link_admin_poison_queue_tells_its_two_kinds_apart(admin: Admin,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.wiring as wiring
+    from shared.jobs.common import run_poison
+    from shared.messages import AdminAction
+
+    services = admin.services
+    monkeypatch.setattr(wiring, "get_services", lambda: services)
+    await admin.press(3)
+    await run_org_messages(services)
+    [link, *_] = await LinkRepository(services.storage).list_for_provider("prov-1")
+    # A link's message that failed every try: written on that link, as before.
+    setup = AdminMessage(link=str(link.key), action=AdminAction.SETUP).to_json()
+    await run_poison(ADMIN_JOB, func.QueueMessage(body=json.dumps(setup).encode()))
+    stored = await LinkRepository(services.storage).require(link.key)
+    assert stored.last_error.startswith("gave_up: link-admin: ")
+    # The organisation's: its waiting rows say they failed, so the page ends and offers a new press.
+    await admin.press(5)   # five more (linked rows offer no choice any more)
+    jobs = MappingJobs(services.storage, "prov-1", "tid-1")
+    assert sorted(r.state for r in await jobs.all()) == [LINKED] * 3 + [PENDING] * 5
+    org = OrgLinkMessage("prov-1", "tid-1").to_json()
+    await run_poison(ADMIN_JOB, func.QueueMessage(body=json.dumps(org).encode()))
+    assert sorted(r.state for r in await jobs.all()) == [FAILED] * 5 + [LINKED] * 3
