@@ -604,3 +604,16 @@ MESSAGES["en"].update({
     "status.org_consent_revoked": "The administrator of your Microsoft 365 organisation withdrew timum's access. "
                                   "Please connect the organisation again.",
 })
+
+
+# --- organisation mapping page: the bulk link runs in the background -------------------------------
+MESSAGES["de"].update({
+    "org.progress": "Die Kalender werden im Hintergrund verbunden: {linked} verbunden, {failed} nicht, "
+                    "{waiting} in Arbeit.",
+    "org.progress_refresh": "Stand aktualisieren",
+})
+MESSAGES["en"].update({
+    "org.progress": "The calendars are being connected in the background: {linked} connected, {failed} not, "
+                    "{waiting} in progress.",
+    "org.progress_refresh": "Refresh",
+})

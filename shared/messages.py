@@ -93,6 +93,43 @@ class AdminMessage:
         return msg
 
 
+@dataclass(frozen=True)
+class OrgLinkMessage:
+    """link-admin: link the rows an organisation's administrator chose on the mapping page.
+
+    It names the provider and the tenant only: the rows themselves (``shared.org.store``'s job
+    rows) say what is left to do, so a replay or a second message resumes and never repeats.
+    Told apart from ``AdminMessage`` by its one key, ``org_link``."""
+
+    provider: str
+    tenant: str
+
+    @property
+    def key(self) -> LinkKey:
+        # Not one link's message: logs name the provider and the tenant ("org:" never starts a
+        # resource id, so no link's status can be mistaken for it).
+        return LinkKey(self.provider, f"org:{self.tenant}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"org_link": {"provider": self.provider, "tenant": self.tenant}}
+
+
+def parse_admin_message(data: dict[str, Any]) -> AdminMessage | OrgLinkMessage:
+    """The message of a ``link-admin`` body; ``BadRequest`` when it is neither kind."""
+    if "org_link" not in data:
+        return AdminMessage.parse(data)
+    from shared.ids import check_id
+
+    raw = data["org_link"]
+    try:
+        message = OrgLinkMessage(provider=str(raw["provider"]), tenant=str(raw["tenant"]))
+    except (KeyError, TypeError) as exc:
+        raise BadRequest("malformed organisation link message") from exc
+    check_id(message.provider, "provider")
+    check_id(message.tenant, "tenant")
+    return message
+
+
 # --- booking-changes: four kinds of message, one queue ----------------------------------------
 # The wire format is what earlier versions wrote (messages in flight survive a deployment): each
 # kind is told apart by its one distinguishing key.

@@ -23,6 +23,7 @@ EXPECTED_HTTP = {
     "oauth_admin_callback": ("oauth/admin-callback", {"GET"}, "anonymous"),
     "connect_calendars": ("connect/calendars", {"GET", "POST"}, "anonymous"),
     "connect_organisation": ("connect/organisation", {"GET", "POST"}, "anonymous"),
+    "connect_organisation_status": ("connect/organisation/status", {"GET"}, "anonymous"),
     # timum's management API: function key plus a provider-scoped signature
     "provider_links": ("providers/{provider}/links", {"GET"}, "function"),
     "provider_link_delete": ("providers/{provider}/links/{resource}", {"DELETE"}, "function"),

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from shared.config import Settings
 from shared.connect.msal_client import DELEGATED_SCOPES, build_app, is_consent_error
-from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect
+from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect, end_binding
 from shared.connect.store import (
     ADMIN_CONSENT_LIFETIME,
     FLOW_LIFETIME,
@@ -274,8 +274,14 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
     fallback_locale = negotiate(accept_language, settings.default_locale)
     flows = AuthFlowRepository(services.storage, cipher_for(settings))
     state = params.get("state") or ""
+    # This browser's binding cookie for the sign-in, to be dropped once the sign-in is over.
+    spent = binding_tag(state) if binding and state else ""
     pending = await flows.peek(state, now=now)
-    if pending is None or pending.kind not in ("signin", "orgsignin"):
+    if pending is None:
+        # Expired or already used: nothing is left for the cookie to bind.
+        return end_binding(ErrorPage("flow_unknown", fallback_locale, status=400, return_url=timum_home(settings)),
+                           spent)
+    if pending.kind not in ("signin", "orgsignin"):
         return ErrorPage("flow_unknown", fallback_locale, status=400, return_url=timum_home(settings))
     if not pending.bound_to(binding):
         # The flow stays: the browser that started it may still finish it.
@@ -284,7 +290,17 @@ async def callback(services: Services, params: Mapping[str, str], *, binding: st
         return ErrorPage("browser_mismatch", pending.context.locale, status=400, return_url=timum_home(settings))
     if await flows.take(state, now=now) is None:
         # Another request with the same answer won the race.
-        return ErrorPage("flow_unknown", pending.context.locale, status=400, return_url=timum_home(settings))
+        return end_binding(ErrorPage("flow_unknown", pending.context.locale, status=400,
+                                     return_url=timum_home(settings)), spent)
+    # From here on the flow is spent, whatever the answer says.
+    return end_binding(await _answer(services, pending, params, binding), spent)
+
+
+async def _answer(services: Services, pending: PendingFlow, params: Mapping[str, str],
+                  binding: str | None) -> Redirect | ErrorPage | ConsentPage:
+    """What the answer to a sign-in that ``pending`` started (now taken) leads to."""
+    settings = services.settings
+    now = services.clock()
     context = pending.context
     error = params.get("error") or ""
     description = params.get("error_description") or ""
@@ -379,11 +395,15 @@ async def admin_callback(services: Services, params: Mapping[str, str], *, accep
     now = services.clock()
     flows = AuthFlowRepository(services.storage, cipher_for(settings))
     state = params.get("state") or ""
+    # The organisation path binds its consent to the administrator's browser too; that cookie
+    # goes once the consent's flow is spent. A failed answer leaves the flow (and the cookie):
+    # the consent link may be opened again.
+    spent = binding_tag(state) if binding and state else ""
     pending = await flows.peek(state, now=now)
     if pending is None or pending.kind != "adminconsent":
         log.info("admin consent answer without a valid request refused")
-        return ErrorPage("consent_unknown", negotiate(accept_language, settings.default_locale), status=400,
-                         return_url=timum_home(settings))
+        return end_binding(ErrorPage("consent_unknown", negotiate(accept_language, settings.default_locale),
+                                     status=400, return_url=timum_home(settings)), spent if pending is None else "")
     context = pending.context
     locale, back = context.locale, context.return_url
     error = params.get("error") or ""
@@ -400,7 +420,7 @@ async def admin_callback(services: Services, params: Mapping[str, str], *, accep
     if context.is_org:
         from shared.org.service import consent_callback
 
-        return await consent_callback(services, pending, state, tenant, binding=binding)
+        return await consent_callback(services, pending, state, tenant, binding=binding, spent=spent)
     asked = pending.tenant.lower()
     named = asked not in _GENERIC_TENANTS and bool(asked)
     if named and _GUID.match(asked) and asked != tenant:
@@ -423,12 +443,12 @@ async def admin_callback(services: Services, params: Mapping[str, str], *, accep
         log.warning("admin consent answer names another tenant than the request; refused")
         return ConsentResultPage(locale=locale, ok=False, reason="other_tenant", return_url=back)
     if await flows.take(state, now=now) is None:
-        return ErrorPage("consent_unknown", locale, status=400, return_url=back)
+        return end_binding(ErrorPage("consent_unknown", locale, status=400, return_url=back), spent)
     try:
         if roles >= APP_ROLES:
             await TenantRepository(services.storage).record_admin_consent(proven, now=now)
     except StorageError:
         log.exception("could not record admin consent")
-        return ErrorPage("unavailable", locale, status=503, return_url=back)
+        return end_binding(ErrorPage("unavailable", locale, status=503, return_url=back), spent)
     log.info("admin consent recorded for a tenant")
-    return ConsentResultPage(locale=locale, ok=True, return_url=back)
+    return end_binding(ConsentResultPage(locale=locale, ok=True, return_url=back), spent)

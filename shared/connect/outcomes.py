@@ -6,8 +6,8 @@ see, so each page knows the user's language and the way back to timum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
@@ -31,6 +31,8 @@ class Redirect:
     clear_session: bool = False
     #: a sign-in binding cookie to set (the redirect goes to Microsoft)
     binding: Binding | None = None
+    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
+    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class ErrorPage:
     #: a fresh sign-in to offer ("try again"), with the binding cookie it needs
     retry_url: str = ""
     binding: Binding | None = None
+    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
+    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class ConsentPage:
     #: the organisation path asks for application permissions; the single-calendar path for
     #: the delegated ones only (the page lists which, by name)
     org: bool = False
+    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
+    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class ConsentResultPage:
     return_url: str = ""
     #: the organisation path's consent (its own texts: what happens next differs)
     org: bool = False
+    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
+    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,17 @@ class ChooserPage:
     status: int
     values: dict[str, Any] = field(default_factory=dict)
     return_url: str = ""
+
+
+#: the outcomes that can end a sign-in
+Ended = TypeVar("Ended", bound=Redirect | ErrorPage | ConsentPage | ConsentResultPage)
+
+
+def end_binding(outcome: Ended, tag: str) -> Ended:
+    """``outcome`` telling the browser to drop the binding cookie ``tag``: the sign-in (or
+    administrator consent) it bound has ended, its flow is spent, so the cookie has no use left
+    for the rest of its life. An empty ``tag`` (the browser brought no such cookie) changes nothing."""
+    return replace(outcome, spent_binding=tag) if tag else outcome
 
 
 def with_params(url: str, **params: str) -> str:

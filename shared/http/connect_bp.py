@@ -84,8 +84,21 @@ def _binding_cookie(binding: Binding) -> str:
     # as a secure context and store and send Secure (and __Host-) cookies there (checked in
     # Chromium by tests/connect/test_browser_binding.py). Any other plain-http address cannot
     # keep the cookie, so sign-ins there are refused — the safe failure.
-    return "; ".join([f"{binding_cookie_name(binding.tag)}={binding.value}", "Path=/",
-                      f"Max-Age={BINDING_LIFETIME_SECONDS}", "HttpOnly", "Secure", "SameSite=None"])
+    return _binding_cookie_header(binding.tag, binding.value, BINDING_LIFETIME_SECONDS)
+
+
+def _binding_cookie_header(tag: str, value: str, max_age: int) -> str:
+    return "; ".join([f"{binding_cookie_name(tag)}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "Secure",
+                      "SameSite=None"])
+
+
+def _drop_spent_binding(response: func.HttpResponse, tag: str) -> func.HttpResponse:
+    """Clear the binding cookie of a sign-in that has ended: same name and attributes, empty,
+    Max-Age=0 (a browser matches a cookie by name, domain and path). Added as a header of its
+    own, next to any cookie the response sets (a chooser session, a retry's new binding)."""
+    if tag:
+        response.headers.add("Set-Cookie", _binding_cookie_header(tag, "", 0))
+    return response
 
 
 # --- outcomes → responses -------------------------------------------------------------------
@@ -106,14 +119,25 @@ def render_error(services: Services, page: ErrorPage) -> func.HttpResponse:
     elif code in _START_AGAIN:
         hint = message(page.locale, "start_again")
     # Every error page has a way back: the flow's verified return address, else timum's home.
-    return render_page("error.html", locale=page.locale, status=page.status, heading="",
-                       detail=message(page.locale, f"error.{code}"), hint=hint,
-                       return_url=page.return_url or timum_home(services.settings), retry_url=page.retry_url,
-                       code=code, headers=headers or None)
+    return _drop_spent_binding(render_page(
+        "error.html", locale=page.locale, status=page.status, heading="", detail=message(page.locale, f"error.{code}"),
+        hint=hint, return_url=page.return_url or timum_home(services.settings), retry_url=page.retry_url, code=code,
+        headers=headers or None), page.spent_binding)
 
 
 def _render(services: Services,
             outcome: Redirect | ErrorPage | ConsentPage | ConsentResultPage | ChooserPage) -> func.HttpResponse:
+    from shared.connect.outcomes import ConsentPage, ConsentResultPage, Redirect
+
+    response = _render_outcome(services, outcome)
+    # (an ErrorPage's spent binding is dropped by render_error, which other pages use too)
+    if isinstance(outcome, Redirect | ConsentPage | ConsentResultPage):
+        response = _drop_spent_binding(response, outcome.spent_binding)
+    return response
+
+
+def _render_outcome(services: Services,
+                    outcome: Redirect | ErrorPage | ConsentPage | ConsentResultPage | ChooserPage) -> func.HttpResponse:
     from shared.connect.outcomes import ChooserPage, ConsentPage, ConsentResultPage, ErrorPage, Redirect
     from shared.i18n import message
 

@@ -1,4 +1,5 @@
-"""HTTP trigger of the organisation mapping page: ``GET|POST /api/connect/organisation``.
+"""HTTP triggers of the organisation mapping page: ``GET|POST /api/connect/organisation`` and the
+progress of its bulk link, ``GET /api/connect/organisation/status``.
 
 A thin shell over ``shared.org.service``; the session cookie is the chooser's (set when the
 organisation sign-in or the administrator's consent opened the page).
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from shared.http.responses import cookie_value, read_form, render_page
+from shared.http.responses import cookie_value, error_response, json_response, read_form, render_page
 
 if TYPE_CHECKING:
     from shared.context import Services
@@ -31,8 +32,12 @@ def _services() -> Services:
 
 
 def render_org(page: OrgPage) -> func.HttpResponse:
-    return render_page("organisation.html", locale=page.locale, status=page.status,
-                       form_targets=[page.return_url], headers={"Cache-Control": "no-store"}, **page.values)
+    response = render_page("organisation.html", locale=page.locale, status=page.status,
+                           form_targets=[page.return_url], headers={"Cache-Control": "no-store"}, **page.values)
+    if page.values.get("progress"):
+        # While rows are linked the page polls its status URL, on its own origin only.
+        response.headers["Content-Security-Policy"] += "; connect-src 'self'"
+    return response
 
 
 async def handle_organisation(services: Services, req: func.HttpRequest) -> func.HttpResponse:
@@ -53,7 +58,8 @@ async def handle_organisation(services: Services, req: func.HttpRequest) -> func
             outcome = await service.submit(services, session_id, form, locale=locale)
         else:
             outcome = await service.view(services, session_id, search=req.params.get("q"),
-                                         cursor=req.params.get("cursor"), locale=locale)
+                                         cursor=req.params.get("cursor"), locale=locale,
+                                         since=req.params.get("since"), refused=req.params.get("refused"))
     except Exception:
         log.exception("organisation page failed")
         return render_error(services, ErrorPage("internal", locale, status=500))
@@ -65,3 +71,27 @@ async def handle_organisation(services: Services, req: func.HttpRequest) -> func
 @bp.route(route="connect/organisation", methods=["GET", "POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def connect_organisation(req: func.HttpRequest) -> func.HttpResponse:
     return await handle_organisation(_services(), req)
+
+
+async def handle_status(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+    """The progress of a press of "Übernehmen" as JSON, for the mapping page to poll: rows still
+    being linked (``waiting``), ``linked``, ``failed``, ``done``. Only for the session's own
+    organisation (the chooser's cookie); a few counts, read from the tenant's job rows."""
+    from shared.errors import BadRequest
+    from shared.http.connect_bp import session_cookie_name
+    from shared.org import service
+
+    try:
+        counts = await service.status(services, cookie_value(req, session_cookie_name(services)),
+                                      since=req.params.get("since"), refused=req.params.get("refused"))
+    except Exception as exc:
+        log.exception("organisation status failed")
+        return error_response(exc)
+    if counts is None:
+        return error_response(BadRequest("no organisation session or press to report on", code="session_expired"))
+    return json_response(counts)
+
+
+@bp.route(route="connect/organisation/status", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def connect_organisation_status(req: func.HttpRequest) -> func.HttpResponse:
+    return await handle_status(_services(), req)

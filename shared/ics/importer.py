@@ -9,7 +9,8 @@ keyed by TZID — without the rename one file's "W. Europe Standard Time" defini
 decide another file's times. TZIDs without a VTIMEZONE are resolved by
 ``shared.adapters.timezones.resolve_zone`` (IANA, Windows and Outlook display names, vendor
 prefixes); an event whose zone cannot be resolved is skipped and reported, never guessed.
-Floating times are read in X-WR-TIMEZONE, else in the resource's zone.
+Floating times are read in X-WR-TIMEZONE, else in the resource's zone; a series written in UTC
+is expanded in X-WR-TIMEZONE (``_series_in_calendar_zone``).
 
 Same rules as the Graph path: busy status from X-MICROSOFT-CDO-BUSYSTATUS first, then TRANSP,
 mapped onto Graph's showAs vocabulary, so the planner's ``blocks_time`` decides for both paths;
@@ -304,6 +305,51 @@ def _read_event(block: Block, renamed: dict[str, str]) -> tuple[Any, str, str]:
     return component, uid, ""
 
 
+#: The values X-WR-TIMEZONE reinterprets in a series written in UTC.
+_X_WR_SHIFTED = ("DTSTART", "DTEND", "RECURRENCE-ID", "EXDATE", "RDATE")
+
+
+def _is_utc(value: Any) -> bool:
+    """A UTC date-time, or a PERIOD with one (``x_wr_timezone`` tells UTC by the zone's name too)."""
+    if isinstance(value, tuple):  # a PERIOD: (start, end or duration)
+        return any(_is_utc(part) for part in value)
+    return isinstance(value, datetime) and value.tzinfo is not None and (value.tzname() or "").upper() == "UTC"
+
+
+def _to_zone(value: Any, zone: ZoneInfo) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_to_zone(part, zone) for part in value)
+    return value.astimezone(zone) if _is_utc(value) else value
+
+
+def _series_in_calendar_zone(component: Any, zone: ZoneInfo) -> None:
+    """Read a series written in UTC in the calendar's X-WR-TIMEZONE, as the producers mean it.
+
+    Google Calendar (and others) export some series as ``DTSTART:…Z`` + RRULE next to
+    ``X-WR-TIMEZONE:Europe/Berlin``. Strictly, such a series repeats at one UTC time, so it would
+    slide an hour at every DST change; the producer and its users see it at one wall-clock time in
+    the calendar's zone. So, as the ``x_wr_timezone`` package does before expanding: each UTC
+    DTSTART, DTEND, RECURRENCE-ID, EXDATE and RDATE value becomes the same instant in that zone,
+    and the rule then steps in local time. Exceptions (EXDATE) and overrides (RECURRENCE-ID)
+    are written by the same producer the same way, so they keep matching their occurrences.
+    No instant moves: a single event means what it meant."""
+    from icalendar.prop import vDDDLists
+
+    for name in _X_WR_SHIFTED:
+        if name not in component:
+            continue
+        found = component[name]
+        # EXDATE and RDATE may come on several lines, each a list of values.
+        lines = [[v.dt for v in line.dts] if isinstance(line, vDDDLists) else [line.dt]
+                 for line in (found if isinstance(found, list) else [found])]
+        if not any(_is_utc(value) for line in lines for value in line):
+            continue  # nothing in UTC: the property stays exactly as parsed
+        del component[name]
+        for line in lines:
+            shifted = [_to_zone(value, zone) for value in line]
+            component.add(name, shifted if name in ("EXDATE", "RDATE") else shifted[0])
+
+
 def _series_problem(parts: list[Any], window_end: datetime, limits: IcsLimits) -> str:
     """Why a series (its master and overrides) is refused for blocking, or ""."""
     for component in parts:
@@ -335,7 +381,8 @@ def parse_published(body: bytes, *, window_start: datetime, window_end: datetime
         raise NotACalendar("the calendar could not be read", field="url")
     props = dict(reversed(parsed.properties))  # the first value of each calendar property
     name = props.get("X-WR-CALNAME", "").strip()
-    zone_name = resolve_zone(props.get("X-WR-TIMEZONE", "")) or resolve_zone(default_zone) or "UTC"
+    calendar_zone = resolve_zone(props.get("X-WR-TIMEZONE", ""))
+    zone_name = calendar_zone or resolve_zone(default_zone) or "UTC"
     zone = ZoneInfo(zone_name)
 
     skipped: list[SkippedItem] = [SkippedItem("", f"{n} cut off") for n in parsed.broken if n == "VEVENT"]
@@ -366,6 +413,9 @@ def parse_published(body: bytes, *, window_start: datetime, window_end: datetime
         for component in parts:
             calendar.add_component(component)
         try:
+            if calendar_zone is not None and uid in series:
+                for component in parts:
+                    _series_in_calendar_zone(component, zone)
             occurrences = recurring_ical_events.of(calendar).between(window_start, window_end)
             if len(occurrences) > limits.max_occurrences_per_series:
                 raise IcsLimitExceeded(

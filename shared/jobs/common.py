@@ -59,6 +59,9 @@ class QueueJob(Generic[M]):
     gave_up: str = "failed repeatedly; a resync retries"
     #: the booking a message is about, if any (log correlation)
     booking: Callable[[M], str] = lambda _message: ""
+    #: what a give-up does instead of noting it on the link's status, for a message that may be
+    #: about no single link (``None``: the link's status)
+    poisoned: Callable[[Services, M], Awaitable[None]] | None = None
 
 
 def message_json(msg: func.QueueMessage) -> dict[str, Any]:
@@ -126,7 +129,10 @@ async def run_poison(job: QueueJob[M], msg: func.QueueMessage) -> None:
         return
     metrics.increment("poison_messages", queue=job.queue)
     key = job.key(read[1])
-    await record_link_error(get_services(), key, "gave_up", f"{job.queue}: {job.gave_up}")
+    if job.poisoned is not None:
+        await job.poisoned(get_services(), read[1])
+    else:
+        await record_link_error(get_services(), key, "gave_up", f"{job.queue}: {job.gave_up}")
     log.error("poison message on %s for link %s", job.queue, key)
 
 

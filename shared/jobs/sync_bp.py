@@ -1,4 +1,5 @@
-"""Outlook → timum workers: delta runs, link set-up/teardown, subscription upkeep, polling."""
+"""Outlook → timum workers: delta runs, link set-up/teardown, subscription upkeep, polling; the
+link-admin queue also carries the organisation mapping page's bulk link (``OrgLinkMessage``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from shared.jobs.common import QueueJob, run_message, run_poison
-from shared.messages import LINK_ADMIN_QUEUE, SYNC_QUEUE, AdminMessage, SyncMessage
+from shared.messages import (
+    LINK_ADMIN_QUEUE,
+    SYNC_QUEUE,
+    AdminMessage,
+    OrgLinkMessage,
+    SyncMessage,
+    parse_admin_message,
+)
 
 if TYPE_CHECKING:
     from shared.context import Services
@@ -41,14 +49,31 @@ async def _run_sync(services: Services, message: SyncMessage, msg: func.QueueMes
         metrics.record("notification_to_block_lag_ms", lag_ms)
 
 
-async def _run_admin(services: Services, message: AdminMessage, msg: func.QueueMessage) -> None:
+async def _run_admin(services: Services, message: AdminMessage | OrgLinkMessage, msg: func.QueueMessage) -> None:
+    if isinstance(message, OrgLinkMessage):
+        from shared.org.service import run_queued_jobs
+
+        await run_queued_jobs(services, message.provider, message.tenant)
+        return
     from shared.services.subscriptions import handle_admin_message
 
     await handle_admin_message(services, message)
 
 
+async def _admin_gave_up(services: Services, message: AdminMessage | OrgLinkMessage) -> None:
+    from shared.jobs.common import record_link_error
+
+    if isinstance(message, OrgLinkMessage):
+        from shared.org.service import give_up_jobs
+
+        await give_up_jobs(services, message.provider, message.tenant)
+        return
+    await record_link_error(services, message.key, "gave_up", f"{LINK_ADMIN_QUEUE}: {ADMIN_JOB.gave_up}")
+
+
 SYNC_JOB: QueueJob[SyncMessage] = QueueJob(SYNC_QUEUE, SyncMessage.parse, lambda m: m.key, _run_sync)
-ADMIN_JOB: QueueJob[AdminMessage] = QueueJob(LINK_ADMIN_QUEUE, AdminMessage.parse, lambda m: m.key, _run_admin)
+ADMIN_JOB: QueueJob[AdminMessage | OrgLinkMessage] = QueueJob(
+    LINK_ADMIN_QUEUE, parse_admin_message, lambda m: m.key, _run_admin, poisoned=_admin_gave_up)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_QUEUE, connection="AzureWebJobsStorage")

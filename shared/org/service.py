@@ -24,10 +24,18 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.connect.outcomes import Binding, ConsentPage, ConsentResultPage, ErrorPage, Redirect, with_params
+from shared.connect.outcomes import (
+    Binding,
+    ConsentPage,
+    ConsentResultPage,
+    ErrorPage,
+    Redirect,
+    end_binding,
+    with_params,
+)
 from shared.connect.store import ADMIN_CONSENT_LIFETIME, AuthFlowRepository, ChooserSession, ConnectContext, PendingFlow
 from shared.context import Services
 from shared.domain import CalendarInfo, Link, LinkKey, LinkMode
@@ -135,8 +143,9 @@ async def after_sign_in(services: Services, context: ConnectContext, claims: Map
 
 
 async def consent_callback(services: Services, pending: PendingFlow, state: str, tenant: str, *,
-                           binding: str | None) -> Redirect | ConsentResultPage | ErrorPage:
-    """The administrator granted the application permissions (Microsoft says so; the token proves it)."""
+                           binding: str | None, spent: str = "") -> Redirect | ConsentResultPage | ErrorPage:
+    """The administrator granted the application permissions (Microsoft says so; the token proves it).
+    ``spent`` names the browser's binding cookie, dropped once the consent's flow is taken."""
     from shared.connect.flow import _GENERIC_TENANTS, cipher_for
 
     context = pending.context
@@ -159,11 +168,11 @@ async def consent_callback(services: Services, pending: PendingFlow, state: str,
         return ConsentResultPage(locale=locale, ok=False, reason="missing_permissions", return_url=back, org=True)
     now = services.clock()
     if await AuthFlowRepository(services.storage, cipher_for(services.settings)).take(state, now=now) is None:
-        return ErrorPage("consent_unknown", locale, status=400, return_url=back)
+        return end_binding(ErrorPage("consent_unknown", locale, status=400, return_url=back), spent)
     await connect_tenant(services, proven, context.provider_id, roles)
     if pending.bound_to(binding):
-        return await _open_session(services, context, proven, "")
-    return ConsentResultPage(locale=locale, ok=True, return_url=back, org=True)
+        return end_binding(await _open_session(services, context, proven, ""), spent)
+    return end_binding(ConsentResultPage(locale=locale, ok=True, return_url=back, org=True), spent)
 
 
 async def connect_tenant(services: Services, tenant_id: str, provider_id: str, roles: frozenset[str]) -> None:
@@ -257,11 +266,12 @@ def _health_label(_: Any, link: Link) -> str:
 
 async def _page(services: Services, session: ChooserSession, session_id: str, data: _PageData, *, search: str,
                 cursor: str, results: dict[str, str] | None = None, summary: str = "",
-                status: int = 200) -> OrgPage:
+                status: int = 200, press: Press | None = None) -> OrgPage:
     from shared.connect.flow import session_store
 
     ctx = session.context
     _ = translator(ctx.locale)
+    now = services.clock()
     linked_resources = {k.link.resource_id for k in data.links.values()}
     free = [r for r in data.resources if r["id"] not in linked_resources]
     rows = []
@@ -282,9 +292,10 @@ async def _page(services: Services, session: ChooserSession, session_id: str, da
                                   "mode": _("org.mode." + linked.link.mode.value)}
             elif owner is not None:
                 item["taken"] = True
-            if job is not None and job.state in (PENDING, CREATING, RESOURCE):
+            if job is not None and waiting(job, now):
                 item["job"] = _("org.job.in_progress")
-            elif job is not None and job.state == FAILED:
+            elif job is not None and job.state in (FAILED, CREATING):
+                # (a row left "creating" by a run that died: pressing again finishes it)
                 item["job"] = _("org.row." + job.error) if job.error else _("org.row.failed")
             if results and key in results:
                 item["result"] = results[key]
@@ -306,8 +317,71 @@ async def _page(services: Services, session: ChooserSession, session_id: str, da
                           reason=_("org.revoked_reason." + _reason_key(connection.reason)))
         if revoked and connection else "",
         "done_url": with_params(ctx.return_url, outlook="organisation"),
+        "progress": None,
     }
+    if press is not None:
+        # A press whose rows are linked in the background: its progress, polled by the page.
+        counts = progress(list(data.jobs.values()), press, now)
+        query = {"since": str(press.since), "refused": str(press.refused)}
+        if search:
+            query["q"] = search
+        if cursor:
+            query["cursor"] = cursor
+        values["progress"] = {**counts, "pattern": _("org.progress"),
+                              "status_url": with_params(mapping_url(services) + "/status", **query),
+                              "reload_url": with_params(mapping_url(services), **query)}
+        if counts["done"]:
+            values["summary"] = _("org.summary", linked=counts["linked"], failed=counts["failed"])
+        else:
+            values["summary"] = _("org.progress", **{k: counts[k] for k in ("linked", "failed", "waiting")})
     return OrgPage(locale=ctx.locale, values=values, return_url=ctx.return_url, status=status)
+
+
+@dataclass(frozen=True)
+class Press:
+    """One press of "Übernehmen" whose rows are linked in the background: when it was planned
+    (epoch seconds, the rows it touched are updated from then on) and how many rows it refused."""
+
+    since: int
+    refused: int = 0
+
+    @classmethod
+    def parse(cls, since: str | None, refused: str | None) -> Press | None:
+        """From the page's reload and status URLs; anything malformed means no press."""
+        if not since or not since.isdigit() or len(since) > 12:
+            return None
+        count = int(refused) if refused and refused.isdigit() and len(refused) <= 4 else 0
+        return cls(int(since), min(count, MAX_ROWS_PER_SUBMIT))
+
+
+def waiting(job: JobRow, now: datetime) -> bool:
+    """Whether a row is still being linked. A row left "creating" longer than ``CREATING_STALE``
+    belongs to a run that died: it waits for the next press, not for the page."""
+    if job.state in (PENDING, RESOURCE):
+        return True
+    return job.state == CREATING and (job.updated_at is None or now - job.updated_at < CREATING_STALE)
+
+
+def progress(rows: list[JobRow], press: Press, now: datetime) -> dict[str, Any]:
+    """How far the press has come: rows still waiting, and of the rows it touched, how many are
+    linked and how many are not (with the rows it refused at once)."""
+    since = datetime.fromtimestamp(press.since, UTC)
+    busy = sum(1 for job in rows if waiting(job, now))
+    ended = [job for job in rows if not waiting(job, now) and job.updated_at is not None and job.updated_at >= since]
+    linked = sum(1 for job in ended if job.state == LINKED)
+    return {"waiting": busy, "linked": linked, "failed": len(ended) - linked + press.refused, "done": busy == 0}
+
+
+async def status(services: Services, session_id: str | None, *, since: str | None,
+                 refused: str | None) -> dict[str, Any] | None:
+    """The progress of a press, for the page's polling; None without a session of the
+    organisation path (or without a press to report on)."""
+    session = await _session(services, session_id)
+    press = Press.parse(since, refused)
+    if session is None or press is None:
+        return None
+    rows = await MappingJobRepository(services.storage, session.context.provider_id, session.tenant_id).all()
+    return progress(rows, press, services.clock())
 
 
 def _reason_key(reason: str) -> str:
@@ -325,7 +399,7 @@ def _clean_search(raw: str | None) -> str:
 
 
 async def view(services: Services, session_id: str | None, *, search: str | None, cursor: str | None,
-               locale: str) -> OrgPage | ErrorPage:
+               locale: str, since: str | None = None, refused: str | None = None) -> OrgPage | ErrorPage:
     session = await _session(services, session_id)
     if session is None or not session_id:
         return ErrorPage("session_expired", locale, status=400)
@@ -345,7 +419,8 @@ async def view(services: Services, session_id: str | None, *, search: str | None
         return ErrorPage("unavailable", session.context.locale, status=503, return_url=session.context.return_url)
     finally:
         await directory.close()
-    return await _page(services, session, session_id, data, search=_clean_search(search), cursor=cursor or "")
+    return await _page(services, session, session_id, data, search=_clean_search(search), cursor=cursor or "",
+                       press=Press.parse(since, refused))
 
 
 @dataclass(frozen=True)
@@ -405,8 +480,14 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
             await store.set_busy(session, True)
         except (Conflict, NotFound):
             return ErrorPage("busy", session.context.locale, status=409, return_url=session.context.return_url)
+        # The press is answered once its rows are planned; the link-admin worker links them
+        # (a few seconds for 200 rows, far more than a page may take) and the page follows.
+        since = int(services.clock().timestamp())
         try:
-            report = await link_choices(services, session.context, session.tenant_id, choices, directory)
+            refused, planned = await plan_choices(services, session.context.provider_id, session.tenant_id,
+                                                  choices, directory)
+            if planned:
+                await queue_jobs(services, session.context.provider_id, session.tenant_id)
         finally:
             with contextlib.suppress(Conflict, NotFound):
                 await store.set_busy(session, False)
@@ -418,28 +499,23 @@ async def submit(services: Services, session_id: str | None, form: Mapping[str, 
         return ErrorPage("unavailable", session.context.locale, status=503, return_url=session.context.return_url)
     finally:
         await directory.close()
-    results = {k: _("org.row." + v) for k, v in report.items()}
-    linked = sum(1 for v in report.values() if v == "linked")
-    summary = _("org.summary", linked=linked, failed=len(report) - linked)
+    results = {k: _("org.row." + v) for k, v in refused.items()}
     return await _page(services, session, session_id, data, search=search, cursor=cursor, results=results,
-                       summary=summary)
+                       press=Press(since, len(refused)))
 
 
 # --- the bulk link ---------------------------------------------------------------------------------
 
-async def link_choices(services: Services, context: ConnectContext, tenant_id: str, choices: list[Choice],
-                       directory: OrgDirectoryPort) -> dict[str, str]:
-    """Link every chosen row app-only; returns a result code per calendar key (``linked`` or why
-    not). Rows already planned by an earlier press that did not finish are resumed too."""
-    provider_id = context.provider_id
+async def plan_choices(services: Services, provider_id: str, tenant_id: str, choices: list[Choice],
+                       directory: OrgDirectoryPort) -> tuple[dict[str, str], list[JobRow]]:
+    """Check the chosen rows against Graph and timum and record each as a job row to link.
+    Returns why each refused row was not planned (``read_only``, ``resource_unavailable``, the
+    mailbox's problem, ``calendar_gone``) and the rows planned."""
     jobs = MappingJobRepository(services.storage, provider_id, tenant_id)
     now = services.clock()
     report: dict[str, str] = {}
     boxes = {c.mailbox_id: Mailbox(c.mailbox_id, "", "", "person") for c in choices}
-    unfinished = [j for j in await jobs.all() if j.state in (PENDING, CREATING, RESOURCE)]
-    for job in unfinished:
-        boxes.setdefault(job.mailbox_id, Mailbox(job.mailbox_id, "", "", "person"))
-    read = await directory.calendars(boxes.values())
+    read = await directory.calendars(boxes.values()) if boxes else []
     found: dict[str, tuple[Mailbox, CalendarInfo]] = {}
     problems: dict[str, str] = {}
     for entry in read:
@@ -447,39 +523,100 @@ async def link_choices(services: Services, context: ConnectContext, tenant_id: s
             problems[entry.mailbox.id] = entry.problem
         for cal in entry.calendars:
             found[calendar_key(tenant_id, entry.mailbox.id, cal.id)] = (entry.mailbox, cal)
-    resources = {r["id"]: r["name"] for r in await _resources(services, provider_id)}
-    planned: list[JobRow] = []
-    for choice in choices:
-        if choice.key not in found:
-            report[choice.key] = problems.get(choice.mailbox_id, "calendar_gone")
-            continue
-        box, cal = found[choice.key]
-        if not cal.can_edit:
-            report[choice.key] = "read_only"
-            continue
-        if choice.action == "existing" and choice.resource_id not in resources:
-            report[choice.key] = "resource_unavailable"
-            continue
-        name = choice.name or (cal.owner_name if cal.is_default else cal.name) or cal.name
-        planned.append(await jobs.plan(JobRow(
-            calendar_key=choice.key, mailbox_id=box.id, mailbox_address=cal.owner_address, calendar_id=cal.id,
-            calendar_name=cal.name, owner_name=cal.owner_name, action=choice.action,
-            resource_id=choice.resource_id, resource_name=name), now=now))
-    chosen = {j.calendar_key for j in planned}
-    planned += [j for j in unfinished if j.calendar_key not in chosen and j.calendar_key not in report]
+    resources = {r["id"]: r["name"] for r in await _resources(services, provider_id)} if choices else {}
     gate = asyncio.Semaphore(LINK_CONCURRENCY)
+
+    async def plan(choice: Choice) -> JobRow | None:
+        async with gate:
+            if choice.key not in found:
+                report[choice.key] = problems.get(choice.mailbox_id, "calendar_gone")
+            elif not found[choice.key][1].can_edit:
+                report[choice.key] = "read_only"
+            elif choice.action == "existing" and choice.resource_id not in resources:
+                report[choice.key] = "resource_unavailable"
+            else:
+                box, cal = found[choice.key]
+                name = choice.name or (cal.owner_name if cal.is_default else cal.name) or cal.name
+                return await jobs.plan(JobRow(
+                    calendar_key=choice.key, mailbox_id=box.id, mailbox_address=cal.owner_address,
+                    calendar_id=cal.id, calendar_name=cal.name, owner_name=cal.owner_name, action=choice.action,
+                    resource_id=choice.resource_id, resource_name=name), now=now)
+            # The administrator's latest choice cannot be done: a row an earlier press left
+            # waiting must not be linked behind their back. (A row creating its resource goes
+            # on: stopping it halfway could leave a resource without its row.)
+            left = await jobs.get(choice.key)
+            if left is not None and left.state == PENDING:
+                await _fail(services, jobs, left, report[choice.key])
+            return None
+
+    planned = [job for job in await asyncio.gather(*(plan(c) for c in choices)) if job is not None]
+    return report, planned
+
+
+async def run_jobs(services: Services, provider_id: str, tenant_id: str) -> dict[str, str]:
+    """Link every unfinished job row of the tenant for the provider — the rows a press planned,
+    and any an earlier run left (a crash, a retry) — at ``LINK_CONCURRENCY`` rows at once.
+    Returns the result code per row (``linked`` or why not; ``in_progress`` for a row another
+    run is working on right now)."""
     from shared.org.links import AppOnlyLinker
 
+    jobs = MappingJobRepository(services.storage, provider_id, tenant_id)
+    unfinished = [j for j in await jobs.all() if j.state in (PENDING, CREATING, RESOURCE)]
+    if not unfinished:
+        return {}
+    resources = {r["id"]: r["name"] for r in await _resources(services, provider_id)}
+    report: dict[str, str] = {}
+    gate = asyncio.Semaphore(LINK_CONCURRENCY)
     linker = AppOnlyLinker(services, provider_id, tenant_id)
     try:
         async def one(job: JobRow) -> None:
             async with gate:
                 report[job.calendar_key] = await _link_row(services, jobs, linker, job, resources)
 
-        await asyncio.gather(*(one(job) for job in planned))
+        await asyncio.gather(*(one(job) for job in unfinished))
     finally:
         await linker.close()
     return report
+
+
+async def link_choices(services: Services, context: ConnectContext, tenant_id: str, choices: list[Choice],
+                       directory: OrgDirectoryPort) -> dict[str, str]:
+    """Plan the chosen rows and link them in this call (with any row an earlier press left);
+    returns a result code per calendar key (``linked`` or why not)."""
+    report, planned = await plan_choices(services, context.provider_id, tenant_id, choices, directory)
+    report.update({job.calendar_key: "linked" for job in planned if job.state == LINKED})
+    report.update(await run_jobs(services, context.provider_id, tenant_id))
+    return report
+
+
+async def queue_jobs(services: Services, provider_id: str, tenant_id: str, *, delay: float = 0.0) -> None:
+    """Have the link-admin worker link the tenant's unfinished job rows (``run_queued_jobs``)."""
+    from shared.messages import LINK_ADMIN_QUEUE, OrgLinkMessage
+
+    await services.storage.queue(LINK_ADMIN_QUEUE).send(OrgLinkMessage(provider_id, tenant_id).to_json(),
+                                                        delay_seconds=delay)
+
+
+async def run_queued_jobs(services: Services, provider_id: str, tenant_id: str) -> None:
+    """The worker's bulk link. A row whose resource another run is creating right now is left to
+    it; if that run died, the row is taken over once stale — so the message comes back then,
+    rather than leave the row waiting for a next press."""
+    report = await run_jobs(services, provider_id, tenant_id)
+    linked = sum(1 for v in report.values() if v == "linked")
+    log.info("organisation rows linked for provider %s: %d of %d", provider_id, linked, len(report))
+    if "in_progress" in report.values():
+        await queue_jobs(services, provider_id, tenant_id, delay=CREATING_STALE.total_seconds() + 5)
+
+
+async def give_up_jobs(services: Services, provider_id: str, tenant_id: str) -> None:
+    """The bulk link failed every retry: its waiting rows say so (the page offers to press
+    again). A row creating its resource keeps that state: the next press must find the resource
+    it may have made rather than make a second one."""
+    jobs = MappingJobRepository(services.storage, provider_id, tenant_id)
+    for job in await jobs.all():
+        if job.state in (PENDING, RESOURCE):
+            await _fail(services, jobs, job, "failed")
+    log.error("organisation bulk link for provider %s gave up", provider_id)
 
 
 async def _link_row(services: Services, jobs: MappingJobRepository, linker: Any, job: JobRow,

@@ -47,6 +47,8 @@ def test_chromium_keeps_the_binding_cookie_on_loopback_and_the_sign_in_finishes(
     # Microsoft's form post comes from another site (https://127.0.0.1:<port>): the cookie came along.
     wait_for_chooser(page)
     assert "Ziel in timum: die Ressource „Dr. Anna Weber“" in page.content()
+    # The sign-in is over: the answer that opened the chooser took the binding cookie away.
+    assert _binding_cookies(page) == []
 
 
 def test_a_victims_browser_cannot_finish_someone_elses_sign_in(stack: BrowserStack, page_factory: Any) -> None:
@@ -76,6 +78,7 @@ def test_declined_consent_has_its_own_page_and_a_fresh_sign_in(stack: BrowserSta
     page.goto(stack.timum_page(SONNENSCHEIN))
     page.locator("#outlook-connect").click()
     pick_account(page, LENA)
+    [started] = _binding_cookies(page)
     page.locator("button[name=decision][value=cancel]").click()
     page.wait_for_url(re.compile(r"/api/oauth/callback"))
     content = page.content()
@@ -84,9 +87,13 @@ def test_declined_consent_has_its_own_page_and_a_fresh_sign_in(stack: BrowserSta
     retry = page.get_by_role("link", name="Erneut anmelden")
     assert retry.get_attribute("href", timeout=1000).startswith(stack.sandbox.https_base)
     assert page.get_by_role("link", name="Zurück zu timum").count() == 1
+    # The declined sign-in's cookie is gone; the retry's own one is in place.
+    [retry_cookie] = _binding_cookies(page)
+    assert retry_cookie["name"] != started["name"]
     # She changes her mind: the retry is a new sign-in, bound to this browser, ending in the chooser.
     retry.click()
     pick_account(page, LENA)
     page.locator("button[name=decision][value=accept]").click()
     wait_for_chooser(page)
     assert page.locator("h1").inner_text() == "Outlook-Kalender auswählen"
+    assert _binding_cookies(page) == []

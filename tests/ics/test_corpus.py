@@ -13,6 +13,12 @@ explicit rules and nothing of the import's code:
    TZIDs without a VTIMEZONE that are not IANA names are mapped by ``ZONES`` (Microsoft's Windows
    and display names per CLDR, vendor-prefixed ids by their IANA tail). Floating times and dates
    are read in X-WR-TIMEZONE (mapped the same way), else in Europe/Berlin (the resource's zone).
+   UTC values of a calendar with X-WR-TIMEZONE are converted into that zone before expanding, by
+   the ``x_wr_timezone`` package itself (``to_standard``, which ``recurring_ical_events.of``
+   also applies): a series written in UTC keeps its wall-clock time across DST changes, as Google
+   Calendar means it. The oracle is fed the converted calendar; ``test_import_x_wr_timezone.py``
+   checks the corpus file for it against hand-computed times too, so a change of that package
+   cannot pass unnoticed.
 4. Blocking (the Graph path's rules): STATUS:CANCELLED blocks nothing; X-MICROSOFT-CDO-BUSYSTATUS
    first — FREE and WORKINGELSEWHERE never block, TENTATIVE blocks (the provider default), BUSY
    and OOF block —, then TRANSP:TRANSPARENT blocks nothing; an event without positive length
@@ -32,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import recurring_ical_events
+import x_wr_timezone
 from icalendar import Calendar
 
 from shared.core.outlook_plan import PlanContext, UpsertBlock, plan_page
@@ -104,7 +111,7 @@ def _oracle_calendar(name: str) -> tuple[Calendar, ZoneInfo]:
     for original, iana in ZONES.get(name, {}).items():
         body = body.replace(f'TZID="{original}"', f"TZID={iana}").replace(f"TZID={original}:", f"TZID={iana}:")
         head = head.replace(f"X-WR-TIMEZONE:{original}\n", f"X-WR-TIMEZONE:{iana}\n")
-    calendar = Calendar.from_ical(head + body + "END:VCALENDAR\n")
+    calendar = x_wr_timezone.to_standard(Calendar.from_ical(head + body + "END:VCALENDAR\n"))
     wr = str(calendar.get("X-WR-TIMEZONE", "")).strip()
     zone = ZoneInfo(wr or DEFAULT_ZONE)
     return calendar, zone

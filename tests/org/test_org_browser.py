@@ -8,8 +8,10 @@ adapters against the sandbox; the fixtures of ``tests/connect/conftest.py``, sha
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -30,6 +32,34 @@ def _tenant(running: RunningSandbox) -> dict[str, Any]:
     outside = directory.add_user(tenant.id, f"Jonas Extern {suffix}", "jonas")
     room = directory.add_resource_mailbox(tenant.id, f"Raum Süd {suffix}", "raum-sued", kind="room")
     return {"tenant": tenant, "admin": admin, "staff": staff, "outside": outside, "room": room, "suffix": suffix}
+
+
+def _link_admin_worker(stack: BrowserStack, tenant_id: str) -> None:
+    """What the press's ``OrgLinkMessage`` asks of the link-admin worker, which this host leaves
+    out (``tests/connect/browser_app.py``: no queue workers acting on the side). The message itself
+    and the worker's job are tested in ``test_bulk_background.py``."""
+    from shared.adapters.timum_http import TimumHttpAdapter
+    from shared.config import get_settings
+    from shared.connect.credentials import RealGraphProvider
+    from shared.context import Services
+    from shared.org.service import run_queued_jobs
+    from shared.storage.azure import AzureStorage
+
+    async def run() -> None:
+        settings = get_settings()
+        storage = AzureStorage(connection_string=stack.storage_connection)
+        timum = TimumHttpAdapter(settings.timum_api_base_url, settings.timum_api_key, settings.timum_webhook_secrets,
+                                 settings.timum_status_webhook_url)
+        try:
+            await run_queued_jobs(Services(settings=settings, storage=storage, timum=timum,
+                                           graph=RealGraphProvider(settings, storage)), KLINIK_NORD, tenant_id)
+        finally:
+            await timum.close()
+            await storage.close()
+
+    # Playwright's sync API keeps an event loop running in this thread: run on another one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 def test_an_administrator_maps_the_organisation_in_the_browser(stack: BrowserStack, page_factory: Any) -> None:
@@ -62,7 +92,12 @@ def test_an_administrator_maps_the_organisation_in_the_browser(stack: BrowserSta
     assert rows.count() == 1 and "Raum" in rows.first.inner_text()
     page.get_by_label(re.compile("timum-Ziel für „Kalender“")).select_option("new")
     page.get_by_role("button", name="Übernehmen").click()
-    page.wait_for_selector("#summary")
+    # Answered at once with the progress; the page polls its status while the worker links the
+    # row, and shows the result page (its address names the press) when all is done.
+    progress = page.locator("#progress-text")
+    assert progress.inner_text().endswith("0 verbunden, 0 nicht, 1 in Arbeit.")
+    _link_admin_worker(stack, org["tenant"].id)
+    page.wait_for_url(re.compile(r"/api/connect/organisation\?.*since=\d+"), timeout=30_000)
     assert page.locator("#summary").inner_text() == "1 Kalender verbunden, 0 nicht."
     assert "Verbunden mit „Raum Süd" in page.locator("tbody").inner_text()
 
@@ -72,7 +107,10 @@ def test_an_administrator_maps_the_organisation_in_the_browser(stack: BrowserSta
     page.get_by_label(re.compile("timum-Ziel für „Kalender“")).select_option("new")
     page.get_by_label("Name der neuen Ressource").fill("Anna (Physiotherapie)")
     page.get_by_role("button", name="Übernehmen").click()
-    page.wait_for_selector("#summary")
+    page.wait_for_selector("#progress")
+    _link_admin_worker(stack, org["tenant"].id)
+    page.wait_for_url(re.compile(r"/api/connect/organisation\?.*since=\d+"), timeout=30_000)
+    assert page.locator("#summary").inner_text() == "1 Kalender verbunden, 0 nicht."
     assert "Verbunden mit „Anna (Physiotherapie)“" in page.locator("tbody").inner_text()
 
     resources = {r.name: r.id for r in stack.sandbox.timum.state.list_resources(KLINIK_NORD)}  # type: ignore[union-attr]
