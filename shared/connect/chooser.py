@@ -59,6 +59,10 @@ MAX_PAGE_WAIT_SECONDS = 2.0
 
 T = TypeVar("T")
 
+#: The chooser's pause between tries; its own name so a test can record the pauses without
+#: touching ``asyncio.sleep`` for every thread of the process.
+_pause = asyncio.sleep
+
 
 async def _patiently(read: Callable[[], Awaitable[T]], what: str) -> T:
     """``read()``, tried again after a short pause when Graph or timum fails transiently.
@@ -76,7 +80,7 @@ async def _patiently(read: Callable[[], Awaitable[T]], what: str) -> T:
             if wait > MAX_PAGE_WAIT_SECONDS:
                 raise
             log.info("chooser: %s failed (%s); trying again in %.1f s", what, exc.code, wait)
-            await asyncio.sleep(wait)
+            await _pause(wait)
     return await read()
 
 

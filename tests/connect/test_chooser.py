@@ -314,17 +314,17 @@ async def test_a_set_up_writing_the_link_while_it_is_reconnected_is_no_error(wor
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The chooser's pauses, recorded instead of slept (the twins' own zero sleeps still yield)."""
+    """The chooser's pauses, recorded instead of slept. Only the chooser's own pause is replaced:
+    ``asyncio.sleep`` itself is also called by the server threads earlier tests left running."""
+    from shared.connect import chooser
+
     slept: list[float] = []
-    real_sleep = asyncio.sleep
 
-    async def sleep(seconds: float) -> None:
-        if seconds:
-            slept.append(seconds)
-        else:
-            await real_sleep(0)
+    async def pause(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
 
-    monkeypatch.setattr(asyncio, "sleep", sleep)
+    monkeypatch.setattr(chooser, "_pause", pause)
     return slept
 
 
