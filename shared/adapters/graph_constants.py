@@ -1,10 +1,21 @@
 """Constants of our footprint in Microsoft Graph, shared by the real adapter, its in-memory twin
 and the sandbox stand-in.
 
-Cheap to import: no SDK here.
+Cheap to import: no SDK here. ``check_draft`` is the one rule both adapters refuse drafts by.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.errors import BadRequest
+
+if TYPE_CHECKING:
+    from shared.domain import EventDraft
+
+#: Graph's ``showAs`` values (freeBusyStatus).
+SHOW_AS = frozenset({"free", "tentative", "busy", "oof", "workingElsewhere", "unknown"})
 
 #: Namespace GUID of our named extended properties. Fixed forever: events created by earlier
 #: versions must stay findable after an id map is lost.
@@ -49,3 +60,19 @@ def is_object_id(mailbox: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_draft(draft: EventDraft) -> ZoneInfo:
+    """Refuse a draft Graph would refuse, before anything is sent; the draft's zone. One rule for
+    the real adapter and its twin, so the twin refuses what Graph refuses."""
+    try:
+        zone = ZoneInfo(draft.time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"unknown time zone {draft.time_zone!r}", field="time_zone") from exc
+    if draft.start.tzinfo is None or draft.end.tzinfo is None:
+        raise BadRequest("event start and end must be timezone-aware", field="start")
+    if draft.end <= draft.start:
+        raise BadRequest("event end must be after its start", field="end")
+    if draft.show_as not in SHOW_AS:
+        raise BadRequest(f"unknown showAs {draft.show_as!r}", field="show_as")
+    return zone

@@ -44,10 +44,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from shared.adapters.graph_constants import (
+    SHOW_AS,
     SUBSCRIPTION_FORBIDDEN,
+    check_draft,
     mailbox_subscription_resource,
     subscription_resource,
 )
@@ -70,7 +72,6 @@ BASE_URL = "https://graph.memory.invalid/v1.0"
 MAX_SUBSCRIPTION_MINUTES = 4230
 #: Shorter lifetimes are rounded up to this.
 MIN_SUBSCRIPTION_MINUTES = 45
-SHOW_AS = frozenset({"free", "tentative", "busy", "oof", "workingElsewhere", "unknown"})
 SENSITIVITY = frozenset({"normal", "personal", "private", "confidential"})
 #: Fields an exception (one changed occurrence) may override.
 EXCEPTION_FIELDS = frozenset({"start", "end", "subject", "show_as", "sensitivity", "is_cancelled"})
@@ -521,7 +522,7 @@ class MemoryGraph(GraphCalendarPort):
 
     async def create_event(self, mailbox_id: str, calendar_id: str, draft: EventDraft, *,
                            transaction_id: str) -> str:
-        self._check_draft(draft)
+        check_draft(draft)
         if not transaction_id:
             raise BadRequest("a transaction id is required so a repeated create makes no duplicate",
                              field="transaction_id")
@@ -541,7 +542,7 @@ class MemoryGraph(GraphCalendarPort):
         return event.id
 
     async def update_event(self, mailbox_id: str, event_id: str, draft: EventDraft) -> None:
-        self._check_draft(draft)
+        check_draft(draft)
         await self._request("update_event", mailbox_id)
         event = self._event_for(mailbox_id, event_id)
         if event is None:
@@ -648,19 +649,6 @@ class MemoryGraph(GraphCalendarPort):
     def _check_write(cal: _Calendar, mailbox_id: str) -> None:
         if cal.owner != mailbox_id and not cal.shares.get(mailbox_id, False):
             raise AuthError("no write access to this calendar", code="graph_forbidden")
-
-    @staticmethod
-    def _check_draft(draft: EventDraft) -> None:
-        try:
-            ZoneInfo(draft.time_zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise BadRequest(f"unknown time zone {draft.time_zone!r}", field="time_zone") from exc
-        if draft.start.tzinfo is None or draft.end.tzinfo is None:
-            raise BadRequest("event start and end must be timezone-aware", field="start")
-        if draft.end <= draft.start:
-            raise BadRequest("event end must be after its start", field="end")
-        if draft.show_as not in SHOW_AS:
-            raise BadRequest(f"unknown showAs {draft.show_as!r}", field="show_as")
 
     def _times(self, owner: str, start: datetime | date, end: datetime | date,
                all_day: bool) -> tuple[datetime, datetime]:

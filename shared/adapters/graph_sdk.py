@@ -52,6 +52,7 @@ from shared.adapters.graph_constants import (
     GRAPH_SCOPE,
     SUBSCRIPTION_CHANGE_TYPES,
     SUBSCRIPTION_FORBIDDEN,
+    check_draft,
     is_object_id,
     mailbox_subscription_resource,
     subscription_resource,
@@ -101,7 +102,6 @@ CALENDAR_VIEW_FIELDS = ("id", "subject", "start", "end", "isAllDay", "showAs", "
 CALENDAR_VIEW_PAGE_SIZE = 100
 CALENDAR_VIEW_MAX_PAGES = 10
 
-_SHOW_AS = frozenset({"free", "tentative", "busy", "oof", "workingElsewhere", "unknown"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,21 +634,6 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _check_draft(draft: EventDraft) -> ZoneInfo:
-    """Refuse a draft Graph would refuse, before anything is sent."""
-    try:
-        zone = ZoneInfo(draft.time_zone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise BadRequest(f"unknown time zone {draft.time_zone!r}", field="time_zone") from exc
-    if draft.start.tzinfo is None or draft.end.tzinfo is None:
-        raise BadRequest("event start and end must be timezone-aware", field="start")
-    if draft.end <= draft.start:
-        raise BadRequest("event end must be after its start", field="end")
-    if draft.show_as not in _SHOW_AS:
-        raise BadRequest(f"unknown showAs {draft.show_as!r}", field="show_as")
-    return zone
-
-
 def _odata_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -1088,7 +1073,7 @@ class GraphSdkAdapter(GraphCalendarPort):
 
     async def create_event(self, mailbox_id: str, calendar_id: str, draft: EventDraft, *,
                            transaction_id: str) -> str:
-        zone = _check_draft(draft)
+        zone = check_draft(draft)
         if not transaction_id:
             raise BadRequest("a transaction id is required so a repeated create makes no duplicate",
                              field="transaction_id")
@@ -1111,7 +1096,7 @@ class GraphSdkAdapter(GraphCalendarPort):
         return str(created.id)
 
     async def update_event(self, mailbox_id: str, event_id: str, draft: EventDraft) -> None:
-        zone = _check_draft(draft)
+        zone = check_draft(draft)
         body = self._event_body(draft, zone, transaction_id=None)
         item = self._user(mailbox_id).events.by_event_id(event_id)
         await self._call(mailbox_id, "update event", lambda: item.patch(body, self._config()))
