@@ -174,9 +174,9 @@ class TimumApi:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
 
     @staticmethod
-    async def _json_object(request: Request) -> dict[str, Any]:
+    async def _json_object(request: Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
         raw = await request.body()
-        if len(raw) > MAX_BODY:
+        if len(raw) > max_bytes:
             raise ApiProblem(400, "bad_request", "the body is too large")
         try:
             body = json.loads(raw)
@@ -267,15 +267,7 @@ class TimumApi:
     async def write_slots(self, request: Request) -> Response:
         """``writeBlockedSlots``: every item applied on its own, one result each."""
         pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
-        raw = await request.body()
-        if len(raw) > MAX_BATCH_BODY:
-            raise ApiProblem(400, "bad_request", "the body is too large")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiProblem(400, "bad_request", "the body must be a JSON object")
+        body = await self._json_object(request, MAX_BATCH_BODY)
         extra = sorted(set(body) - {"items"})
         if extra:
             raise ApiProblem(400, "bad_request", f"{extra[0]}: unknown field", field=extra[0])
