@@ -63,15 +63,21 @@ class ApiProblem(Exception):
         self.headers = headers or {}
 
 
-def problem(status: int, code: str, detail: str, *, field: str | None = None,
-            errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+def _problem_json(status: int, code: str, detail: str, *, field: str | None = None,
+                  errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": f"urn:problem-type:timum:{code}", "title": _TITLES.get(status, "Error"),
                             "status": status, "detail": detail, "code": code}
     if field:
         body["field"] = field
     if errors:
         body["errors"] = errors
-    return Response(json.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+    return body
+
+
+def problem(status: int, code: str, detail: str, *, field: str | None = None,
+            errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(_problem_json(status, code, detail, field=field, errors=errors)), status_code=status,
+                    media_type="application/problem+json", headers=headers)
 
 
 def _from_sandbox_error(exc: SandboxError) -> ApiProblem:
@@ -120,17 +126,6 @@ def _slot_values(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, s
     if values["source"] not in SLOT_SOURCES:
         errors.append({"field": "source", "message": f"source: must be one of {', '.join(SLOT_SOURCES)}"})
     return values, errors
-
-
-def _problem_json(status: int, code: str, detail: str, *, field: str | None = None,
-                  errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": f"urn:problem-type:timum:{code}", "title": _TITLES.get(status, "Error"),
-                            "status": status, "detail": detail, "code": code}
-    if field:
-        body["field"] = field
-    if errors:
-        body["errors"] = errors
-    return body
 
 
 class TimumApi:

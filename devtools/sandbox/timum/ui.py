@@ -217,18 +217,28 @@ class TimumUi:
 
     # --- actions ---------------------------------------------------------------------------------
     # Each action form posts to its own route; an action returns the notice shown after the redirect.
+    async def _posted(self, request: Request) -> tuple[dict[str, str], str]:
+        """A posted form and the language of the page it came from."""
+        form = await self._form(request)
+        return form, pick_lang(form.get("lang") or request.query_params.get("lang"))
+
+    @staticmethod
+    def _known(lookup: Callable[..., object], *ids: str) -> bool:
+        try:
+            lookup(*ids)
+        except UnknownItem:
+            return False
+        return True
+
     def _action(self, apply: ProviderAction) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await self._act(request, apply)
         return endpoint
 
     async def _act(self, request: Request, apply: ProviderAction) -> Response:
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        try:
-            self.state.provider(pid)
-        except UnknownItem:
+        if not self._known(self.state.provider, pid):
             return self._not_found(lang)
         try:
             done = await apply(pid, request.path_params, form)
@@ -305,12 +315,9 @@ class TimumUi:
         return endpoint
 
     async def _resource_act(self, request: Request, apply: ResourceAction) -> Response:
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
-        try:
-            self.state.resource(pid, rid)
-        except UnknownItem:
+        if not self._known(self.state.resource, pid, rid):
             return self._not_found(lang)
         try:
             done = await apply(pid, rid, form)
@@ -372,12 +379,9 @@ class TimumUi:
                                                      "de" if lang == "en" else "en"))
 
     async def save_settings(self, request: Request) -> Response:
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        try:
-            self.state.provider(pid)
-        except UnknownItem:
+        if not self._known(self.state.provider, pid):
             return self._not_found(lang)
         # Only the choices the form offers go to the service, which checks them again.
         values: dict[str, Any] = {name: form[name] for name in SETTING_CHOICES if form.get(name)}
@@ -392,8 +396,7 @@ class TimumUi:
 
     async def connect(self, request: Request) -> Response:
         """The two buttons: send the browser to the service with a freshly signed connect link."""
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
         rid = request.path_params.get("resourceId")
         try:
@@ -406,8 +409,7 @@ class TimumUi:
 
     async def connect_organisation(self, request: Request) -> Response:
         """"Für die ganze Organisation verbinden": a signed connect link with the ``org`` scope."""
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         try:
             url = self.state.connect_url(request.path_params["providerId"], None, locale=lang, scope="org")
         except UnknownItem:
