@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,7 @@ SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "locale": ("de", "en"),
 }
 MAX_URL = 2048
+T = TypeVar("T")
 #: a provider page's action: (provider id, route parameters, form) → the notice to show
 ProviderAction = Callable[[str, Any, dict[str, str]], Awaitable[str]]
 #: a linked resource's action: (provider id, resource id, form) → the notice to show
@@ -149,6 +151,14 @@ class TimumUi:
         return self._render("message.html", lang, status=404, heading=TEXTS[lang]["not_found"], back_url=None)
 
     @staticmethod
+    def _find(lookup: Callable[..., T], *ids: str) -> T | None:
+        """What a route names, or None where it does not exist (the page answers 404)."""
+        try:
+            return lookup(*ids)
+        except UnknownItem:
+            return None
+
+    @staticmethod
     def _local_datetime(day: str, clock: str, tz: str) -> datetime:
         try:
             return datetime.combine(date.fromisoformat(day), time.fromisoformat(clock), tzinfo=ZoneInfo(tz))
@@ -164,9 +174,8 @@ class TimumUi:
                             status: int = 200) -> Response:
         lang = lang or pick_lang(request.query_params.get("lang"))
         pid = request.path_params["providerId"]
-        try:
-            provider = self.state.provider(pid)
-        except UnknownItem:
+        provider = self._find(self.state.provider, pid)
+        if provider is None:
             return self._not_found(lang)
         tz = ZoneInfo(provider.time_zone)
         try:
@@ -216,29 +225,17 @@ class TimumUi:
                             when=format_span(booking.start.astimezone(rtz), booking.end.astimezone(rtz), lang))
 
     # --- actions ---------------------------------------------------------------------------------
-    # Each action form posts to its own route; an action returns the notice shown after the redirect.
+    # Each action form posts to its own route (``routes``: the action bound to ``_act`` or
+    # ``_resource_act``); an action returns the notice shown after the redirect.
     async def _posted(self, request: Request) -> tuple[dict[str, str], str]:
         """A posted form and the language of the page it came from."""
         form = await self._form(request)
         return form, pick_lang(form.get("lang") or request.query_params.get("lang"))
 
-    @staticmethod
-    def _known(lookup: Callable[..., object], *ids: str) -> bool:
-        try:
-            lookup(*ids)
-        except UnknownItem:
-            return False
-        return True
-
-    def _action(self, apply: ProviderAction) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await self._act(request, apply)
-        return endpoint
-
     async def _act(self, request: Request, apply: ProviderAction) -> Response:
         form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        if not self._known(self.state.provider, pid):
+        if self._find(self.state.provider, pid) is None:
             return self._not_found(lang)
         try:
             done = await apply(pid, request.path_params, form)
@@ -309,15 +306,10 @@ class TimumUi:
             return t["err_service_url"].format(detail=exc.detail), 400
         return t["err_service"].format(detail=exc.detail or exc.code), exc.status if exc.status < 500 else 502
 
-    def _resource_action(self, apply: ResourceAction) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await self._resource_act(request, apply)
-        return endpoint
-
     async def _resource_act(self, request: Request, apply: ResourceAction) -> Response:
         form, lang = await self._posted(request)
         pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
-        if not self._known(self.state.resource, pid, rid):
+        if self._find(self.state.resource, pid, rid) is None:
             return self._not_found(lang)
         try:
             done = await apply(pid, rid, form)
@@ -361,9 +353,8 @@ class TimumUi:
                             status: int = 200, values: dict[str, Any] | None = None) -> Response:
         lang = lang or pick_lang(request.query_params.get("lang"))
         pid = request.path_params["providerId"]
-        try:
-            provider = self.state.provider(pid)
-        except UnknownItem:
+        provider = self._find(self.state.provider, pid)
+        if provider is None:
             return self._not_found(lang)
         if values is None:
             try:
@@ -381,7 +372,7 @@ class TimumUi:
     async def save_settings(self, request: Request) -> Response:
         form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        if not self._known(self.state.provider, pid):
+        if self._find(self.state.provider, pid) is None:
             return self._not_found(lang)
         # Only the choices the form offers go to the service, which checks them again.
         values: dict[str, Any] = {name: form[name] for name in SETTING_CHOICES if form.get(name)}
@@ -423,23 +414,24 @@ class TimumUi:
     def routes(self) -> list[BaseRoute]:
         p = "/timum/providers/{providerId}"
         r = f"{p}/resources/{{resourceId}}"
+        b = f"{p}/bookings/{{bookingId}}"
         return [
             Route("/timum", self.root_redirect, methods=["GET"]),
             Route("/timum/", self.index, methods=["GET"]),
             Route(p, self.provider_page, methods=["GET"]),
             Route(f"{p}/connect", self.connect, methods=["POST"]),
             Route(f"{p}/connect-organisation", self.connect_organisation, methods=["POST"]),
-            Route(f"{p}/resources", self._action(self._add_resource), methods=["POST"]),
+            Route(f"{p}/resources", partial(self._act, apply=self._add_resource), methods=["POST"]),
             Route(f"{r}/connect", self.connect, methods=["POST"]),
-            Route(f"{r}/unlink", self._resource_action(self._unlink), methods=["POST"]),
-            Route(f"{r}/resync", self._resource_action(self._resync), methods=["POST"]),
-            Route(f"{r}/ics-feed", self._resource_action(self._issue_feed), methods=["POST"]),
-            Route(f"{r}/ics-feed/revoke", self._resource_action(self._revoke_feed), methods=["POST"]),
-            Route(f"{r}/ics-import", self._resource_action(self._ics_import), methods=["POST"]),
+            Route(f"{r}/unlink", partial(self._resource_act, apply=self._unlink), methods=["POST"]),
+            Route(f"{r}/resync", partial(self._resource_act, apply=self._resync), methods=["POST"]),
+            Route(f"{r}/ics-feed", partial(self._resource_act, apply=self._issue_feed), methods=["POST"]),
+            Route(f"{r}/ics-feed/revoke", partial(self._resource_act, apply=self._revoke_feed), methods=["POST"]),
+            Route(f"{r}/ics-import", partial(self._resource_act, apply=self._ics_import), methods=["POST"]),
             Route(f"{p}/settings", self.settings_page, methods=["GET"]),
             Route(f"{p}/settings", self.save_settings, methods=["POST"]),
-            Route(f"{p}/bookings", self._action(self._book), methods=["POST"]),
-            Route(f"{p}/bookings/{{bookingId}}", self.booking_page, methods=["GET"]),
-            Route(f"{p}/bookings/{{bookingId}}/reschedule", self._action(self._reschedule), methods=["POST"]),
-            Route(f"{p}/bookings/{{bookingId}}/cancel", self._action(self._cancel), methods=["POST"]),
+            Route(f"{p}/bookings", partial(self._act, apply=self._book), methods=["POST"]),
+            Route(b, self.booking_page, methods=["GET"]),
+            Route(f"{b}/reschedule", partial(self._act, apply=self._reschedule), methods=["POST"]),
+            Route(f"{b}/cancel", partial(self._act, apply=self._cancel), methods=["POST"]),
         ]
