@@ -169,21 +169,6 @@ class _Planned:
     def pause(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
         return {"seconds": round(rng.uniform(0.05, 0.5), 2)}
 
-    def hold_bookings(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
-        self.held = True
-        return {}
-
-    def release_bookings(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
-        self.held = False
-        return {}
-
-    def revoke(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
-        self.revoked = True
-        return {}
-
-    def reconnect(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
-        self.revoked = False
-        return {}
 
 
 #: (kinds, when it has nothing to act on, the step taken instead), in the order they are tried
@@ -200,11 +185,16 @@ _FALLBACKS: tuple[tuple[frozenset[str], Callable[[_Planned, int], bool], str], .
     (frozenset({"hold_bookings"}), lambda p, link: p.held, "pause"),
 )
 
-#: the kinds whose step carries more than its link, or changes what the plan holds
+#: the kinds whose step carries more than its link, or changes the events and bookings the plan holds
 _PLANNERS: dict[str, Callable[[_Planned, random.Random, int, int, int], dict[str, Any]]] = {
     kind: getattr(_Planned, kind)
     for kind in ("ol_create", "ol_move", "ol_delete", "ol_showas", "bk_create", "bk_move", "bk_cancel",
-                 "replay_booking", "pause", "hold_bookings", "release_bookings", "revoke", "reconnect")
+                 "replay_booking", "pause")
+}
+#: the kinds that only switch a state of the stack on or off: kind → (the flag of ``_Planned``, its new value)
+_SWITCHES: dict[str, tuple[str, bool]] = {
+    "hold_bookings": ("held", True), "release_bookings": ("held", False),
+    "revoke": ("revoked", True), "reconnect": ("revoked", False),
 }
 
 
@@ -224,6 +214,8 @@ def make_plan(seed: int, steps: int, links: int, *, delegated: bool = True) -> l
         planner = _PLANNERS.get(kind)
         if planner is not None:
             args.update(planner(planned, rng, link, day, slot))
+        if kind in _SWITCHES:
+            setattr(planned, *_SWITCHES[kind])
         plan.append(Step(n, kind, args))
     return org_steps(plan, seed, links)
 
