@@ -109,75 +109,113 @@ class SoakConfig:
     quiet_timeout: float = 900.0
 
 
+@dataclass
+class _Planned:
+    """What the plan has made so far, so that every step acts on something that exists."""
+
+    links: int
+    delegated: bool
+    events: list[list[tuple[int, bool]]] = field(default_factory=list)  # (event no, is series) per link
+    bookings: list[list[int]] = field(default_factory=list)
+    next_event: int = 0
+    next_booking: int = 0
+    held: bool = False
+    revoked: bool = False
+
+    def __post_init__(self) -> None:
+        self.events = [[] for _ in range(self.links)]
+        self.bookings = [[] for _ in range(self.links)]
+
+    def feasible(self, kind: str, link: int) -> str:
+        """``kind``, or the step to take instead where it has nothing to act on (rules apply in turn)."""
+        for kinds, applies, instead in _FALLBACKS:
+            if kind in kinds and applies(self, link):
+                kind = instead
+        return kind
+
+    def ol_create(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        series = rng.random() < 0.08
+        args = {"event": self.next_event, "day": day, "slot": slot, "show_as": rng.choice(SHOW_AS),
+                "all_day": not series and rng.random() < 0.1, "series": series}
+        self.events[link].append((self.next_event, series))
+        self.next_event += 1
+        return args
+
+    def ol_move(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        singles = [e for e, series in self.events[link] if not series]
+        return {"event": rng.choice(singles), "day": day, "slot": slot}
+
+    def ol_delete(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        chosen = rng.randrange(len(self.events[link]))
+        return {"event": self.events[link].pop(chosen)[0]}
+
+    def ol_showas(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        return {"event": rng.choice(self.events[link])[0], "show_as": rng.choice(SHOW_AS)}
+
+    def bk_create(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        self.bookings[link].append(self.next_booking)
+        self.next_booking += 1
+        return {"booking": self.next_booking - 1, "day": day, "slot": slot}
+
+    def bk_move(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        return {"booking": rng.choice(self.bookings[link]), "day": day, "slot": slot}
+
+    def bk_cancel(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        return {"booking": self.bookings[link].pop(rng.randrange(len(self.bookings[link])))}
+
+    def replay_booking(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        return {"pick": rng.random()}
+
+    def pause(self, rng: random.Random, link: int, day: int, slot: int) -> dict[str, Any]:
+        return {"seconds": round(rng.uniform(0.05, 0.5), 2)}
+
+
+
+#: (kinds, when it has nothing to act on, the step taken instead), in the order they are tried
+_FALLBACKS: tuple[tuple[frozenset[str], Callable[[_Planned, int], bool], str], ...] = (
+    (frozenset({"ol_create"}), lambda p, link: len(p.events[link]) >= MAX_EVENTS_PER_LINK, "ol_delete"),
+    (frozenset({"bk_create"}), lambda p, link: len(p.bookings[link]) >= MAX_BOOKINGS_PER_LINK, "bk_cancel"),
+    (frozenset({"ol_move", "ol_delete", "ol_showas"}), lambda p, link: not p.events[link], "ol_create"),
+    (frozenset({"bk_move", "bk_cancel"}), lambda p, link: not p.bookings[link], "bk_create"),
+    (frozenset({"ol_move"}), lambda p, link: all(series for _, series in p.events[link]), "ol_showas"),
+    (frozenset({"revoke", "reconnect"}), lambda p, link: not p.delegated, "pause"),
+    (frozenset({"reconnect"}), lambda p, link: not p.revoked, "pause"),
+    (frozenset({"revoke"}), lambda p, link: p.revoked, "pause"),
+    (frozenset({"release_bookings"}), lambda p, link: not p.held, "pause"),
+    (frozenset({"hold_bookings"}), lambda p, link: p.held, "pause"),
+)
+
+#: the kinds whose step carries more than its link, or changes the events and bookings the plan holds
+_PLANNERS: dict[str, Callable[[_Planned, random.Random, int, int, int], dict[str, Any]]] = {
+    kind: getattr(_Planned, kind)
+    for kind in ("ol_create", "ol_move", "ol_delete", "ol_showas", "bk_create", "bk_move", "bk_cancel",
+                 "replay_booking", "pause")
+}
+#: the kinds that only switch a state of the stack on or off: kind → (the flag of ``_Planned``, its new value)
+_SWITCHES: dict[str, tuple[str, bool]] = {
+    "hold_bookings": ("held", True), "release_bookings": ("held", False),
+    "revoke": ("revoked", True), "reconnect": ("revoked", False),
+}
+
+
 def make_plan(seed: int, steps: int, links: int, *, delegated: bool = True) -> list[Step]:
     """The soak's steps for ``seed``: the same seed and sizes give the same list."""
     rng = random.Random(seed)
     kinds = [k for k, _ in WEIGHTS]
     weights = [w for _, w in WEIGHTS]
-    events: list[list[tuple[int, bool]]] = [[] for _ in range(links)]   # (event no, is series) per link
-    bookings: list[list[int]] = [[] for _ in range(links)]
-    next_event = next_booking = 0
-    held = revoked = False
+    planned = _Planned(links, delegated)
     plan: list[Step] = []
     for n in range(steps):
         kind = rng.choices(kinds, weights)[0]
         link = rng.randrange(links)
-        args: dict[str, Any] = {"link": link}
         day, slot = rng.randrange(1, 29), rng.randrange(0, 20)
-        if kind == "ol_create" and len(events[link]) >= MAX_EVENTS_PER_LINK:
-            kind = "ol_delete"
-        if kind == "bk_create" and len(bookings[link]) >= MAX_BOOKINGS_PER_LINK:
-            kind = "bk_cancel"
-        if kind in ("ol_move", "ol_delete", "ol_showas") and not events[link]:
-            kind = "ol_create"
-        if kind in ("bk_move", "bk_cancel") and not bookings[link]:
-            kind = "bk_create"
-        if kind == "ol_move" and all(series for _, series in events[link]):
-            kind = "ol_showas"
-        if kind in ("revoke", "reconnect") and not delegated:
-            kind = "pause"
-        if kind == "reconnect" and not revoked:
-            kind = "pause"
-        if kind == "revoke" and revoked:
-            kind = "pause"
-        if kind == "release_bookings" and not held:
-            kind = "pause"
-        if kind == "hold_bookings" and held:
-            kind = "pause"
-        if kind == "ol_create":
-            series = rng.random() < 0.08
-            args.update(event=next_event, day=day, slot=slot, show_as=rng.choice(SHOW_AS),
-                        all_day=not series and rng.random() < 0.1, series=series)
-            events[link].append((next_event, series))
-            next_event += 1
-        elif kind == "ol_move":
-            singles = [e for e, series in events[link] if not series]
-            args.update(event=rng.choice(singles), day=day, slot=slot)
-        elif kind == "ol_delete":
-            chosen = rng.randrange(len(events[link]))
-            args.update(event=events[link].pop(chosen)[0])
-        elif kind == "ol_showas":
-            args.update(event=rng.choice(events[link])[0], show_as=rng.choice(SHOW_AS))
-        elif kind == "bk_create":
-            args.update(booking=next_booking, day=day, slot=slot)
-            bookings[link].append(next_booking)
-            next_booking += 1
-        elif kind == "bk_move":
-            args.update(booking=rng.choice(bookings[link]), day=day, slot=slot)
-        elif kind == "bk_cancel":
-            args.update(booking=bookings[link].pop(rng.randrange(len(bookings[link]))))
-        elif kind == "replay_booking":
-            args.update(pick=rng.random())
-        elif kind == "pause":
-            args.update(seconds=round(rng.uniform(0.05, 0.5), 2))
-        elif kind == "hold_bookings":
-            held = True
-        elif kind == "release_bookings":
-            held = False
-        elif kind == "revoke":
-            revoked = True
-        elif kind == "reconnect":
-            revoked = False
+        kind = planned.feasible(kind, link)
+        args: dict[str, Any] = {"link": link}
+        planner = _PLANNERS.get(kind)
+        if planner is not None:
+            args.update(planner(planned, rng, link, day, slot))
+        if kind in _SWITCHES:
+            setattr(planned, *_SWITCHES[kind])
         plan.append(Step(n, kind, args))
     return org_steps(plan, seed, links)
 
@@ -363,93 +401,126 @@ class Soak:
 
     def do(self, step: Step) -> bool:
         """Perform one step; False if it found nothing to act on (e.g. no live subscription)."""
-        stack, a = self.stack, step.args
-        link = self.links[a.get("link", 0) % len(self.links)]
-        graph, timum = stack.graph, stack.timum
-        kind = step.kind
         from devtools.sandbox.timum.state import SandboxError
 
+        action = _ACTIONS.get(step.kind)
+        if action is None:  # pragma: no cover - make_plan emits only the kinds of _ACTIONS
+            raise ValueError(f"unknown step {step.kind}")
+        link = self.links[step.args.get("link", 0) % len(self.links)]
         try:
-            if kind == "ol_create":
-                start, end = self._times(a["day"], a["slot"])
-                extra: dict[str, Any] = {}
-                if a["series"]:
-                    extra["recurrence"] = {
-                        "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [start.strftime("%A").lower()]},
-                        "range": {"type": "numbered", "startDate": start.date().isoformat(),
-                                  "numberOfOccurrences": 3}}
-                if a["all_day"]:
-                    ids = graph.create_event(link.user.id, f"Ganztägig {a['event']}", start.date(),
-                                             start.date() + timedelta(days=1), calendar_id=link.calendar_id,
-                                             all_day=True, show_as=a["show_as"])
-                else:
-                    ids = graph.create_event(link.user.id, f"Termin {a['event']}", start, end,
-                                             calendar_id=link.calendar_id, show_as=a["show_as"], **extra)
-                self.events[a["event"]] = ids.immutable_id
-            elif kind == "ol_move":
-                event = graph.event(self.events[a["event"]])
-                start, end = self._times(a["day"], a["slot"])
-                if event.is_all_day:
-                    graph.move_event(self.events[a["event"]], start.date(), start.date() + timedelta(days=1))
-                else:
-                    graph.move_event(self.events[a["event"]], start, end)
-            elif kind == "ol_delete":
-                graph.delete_event(self.events.pop(a["event"]))
-            elif kind == "ol_showas":
-                graph.update_event(self.events[a["event"]], show_as=a["show_as"])
-            elif kind == "bk_create":
-                start, _ = self._times(a["day"], a["slot"])
-                booking = timum.make_booking(link.key.provider_id, link.key.resource_id, start,
-                                             duration=timedelta(minutes=30), force=True)
-                self.bookings[a["booking"]] = booking.id
-            elif kind == "bk_move":
-                start, _ = self._times(a["day"], a["slot"])
-                timum.reschedule_booking(self.bookings[a["booking"]], start, force=True)
-            elif kind == "bk_cancel":
-                timum.cancel_booking(self.bookings.pop(a["booking"]))
-            elif kind == "replay_notification":
-                return self.replay_notification(link)
-            elif kind == "replay_booking":
-                deliveries = timum.list_deliveries()
-                if not deliveries:
-                    return False
-                timum.resend_delivery(deliveries[int(a["pick"] * len(deliveries))].seq)
-            elif kind == "hold_bookings":
-                timum.pause_deliveries()
-                self.held = True
-            elif kind == "release_bookings":
-                timum.resume_deliveries(reverse=True)
-                self.held = False
-            elif kind == "pause":
-                time.sleep(a["seconds"])
-            elif kind == "crash":
-                self.restart()
-                self.report.crashes += 1
-            elif kind == "revoke":
-                delegated = next(lk for lk in self.links if lk.delegated)
-                stack.sandbox.identity.revoke_refresh_tokens(delegated.user.id, reason="revoked")
-                stack.sandbox.identity.expire_access_tokens(delegated.user.id)
-                self.revoked = True
-            elif kind == "reconnect":
-                self.reconnect()
-            elif kind in ORG_KINDS:
-                return self.organisation(kind, link)
-            elif kind in ("subscription_removed", "missed"):
-                subs = [s for s in graph.list_subscriptions() if s.calendar_id == link.calendar_id]
-                if not subs:
-                    return False
-                graph.trigger_lifecycle(subs[-1].id, "subscriptionRemoved" if kind == "subscription_removed"
-                                        else "missed")
-            elif kind == "delta_lost":
-                graph.lose_delta_state(link.user.id)
-            else:  # pragma: no cover - make_plan emits only the kinds above
-                raise ValueError(f"unknown step {kind}")
-        except (KeyError, ValueError, SandboxError) as exc:
+            return action(self, link, step.args) is not False
+        except (KeyError, ValueError, SandboxError):
             # The sandbox refused (an event already gone, say): count it as skipped and go on.
-            if isinstance(exc, ValueError) and "unknown step" in str(exc):
-                raise
             return False
-        return True
+
+    # Each step's action returns False when it found nothing to act on, None when it acted.
+    def _ol_create(self, link: SoakLink, a: dict[str, Any]) -> None:
+        graph = self.stack.graph
+        start, end = self._times(a["day"], a["slot"])
+        if a["all_day"]:
+            ids = graph.create_event(link.user.id, f"Ganztägig {a['event']}", start.date(),
+                                     start.date() + timedelta(days=1), calendar_id=link.calendar_id,
+                                     all_day=True, show_as=a["show_as"])
+        else:
+            extra: dict[str, Any] = {}
+            if a["series"]:
+                extra["recurrence"] = {
+                    "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": [start.strftime("%A").lower()]},
+                    "range": {"type": "numbered", "startDate": start.date().isoformat(),
+                              "numberOfOccurrences": 3}}
+            ids = graph.create_event(link.user.id, f"Termin {a['event']}", start, end,
+                                     calendar_id=link.calendar_id, show_as=a["show_as"], **extra)
+        self.events[a["event"]] = ids.immutable_id
+
+    def _ol_move(self, link: SoakLink, a: dict[str, Any]) -> None:
+        graph = self.stack.graph
+        event = graph.event(self.events[a["event"]])
+        start, end = self._times(a["day"], a["slot"])
+        if event.is_all_day:
+            graph.move_event(self.events[a["event"]], start.date(), start.date() + timedelta(days=1))
+        else:
+            graph.move_event(self.events[a["event"]], start, end)
+
+    def _ol_delete(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.graph.delete_event(self.events.pop(a["event"]))
+
+    def _ol_showas(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.graph.update_event(self.events[a["event"]], show_as=a["show_as"])
+
+    def _bk_create(self, link: SoakLink, a: dict[str, Any]) -> None:
+        start, _ = self._times(a["day"], a["slot"])
+        booking = self.stack.timum.make_booking(link.key.provider_id, link.key.resource_id, start,
+                                                duration=timedelta(minutes=30), force=True)
+        self.bookings[a["booking"]] = booking.id
+
+    def _bk_move(self, link: SoakLink, a: dict[str, Any]) -> None:
+        start, _ = self._times(a["day"], a["slot"])
+        self.stack.timum.reschedule_booking(self.bookings[a["booking"]], start, force=True)
+
+    def _bk_cancel(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.timum.cancel_booking(self.bookings.pop(a["booking"]))
+
+    def _replay_notification(self, link: SoakLink, a: dict[str, Any]) -> bool:
+        return self.replay_notification(link)
+
+    def _replay_booking(self, link: SoakLink, a: dict[str, Any]) -> bool | None:
+        timum = self.stack.timum
+        deliveries = timum.list_deliveries()
+        if not deliveries:
+            return False
+        timum.resend_delivery(deliveries[int(a["pick"] * len(deliveries))].seq)
+        return None
+
+    def _hold_bookings(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.timum.pause_deliveries()
+        self.held = True
+
+    def _release_bookings(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.timum.resume_deliveries(reverse=True)
+        self.held = False
+
+    def _pause(self, link: SoakLink, a: dict[str, Any]) -> None:
+        time.sleep(a["seconds"])
+
+    def _crash(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.restart()
+        self.report.crashes += 1
+
+    def _revoke(self, link: SoakLink, a: dict[str, Any]) -> None:
+        identity = self.stack.sandbox.identity
+        delegated = next(lk for lk in self.links if lk.delegated)
+        identity.revoke_refresh_tokens(delegated.user.id, reason="revoked")
+        identity.expire_access_tokens(delegated.user.id)
+        self.revoked = True
+
+    def _reconnect(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.reconnect()
+
+    def _lifecycle(self, link: SoakLink, event: str) -> bool | None:
+        graph = self.stack.graph
+        subs = [s for s in graph.list_subscriptions() if s.calendar_id == link.calendar_id]
+        if not subs:
+            return False
+        graph.trigger_lifecycle(subs[-1].id, event)
+        return None
+
+    def _subscription_removed(self, link: SoakLink, a: dict[str, Any]) -> bool | None:
+        return self._lifecycle(link, "subscriptionRemoved")
+
+    def _missed(self, link: SoakLink, a: dict[str, Any]) -> bool | None:
+        return self._lifecycle(link, "missed")
+
+    def _delta_lost(self, link: SoakLink, a: dict[str, Any]) -> None:
+        self.stack.graph.lose_delta_state(link.user.id)
+
+    def _consent_withdraw(self, link: SoakLink, a: dict[str, Any]) -> bool:
+        return self.organisation("consent_withdraw", link)
+
+    def _scope_change(self, link: SoakLink, a: dict[str, Any]) -> bool:
+        return self.organisation("scope_change", link)
+
+    def _admin_consent(self, link: SoakLink, a: dict[str, Any]) -> bool:
+        return self.organisation("admin_consent", link)
 
     def organisation(self, kind: str, link: SoakLink) -> bool:
         """The app-only links' tenant: its administrator withdraws the application permissions,
@@ -731,6 +802,12 @@ class Soak:
                                        f"booking at {booking.start.astimezone(UTC):%m-%d %H:%M}")
         for booking_id in sorted(set(ours) - set(confirmed)):
             report.problems.append(f"{link.key}: Outlook event(s) for booking {booking_id}, which is not confirmed")
+
+
+#: step kind → the Soak method that performs it (every kind of WEIGHTS and ORG_KINDS)
+_ACTIONS: dict[str, Callable[[Soak, SoakLink, dict[str, Any]], bool | None]] = {
+    kind: getattr(Soak, f"_{kind}") for kind in (*(k for k, _ in WEIGHTS), *ORG_KINDS)
+}
 
 
 #: Grace of an abrupt crash: running invocations are cut off wherever they are.

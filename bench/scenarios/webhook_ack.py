@@ -10,23 +10,19 @@ accepted POST enqueues a ``link-sync`` message; the queue is emptied between lev
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
-import secrets
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.report import ROOT, Figure, Target
+from bench.report import Figure, Target
 from bench.scenarios import Context, Output
 from bench.subhost import SubprocessHost, cpu_seconds
-from devtools.stack_world import bench_stack, gather_bounded
+from bench.webhook_load import clear_queue, run_loadgen, settle, start_webhook_host, subscribed_bodies, sync_queue_depth
+from devtools.stack_world import bench_stack
 
 if TYPE_CHECKING:
     from devtools.stack import Stack
@@ -44,78 +40,8 @@ BUDGET_SECONDS = 900.0
 DRAIN_SECONDS = 5.0
 
 
-def _bodies(stack: Stack, count: int) -> list[str]:
-    from shared.domain import LinkKey
-    from shared.repos.links import SubscriptionRepository
-
-    index = SubscriptionRepository(stack.storage)
-    subs = [(str(uuid.uuid4()), secrets.token_urlsafe(32), LinkKey("load", f"r{i:03d}")) for i in range(count)]
-
-    async def put() -> None:
-        await gather_bounded([functools.partial(index.put, sub_id, key, state) for sub_id, state, key in subs])
-
-    stack.run(put())
-    bodies = []
-    for sub_id, state, _ in subs:
-        ext = "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A" + secrets.token_urlsafe(24)
-        bodies.append(json.dumps({"value": [{
-            "subscriptionId": sub_id, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-            "changeType": "updated", "resource": f"Users/load/Events/{ext}", "clientState": state,
-            "tenantId": str(uuid.uuid4()),
-            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": f"Users/load/Events/{ext}",
-                             "@odata.etag": 'W/"DwAAABYAAAA"', "id": ext}}]}))
-    return bodies
-
-
-def _clear_queue(stack: Stack, name: str = "") -> None:
-    from azure.core.exceptions import AzureError
-    from azure.storage.queue import QueueClient
-
-    from shared.messages import SYNC_QUEUE
-
-    # Short timeouts and few retries: an Azurite still busy with a level's backlog must not stall
-    # the scenario; messages left behind only make the next level's queue longer, not its answers.
-    client = QueueClient.from_connection_string(stack.azurite.connection_string, name or SYNC_QUEUE, retry_total=0,
-                                                connection_timeout=5, read_timeout=15)
-    try:
-        client.clear_messages()
-    except AzureError as exc:
-        logging.getLogger(__name__).warning("could not clear the queue: %s", exc)
-    finally:
-        client.close()
-
-
-def _depth(stack: Stack) -> int | None:
-    """The sync queue's depth, or None if Azurite does not say within a few seconds."""
-    import asyncio
-
-    try:
-        return stack.run(asyncio.wait_for(stack.storage.queue("link-sync").peek_count(), 5.0), timeout=10.0)
-    except Exception:  # a busy Azurite; the caller waits a little instead
-        return None
-
-
 def _load(url: str, bodies_file: Path, rate: float, duration: float) -> dict[str, Any]:
-    """One level from the load generator process. It stops itself ``DRAIN_SECONDS`` after the last
-    request was due; the timeout here is only a backstop against a generator that hangs."""
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen", "--url", url, "--bodies", str(bodies_file),
-                          "--rate", str(rate), "--duration", str(duration), "--drain", str(DRAIN_SECONDS)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=duration + DRAIN_SECONDS + 60,
-                         check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-def _settle(stack: Stack, timeout: float = 20.0) -> None:
-    """Wait until the host has worked off what an overloaded level left in flight (the queue stops
-    growing), so the next level starts on an idle instance; at most ``timeout`` seconds."""
-    last: int | None = -1
-    steady, deadline = 0, time.monotonic() + timeout
-    while time.monotonic() < deadline and steady < 2:
-        depth = _depth(stack)
-        steady = steady + 1 if depth is not None and depth == last else 0
-        last = depth
-        time.sleep(0.5)
+    return run_loadgen(url, bodies_file, rate, duration, DRAIN_SECONDS)
 
 
 async def _raw_sends(stack: Stack, count: int = 1000, concurrency: int = 64, *,
@@ -161,22 +87,17 @@ def run_scenario(ctx: Context) -> Output:
     host: SubprocessHost | None = None
     raw_rate = raw_cpu = rest_rate = rest_cpu = float("nan")
     try:
-        # The in-process host would also work the queue the load fills; the measured instance is alone.
-        stack.host.stop()
-        from devtools.azurite import free_port
-
-        host = SubprocessHost(app="bench.webhook_app", env=stack.env, port=free_port(), workdir=workdir).start()
+        host, url = start_webhook_host(stack, workdir)
         bodies_file = workdir / "bodies.json"
-        bodies_file.write_text(json.dumps(_bodies(stack, SUBSCRIPTIONS)), encoding="utf-8")
-        url = f"{host.base_url}/api/graph/notifications"
+        bodies_file.write_text(json.dumps(subscribed_bodies(stack, SUBSCRIPTIONS, "load")), encoding="utf-8")
         _load(url, bodies_file, 50, 2.0)  # warm-up: imports, storage clients, subscription cache
-        _settle(stack)
-        _clear_queue(stack)
+        settle(stack)
+        clear_queue(stack)
         raw_rate, raw_cpu = stack.run(_raw_sends(stack, 300 if ctx.quick else 1000))
         ctx.log(f"storage SDK alone: {raw_rate:.0f} queue sends/s, {raw_cpu:.2f} ms CPU each")
         rest_rate, rest_cpu = stack.run(_raw_sends(stack, 300 if ctx.quick else 1000, rest=True))
         ctx.log(f"REST Put Message alone: {rest_rate:.0f} queue sends/s, {rest_cpu:.2f} ms CPU each")
-        _clear_queue(stack, "bench-raw-sends")
+        clear_queue(stack, "bench-raw-sends")
         budget = 240.0 if ctx.quick else BUDGET_SECONDS
         budget_ends = time.monotonic() + budget
         for run in range(ctx.runs):
@@ -192,8 +113,8 @@ def run_scenario(ctx: Context) -> Output:
                     # A level that cannot be measured is reported as such; the other levels still run.
                     failed[rate].append(f"{type(exc).__name__}: {str(exc)[:200]}")
                     ctx.log(f"run {run + 1}, {rate}/s: the load generator failed: {failed[rate][-1]}")
-                    _settle(stack)
-                    _clear_queue(stack)
+                    settle(stack)
+                    clear_queue(stack)
                     continue
                 cpu_used = cpu_seconds(host.pid) - cpu_before
                 cpu = cpu_used / max(1e-9, time.monotonic() - wall_before)
@@ -202,9 +123,9 @@ def run_scenario(ctx: Context) -> Output:
                 result["cpu_ms_each"] = cpu_used / acked * 1000 if acked else float("nan")
                 result["load"] = os.getloadavg()[0]
                 settling = time.monotonic()
-                _settle(stack)
-                result["queued"] = _depth(stack)
-                _clear_queue(stack)
+                settle(stack)
+                result["queued"] = sync_queue_depth(stack)
+                clear_queue(stack)
                 settling = time.monotonic() - settling
                 details[rate].append(result)
                 p50s[rate].samples.append(result["p50_ms"])

@@ -17,30 +17,24 @@ right clientState; a *hostile* POST carries 1,000 notifications, each naming a f
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from bench.report import ROOT, Figure, Target
+from bench.report import Figure, Target
 from bench.scenarios import Context, Output
-from bench.scenarios.webhook_ack import _clear_queue, _settle
 from bench.subhost import SubprocessHost, cpu_seconds
-from devtools.stack_world import bench_stack, gather_bounded
+from bench.webhook_load import clear_queue, run_loadgen, settle, start_webhook_host, subscribed_bodies
+from devtools.stack_world import bench_stack
 from shared.services.notifications import MAX_LOOKUPS_PER_POST
-
-if TYPE_CHECKING:
-    from devtools.stack import Stack
 
 SUBSCRIPTIONS = 50
 HOSTILE_IDS = 1000
@@ -52,30 +46,6 @@ DRAIN_SECONDS = 5.0
 #: hostile POSTs measured one by one with a refilled look-up budget, and the pause between them
 WORST_N = 8
 WORST_PAUSE = 1.0
-
-
-def _normal_bodies(stack: Stack) -> list[str]:
-    from shared.domain import LinkKey
-    from shared.repos.links import SubscriptionRepository
-
-    index = SubscriptionRepository(stack.storage)
-    subs = [(str(uuid.uuid4()), secrets.token_urlsafe(32), LinkKey("flood", f"r{i:03d}"))
-            for i in range(SUBSCRIPTIONS)]
-
-    async def put() -> None:
-        await gather_bounded([functools.partial(index.put, sid, key, state) for sid, state, key in subs])
-
-    stack.run(put())
-    bodies = []
-    for sid, state, _ in subs:
-        ext = "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A" + secrets.token_urlsafe(24)
-        bodies.append(json.dumps({"value": [{
-            "subscriptionId": sid, "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-            "changeType": "updated", "resource": f"Users/flood/Events/{ext}", "clientState": state,
-            "tenantId": str(uuid.uuid4()),
-            "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "@odata.id": f"Users/flood/Events/{ext}",
-                             "@odata.etag": 'W/"DwAAABYAAAA"', "id": ext}}]}))
-    return bodies
 
 
 def _hostile_body() -> str:
@@ -103,12 +73,7 @@ def _sequential(client: httpx.Client, url: str, bodies: list[str], pid: int, *,
 
 
 def _load(url: str, bodies_file: Path, rate: float, duration: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen", "--url", url, "--bodies", str(bodies_file),
-                          "--rate", str(rate), "--duration", str(duration), "--drain", str(DRAIN_SECONDS),
-                          "--connections", "16"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=duration + DRAIN_SECONDS + 60, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_loadgen(url, bodies_file, rate, duration, DRAIN_SECONDS, "--connections", "16")
 
 
 def run_scenario(ctx: Context) -> Output:
@@ -129,12 +94,8 @@ def run_scenario(ctx: Context) -> Output:
     workdir = Path(tempfile.mkdtemp(prefix="bench-flood-"))
     host: SubprocessHost | None = None
     try:
-        stack.host.stop()  # the measured webhook instance is alone, as in scenario 4
-        from devtools.azurite import free_port
-
-        host = SubprocessHost(app="bench.webhook_app", env=stack.env, port=free_port(), workdir=workdir).start()
-        url = f"{host.base_url}/api/graph/notifications"
-        normal = _normal_bodies(stack)
+        host, url = start_webhook_host(stack, workdir)  # the measured webhook instance is alone, as in scenario 4
+        normal = subscribed_bodies(stack, SUBSCRIPTIONS, "flood")
         normal_file, hostile_file = workdir / "normal.json", workdir / "hostile.json"
         normal_file.write_text(json.dumps(normal), encoding="utf-8")
         hostile_count = int(HOSTILE_RATE * duration) + 1
@@ -161,11 +122,11 @@ def run_scenario(ctx: Context) -> Output:
         for run in range(ctx.runs):
             # Each level starts on an idle host and an empty queue, as in scenario 4: a queue that
             # grows over the runs slows Azurite's sends, which would be charged to the later runs.
-            _settle(stack)
-            _clear_queue(stack)
+            settle(stack)
+            clear_queue(stack)
             quiet = _load(url, normal_file, NORMAL_RATE, duration)
-            _settle(stack)
-            _clear_queue(stack)
+            settle(stack)
+            clear_queue(stack)
             quiet_p99.samples.append(quiet["p99_ms"])
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 flood = pool.submit(_load, url, hostile_file, HOSTILE_RATE, duration)

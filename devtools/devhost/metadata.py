@@ -151,37 +151,41 @@ def _read_retry(function: func.Function) -> RetrySpec | None:
     return spec
 
 
-def describe(function: func.Function) -> FunctionSpec:
-    """One function's metadata as a spec; raises ConfigError for what this host cannot serve."""
-    name = function.get_function_name() or function.get_user_function().__name__
-    fn = function.get_user_function()
-    trigger = function.get_trigger()
-    if trigger is None:
-        raise ConfigError(f"function {name} has no trigger")
-    trigger_type = str(trigger.type)
-    spec: HttpTriggerSpec | QueueTriggerSpec | TimerTriggerSpec
-    kind: TriggerKind
-    if trigger_type == "httpTrigger":
-        methods = getattr(trigger, "methods", None)
-        level = str(_plain(getattr(trigger, "auth_level", None) or "function")).lower()
-        if level not in ("anonymous", "function", "admin"):
-            raise ConfigError(f"function {name}: unknown auth level {level!r}")
-        route = getattr(trigger, "route", None)
-        spec = HttpTriggerSpec(route=name if route is None else str(route),
-                               methods=frozenset(str(_plain(m)).upper() for m in methods) if methods else None,
-                               auth_level=typing.cast(AuthLevel, level))
-        kind = "http"
-    elif trigger_type == "queueTrigger":
-        spec = QueueTriggerSpec(queue_name=str(trigger.queue_name),
-                                connection=str(getattr(trigger, "connection", "") or "AzureWebJobsStorage"))
-        kind = "queue"
-    elif trigger_type == "timerTrigger":
-        spec = TimerTriggerSpec(schedule=str(trigger.schedule),
-                                run_on_startup=bool(getattr(trigger, "run_on_startup", False)))
-        kind = "timer"
-    else:
-        raise ConfigError(f"function {name}: trigger type {trigger_type!r} is not supported by the local host")
+TriggerSpec = HttpTriggerSpec | QueueTriggerSpec | TimerTriggerSpec
 
+
+def _http_trigger(name: str, trigger: Any) -> HttpTriggerSpec:
+    methods = getattr(trigger, "methods", None)
+    level = str(_plain(getattr(trigger, "auth_level", None) or "function")).lower()
+    if level not in ("anonymous", "function", "admin"):
+        raise ConfigError(f"function {name}: unknown auth level {level!r}")
+    route = getattr(trigger, "route", None)
+    return HttpTriggerSpec(route=name if route is None else str(route),
+                           methods=frozenset(str(_plain(m)).upper() for m in methods) if methods else None,
+                           auth_level=typing.cast(AuthLevel, level))
+
+
+def _queue_trigger(name: str, trigger: Any) -> QueueTriggerSpec:
+    return QueueTriggerSpec(queue_name=str(trigger.queue_name),
+                            connection=str(getattr(trigger, "connection", "") or "AzureWebJobsStorage"))
+
+
+def _timer_trigger(name: str, trigger: Any) -> TimerTriggerSpec:
+    return TimerTriggerSpec(schedule=str(trigger.schedule),
+                            run_on_startup=bool(getattr(trigger, "run_on_startup", False)))
+
+
+# The trigger types this host serves: binding type → (kind, reader of the decorator's trigger).
+_TRIGGERS: dict[str, tuple[TriggerKind, Callable[[str, Any], TriggerSpec]]] = {
+    "httpTrigger": ("http", _http_trigger),
+    "queueTrigger": ("queue", _queue_trigger),
+    "timerTrigger": ("timer", _timer_trigger),
+}
+
+
+def _read_outputs(name: str, function: func.Function, kind: TriggerKind) -> tuple[list[QueueOutputSpec], str | None]:
+    """The function's queue outputs and its HTTP output's name; any other binding is refused."""
+    trigger = function.get_trigger()
     queue_outputs: list[QueueOutputSpec] = []
     http_output: str | None = None
     for binding in function.get_bindings():
@@ -202,14 +206,16 @@ def describe(function: func.Function) -> FunctionSpec:
             raise ConfigError(f"function {name}: output binding {btype!r} is not supported by the local host")
     if kind == "http" and http_output is None:
         raise ConfigError(f"function {name}: an HTTP trigger needs an HTTP output binding")
+    return queue_outputs, http_output
 
-    # The worker refuses a function whose parameters and bindings disagree; so does this host.
-    signature = inspect.signature(fn)
-    bound_names = {trigger.name} | {o.arg_name for o in queue_outputs}
+
+def _check_parameters(name: str, params: typing.Mapping[str, inspect.Parameter], trigger_arg: str,
+                      queue_outputs: list[QueueOutputSpec], http_output: str | None) -> None:
+    """The worker refuses a function whose parameters and bindings disagree; so does this host."""
+    bound_names = {trigger_arg} | {o.arg_name for o in queue_outputs}
     if http_output:
         bound_names.add(http_output)
     bound_names.discard("$return")
-    params = signature.parameters
     for pname, param in params.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"function {name}: *args/**kwargs cannot be bound")
@@ -218,9 +224,25 @@ def describe(function: func.Function) -> FunctionSpec:
     missing = bound_names - set(params)
     if missing:
         raise ConfigError(f"function {name}: bindings {sorted(missing)} have no parameter")
-    returns = [o for o in queue_outputs if o.arg_name == "$return"]
-    if returns and kind == "http" and http_output == "$return":
+    if http_output == "$return" and any(o.arg_name == "$return" for o in queue_outputs):
         raise ConfigError(f"function {name}: $return cannot be both the HTTP response and a queue output")
+
+
+def describe(function: func.Function) -> FunctionSpec:
+    """One function's metadata as a spec; raises ConfigError for what this host cannot serve."""
+    name = function.get_function_name() or function.get_user_function().__name__
+    fn = function.get_user_function()
+    trigger = function.get_trigger()
+    if trigger is None:
+        raise ConfigError(f"function {name} has no trigger")
+    trigger_type = str(trigger.type)
+    if trigger_type not in _TRIGGERS:
+        raise ConfigError(f"function {name}: trigger type {trigger_type!r} is not supported by the local host")
+    kind, read_trigger = _TRIGGERS[trigger_type]
+    spec = read_trigger(name, trigger)
+    queue_outputs, http_output = _read_outputs(name, function, kind)
+    params = inspect.signature(fn).parameters
+    _check_parameters(name, params, trigger.name, queue_outputs, http_output)
 
     hints = _type_hints(fn)
     return FunctionSpec(name=name, func=fn, is_async=inspect.iscoroutinefunction(fn), kind=kind,

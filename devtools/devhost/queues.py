@@ -218,22 +218,21 @@ class _Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class QueueListener:
     """Polls one queue for one function and runs the function per message."""
 
-    def __init__(self, *, spec: FunctionSpec, queue_name: str, connection: QueueConnection, clients: QueueClients,
-                 options: QueueOptions, runner: FunctionRunner, spawn: Spawner) -> None:
-        self.spec = spec
-        self.queue_name = queue_name
-        self.connection = connection
-        self._clients = clients
-        self._options = options
-        self._runner = runner
-        self._spawn = spawn
-        self._active: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._ready = False
+    spec: FunctionSpec
+    queue_name: str
+    connection: QueueConnection
+    clients: QueueClients
+    options: QueueOptions
+    runner: FunctionRunner
+    spawn: Spawner
+    _active: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _ready: bool = field(default=False, init=False)
 
     def wake(self) -> None:
         """Poll now: this host has just written to the queue (the real host's shared queue watcher)."""
@@ -245,7 +244,7 @@ class QueueListener:
     async def prepare(self) -> bool:
         """Create the queue; False (and logged) if storage is not reachable yet."""
         try:
-            await self._clients.ensure(self.connection, self.queue_name)
+            await self.clients.ensure(self.connection, self.queue_name)
         except AzureError as exc:
             log.error("Queue trigger %s cannot reach queue %r on %s: %s", self.spec.name, self.queue_name,
                       self.connection.setting, describe_error(exc))
@@ -254,10 +253,10 @@ class QueueListener:
         return True
 
     async def run(self) -> None:
-        options = self._options
+        options = self.options
         delay = MIN_POLLING_INTERVAL.total_seconds()
         max_delay = options.max_polling_interval.total_seconds()
-        client = self._clients.queue(self.connection, self.queue_name)
+        client = self.clients.queue(self.connection, self.queue_name)
         failing = False
         while not self._stopping.is_set():
             if not self._ready and not await self.prepare():
@@ -286,7 +285,7 @@ class QueueListener:
             if messages:
                 delay = MIN_POLLING_INTERVAL.total_seconds()
                 for message in messages:
-                    task = self._spawn(self._process(client, message))
+                    task = self.spawn(self._process(client, message))
                     self._active.add(task)
                     task.add_done_callback(self._active.discard)
                 continue
@@ -310,7 +309,7 @@ class QueueListener:
             stop.cancel()
 
     async def _process(self, client: QueueClient, message: StorageMessage) -> None:
-        options = self._options
+        options = self.options
         lease = _Lease(str(message.id), str(message.pop_receipt))
         count = int(message.dequeue_count or 0)
         if count > options.max_dequeue_count:
@@ -324,7 +323,7 @@ class QueueListener:
             return
         keepalive = asyncio.ensure_future(self._keep_invisible(client, lease))
         try:
-            result = await self._runner.run(self.spec, self._trigger_value(message, body), dequeue_count=count)
+            result = await self.runner.run(self.spec, self._trigger_value(message, body), dequeue_count=count)
         except asyncio.CancelledError:
             # Shutdown gave up waiting: hand the message back at once instead of after the fetch lease.
             keepalive.cancel()
@@ -380,7 +379,7 @@ class QueueListener:
         log.warning("Message %s on %r: %s. Moving message to queue %r.", lease.message_id, self.queue_name,
                     reason, poison_name)
         try:
-            poison = await self._clients.ensure(self.connection, poison_name)
+            poison = await self.clients.ensure(self.connection, poison_name)
             await poison.send_message(message.content)
             async with lease.lock:
                 await client.delete_message(lease.message_id, lease.pop_receipt)

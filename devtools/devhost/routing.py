@@ -211,6 +211,36 @@ def _parse_param(token: str, template: str, index: int) -> _Param:
                   checks=checks, constraints=tuple(spec.lower() for spec in constraint_specs if spec))
 
 
+def _split_segment(segment: str, template: str) -> tuple[list[str], list[str]]:
+    """A segment's literals and parameter tokens (literal, param, literal, …, literal)."""
+    if segment == "":
+        raise ConfigError(f"route {template!r}: empty path segment")
+    pieces = _PARAM_TOKEN.split(segment)
+    literals, tokens = pieces[0::2], pieces[1::2]
+    if any("{" in lit or "}" in lit for lit in literals):
+        raise ConfigError(f"route {template!r}: unbalanced braces in segment {segment!r}")
+    if any(tok == "" for tok in tokens):
+        raise ConfigError(f"route {template!r}: empty parameter in segment {segment!r}")
+    if any(literals[i] == "" for i in range(1, len(tokens))):
+        raise ConfigError(f"route {template!r}: two parameters need a literal between them")
+    return literals, tokens
+
+
+def _segment_pattern(segment: str, literals: list[str], parsed: list[_Param], whole: bool) -> tuple[str, int]:
+    """The regex of one segment (with its leading slash) and its precedence rank."""
+    if not parsed:
+        return "/" + re.escape(segment), _LITERAL
+    if whole:
+        param = parsed[0]
+        if param.catch_all:
+            return f"(?:/(?P<{param.group}>.*))?", _CATCH_ALL
+        if param.optional or param.default is not None:
+            return f"(?:/(?P<{param.group}>[^/]+))?", _PARAM
+        return f"/(?P<{param.group}>[^/]+)", _CONSTRAINED if param.checks else _PARAM
+    inner = "".join(re.escape(literals[i]) + f"(?P<{param.group}>[^/]+)" for i, param in enumerate(parsed))
+    return "/" + inner + re.escape(literals[-1]), _COMPLEX
+
+
 def compile_route(template: str, prefix: str = "") -> RouteTemplate:
     """Compile ``template`` below ``prefix`` (host.json routePrefix, without slashes)."""
     full = "/".join(part for part in (prefix.strip("/"), template.strip("/")) if part)
@@ -219,18 +249,9 @@ def compile_route(template: str, prefix: str = "") -> RouteTemplate:
     params: list[_Param] = []
     precedence: list[int] = []
     seen: set[str] = set()
-    optional_flags: list[bool] = []
+    previous_optional = False
     for pos, segment in enumerate(segments):
-        if segment == "":
-            raise ConfigError(f"route {template!r}: empty path segment")
-        pieces = _PARAM_TOKEN.split(segment)  # literal, param, literal, param, ..., literal
-        literals, tokens = pieces[0::2], pieces[1::2]
-        if any("{" in lit or "}" in lit for lit in literals):
-            raise ConfigError(f"route {template!r}: unbalanced braces in segment {segment!r}")
-        if any(tokens[i] == "" for i in range(len(tokens))):
-            raise ConfigError(f"route {template!r}: empty parameter in segment {segment!r}")
-        if any(literals[i] == "" for i in range(1, len(tokens))):
-            raise ConfigError(f"route {template!r}: two parameters need a literal between them")
+        literals, tokens = _split_segment(segment, template)
         parsed = [_parse_param(tok, template, len(params) + i) for i, tok in enumerate(tokens)]
         for param in parsed:
             if param.name.lower() in seen:
@@ -243,30 +264,13 @@ def compile_route(template: str, prefix: str = "") -> RouteTemplate:
         if any(p.optional or p.default is not None for p in parsed) and not whole:
             raise ConfigError(f"route {template!r}: an optional parameter must be a whole segment")
         optional_segment = whole and (parsed[0].optional or parsed[0].catch_all or parsed[0].default is not None)
-        if optional_flags and optional_flags[-1] and not optional_segment:
+        if previous_optional and not optional_segment:
             # An optional segment followed by a required one could never be left out.
             raise ConfigError(f"route {template!r}: optional parameters must come last")
-        optional_flags.append(optional_segment)
-        if not parsed:
-            regex += "/" + re.escape(segment)
-            precedence.append(_LITERAL)
-        elif whole:
-            param = parsed[0]
-            if param.catch_all:
-                regex += f"(?:/(?P<{param.group}>.*))?"
-                precedence.append(_CATCH_ALL)
-            elif param.optional or param.default is not None:
-                regex += f"(?:/(?P<{param.group}>[^/]+))?"
-                precedence.append(_PARAM)
-            else:
-                regex += f"/(?P<{param.group}>[^/]+)"
-                precedence.append(_CONSTRAINED if param.checks else _PARAM)
-        else:
-            regex += "/"
-            for i, param in enumerate(parsed):
-                regex += re.escape(literals[i]) + f"(?P<{param.group}>[^/]+)"
-            regex += re.escape(literals[-1])
-            precedence.append(_COMPLEX)
+        previous_optional = optional_segment
+        piece, rank = _segment_pattern(segment, literals, parsed, whole)
+        regex += piece
+        precedence.append(rank)
         params.extend(parsed)
     return RouteTemplate(template=template, pattern=re.compile(regex + "$", re.IGNORECASE | re.DOTALL),
                          params=tuple(params), precedence=tuple(precedence))

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from devtools.sandbox.graph.model import Delivery, FaultRule, Subscription
+from devtools.sandbox.graph.model import Delivery, FaultRule, Share, Subscription
 from devtools.sandbox.graph.recurrence import RecurrenceError
 from devtools.sandbox.graph.state import EventIds, GraphState
 
@@ -96,33 +96,58 @@ def _setting(key: str, current: Any, value: Any) -> Any:
     return int(value) if isinstance(current, int) else float(value)
 
 
-def control_routes(state: GraphState) -> list[BaseRoute]:
-    def endpoint(fn: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
-            try:
-                result = await fn(request)
-            except KeyError as exc:
-                return JSONResponse({"error": f"not found: {exc.args[0] if exc.args else ''}"}, 404)
-            except (BadInput, ValueError, TypeError, RecurrenceError) as exc:
-                return JSONResponse({"error": str(exc)}, 400)
-            if isinstance(result, Response):
-                return result
-            return JSONResponse(result)
-        return run
+Handler = Callable[[Request], Awaitable[Any]]
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw:
-            return {}
+
+def _endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Run a handler and turn its result (or a bad-input / unknown-id error) into a JSON response."""
+    async def run(request: Request) -> Response:
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadInput("body must be JSON") from exc
-        if not isinstance(data, dict):
-            raise BadInput("body must be a JSON object")
-        return data
+            result = await fn(request)
+        except KeyError as exc:
+            return JSONResponse({"error": f"not found: {exc.args[0] if exc.args else ''}"}, 404)
+        except (BadInput, ValueError, TypeError, RecurrenceError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result)
+    return run
 
-    async def overview(request: Request) -> Any:
+
+def _by_method(**handlers: Handler) -> Handler:
+    """One path, one handler per HTTP method (the route's ``methods`` already refused the rest)."""
+    async def run(request: Request) -> Any:
+        # Starlette lets HEAD through wherever GET is allowed.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+    return run
+
+
+async def _body_of(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadInput("body must be JSON") from exc
+    if not isinstance(data, dict):
+        raise BadInput("body must be a JSON object")
+    return data
+
+
+def _share_json(s: Share) -> dict[str, Any]:
+    return {"calendarId": s.calendar_id, "userId": s.user_id, "canEdit": s.can_edit, "accepted": s.accepted}
+
+
+class _Control:
+    """The control API's handlers over one Graph state."""
+
+    def __init__(self, state: GraphState) -> None:
+        self.state = state
+
+    async def overview(self, request: Request) -> Any:
+        state = self.state
         users = []
         for user in list(state.directory.users.values()):
             users.append({"id": user.id, "displayName": user.display_name, "mail": user.mail,
@@ -136,124 +161,137 @@ def control_routes(state: GraphState) -> list[BaseRoute]:
                 "faults": [fault_json(f) for f in state.faults], "behaviour": state.behaviour.as_json(),
                 "syncStates": len(state.sync_states)}
 
-    async def calendars(request: Request) -> Any:
-        user = request.path_params["user"]
-        if request.method == "POST":
-            body = await body_of(request)
-            cal = state.create_calendar(user, str(body.get("name", "")), color=str(body.get("color", "auto")))
-            return JSONResponse({"id": cal.id, "name": cal.name}, 201)
-        return [{"id": c.id, "name": c.name, "isDefault": c.is_default} for c in state.own_calendars(user)]
+    async def list_calendars(self, request: Request) -> Any:
+        return [{"id": c.id, "name": c.name, "isDefault": c.is_default}
+                for c in self.state.own_calendars(request.path_params["user"])]
 
-    async def create_event(request: Request) -> Any:
-        body = await body_of(request)
+    async def create_calendar(self, request: Request) -> Any:
+        body = await _body_of(request)
+        cal = self.state.create_calendar(request.path_params["user"], str(body.get("name", "")),
+                                         color=str(body.get("color", "auto")))
+        return JSONResponse({"id": cal.id, "name": cal.name}, 201)
+
+    async def create_event(self, request: Request) -> Any:
+        body = await _body_of(request)
         kw = _event_kwargs(body, creating=True)
         if "start" not in kw or "end" not in kw:
             raise BadInput("start and end are required")
         subject = str(kw.pop("subject", ""))
-        ids = state.create_event(request.path_params["user"], subject, kw.pop("start"), kw.pop("end"),
-                                 calendar_id=body.get("calendarId"), **kw)
+        ids = self.state.create_event(request.path_params["user"], subject, kw.pop("start"), kw.pop("end"),
+                                      calendar_id=body.get("calendarId"), **kw)
         return JSONResponse(ids_json(ids), 201)
 
-    async def event_item(request: Request) -> Any:
+    async def change_event(self, request: Request) -> Any:
         event_id = request.path_params["event"]
-        if request.method == "DELETE":
-            state.delete_event(event_id)
-            return Response(status_code=204)
-        body = await body_of(request)
+        body = await _body_of(request)
         ids: EventIds | None = None
         if "calendarId" in body:
-            ids = state.move_event_to_calendar(event_id, str(body["calendarId"]))
+            ids = self.state.move_event_to_calendar(event_id, str(body["calendarId"]))
             event_id = ids.immutable_id
         kw = _event_kwargs(body, creating=False)
         if kw:
-            ids = state.update_event(event_id, **kw)
+            ids = self.state.update_event(event_id, **kw)
         if ids is None:
             raise BadInput("nothing to change")
         return ids_json(ids)
 
-    async def share(request: Request) -> Any:
-        body = await body_of(request)
-        s = state.share_calendar(request.path_params["cal"], str(body.get("with", "")),
-                                 can_edit=bool(body.get("canEdit", True)), accept=bool(body.get("accept", False)))
-        return {"calendarId": s.calendar_id, "userId": s.user_id, "canEdit": s.can_edit, "accepted": s.accepted}
+    async def delete_event(self, request: Request) -> Any:
+        self.state.delete_event(request.path_params["event"])
+        return Response(status_code=204)
 
-    async def accept(request: Request) -> Any:
-        body = await body_of(request)
-        s = state.accept_share(request.path_params["cal"], str(body.get("user", "")))
-        return {"calendarId": s.calendar_id, "userId": s.user_id, "canEdit": s.can_edit, "accepted": s.accepted}
+    async def share(self, request: Request) -> Any:
+        body = await _body_of(request)
+        s = self.state.share_calendar(request.path_params["cal"], str(body.get("with", "")),
+                                      can_edit=bool(body.get("canEdit", True)),
+                                      accept=bool(body.get("accept", False)))
+        return _share_json(s)
 
-    async def publish(request: Request) -> Any:
-        cal = request.path_params["cal"]
-        if request.method == "DELETE":
-            state.unpublish_calendar(cal)
-            return Response(status_code=204)
-        body = await body_of(request)
-        pub = state.publish_calendar(cal, str(body.get("detail", "full")))
+    async def accept(self, request: Request) -> Any:
+        body = await _body_of(request)
+        return _share_json(self.state.accept_share(request.path_params["cal"], str(body.get("user", ""))))
+
+    async def publish(self, request: Request) -> Any:
+        body = await _body_of(request)
+        pub = self.state.publish_calendar(request.path_params["cal"], str(body.get("detail", "full")))
         base = f"{request.url.scheme}://{request.url.netloc}"
         return {"url": f"{base}/outlook/published/{pub.token}/calendar.ics", "detail": pub.detail}
 
-    async def subscriptions(request: Request) -> Any:
-        return [subscription_summary(s) for s in state.list_subscriptions()]
+    async def unpublish(self, request: Request) -> Any:
+        self.state.unpublish_calendar(request.path_params["cal"])
+        return Response(status_code=204)
 
-    async def lifecycle(request: Request) -> Any:
-        body = await body_of(request)
-        state.trigger_lifecycle(request.path_params["sub"], str(body.get("event", "")))
+    async def subscriptions(self, request: Request) -> Any:
+        return [subscription_summary(s) for s in self.state.list_subscriptions()]
+
+    async def lifecycle(self, request: Request) -> Any:
+        body = await _body_of(request)
+        self.state.trigger_lifecycle(request.path_params["sub"], str(body.get("event", "")))
         return Response(status_code=202)
 
-    async def deliveries(request: Request) -> Any:
-        return [delivery_json(d) for d in state.list_deliveries()]
+    async def deliveries(self, request: Request) -> Any:
+        return [delivery_json(d) for d in self.state.list_deliveries()]
 
-    async def faults(request: Request) -> Any:
-        if request.method == "GET":
-            return [fault_json(f) for f in state.faults]
-        if request.method == "DELETE":
-            state.clear_faults()
-            return Response(status_code=204)
-        body = await body_of(request)
+    async def list_faults(self, request: Request) -> Any:
+        return [fault_json(f) for f in self.state.faults]
+
+    async def add_fault(self, request: Request) -> Any:
+        body = await _body_of(request)
         count = body.get("count")
-        rule = state.add_fault(str(body.get("kind", "")), path=str(body.get("path", ".*")), method=body.get("method"),
-                               rate=float(body.get("rate", 1.0)), count=int(count) if count is not None else None,
-                               retry_after=float(body.get("retryAfter", 1.0)), delay=float(body.get("delay", 5.0)),
-                               retry_after_date=bool(body.get("retryAfterAsDate", False)))
+        rule = self.state.add_fault(str(body.get("kind", "")), path=str(body.get("path", ".*")),
+                                    method=body.get("method"), rate=float(body.get("rate", 1.0)),
+                                    count=int(count) if count is not None else None,
+                                    retry_after=float(body.get("retryAfter", 1.0)),
+                                    delay=float(body.get("delay", 5.0)),
+                                    retry_after_date=bool(body.get("retryAfterAsDate", False)))
         return JSONResponse(fault_json(rule), 201)
 
-    async def fault_item(request: Request) -> Any:
-        state.remove_fault(int(request.path_params["rule"]))
+    async def clear_faults(self, request: Request) -> Any:
+        self.state.clear_faults()
         return Response(status_code=204)
 
-    async def release(request: Request) -> Any:
-        state.release_held()
+    async def remove_fault(self, request: Request) -> Any:
+        self.state.remove_fault(int(request.path_params["rule"]))
         return Response(status_code=204)
 
-    async def lose_state(request: Request) -> Any:
-        body = await body_of(request)
-        return {"forgotten": state.lose_delta_state(body.get("user"))}
+    async def release(self, request: Request) -> Any:
+        self.state.release_held()
+        return Response(status_code=204)
 
-    async def behaviour(request: Request) -> Any:
-        if request.method == "PATCH":
-            body = await body_of(request)
-            current = state.behaviour.as_json()
-            for key, value in body.items():
-                if key not in current:
-                    raise BadInput(f"unknown behaviour setting {key!r}")
-                setattr(state.behaviour, key, _setting(key, current[key], value))
-        return state.behaviour.as_json()
+    async def lose_state(self, request: Request) -> Any:
+        body = await _body_of(request)
+        return {"forgotten": self.state.lose_delta_state(body.get("user"))}
 
-    p = PREFIX
-    return [
-        Route(f"{p}/state", endpoint(overview), methods=["GET"]),
-        Route(f"{p}/users/{{user}}/calendars", endpoint(calendars), methods=["GET", "POST"]),
-        Route(f"{p}/users/{{user}}/events", endpoint(create_event), methods=["POST"]),
-        Route(f"{p}/events/{{event}}", endpoint(event_item), methods=["PATCH", "DELETE"]),
-        Route(f"{p}/calendars/{{cal}}/share", endpoint(share), methods=["POST"]),
-        Route(f"{p}/calendars/{{cal}}/accept", endpoint(accept), methods=["POST"]),
-        Route(f"{p}/calendars/{{cal}}/publish", endpoint(publish), methods=["POST", "DELETE"]),
-        Route(f"{p}/subscriptions", endpoint(subscriptions), methods=["GET"]),
-        Route(f"{p}/subscriptions/{{sub}}/lifecycle", endpoint(lifecycle), methods=["POST"]),
-        Route(f"{p}/deliveries", endpoint(deliveries), methods=["GET"]),
-        Route(f"{p}/faults", endpoint(faults), methods=["GET", "POST", "DELETE"]),
-        Route(f"{p}/faults/{{rule:int}}", endpoint(fault_item), methods=["DELETE"]),
-        Route(f"{p}/faults/release", endpoint(release), methods=["POST"]),
-        Route(f"{p}/delta/lose-state", endpoint(lose_state), methods=["POST"]),
-        Route(f"{p}/behaviour", endpoint(behaviour), methods=["GET", "PATCH"]),
+    async def behaviour(self, request: Request) -> Any:
+        return self.state.behaviour.as_json()
+
+    async def tune(self, request: Request) -> Any:
+        body = await _body_of(request)
+        current = self.state.behaviour.as_json()
+        for key, value in body.items():
+            if key not in current:
+                raise BadInput(f"unknown behaviour setting {key!r}")
+            setattr(self.state.behaviour, key, _setting(key, current[key], value))
+        return self.state.behaviour.as_json()
+
+
+def control_routes(state: GraphState) -> list[BaseRoute]:
+    c = _Control(state)
+    table: list[tuple[str, dict[str, Handler]]] = [
+        ("/state", {"GET": c.overview}),
+        ("/users/{user}/calendars", {"GET": c.list_calendars, "POST": c.create_calendar}),
+        ("/users/{user}/events", {"POST": c.create_event}),
+        ("/events/{event}", {"PATCH": c.change_event, "DELETE": c.delete_event}),
+        ("/calendars/{cal}/share", {"POST": c.share}),
+        ("/calendars/{cal}/accept", {"POST": c.accept}),
+        ("/calendars/{cal}/publish", {"POST": c.publish, "DELETE": c.unpublish}),
+        ("/subscriptions", {"GET": c.subscriptions}),
+        ("/subscriptions/{sub}/lifecycle", {"POST": c.lifecycle}),
+        ("/deliveries", {"GET": c.deliveries}),
+        ("/faults", {"GET": c.list_faults, "POST": c.add_fault, "DELETE": c.clear_faults}),
+        ("/faults/{rule:int}", {"DELETE": c.remove_fault}),
+        ("/faults/release", {"POST": c.release}),
+        ("/delta/lose-state", {"POST": c.lose_state}),
+        ("/behaviour", {"GET": c.behaviour, "PATCH": c.tune}),
     ]
+    return [Route(PREFIX + path, _endpoint(_by_method(**handlers)), methods=list(handlers))
+            for path, handlers in table]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
@@ -128,48 +128,68 @@ def _offset(token: str) -> int:
     return offset
 
 
+def _require(ctx: Ctx, delegated: frozenset[str], app: frozenset[str]) -> None:
+    granted = ctx.claims.roles if ctx.claims.app_only else ctx.claims.scopes
+    if not granted & (app if ctx.claims.app_only else delegated):
+        raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
+
+
+def _require_eventual(ctx: Ctx, message: str) -> None:
+    """$search and $count are advanced queries: Entra answers them only with ConsistencyLevel: eventual."""
+    if ctx.request.headers.get("consistencylevel", "").lower() != "eventual":
+        raise GraphError(400, "Request_UnsupportedQuery", message)
+
+
+def _matching_users(ctx: Ctx, users: list[SandboxUser]) -> list[SandboxUser]:
+    """The users that pass ``$filter`` and ``$search``, in Entra's listing order."""
+    q = ctx.query
+    if "$filter" in q:
+        users = [u for u in users if _filter(q["$filter"])(u)]
+    if "$search" in q:
+        _require_eventual(ctx, "Request with $search query parameter only works through MSGraph with a special "
+                          "request header: 'ConsistencyLevel: eventual'")
+        users = [u for u in users if _search(q["$search"])(u)]
+    return sorted(users, key=lambda u: (u.display_name.casefold(), u.id))
+
+
+def _page_size(q: Mapping[str, str]) -> int:
+    try:
+        top = int(q.get("$top", "100"))
+    except ValueError as exc:
+        raise GraphError(400, "Request_BadRequest", "Invalid value for $top.") from exc
+    if not 1 <= top <= 999:
+        raise GraphError(400, "Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 "
+                         "and 999 inclusive.")
+    return top
+
+
+def _selection(q: Mapping[str, str]) -> list[str]:
+    select = [s.strip() for s in q.get("$select", "").split(",") if s.strip()]
+    unknown = [s for s in select if s not in _SELECTABLE]
+    if unknown:
+        raise GraphError(400, "Request_BadRequest", f"Could not find a property named '{unknown[0]}' on type "
+                         "'microsoft.graph.user'.")
+    return select
+
+
 def handlers(api: GraphApi) -> dict[str, Callable[[Ctx], Awaitable[Response]]]:
     from devtools.sandbox.graph.rest import graph_json
 
-    def require(ctx: Ctx, delegated: frozenset[str], app: frozenset[str]) -> None:
-        granted = ctx.claims.roles if ctx.claims.app_only else ctx.claims.scopes
-        if not granted & (app if ctx.claims.app_only else delegated):
-            raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
-
     async def list_users(ctx: Ctx) -> Response:
-        require(ctx, DELEGATED_USERS, APP_USERS)
+        _require(ctx, DELEGATED_USERS, APP_USERS)
         q = ctx.query
-        users = list(api.directory.tenant_users(ctx.claims.tenant_id))
-        if "$filter" in q:
-            users = [u for u in users if _filter(q["$filter"])(u)]
-        if "$search" in q:
-            if ctx.request.headers.get("consistencylevel", "").lower() != "eventual":
-                raise GraphError(400, "Request_UnsupportedQuery", "Request with $search query parameter only works "
-                                 "through MSGraph with a special request header: 'ConsistencyLevel: eventual'")
-            users = [u for u in users if _search(q["$search"])(u)]
-        users.sort(key=lambda u: (u.display_name.casefold(), u.id))
-        try:
-            top = int(q.get("$top", "100"))
-        except ValueError as exc:
-            raise GraphError(400, "Request_BadRequest", "Invalid value for $top.") from exc
-        if not 1 <= top <= 999:
-            raise GraphError(400, "Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 "
-                             "and 999 inclusive.")
+        users = _matching_users(ctx, list(api.directory.tenant_users(ctx.claims.tenant_id)))
+        top = _page_size(q)
         start = _offset(q["$skiptoken"]) if "$skiptoken" in q else 0
         page = users[start:start + top]
-        select = [s.strip() for s in q.get("$select", "").split(",") if s.strip()]
-        unknown = [s for s in select if s not in _SELECTABLE]
-        if unknown:
-            raise GraphError(400, "Request_BadRequest", f"Could not find a property named '{unknown[0]}' on type "
-                             "'microsoft.graph.user'.")
+        select = _selection(q)
         items = []
         for user in page:
             full = _user_json(user)
             items.append({k: full[k] for k in (["id", *select] if select else full)})
         body: dict[str, Any] = {"@odata.context": f"{ctx.base}/$metadata#users", "value": items}
         if q.get("$count", "").lower() == "true":
-            if ctx.request.headers.get("consistencylevel", "").lower() != "eventual":
-                raise GraphError(400, "Request_UnsupportedQuery", "$count requires 'ConsistencyLevel: eventual'.")
+            _require_eventual(ctx, "$count requires 'ConsistencyLevel: eventual'.")
             body["@odata.count"] = len(users)
         if start + top < len(users):
             params = {k: v for k, v in ctx.request.query_params.items() if k.lower() != "$skiptoken"}
@@ -179,7 +199,7 @@ def handlers(api: GraphApi) -> dict[str, Callable[[Ctx], Awaitable[Response]]]:
         return graph_json(body)
 
     async def list_rooms(ctx: Ctx) -> Response:
-        require(ctx, PLACES, PLACES)
+        _require(ctx, PLACES, PLACES)
         rooms = sorted((u for u in api.directory.tenant_users(ctx.claims.tenant_id) if u.mailbox_kind == "room"),
                        key=lambda u: (u.display_name.casefold(), u.id))
         try:

@@ -7,7 +7,7 @@ weekly 09:00 meeting stays at 09:00 across daylight-saving switches.
 from __future__ import annotations
 
 import calendar as _calendar
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -23,14 +23,7 @@ class RecurrenceError(ValueError):
     """The recurrence is not one Exchange would store."""
 
 
-def normalise(raw: Any) -> dict[str, Any]:
-    """Validate a recurrence from a request body and return it in Graph's full response shape."""
-    if not isinstance(raw, dict):
-        raise RecurrenceError("recurrence must be an object")
-    pattern = raw.get("pattern") or {}
-    rng = raw.get("range") or {}
-    if not isinstance(pattern, dict) or not isinstance(rng, dict):
-        raise RecurrenceError("recurrence needs pattern and range")
+def _normalise_pattern(pattern: dict[str, Any]) -> dict[str, Any]:
     ptype = pattern.get("type")
     if ptype not in PATTERNS:
         raise RecurrenceError(f"unsupported recurrence pattern type {ptype!r}")
@@ -54,7 +47,11 @@ def normalise(raw: Any) -> dict[str, Any]:
     first_day = str(pattern.get("firstDayOfWeek") or "sunday").lower()
     if first_day not in DAYS:
         raise RecurrenceError("firstDayOfWeek is not a day")
+    return {"type": ptype, "interval": interval, "month": month, "dayOfMonth": day_of_month,
+            "daysOfWeek": days, "firstDayOfWeek": first_day, "index": index}
 
+
+def _normalise_range(rng: dict[str, Any]) -> dict[str, Any]:
     rtype = rng.get("type")
     if rtype not in RANGES:
         raise RecurrenceError(f"unsupported recurrence range type {rtype!r}")
@@ -62,11 +59,10 @@ def normalise(raw: Any) -> dict[str, Any]:
         start = date.fromisoformat(str(rng.get("startDate")))
     except ValueError as exc:
         raise RecurrenceError("range.startDate must be a date") from exc
-    end_raw = rng.get("endDate")
-    end = "0001-01-01"
+    end = "0001-01-01"  # Graph's "no end date"
     if rtype == "endDate":
         try:
-            end = date.fromisoformat(str(end_raw)).isoformat()
+            end = date.fromisoformat(str(rng.get("endDate"))).isoformat()
         except ValueError as exc:
             raise RecurrenceError("range.endDate must be a date") from exc
         if end < start.isoformat():
@@ -74,13 +70,20 @@ def normalise(raw: Any) -> dict[str, Any]:
     count = int(rng.get("numberOfOccurrences") or 0)
     if rtype == "numbered" and count < 1:
         raise RecurrenceError("range.numberOfOccurrences must be positive")
-    return {
-        "pattern": {"type": ptype, "interval": interval, "month": month, "dayOfMonth": day_of_month,
-                    "daysOfWeek": days, "firstDayOfWeek": first_day, "index": index},
-        "range": {"type": rtype, "startDate": start.isoformat(), "endDate": end,
-                  "recurrenceTimeZone": str(rng.get("recurrenceTimeZone") or ""),
-                  "numberOfOccurrences": count if rtype == "numbered" else 0},
-    }
+    return {"type": rtype, "startDate": start.isoformat(), "endDate": end,
+            "recurrenceTimeZone": str(rng.get("recurrenceTimeZone") or ""),
+            "numberOfOccurrences": count if rtype == "numbered" else 0}
+
+
+def normalise(raw: Any) -> dict[str, Any]:
+    """Validate a recurrence from a request body and return it in Graph's full response shape."""
+    if not isinstance(raw, dict):
+        raise RecurrenceError("recurrence must be an object")
+    pattern = raw.get("pattern") or {}
+    rng = raw.get("range") or {}
+    if not isinstance(pattern, dict) or not isinstance(rng, dict):
+        raise RecurrenceError("recurrence needs pattern and range")
+    return {"pattern": _normalise_pattern(pattern), "range": _normalise_range(rng)}
 
 
 def _month_add(day: date, months: int) -> tuple[int, int]:
@@ -97,54 +100,68 @@ def _nth_weekday(year: int, month: int, weekday: int, index: str) -> date | None
     return date(year, month, days[pos]) if pos < len(days) else None
 
 
+def _daily(p: dict[str, Any], start: date) -> Iterator[date]:
+    day = start
+    while True:
+        yield day
+        day += timedelta(days=p["interval"])
+
+
+def _weekly(p: dict[str, Any], start: date) -> Iterator[date]:
+    wanted = sorted(DAYS.index(d) for d in p["daysOfWeek"])
+    first = DAYS.index(p["firstDayOfWeek"])
+    week_start = start - timedelta(days=(start.weekday() - first) % 7)
+    while True:
+        for offset in range(7):
+            day = week_start + timedelta(days=offset)
+            if day.weekday() in wanted and day >= start:
+                yield day
+        week_start += timedelta(weeks=p["interval"])
+
+
+def _absolute_monthly(p: dict[str, Any], start: date) -> Iterator[date]:
+    n = 0
+    while True:
+        y, m = _month_add(start, n)
+        dom = min(p["dayOfMonth"], _calendar.monthrange(y, m)[1])
+        day = date(y, m, dom)
+        if day >= start:
+            yield day
+        n += p["interval"]
+
+
+def _relative_monthly(p: dict[str, Any], start: date) -> Iterator[date]:
+    n = 0
+    wanted = sorted(DAYS.index(d) for d in p["daysOfWeek"])
+    while True:
+        y, m = _month_add(start, n)
+        found = sorted(d for d in (_nth_weekday(y, m, w, p["index"]) for w in wanted) if d)
+        for day in found:
+            if day >= start:
+                yield day
+        n += p["interval"]
+
+
+def _absolute_yearly(p: dict[str, Any], start: date) -> Iterator[date]:
+    year = start.year
+    while True:
+        dom = min(p["dayOfMonth"], _calendar.monthrange(year, p["month"])[1])
+        day = date(year, p["month"], dom)
+        if day >= start:
+            yield day
+        year += p["interval"]
+
+
+_PATTERN_DATES: dict[str, Callable[[dict[str, Any], date], Iterator[date]]] = {
+    "daily": _daily, "weekly": _weekly, "absoluteMonthly": _absolute_monthly,
+    "relativeMonthly": _relative_monthly, "absoluteYearly": _absolute_yearly,
+}
+
+
 def _candidates(rec: dict[str, Any]) -> Iterator[date]:
     """Every date the pattern produces from the range start, ascending, before range limits."""
     p = rec["pattern"]
-    start = date.fromisoformat(rec["range"]["startDate"])
-    interval = p["interval"]
-    ptype = p["type"]
-    if ptype == "daily":
-        day = start
-        while True:
-            yield day
-            day += timedelta(days=interval)
-    elif ptype == "weekly":
-        wanted = sorted(DAYS.index(d) for d in p["daysOfWeek"])
-        first = DAYS.index(p["firstDayOfWeek"])
-        week_start = start - timedelta(days=(start.weekday() - first) % 7)
-        while True:
-            for offset in range(7):
-                day = week_start + timedelta(days=offset)
-                if day.weekday() in wanted and day >= start:
-                    yield day
-            week_start += timedelta(weeks=interval)
-    elif ptype == "absoluteMonthly":
-        n = 0
-        while True:
-            y, m = _month_add(start, n)
-            dom = min(p["dayOfMonth"], _calendar.monthrange(y, m)[1])
-            day = date(y, m, dom)
-            if day >= start:
-                yield day
-            n += interval
-    elif ptype == "relativeMonthly":
-        n = 0
-        wanted = sorted(DAYS.index(d) for d in p["daysOfWeek"])
-        while True:
-            y, m = _month_add(start, n)
-            found = sorted(d for d in (_nth_weekday(y, m, w, p["index"]) for w in wanted) if d)
-            for day in found:
-                if day >= start:
-                    yield day
-            n += interval
-    else:  # absoluteYearly
-        year = start.year
-        while True:
-            dom = min(p["dayOfMonth"], _calendar.monthrange(year, p["month"])[1])
-            day = date(year, p["month"], dom)
-            if day >= start:
-                yield day
-            year += interval
+    return _PATTERN_DATES[p["type"]](p, date.fromisoformat(rec["range"]["startDate"]))
 
 
 def occurrence_dates(rec: dict[str, Any], until: date) -> Iterator[date]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -269,68 +270,113 @@ def _wall(raw: Any, name: str) -> tuple[datetime, str]:
     return value, tz
 
 
+FieldReader = Callable[[Any], dict[str, Any]]
+
+
+def _start(value: Any) -> dict[str, Any]:
+    local, tz = _wall(value, "start")
+    return {"start_local": local, "tz": tz}
+
+
+def _end(value: Any) -> dict[str, Any]:
+    local, tz = _wall(value, "end")
+    return {"end_local": local, "end_tz": tz}
+
+
+def _optional_string(key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"{key} must be a string")
+    return value
+
+
+def _subject(value: Any) -> dict[str, Any]:
+    return {"subject": _optional_string("subject", value) or ""}
+
+
+def _transaction_id(value: Any) -> dict[str, Any]:
+    return {"transaction_id": _optional_string("transactionId", value) or None}
+
+
+def _typed(key: str, name: str, kind: type, what: str) -> FieldReader:
+    """A reader of a field that must be of one JSON type (``what`` names it in the error)."""
+    def read(value: Any) -> dict[str, Any]:
+        if not isinstance(value, kind):
+            raise _bad(f"{key} must be {what}")
+        return {name: value}
+    return read
+
+
+def _categories(value: Any) -> dict[str, Any]:
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise _bad("categories must be a list of strings")
+    return {"categories": list(value)}
+
+
+def _body(value: Any) -> dict[str, Any]:
+    b = value or {}
+    if not isinstance(b, dict):
+        raise _bad("body must be an itemBody")
+    ctype = str(b.get("contentType") or "text").lower()
+    if ctype not in ("text", "html"):
+        raise GraphError(400, "RequestBodyRead", f"Requested value '{b.get('contentType')}' was not found.")
+    return {"body": str(b.get("content") or ""), "body_type": ctype}
+
+
+def _location(value: Any) -> dict[str, Any]:
+    loc = value or {}
+    return {"location": str(loc.get("displayName") or "") if isinstance(loc, dict) else ""}
+
+
+def _recurrence(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"recurrence": None}
+    try:
+        return {"recurrence": rec.normalise(value)}
+    except rec.RecurrenceError as exc:
+        raise _bad(str(exc)) from exc
+
+
+def _extended_properties(value: Any) -> dict[str, Any]:
+    if not isinstance(value, list):
+        raise _bad("singleValueExtendedProperties must be a collection")
+    parsed = []
+    for p in value:
+        if not isinstance(p, dict) or not isinstance(p.get("id"), str) or not isinstance(p.get("value"), str):
+            raise _bad("each singleValueExtendedProperty needs an id and a string value")
+        if not _EXT_PROP_ID.match(p["id"]):
+            raise GraphError(400, "ErrorInvalidProperty",
+                             f"The property '{p['id']}' is not a valid extended property id.")
+        parsed.append((p["id"], p["value"]))
+    return {"ext_props": parsed}
+
+
+# The event properties the stand-in stores, in the order they are checked (the first bad one is reported).
+_EVENT_FIELDS: tuple[tuple[str, FieldReader], ...] = (
+    ("start", _start),
+    ("end", _end),
+    ("subject", _subject),
+    ("transactionId", _transaction_id),
+    ("showAs", _typed("showAs", "show_as", str, "a string")),
+    ("sensitivity", _typed("sensitivity", "sensitivity", str, "a string")),
+    ("importance", _typed("importance", "importance", str, "a string")),
+    ("isAllDay", _typed("isAllDay", "is_all_day", bool, "a boolean")),
+    ("isCancelled", _typed("isCancelled", "is_cancelled", bool, "a boolean")),
+    ("categories", _categories),
+    ("body", _body),
+    ("location", _location),
+    ("recurrence", _recurrence),
+    ("singleValueExtendedProperties", _extended_properties),
+)
+
+
 def event_fields(body: Any, *, partial: bool) -> dict[str, Any]:
     """Translate an event request body into stand-in fields; raises GraphError 400 on bad input."""
     if not isinstance(body, dict):
         raise _bad("Empty Payload. JSON content expected.")
-    fields: dict[str, Any] = {}
     if not partial and ("start" not in body or "end" not in body):
         raise GraphError(400, "ErrorInvalidRequest", "Your request can't be completed. start and end are required.")
-    if "start" in body:
-        fields["start_local"], fields["tz"] = _wall(body["start"], "start")
-    if "end" in body:
-        fields["end_local"], fields["end_tz"] = _wall(body["end"], "end")
-    for key, name in (("subject", "subject"), ("transactionId", "transaction_id")):
+    fields: dict[str, Any] = {}
+    for key, read in _EVENT_FIELDS:
         if key in body:
-            if body[key] is not None and not isinstance(body[key], str):
-                raise _bad(f"{key} must be a string")
-            fields[name] = body[key] or ("" if key == "subject" else None)
-    for key, name in (("showAs", "show_as"), ("sensitivity", "sensitivity"), ("importance", "importance")):
-        if key in body:
-            if not isinstance(body[key], str):
-                raise _bad(f"{key} must be a string")
-            fields[name] = body[key]
-    for key, name in (("isAllDay", "is_all_day"), ("isCancelled", "is_cancelled")):
-        if key in body:
-            if not isinstance(body[key], bool):
-                raise _bad(f"{key} must be a boolean")
-            fields[name] = body[key]
-    if "categories" in body:
-        cats = body["categories"]
-        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
-            raise _bad("categories must be a list of strings")
-        fields["categories"] = list(cats)
-    if "body" in body:
-        b = body["body"] or {}
-        if not isinstance(b, dict):
-            raise _bad("body must be an itemBody")
-        ctype = str(b.get("contentType") or "text").lower()
-        if ctype not in ("text", "html"):
-            raise GraphError(400, "RequestBodyRead", f"Requested value '{b.get('contentType')}' was not found.")
-        fields["body"] = str(b.get("content") or "")
-        fields["body_type"] = ctype
-    if "location" in body:
-        loc = body["location"] or {}
-        fields["location"] = str(loc.get("displayName") or "") if isinstance(loc, dict) else ""
-    if "recurrence" in body:
-        if body["recurrence"] is None:
-            fields["recurrence"] = None
-        else:
-            try:
-                fields["recurrence"] = rec.normalise(body["recurrence"])
-            except rec.RecurrenceError as exc:
-                raise _bad(str(exc)) from exc
-    if "singleValueExtendedProperties" in body:
-        props = body["singleValueExtendedProperties"]
-        if not isinstance(props, list):
-            raise _bad("singleValueExtendedProperties must be a collection")
-        parsed = []
-        for p in props:
-            if not isinstance(p, dict) or not isinstance(p.get("id"), str) or not isinstance(p.get("value"), str):
-                raise _bad("each singleValueExtendedProperty needs an id and a string value")
-            if not _EXT_PROP_ID.match(p["id"]):
-                raise GraphError(400, "ErrorInvalidProperty",
-                                 f"The property '{p['id']}' is not a valid extended property id.")
-            parsed.append((p["id"], p["value"]))
-        fields["ext_props"] = parsed
+            fields.update(read(body[key]))
     return fields

@@ -401,6 +401,13 @@ class GraphApi:
             raise GraphError(400, "ErrorInvalidUrlQueryFilter", "The query filter contains one or more invalid nodes.")
         return pid.group(1).replace("''", "'"), val.group(1).replace("''", "'") if val else None
 
+    def _collection(self, ctx: Ctx, context: str, value: list[Any], next_link: str | None) -> Response:
+        """One page of a collection, with the link to the next page where there is one."""
+        body: dict[str, Any] = {"@odata.context": self._context(ctx, context), "value": value}
+        if next_link:
+            body["@odata.nextLink"] = next_link
+        return graph_json(body)
+
     def _page(self, ctx: Ctx, items: list[Any]) -> tuple[list[Any], str | None]:
         q = ctx.query
         try:
@@ -476,11 +483,7 @@ class GraphApi:
     async def list_calendars(self, ctx: Ctx) -> Response:
         assert ctx.mailbox is not None
         items, next_link = self._page(ctx, self._visible_calendars(ctx))
-        body: dict[str, Any] = {"@odata.context": self._context(ctx, f"users('{ctx.mailbox.id}')/calendars"),
-                                "value": items}
-        if next_link:
-            body["@odata.nextLink"] = next_link
-        return graph_json(body)
+        return self._collection(ctx, f"users('{ctx.mailbox.id}')/calendars", items, next_link)
 
     async def get_default_calendar(self, ctx: Ctx) -> Response:
         cal, can_edit = self._calendar(ctx, None, write=False)
@@ -557,10 +560,7 @@ class GraphApi:
         items, next_link = self._page(ctx, events)
         value = [self._event_json(ctx, self.state.instance(e, None), view_zone=ctx.view_zone, expand=expand,
                                   select=self._select(ctx)) for e in items]
-        body: dict[str, Any] = {"@odata.context": self._context(ctx, "users/events"), "value": value}
-        if next_link:
-            body["@odata.nextLink"] = next_link
-        return graph_json(body)
+        return self._collection(ctx, "users/events", value, next_link)
 
     async def create_event(self, ctx: Ctx) -> Response:
         cal, _ = self._calendar(ctx, self._path_calendar(ctx), write=True)
@@ -609,10 +609,7 @@ class GraphApi:
         items, next_link = self._page(ctx, self.state.instances_of(ev, start, end))
         value = [self._event_json(ctx, i, view_zone=ctx.view_zone, expand=None, select=self._select(ctx))
                  for i in items]
-        body: dict[str, Any] = {"@odata.context": self._context(ctx, "users/events/instances"), "value": value}
-        if next_link:
-            body["@odata.nextLink"] = next_link
-        return graph_json(body)
+        return self._collection(ctx, "users/events/instances", value, next_link)
 
     async def calendar_view(self, ctx: Ctx) -> Response:
         cal, _ = self._calendar(ctx, self._path_calendar(ctx), write=False)
@@ -621,10 +618,7 @@ class GraphApi:
         expand = self._expand(ctx)
         value = [self._event_json(ctx, i, view_zone=ctx.view_zone, expand=expand, select=self._select(ctx))
                  for i in items]
-        body: dict[str, Any] = {"@odata.context": self._context(ctx, "users/calendarView"), "value": value}
-        if next_link:
-            body["@odata.nextLink"] = next_link
-        return graph_json(body)
+        return self._collection(ctx, "users/calendarView", value, next_link)
 
     # --- delta --------------------------------------------------------------------------------------
     async def delta(self, ctx: Ctx) -> Response:

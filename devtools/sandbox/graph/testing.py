@@ -270,6 +270,7 @@ class World:
         return graph_client(self.env.base_url, self.env.ca_path, token)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class GraphTestEnv:
     """The Graph stand-in as tests see it: where it listens, its CA, its directory and state.
 
@@ -278,16 +279,18 @@ class GraphTestEnv:
     each test its own tenant and deterministic behaviour; ``reset()`` restores what it changed.
     """
 
-    def __init__(self, *, directory: Any, graph: Any, base_url: str, http_base: str, ca_path: Path,
-                 servers: tuple[ServerThread, ...] = ()) -> None:
-        self.directory = directory
-        self.graph = graph
-        self.base_url = base_url
-        self.http_base = http_base
-        self.ca_path = ca_path
-        self._servers = servers
-        self._behaviour = graph.state.behaviour
-        self._worlds = 0
+    directory: Any
+    graph: Any
+    base_url: str
+    http_base: str
+    ca_path: Path
+    #: the servers ``standalone`` started, which ``stop()`` ends
+    servers: tuple[ServerThread, ...] = ()
+    #: the stand-in's behaviour before the first world, which ``reset()`` restores
+    _behaviour: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._behaviour = self.graph.state.behaviour
 
     @classmethod
     def of(cls, running: Any) -> GraphTestEnv:
@@ -310,7 +313,7 @@ class GraphTestEnv:
                    ca_path=ca_path, servers=(http, https))
 
     def stop(self) -> None:
-        for server in self._servers:
+        for server in self.servers:
             server.stop()
 
     def reset(self) -> None:
@@ -323,7 +326,6 @@ class GraphTestEnv:
 
         from devtools.sandbox.graph.model import Behaviour
 
-        self._worlds += 1
         state = self.graph.state
         state.behaviour = Behaviour(empty_page_probability=0.0, replay_probability=0.0, duplicate_probability=0.0,
                                     coalesce_delay=0.05, retry_base_delay=0.05, housekeeping_interval=0.2)

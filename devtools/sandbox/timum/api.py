@@ -63,15 +63,21 @@ class ApiProblem(Exception):
         self.headers = headers or {}
 
 
-def problem(status: int, code: str, detail: str, *, field: str | None = None,
-            errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+def _problem_json(status: int, code: str, detail: str, *, field: str | None = None,
+                  errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": f"urn:problem-type:timum:{code}", "title": _TITLES.get(status, "Error"),
                             "status": status, "detail": detail, "code": code}
     if field:
         body["field"] = field
     if errors:
         body["errors"] = errors
-    return Response(json.dumps(body), status_code=status, media_type="application/problem+json", headers=headers)
+    return body
+
+
+def problem(status: int, code: str, detail: str, *, field: str | None = None,
+            errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(_problem_json(status, code, detail, field=field, errors=errors)), status_code=status,
+                    media_type="application/problem+json", headers=headers)
 
 
 def _from_sandbox_error(exc: SandboxError) -> ApiProblem:
@@ -122,17 +128,6 @@ def _slot_values(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, s
     return values, errors
 
 
-def _problem_json(status: int, code: str, detail: str, *, field: str | None = None,
-                  errors: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": f"urn:problem-type:timum:{code}", "title": _TITLES.get(status, "Error"),
-                            "status": status, "detail": detail, "code": code}
-    if field:
-        body["field"] = field
-    if errors:
-        body["errors"] = errors
-    return body
-
-
 class TimumApi:
     def __init__(self, state: TimumState) -> None:
         #: ``organisation.status_changed`` events as received (one per provider and revocation)
@@ -174,9 +169,9 @@ class TimumApi:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
 
     @staticmethod
-    async def _json_object(request: Request) -> dict[str, Any]:
+    async def _json_object(request: Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
         raw = await request.body()
-        if len(raw) > MAX_BODY:
+        if len(raw) > max_bytes:
             raise ApiProblem(400, "bad_request", "the body is too large")
         try:
             body = json.loads(raw)
@@ -267,15 +262,7 @@ class TimumApi:
     async def write_slots(self, request: Request) -> Response:
         """``writeBlockedSlots``: every item applied on its own, one result each."""
         pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
-        raw = await request.body()
-        if len(raw) > MAX_BATCH_BODY:
-            raise ApiProblem(400, "bad_request", "the body is too large")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiProblem(400, "bad_request", "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiProblem(400, "bad_request", "the body must be a JSON object")
+        body = await self._json_object(request, MAX_BATCH_BODY)
         extra = sorted(set(body) - {"items"})
         if extra:
             raise ApiProblem(400, "bad_request", f"{extra[0]}: unknown field", field=extra[0])

@@ -7,9 +7,11 @@ Plain HTML forms (POST, then 303 back), so every page works without JavaScript. 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -20,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from devtools.sandbox.timum.i18n import TEXTS, format_span, pick_lang
 from devtools.sandbox.timum.service import ServiceClient, ServiceError
-from devtools.sandbox.timum.state import Resource, SandboxError, Slot, TimumState, UnknownItem
+from devtools.sandbox.timum.state import Resource, SandboxBooking, SandboxError, Slot, TimumState, UnknownItem
 from shared.domain import Customer
 
 SERVICES = ("Krankengymnastik 30 min", "Manuelle Therapie", "Lymphdrainage", "Erstgespräch")
@@ -33,6 +35,11 @@ SETTING_CHOICES: dict[str, tuple[str, ...]] = {
     "locale": ("de", "en"),
 }
 MAX_URL = 2048
+T = TypeVar("T")
+#: a provider page's action: (provider id, route parameters, form) → the notice to show
+ProviderAction = Callable[[str, Any, dict[str, str]], Awaitable[str]]
+#: a linked resource's action: (provider id, resource id, form) → the notice to show
+ResourceAction = Callable[[str, str, dict[str, str]], Awaitable[str]]
 
 
 def ago(moment: datetime, now: datetime, lang: str) -> str:
@@ -144,6 +151,14 @@ class TimumUi:
         return self._render("message.html", lang, status=404, heading=TEXTS[lang]["not_found"], back_url=None)
 
     @staticmethod
+    def _find(lookup: Callable[..., T], *ids: str) -> T | None:
+        """What a route names, or None where it does not exist (the page answers 404)."""
+        try:
+            return lookup(*ids)
+        except UnknownItem:
+            return None
+
+    @staticmethod
     def _local_datetime(day: str, clock: str, tz: str) -> datetime:
         try:
             return datetime.combine(date.fromisoformat(day), time.fromisoformat(clock), tzinfo=ZoneInfo(tz))
@@ -159,9 +174,8 @@ class TimumUi:
                             status: int = 200) -> Response:
         lang = lang or pick_lang(request.query_params.get("lang"))
         pid = request.path_params["providerId"]
-        try:
-            provider = self.state.provider(pid)
-        except UnknownItem:
+        provider = self._find(self.state.provider, pid)
+        if provider is None:
             return self._not_found(lang)
         tz = ZoneInfo(provider.time_zone)
         try:
@@ -211,18 +225,20 @@ class TimumUi:
                             when=format_span(booking.start.astimezone(rtz), booking.end.astimezone(rtz), lang))
 
     # --- actions ---------------------------------------------------------------------------------
-    async def _act(self, request: Request, action: str) -> Response:
+    # Each action form posts to its own route (``routes``: the action bound to ``_act`` or
+    # ``_resource_act``); an action returns the notice shown after the redirect.
+    async def _posted(self, request: Request) -> tuple[dict[str, str], str]:
+        """A posted form and the language of the page it came from."""
         form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        return form, pick_lang(form.get("lang") or request.query_params.get("lang"))
+
+    async def _act(self, request: Request, apply: ProviderAction) -> Response:
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        try:
-            self.state.provider(pid)
-        except UnknownItem:
+        if self._find(self.state.provider, pid) is None:
             return self._not_found(lang)
         try:
-            if action == "book":
-                await self._check_outlook(pid, form)
-            done = self._apply(action, pid, request.path_params, form)
+            done = await apply(pid, request.path_params, form)
         except SandboxError as exc:
             status = 404 if isinstance(exc, UnknownItem) else 400 if exc.field else 409
             return await self.provider_page(request, lang=lang, error=self._error_text(exc, lang), status=status)
@@ -240,46 +256,42 @@ class TimumUi:
         minutes = int(form["duration"]) if form.get("duration", "").isdigit() else 30
         await check_outlook(self.state.config, pid, resource.id, start, start + timedelta(minutes=max(1, minutes)))
 
-    def _apply(self, action: str, pid: str, params: Any, form: dict[str, str]) -> str:
-        if action == "book":
-            resource = self.state.resource(pid, form.get("resourceId", ""))
-            start = self._local_datetime(form.get("date", ""), form.get("time", ""), resource.time_zone)
-            try:
-                minutes = int(form.get("duration", "30"))
-            except ValueError:
-                minutes = 0
-            if minutes <= 0:
-                raise SandboxError("duration must be positive", field="duration", key="end_before_start")
-            customer = Customer(form.get("customerName", ""), form.get("customerEmail", ""),
-                                form.get("customerPhone", ""))
-            self.state.make_booking(pid, resource.id, start, duration=timedelta(minutes=minutes),
-                                    service_name=form.get("serviceName") or SERVICES[0], customer=customer,
-                                    notes=form.get("notes", ""))
-            return "booking_created"
-        if action == "resource":
-            self.state.create_resource(pid, form.get("name", ""))
-            return "resource_created"
+    async def _book(self, pid: str, params: Any, form: dict[str, str]) -> str:
+        await self._check_outlook(pid, form)
+        resource = self.state.resource(pid, form.get("resourceId", ""))
+        start = self._local_datetime(form.get("date", ""), form.get("time", ""), resource.time_zone)
+        try:
+            minutes = int(form.get("duration", "30"))
+        except ValueError:
+            minutes = 0
+        if minutes <= 0:
+            raise SandboxError("duration must be positive", field="duration", key="end_before_start")
+        customer = Customer(form.get("customerName", ""), form.get("customerEmail", ""),
+                            form.get("customerPhone", ""))
+        self.state.make_booking(pid, resource.id, start, duration=timedelta(minutes=minutes),
+                                service_name=form.get("serviceName") or SERVICES[0], customer=customer,
+                                notes=form.get("notes", ""))
+        return "booking_created"
+
+    async def _add_resource(self, pid: str, params: Any, form: dict[str, str]) -> str:
+        self.state.create_resource(pid, form.get("name", ""))
+        return "resource_created"
+
+    def _own_booking(self, pid: str, params: Any) -> SandboxBooking:
         booking = self.state.booking(params["bookingId"])
         if booking.provider_id != pid:
             raise UnknownItem("booking", booking.id)
-        if action == "reschedule":
-            start = self._local_datetime(form.get("date", ""), form.get("time", ""), booking.time_zone)
-            self.state.reschedule_booking(booking.id, start)
-            return "booking_rescheduled"
-        self.state.cancel_booking(booking.id)
+        return booking
+
+    async def _reschedule(self, pid: str, params: Any, form: dict[str, str]) -> str:
+        booking = self._own_booking(pid, params)
+        start = self._local_datetime(form.get("date", ""), form.get("time", ""), booking.time_zone)
+        self.state.reschedule_booking(booking.id, start)
+        return "booking_rescheduled"
+
+    async def _cancel(self, pid: str, params: Any, form: dict[str, str]) -> str:
+        self.state.cancel_booking(self._own_booking(pid, params).id)
         return "booking_cancelled"
-
-    async def book(self, request: Request) -> Response:
-        return await self._act(request, "book")
-
-    async def add_resource(self, request: Request) -> Response:
-        return await self._act(request, "resource")
-
-    async def reschedule(self, request: Request) -> Response:
-        return await self._act(request, "reschedule")
-
-    async def cancel(self, request: Request) -> Response:
-        return await self._act(request, "cancel")
 
     # --- what the service decides: unlink, resync, ICS feed and import, settings ---------------------
     def _service_error(self, exc: ServiceError, lang: str) -> tuple[str, int]:
@@ -294,16 +306,13 @@ class TimumUi:
             return t["err_service_url"].format(detail=exc.detail), 400
         return t["err_service"].format(detail=exc.detail or exc.code), exc.status if exc.status < 500 else 502
 
-    async def _resource_act(self, request: Request, action: str) -> Response:
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+    async def _resource_act(self, request: Request, apply: ResourceAction) -> Response:
+        form, lang = await self._posted(request)
         pid, rid = request.path_params["providerId"], request.path_params["resourceId"]
-        try:
-            self.state.resource(pid, rid)
-        except UnknownItem:
+        if self._find(self.state.resource, pid, rid) is None:
             return self._not_found(lang)
         try:
-            done = await self._apply_service(action, pid, rid, form)
+            done = await apply(pid, rid, form)
         except ServiceError as exc:
             text, status = self._service_error(exc, lang)
             return await self.provider_page(request, lang=lang, error=text, status=status)
@@ -312,22 +321,26 @@ class TimumUi:
         target = self._url(f"/timum/providers/{pid}", lang, done=done) + f"#resource-{quote(rid, safe='')}"
         return RedirectResponse(target, status_code=303)
 
-    async def _apply_service(self, action: str, pid: str, rid: str, form: dict[str, str]) -> str:
-        if action == "unlink":
-            purge = form.get("deleteOutlookEvents") == "true"
-            await self.service.unlink(pid, rid, delete_outlook_events=purge)
-            return "unlinked_deleted" if purge else "unlinked"
-        if action == "resync":
-            await self.service.resync(pid, rid)
-            return "resync"
-        if action == "feed":
-            feed = await self.service.issue_feed(pid, rid)
-            self.state.keep_feed_url(pid, rid, str(feed.get("url") or "") or None)
-            return "feed_issued"
-        if action == "revoke":
-            await self.service.revoke_feed(pid, rid)
-            self.state.keep_feed_url(pid, rid, None)
-            return "feed_revoked"
+    async def _unlink(self, pid: str, rid: str, form: dict[str, str]) -> str:
+        purge = form.get("deleteOutlookEvents") == "true"
+        await self.service.unlink(pid, rid, delete_outlook_events=purge)
+        return "unlinked_deleted" if purge else "unlinked"
+
+    async def _resync(self, pid: str, rid: str, form: dict[str, str]) -> str:
+        await self.service.resync(pid, rid)
+        return "resync"
+
+    async def _issue_feed(self, pid: str, rid: str, form: dict[str, str]) -> str:
+        feed = await self.service.issue_feed(pid, rid)
+        self.state.keep_feed_url(pid, rid, str(feed.get("url") or "") or None)
+        return "feed_issued"
+
+    async def _revoke_feed(self, pid: str, rid: str, form: dict[str, str]) -> str:
+        await self.service.revoke_feed(pid, rid)
+        self.state.keep_feed_url(pid, rid, None)
+        return "feed_revoked"
+
+    async def _ics_import(self, pid: str, rid: str, form: dict[str, str]) -> str:
         url = form.get("url", "")
         if not url:
             raise SandboxError("url missing", field="url", key="url_required")
@@ -336,28 +349,12 @@ class TimumUi:
         await self.service.ics_import(pid, rid, url)
         return "ics_imported"
 
-    async def unlink(self, request: Request) -> Response:
-        return await self._resource_act(request, "unlink")
-
-    async def resync(self, request: Request) -> Response:
-        return await self._resource_act(request, "resync")
-
-    async def issue_feed(self, request: Request) -> Response:
-        return await self._resource_act(request, "feed")
-
-    async def revoke_feed(self, request: Request) -> Response:
-        return await self._resource_act(request, "revoke")
-
-    async def ics_import(self, request: Request) -> Response:
-        return await self._resource_act(request, "import")
-
     async def settings_page(self, request: Request, *, lang: str | None = None, error: str = "",
                             status: int = 200, values: dict[str, Any] | None = None) -> Response:
         lang = lang or pick_lang(request.query_params.get("lang"))
         pid = request.path_params["providerId"]
-        try:
-            provider = self.state.provider(pid)
-        except UnknownItem:
+        provider = self._find(self.state.provider, pid)
+        if provider is None:
             return self._not_found(lang)
         if values is None:
             try:
@@ -373,12 +370,9 @@ class TimumUi:
                                                      "de" if lang == "en" else "en"))
 
     async def save_settings(self, request: Request) -> Response:
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
-        try:
-            self.state.provider(pid)
-        except UnknownItem:
+        if self._find(self.state.provider, pid) is None:
             return self._not_found(lang)
         # Only the choices the form offers go to the service, which checks them again.
         values: dict[str, Any] = {name: form[name] for name in SETTING_CHOICES if form.get(name)}
@@ -393,8 +387,7 @@ class TimumUi:
 
     async def connect(self, request: Request) -> Response:
         """The two buttons: send the browser to the service with a freshly signed connect link."""
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         pid = request.path_params["providerId"]
         rid = request.path_params.get("resourceId")
         try:
@@ -407,8 +400,7 @@ class TimumUi:
 
     async def connect_organisation(self, request: Request) -> Response:
         """"Für die ganze Organisation verbinden": a signed connect link with the ``org`` scope."""
-        form = await self._form(request)
-        lang = pick_lang(form.get("lang") or request.query_params.get("lang"))
+        form, lang = await self._posted(request)
         try:
             url = self.state.connect_url(request.path_params["providerId"], None, locale=lang, scope="org")
         except UnknownItem:
@@ -421,23 +413,25 @@ class TimumUi:
 
     def routes(self) -> list[BaseRoute]:
         p = "/timum/providers/{providerId}"
+        r = f"{p}/resources/{{resourceId}}"
+        b = f"{p}/bookings/{{bookingId}}"
         return [
             Route("/timum", self.root_redirect, methods=["GET"]),
             Route("/timum/", self.index, methods=["GET"]),
             Route(p, self.provider_page, methods=["GET"]),
             Route(f"{p}/connect", self.connect, methods=["POST"]),
             Route(f"{p}/connect-organisation", self.connect_organisation, methods=["POST"]),
-            Route(f"{p}/resources", self.add_resource, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/connect", self.connect, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/unlink", self.unlink, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/resync", self.resync, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/ics-feed", self.issue_feed, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/ics-feed/revoke", self.revoke_feed, methods=["POST"]),
-            Route(f"{p}/resources/{{resourceId}}/ics-import", self.ics_import, methods=["POST"]),
+            Route(f"{p}/resources", partial(self._act, apply=self._add_resource), methods=["POST"]),
+            Route(f"{r}/connect", self.connect, methods=["POST"]),
+            Route(f"{r}/unlink", partial(self._resource_act, apply=self._unlink), methods=["POST"]),
+            Route(f"{r}/resync", partial(self._resource_act, apply=self._resync), methods=["POST"]),
+            Route(f"{r}/ics-feed", partial(self._resource_act, apply=self._issue_feed), methods=["POST"]),
+            Route(f"{r}/ics-feed/revoke", partial(self._resource_act, apply=self._revoke_feed), methods=["POST"]),
+            Route(f"{r}/ics-import", partial(self._resource_act, apply=self._ics_import), methods=["POST"]),
             Route(f"{p}/settings", self.settings_page, methods=["GET"]),
             Route(f"{p}/settings", self.save_settings, methods=["POST"]),
-            Route(f"{p}/bookings", self.book, methods=["POST"]),
-            Route(f"{p}/bookings/{{bookingId}}", self.booking_page, methods=["GET"]),
-            Route(f"{p}/bookings/{{bookingId}}/reschedule", self.reschedule, methods=["POST"]),
-            Route(f"{p}/bookings/{{bookingId}}/cancel", self.cancel, methods=["POST"]),
+            Route(f"{p}/bookings", partial(self._act, apply=self._book), methods=["POST"]),
+            Route(b, self.booking_page, methods=["GET"]),
+            Route(f"{b}/reschedule", partial(self._act, apply=self._reschedule), methods=["POST"]),
+            Route(f"{b}/cancel", partial(self._act, apply=self._cancel), methods=["POST"]),
         ]
