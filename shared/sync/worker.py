@@ -2,8 +2,7 @@
 
 One run per link at a time (``LeaseRepository.run_coalesced``): a message that finds the lease
 held marks it dirty and returns, and the holder runs once more before letting go, so a burst of
-notifications costs a few delta rounds, not one each. The first message to knock also queues one
-look for after the lease's expiry, in case the holder died with it. Each run loads the link and runs it the
+notifications costs a few delta rounds, not one each. Each run loads the link and runs it the
 way its mode asks — Graph (``shared.outlook.run``) or a published calendar
 (``shared.ics.run``); both share the rounds of ``shared.sync.rounds``.
 """
@@ -11,8 +10,6 @@ way its mode asks — Graph (``shared.outlook.run``) or a published calendar
 from __future__ import annotations
 
 import asyncio
-import math
-from datetime import datetime
 
 from shared.context import Services
 from shared.domain import LinkKey, LinkMode
@@ -59,18 +56,8 @@ async def run_sync(services: Services, message: SyncMessage, *, worker_id: str) 
         # Still dirty after the cap: hand the rest to a fresh message.
         await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), message.reason).to_json())
 
-    async def look_after(expires_at: datetime) -> None:
-        # The holder may have died holding the lease: then no one runs for the changes this
-        # message announced until the next notification. One look after the lease's expiry, by
-        # the first to knock (a live holder's rerun has caught up by then: an empty delta round).
-        # A full request needs none: it goes back to the queue anyway.
-        delay = max(1, math.ceil((expires_at - services.clock()).total_seconds()) + 1)
-        await services.storage.queue(SYNC_QUEUE).send(SyncMessage(str(key), message.reason).to_json(),
-                                                      delay_seconds=delay)
-
     if await leases.run_coalesced(key, worker_id, run, clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION,
-                                  on_cap=hand_on, before_rerun=space_out,
-                                  on_knock=None if message.full else look_after):
+                                  on_cap=hand_on, before_rerun=space_out):
         return outcome
     if message.full:
         # The holder reruns incrementally when it sees the dirty mark; a full request would be

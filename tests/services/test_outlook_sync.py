@@ -20,10 +20,10 @@ from shared.domain import (
     slot_external_id,
 )
 from shared.errors import NeedsReconnect, Throttled, TransientError
-from shared.messages import SYNC_QUEUE, SyncMessage, SyncReason
+from shared.messages import SYNC_QUEUE, SyncMessage
 from shared.repos.links import LeaseRepository, LinkRepository, ProviderSettingsRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository, BookingMapRow
-from shared.storage.memory import MemoryQueue, MemoryStorage
+from shared.storage.memory import MemoryStorage
 from shared.sync.rounds import DEFAULT_RETRY_AFTER_SECONDS, HealthChange
 from shared.sync.worker import run_sync
 from tests.support.outlook_world import KEY, MAILBOX, NOW, PROVIDER, RESOURCE, SimulatedCrash, World
@@ -427,19 +427,3 @@ async def test_dead_holder_lease_expires(world: World) -> None:
     assert (await world.sync()).status == "coalesced"
     world.clock.advance(minutes=6)
     assert (await world.sync()).status == "ok" and len(world.slots()) == 1
-
-
-async def test_a_message_giving_way_to_a_dead_holder_queues_one_look_after_its_lease(world: World) -> None:
-    world.add(start=T, end=T + H)
-    assert await LeaseRepository(world.storage).acquire(KEY, "dead-worker", now=NOW)
-    assert (await world.sync()).status == "coalesced"
-    assert (await world.sync(worker="worker-2")).status == "coalesced"   # the lease is marked already
-    queue = world.storage.queue(SYNC_QUEUE)
-    assert isinstance(queue, MemoryQueue)
-    [(due, raw)] = queue.messages
-    # No other message comes: the look alone, once the lease expired, brings the change.
-    world.clock.advance(minutes=6)
-    look = SyncMessage.parse(json.loads(queue.drain()[0]))
-    assert look == SyncMessage(str(KEY), SyncReason.NOTIFICATION)
-    assert (await run_sync(world.services, look, worker_id="worker-3")).status == "ok"
-    assert len(world.slots()) == 1
