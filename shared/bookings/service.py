@@ -16,9 +16,8 @@ right after Graph applied the write cannot leave a row that calls a later versio
 Events written here are in the booking map, which the Outlook → timum direction reads so they
 never come back as blocked slots.
 
-A delivery that gives way to a held lease, first to mark it dirty, queues one look at the
-booking for after the lease's expiry: a holder that died never runs again, and its host retry
-(seconds later) would give way to its own lease.
+The booking lease's owner is the queue message, so the host's retry of a message whose
+invocation failed holding the lease takes it back at once rather than giving way to it.
 
 If the user deleted our event in Outlook, the next change of that booking re-creates it
 (with a fresh transactionId, so it does not collapse into the deleted one).
@@ -28,10 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from shared.bookings.plan import (
@@ -314,10 +312,11 @@ async def _remove_left_event(services: Services, key: LinkKey, booking: Booking)
 
 
 async def _serialized(services: Services, provider_id: str, resource_id: str, booking_id: str,
-                      fallback: Booking | None = None) -> WriteOutcome:
+                      fallback: Booking | None = None, *, owner: str = "") -> WriteOutcome:
     """``_apply_stored`` under the booking's lease; ``coalesced`` when another invocation holds it
     (that one runs again and applies what was stored meanwhile)."""
     leases = LeaseRepository(services.storage, ttl=LEASE_TTL)
+    owner = owner or uuid.uuid4().hex
     outcomes: list[WriteOutcome] = []
 
     async def apply() -> bool:
@@ -330,29 +329,23 @@ async def _serialized(services: Services, provider_id: str, resource_id: str, bo
         if stored is not None:
             await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json())
 
-    async def look_after(expires_at: datetime) -> None:
-        # The holder may be dead: its host retry can come before its lease expires (the host's
-        # visibilityTimeout is seconds, the lease minutes), give way here and complete, and then
-        # no one would write what it stored. One look after the expiry, by whoever knocked first.
-        stored = await _newest(services, provider_id, resource_id, booking_id)
-        if stored is not None:
-            delay = max(1, math.ceil((expires_at - services.clock()).total_seconds()) + 1)
-            await services.storage.queue(BOOKING_QUEUE).send(BookingChange(stored.booking).to_json(),
-                                                             delay_seconds=delay)
-
-    # Per invocation: two invocations of one process must exclude each other. On a failure the
-    # host retries this message, and that run applies the stored newest version, which covers the
-    # invocations that gave way to this one.
-    if not await leases.run_coalesced(_lease_key(provider_id, booking_id), uuid.uuid4().hex, apply,
-                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on,
-                                      on_knock=look_after):
+    # The owner is the queue message: two messages (of one process or two) exclude each other,
+    # while the host's retry of this very message takes its lease back at once. That matters when
+    # the holder failed and could not let go: the retry comes within seconds (visibilityTimeout),
+    # the lease lasts minutes, and a retry under a new owner would give way to the dead lease and
+    # complete — leaving what it and the deliveries that gave way to it stored unwritten.
+    if not await leases.run_coalesced(_lease_key(provider_id, booking_id), owner, apply,
+                                      clock=services.clock, max_runs=MAX_RUNS_PER_INVOCATION, on_cap=hand_on):
         return WriteOutcome("coalesced")
     return outcomes[-1]
 
 
-async def apply_booking_message(services: Services, message: BookingMessage | dict[str, Any]) -> WriteOutcome:
+async def apply_booking_message(services: Services, message: BookingMessage | dict[str, Any], *,
+                                delivery: str = "") -> WriteOutcome:
     """Queue worker entry: a booking change from the webhook, a replay of a link's bookings, a
-    restore that met a held lease, or a backfill. A raw body is parsed first (``BadRequest``)."""
+    restore that met a held lease, or a backfill. A raw body is parsed first (``BadRequest``).
+    ``delivery``: the queue message's id, the same on each retry of it (the booking lease's
+    owner); without one, the invocation is its own owner."""
     if isinstance(message, dict):
         message = parse_booking_message(message)
     if isinstance(message, ReplayLink):
@@ -367,7 +360,8 @@ async def apply_booking_message(services: Services, message: BookingMessage | di
     incoming = message.booking
     # Stored before the lease is tried: a holder that sees our dirty mark finds this version.
     await BookingRepository(services.storage).upsert_if_newer(incoming)
-    return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming)
+    return await _serialized(services, incoming.provider_id, incoming.resource_id, incoming.id, incoming,
+                             owner=f"message-{delivery}" if delivery else "")
 
 
 async def replay_link_bookings(services: Services, key: LinkKey) -> WriteOutcome:

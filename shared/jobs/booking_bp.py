@@ -21,7 +21,7 @@ async def _run_booking(services: Services, message: BookingMessage, msg: func.Qu
     from shared.bookings.service import apply_booking_message
     from shared.observability.metrics import metrics
 
-    outcome = await apply_booking_message(services, message)
+    outcome = await apply_booking_message(services, message, delivery=msg.id or "")
     log.info("booking change applied: %s", outcome.result)
     if (isinstance(message, BookingChange) and message.received_at
             and outcome.result in ("created", "updated", "recreated", "deleted")):

@@ -28,11 +28,17 @@ log = logging.getLogger(__name__)
 _WORKER_ID = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def invocation_owner() -> str:
-    """The link-lease owner for one invocation. Per invocation, not per process: the host runs up
-    to ``batchSize`` messages of one process at once, and the lease lets an owner back in, so a
+def invocation_owner(message_id: str = "") -> str:
+    """The link-lease owner for one message. Per message, not per process: the host runs up to
+    ``batchSize`` messages of one process at once, and the lease lets an owner back in, so a
     per-process owner would admit side-by-side delta rounds of one link (they write pending rows
-    under one round tag, and one round's settling deletes slots the other just confirmed)."""
+    under one round tag, and one round's settling deletes slots the other just confirmed). The
+    message's id, the same on each retry of it: an invocation that failed holding the lease
+    (and could not let go) is retried within seconds, and under a new owner that retry would
+    give way to the lease for minutes and complete, leaving the changes it announced for the
+    next notification. Without an id, the invocation is its own owner."""
+    if message_id:
+        return f"message-{message_id}"
     return f"{_WORKER_ID}-{uuid.uuid4().hex[:8]}"
 
 
@@ -41,7 +47,7 @@ async def _run_sync(services: Services, message: SyncMessage, msg: func.QueueMes
     from shared.observability.metrics import metrics
     from shared.sync.worker import run_sync
 
-    outcome = await run_sync(services, message, worker_id=invocation_owner())
+    outcome = await run_sync(services, message, worker_id=invocation_owner(msg.id or ""))
     log.info("sync %s: runs=%d pages=%d upserts=%d deletes=%d graph=%d", outcome.status, outcome.runs,
              outcome.pages, outcome.upserts, outcome.deletes, outcome.graph_requests)
     if message.reason is SyncReason.NOTIFICATION and message.observed_at and outcome.upserts + outcome.deletes > 0:

@@ -200,12 +200,7 @@ class LeaseRepository:
         self._ttl = ttl
 
     async def acquire(self, key: LinkKey, owner: str, *, now: datetime | None = None) -> bool:
-        acquired, _ = await self._acquire(key, owner, now=now or datetime.now(UTC))
-        return acquired
-
-    async def _acquire(self, key: LinkKey, owner: str, *, now: datetime) -> tuple[bool, datetime | None]:
-        """(acquired, expiry): the expiry of the held lease when this caller was the one to mark
-        it dirty, else None."""
+        now = now or datetime.now(UTC)
         pk = encode_key(str(key))
         for _ in range(10):
             row = await self._table.get(pk, "")
@@ -213,17 +208,16 @@ class LeaseRepository:
             try:
                 if row is None:
                     await self._table.insert(fresh)
-                    return True, None
+                    return True
                 if row.get("owner") and row["owner"] != owner and row["expires_at"] > now:
-                    if row.get("dirty"):
-                        return False, None
-                    await self._table.update({**row, "dirty": True}, etag=row.etag)
-                    return False, row["expires_at"]
+                    if not row.get("dirty"):
+                        await self._table.update({**row, "dirty": True}, etag=row.etag)
+                    return False
                 await self._table.update(fresh, etag=row.etag)
-                return True, None
+                return True
             except (Conflict, NotFound):
                 continue  # lost a race; read again
-        return False, None
+        return False
 
     async def is_dirty(self, key: LinkKey, owner: str) -> bool:
         """Whether ``owner`` holds the lease and a message marked it dirty meanwhile (no change)."""
@@ -258,8 +252,7 @@ class LeaseRepository:
     async def run_coalesced(self, key: LinkKey, owner: str, run: Callable[[], Awaitable[bool]], *,
                             clock: Callable[[], datetime], max_runs: int,
                             on_cap: Callable[[], Awaitable[None]],
-                            before_rerun: Callable[[], Awaitable[None]] | None = None,
-                            on_knock: Callable[[datetime], Awaitable[None]] | None = None) -> bool:
+                            before_rerun: Callable[[], Awaitable[None]] | None = None) -> bool:
         """Run ``run`` under the lease of ``key``, and again while messages marked it dirty meanwhile.
 
         False, without running, when another owner holds the lease: it is marked dirty, so the
@@ -269,16 +262,8 @@ class LeaseRepository:
         rest to a fresh message) instead of running on. On any failure the lease is let go, so
         the retry does not wait for the TTL; a process that dies leaves it to the TTL, the same
         outcome later.
-
-        A holder that died (or could not let go) never runs again, and the dirty mark it left
-        would be lost with it: ``on_knock`` is called with the lease's expiry when this caller
-        marked it dirty first, so it can schedule a look after that expiry (a live holder will
-        have done the work by then, and the look finds nothing to do).
         """
-        acquired, knocked_until = await self._acquire(key, owner, now=clock())
-        if not acquired:
-            if knocked_until is not None and on_knock is not None:
-                await on_knock(knocked_until)
+        if not await self.acquire(key, owner, now=clock()):
             return False
         try:
             runs = 0

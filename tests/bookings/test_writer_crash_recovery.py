@@ -18,10 +18,8 @@ from shared.bookings.payload import booking_to_json
 from shared.bookings.service import LEASE_TTL, _lease_key, apply_booking_message
 from shared.bookings.store import BookingRepository
 from shared.domain import Booking, BookingStatus, Customer, Link, LinkKey, LinkMode
-from shared.messages import BOOKING_QUEUE
 from shared.repos.links import LeaseRepository, LinkRepository
 from shared.repos.sync_state import BookingEventState, BookingMapRepository
-from shared.storage.memory import MemoryQueue
 from tests.support.crashing_graph import CrashingGraph
 from tests.support.outlook_world import SimulatedCrash, TripwireStorage
 from tests.support.twins import twin_services
@@ -63,10 +61,10 @@ class World:
                 mailbox_id=MAILBOX, calendar_id=calendar, calendar_name=resource, calendar_owner=MAILBOX,
                 account_id="acc-anna"))
 
-    async def send(self, booking: Booking) -> str:
+    async def send(self, booking: Booking, *, delivery: str = "") -> str:
         data = json.loads(json.dumps({"delivery": f"d-{booking.version}", "type": "booking.updated",
                                       "booking": booking_to_json(booking)}))
-        return (await apply_booking_message(self.services, data)).result
+        return (await apply_booking_message(self.services, data, delivery=delivery)).result
 
     async def send_dying_after_graph(self, booking: Booking) -> None:
         """Deliver ``booking``; the worker dies right after its Graph write."""
@@ -170,40 +168,44 @@ async def test_a_booking_that_moved_leaves_no_stored_copy_behind_after_a_dead_mo
     assert [s.booking.version for s in await store.list_for_resource(PROVIDER, "res-2")] == [4]
 
 
-async def test_a_delivery_that_gives_way_to_a_dead_holder_looks_again_after_its_lease(world: World) -> None:
-    # A worker took the booking's lease and died without letting go (its process ended).
-    leases = LeaseRepository(world.storage, ttl=LEASE_TTL)
-    assert await leases.acquire(_lease_key(PROVIDER, "bk-1"), "dead-worker", now=world.clock())
-
-    assert await world.send(booking(1)) == "coalesced"
-    assert world.events() == []
-    queue = world.storage.queue(BOOKING_QUEUE)
-    assert isinstance(queue, MemoryQueue)
-    [(due, raw)] = queue.messages
-    assert json.loads(raw)["booking"]["version"] == 1
-    # A second delivery meanwhile knocks on a lease already marked: no second look is queued.
-    assert await world.send(booking(1)) == "coalesced"
-    assert len(queue.messages) == 1
-
-    world.clock.now += LEASE_TTL + timedelta(seconds=1)
-    [message] = queue.drain()
-    assert (await apply_booking_message(world.services, json.loads(message))).result == "created"
+async def test_the_retry_of_a_message_takes_back_the_lease_its_failed_run_could_not_let_go(world: World) -> None:
+    # The run took the booking's lease and wrote the event; then the leases table failed for the
+    # rest of it, so not even its clean-up could let go. The lease stays for minutes.
+    world.storage.arm("leases", after=1, lasting=True)
+    with pytest.raises(SimulatedCrash):
+        await world.send(booking(1), delivery="queue-msg-1")
+    world.storage.disarm()
+    # A reschedule arrives meanwhile: stored, and it gives way to the held lease.
+    assert await world.send(booking(2, minutes=15), delivery="queue-msg-2") == "coalesced"
     assert world.events() == [(world.calendars["res-1"], START, START + timedelta(minutes=45))]
 
+    # The host retries the failed message within seconds, under its own id: it takes the lease
+    # back and writes the stored newest version (a new owner would give way and complete).
+    assert await world.send(booking(1), delivery="queue-msg-1") == "updated"
+    assert world.events() == [(world.calendars["res-1"], START + timedelta(minutes=15), START + timedelta(minutes=60))]
+    # It let go: the next message runs at once.
+    assert await world.send(booking(3, minutes=30), delivery="queue-msg-3") == "updated"
 
-async def test_the_look_after_a_live_holder_writes_nothing(world: World) -> None:
+
+async def test_a_message_without_an_id_is_its_own_owner(world: World) -> None:
     leases = LeaseRepository(world.storage, ttl=LEASE_TTL)
-    key = _lease_key(PROVIDER, "bk-1")
-    assert await leases.acquire(key, "live-worker", now=world.clock())
+    assert await leases.acquire(_lease_key(PROVIDER, "bk-1"), "message-", now=world.clock())
     assert await world.send(booking(1)) == "coalesced"
-    # The live holder does the work (here: it lets go, and the stored version is written).
-    await leases.let_go(key, "live-worker", now=world.clock())
-    assert await world.send(booking(1)) == "created"
 
-    before = sum(world.graph.requests.values())
-    queue = world.storage.queue(BOOKING_QUEUE)
-    assert isinstance(queue, MemoryQueue)
-    [raw] = queue.drain()
-    assert (await apply_booking_message(world.services, json.loads(raw))).result == "stale"
-    assert sum(world.graph.requests.values()) == before
-    assert len(world.events()) == 1
+
+async def test_the_booking_queue_trigger_owns_the_lease_by_message_id(world: World,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import azure.functions as func
+
+    import shared.wiring as wiring
+    from shared.jobs import booking_bp
+
+    monkeypatch.setattr(wiring, "get_services", lambda: world.services)
+    leases = LeaseRepository(world.storage, ttl=LEASE_TTL)
+    assert await leases.acquire(_lease_key(PROVIDER, "bk-1"), "message-q-1", now=world.clock())
+    body = json.dumps({"delivery": "d-1", "type": "booking.created", "booking": booking_to_json(booking(1))})
+
+    await booking_bp.booking_worker(func.QueueMessage(id="q-2", body=body.encode()))   # gives way
+    assert world.events() == []
+    await booking_bp.booking_worker(func.QueueMessage(id="q-1", body=body.encode()))   # the retry of q-1
+    assert world.events() == [(world.calendars["res-1"], START, START + timedelta(minutes=45))]

@@ -3,9 +3,11 @@
 Rules play timum (new bookings, reschedules, cancellations and re-confirmations, reassignment to
 another resource — linked or not) and the delivery of its webhooks: in any order, more than once,
 with failures injected — a crash before a chosen storage write, a crash right after Graph
-performed a write (the worker never heard the answer), Graph throttling — and the user deleting
-a booking's event in Outlook. After every quiet point (every delivery retried until it lands, as
-the host retries a failed message): each booking's newest version decides everything — exactly
+performed a write (the worker never heard the answer), a run that cannot let go of its lease,
+Graph throttling — and the user deleting a booking's event in Outlook. Deliveries are queue
+messages: a failed one is retried under its own id, with no time passing (the host's retry comes
+in seconds, a lease lasts minutes). After every quiet point (every message retried until it
+lands): each booking's newest version decides everything — exactly
 one event, with its times, in the calendar of the resource it is on when it is confirmed and that
 resource is linked; no event of it anywhere else; each resource's stored bookings are the ones
 whose newest version is there — and delivering every version once more writes nothing to Graph.
@@ -30,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from shared.adapters.graph_memory import MemoryGraphProvider
 from shared.adapters.timum_memory import MemoryTimum
 from shared.bookings.payload import booking_to_json
-from shared.bookings.service import LEASE_TTL, apply_booking_message
+from shared.bookings.service import apply_booking_message
 from shared.bookings.store import BookingRepository
 from shared.context import Services
 from shared.domain import Booking, BookingStatus, Customer, Link, LinkMode
@@ -92,7 +94,9 @@ class BookingWriterMachine(RuleBasedStateMachine):
                 account_id="acc-anna")))
         self.newest: dict[str, Booking] = {}       # timum's truth: each booking's newest version
         self.sent: list[Booking] = []              # every version timum ever sent (replays draw from it)
-        self.pending: list[Booking] = []           # versions whose delivery has not landed yet
+        # queue messages not yet handled (their id, the same on each retry, and the version they carry)
+        self.pending: list[tuple[str, Booking]] = []
+        self.messages = 0
         # booking → what the event the user deleted showed (calendar, start, end)
         self.user_deleted: dict[str, tuple[str, datetime, datetime]] = {}
 
@@ -106,7 +110,11 @@ class BookingWriterMachine(RuleBasedStateMachine):
     def _send(self, booking: Booking) -> None:
         self.newest[booking.id] = booking
         self.sent.append(booking)
-        self.pending.append(booking)
+        self.pending.append((self._message_id(), booking))
+
+    def _message_id(self) -> str:
+        self.messages += 1
+        return f"m-{self.messages}"
 
     @precondition(lambda self: len(self.newest) < len(BOOKINGS))
     @rule(resource=st.sampled_from((*LINKED, UNLINKED)), hour=st.integers(0, 20))
@@ -152,18 +160,23 @@ class BookingWriterMachine(RuleBasedStateMachine):
                        updated_at=old.updated_at + timedelta(minutes=1), **changes)
 
     # --- delivery -------------------------------------------------------------------------------
-    def _deliver(self, booking: Booking) -> bool:
-        data = json.loads(json.dumps({"delivery": f"d-{len(self.sent)}", "type": "booking.updated",
+    def _deliver(self, message: tuple[str, Booking]) -> bool:
+        """Hand one queue message to the worker, as the host does; a failed one stays pending and
+        is retried under its own id (the host's retry)."""
+        message_id, booking = message
+        data = json.loads(json.dumps({"delivery": f"d-{message_id}", "type": "booking.updated",
                                       "booking": booking_to_json(booking)}))
         try:
-            self.run(apply_booking_message(self.services, data))
+            self.run(apply_booking_message(self.services, data, delivery=message_id))
         except EXPECTED_FAILURES:
+            if message not in self.pending:
+                self.pending.append(message)
             return False
         finally:
             self.storage.disarm()
             self.graph.crash_next_write = False
-        if booking in self.pending:
-            self.pending.remove(booking)
+        if message in self.pending:
+            self.pending.remove(message)
         return True
 
     @precondition(lambda self: bool(self.pending))
@@ -175,12 +188,21 @@ class BookingWriterMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.sent))
     @rule(pick=_pick)
     def redeliver(self, pick: int) -> None:
-        self._deliver(self.sent[pick % len(self.sent)])
+        # timum sends a version again: a new queue message.
+        self._deliver((self._message_id(), self.sent[pick % len(self.sent)]))
 
     @precondition(lambda self: bool(self.pending))
     @rule(pick=_pick, table=st.sampled_from(TABLES), after=st.integers(0, 2))
     def crash_in_storage(self, pick: int, table: str, after: int) -> None:
         self.storage.arm(table, after=after)
+        self._deliver(self.pending[pick % len(self.pending)])
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(pick=_pick)
+    def crash_holding_the_lease(self, pick: int) -> None:
+        # The lease is taken, then the leases table fails for the rest of the invocation: it
+        # cannot let go, and its lease stays until the TTL, minutes after the host's retry.
+        self.storage.arm("leases", after=1, lasting=True)
         self._deliver(self.pending[pick % len(self.pending)])
 
     @precondition(lambda self: bool(self.pending))
@@ -207,9 +229,8 @@ class BookingWriterMachine(RuleBasedStateMachine):
     # --- quiet point ----------------------------------------------------------------------------
     @rule(order=st.permutations(range(8)))
     def quiet_point(self, order: list[int]) -> None:
-        # A crashed invocation's lease would block others until its TTL: let the time pass, as
-        # the host's retry after visibilityTimeout would.
-        self.clock.now += LEASE_TTL + timedelta(seconds=1)
+        # No time passes: the host retries a failed message within seconds, long before a lease
+        # its invocation could not let go expires, and the retry must take that lease back.
         for _ in range(2 * len(self.pending) + 10):
             if not self.pending:
                 break
@@ -223,7 +244,7 @@ class BookingWriterMachine(RuleBasedStateMachine):
         self._check_converged()
         before = sum(self.graph.requests.values())
         for booking in list(self.sent):
-            assert self._deliver(booking)
+            assert self._deliver((self._message_id(), booking))
         assert sum(self.graph.requests.values()) == before, "a replay of known versions wrote to Graph"
 
     def _check_converged(self) -> None:

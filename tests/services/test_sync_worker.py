@@ -55,6 +55,28 @@ def test_each_invocation_gets_its_own_lease_owner() -> None:
     from shared.jobs.sync_bp import invocation_owner
 
     assert len({invocation_owner() for _ in range(100)}) == 100
+    # A message's retries share its owner, and two messages never share one.
+    assert invocation_owner("m-1") == invocation_owner("m-1") != invocation_owner("m-2")
+
+
+async def test_the_retry_of_a_message_takes_back_the_lease_its_failed_run_left(world: World,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.wiring as wiring
+    from shared.jobs import sync_bp
+    from shared.repos.links import LeaseRepository
+
+    monkeypatch.setattr(wiring, "get_services", lambda: world.services)
+    ids = [world.add(start=T + i * H, end=T + (i + 1) * H) for i in range(2)]
+    # The failed run of message m-1 could not let go of the link's lease (storage failed on it).
+    leases = LeaseRepository(world.storage)
+    assert await leases.acquire(KEY, sync_bp.invocation_owner("m-1"), now=world.clock())
+    body = json.dumps(SyncMessage(str(KEY), SyncReason.NOTIFICATION).to_json()).encode()
+
+    await sync_bp.sync_worker(func.QueueMessage(id="m-2", body=body))      # another message gives way
+    assert world.slots() == {}
+    await sync_bp.sync_worker(func.QueueMessage(id="m-1", body=body))      # the host's retry of m-1
+    assert set(world.slots()) == {slot_external_id(KEY, i) for i in ids}
+    assert await leases.acquire(KEY, "next", now=world.clock())           # and it let go
 
 
 async def test_a_burst_waits_out_the_spacing_and_shares_one_rerun(monkeypatch: pytest.MonkeyPatch) -> None:

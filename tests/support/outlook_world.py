@@ -86,25 +86,34 @@ class TripwireStorage(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self._armed: dict[str, int] = {}
+        self._lasting: set[str] = set()
 
     def table(self, name: str) -> MemoryTable:
         if name not in self.tables:
             self.tables[name] = TripwireTable(name, self)
         return self.tables[name]
 
-    def arm(self, table: str, *, after: int = 0) -> None:
-        """The write to ``table`` after ``after`` successful ones crashes."""
+    def arm(self, table: str, *, after: int = 0, lasting: bool = False) -> None:
+        """The write to ``table`` after ``after`` successful ones crashes; ``lasting``: and every
+        write to it after that too, until ``disarm`` (storage gone for the rest of a delivery,
+        so not even its clean-up gets through)."""
         self._armed[table] = after
+        if lasting:
+            self._lasting.add(table)
+        else:
+            self._lasting.discard(table)
 
     def disarm(self) -> None:
         self._armed.clear()
+        self._lasting.clear()
 
     def check(self, table: str) -> None:
         left = self._armed.get(table)
         if left is None:
             return
         if left <= 0:
-            del self._armed[table]
+            if table not in self._lasting:
+                del self._armed[table]
             raise SimulatedCrash(f"crash before a write to {table}")
         self._armed[table] = left - 1
 
