@@ -2,7 +2,8 @@
 
 ``OrgDirectoryPort`` is what the mapping page needs; ``GraphOrgDirectory`` reads Microsoft Graph
 with the application's client-credentials token (azure-identity, as every app-only link);
-``MemoryOrgDirectory`` is its twin for service tests. Both pass ``tests/org/test_directory_contract.py``.
+``MemoryOrgDirectory`` is its twin for service tests. Both pass the same checks
+(``tests/org/test_directory_sandbox.py::test_the_graph_directory_and_its_twin_agree``).
 
 Why plain JSON over httpx and not msgraph-sdk's models: a page of the mapping screen is one
 ``GET /users`` plus one ``$batch`` per 20 mailboxes (each ``GET /users/{id}/calendars``), and
