@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started: list[Any] = []
     try:
+        # The sandbox keeps its tenants, calendars and timum in memory and seeds them afresh on
+        # each start, so the service's storage starts afresh with it: kept across restarts, its
+        # links would name calendars and resources that no longer exist. Against a real tenant
+        # (--no-sandbox) the storage is kept in .run/azurite.
+        keep = RUN_DIR / "azurite" if args.no_sandbox else None
         store = azurite.start(blob_port=10000, queue_port=10001, table_port=10002,
-                              location=RUN_DIR / "azurite", log=RUN_DIR / "azurite.log")
+                              location=keep, log=RUN_DIR / "azurite.log")
         started.append(store)
         print(f"Azurite          http://127.0.0.1:{store.table_port} (tables), :{store.queue_port} (queues)")
 
