@@ -105,6 +105,12 @@ class EventMapRepository:
         # A link's rows share a partition: one transaction per 100 rows, not one request per row.
         await self._table.upsert_many([self._entity(link, row) for row in rows])
 
+    async def add_many(self, link: LinkKey, rows: Iterable[StatusRow]) -> None:
+        """``put_many`` of rows the link's partition does not hold: the caller read it (whole, or
+        these rows' keys) and, holding the link's lease, is its only writer. Stored the same way;
+        a row that exists after all is replaced, as ``put_many`` would."""
+        await self._table.upsert_new_many([self._entity(link, row) for row in rows])
+
     async def delete(self, link: LinkKey, event_id: str) -> None:
         await self._table.delete(_pk(link), encode_key(event_id))
 

@@ -96,6 +96,12 @@ class TablePort(ABC):
         """Delete rows of partition ``pk`` unconditionally, in chunks of ``MAX_BATCH``; rows that
         do not exist are no error. Chunks go in order, as in ``upsert_many``."""
 
+    async def upsert_new_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
+        """``upsert_many`` of rows the caller believes absent (it read the partition and has been
+        its only writer since): it ends exactly as ``upsert_many`` would, so a wrong belief costs a
+        second request, never a row. An adapter may write them as inserts where that is cheaper."""
+        await self.upsert_many(entities)
+
 
 class QueuePort(ABC):
     """One queue. Messages are JSON objects; the adapter encodes them as the Functions host expects."""

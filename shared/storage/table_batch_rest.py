@@ -12,6 +12,10 @@ A transaction is all or nothing on the service side; the answer says so in one s
 operation (all 2xx) or one error line. Anything but a clean success raises ``RestBatchFailed``, and
 the caller (``AzureTable.upsert_many``) sends the chunk through the SDK instead — the upserts are
 idempotent, so a chunk that did land is only written again.
+
+The same transaction can carry Insert operations instead (``RestTableBatch.insert``) for rows the
+caller believes new (``TablePort.upsert_new_many``): one row that exists fails the whole
+transaction with 409, and the caller writes the chunk as upserts.
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ def table_shared_key(key: str, account: str, path: str, headers: Mapping[str, st
 
 
 def batch_body(endpoint: str, table: str, rows: Sequence[Mapping[str, Any]], boundary: str,
-               changeset: str) -> bytes:
-    """The multipart ``$batch`` body of one changeset of Insert-Or-Replace operations."""
+               changeset: str, *, insert: bool = False) -> bytes:
+    """The multipart ``$batch`` body of one changeset of Insert-Or-Replace operations (``insert``:
+    Insert operations, which fail the transaction if a row exists)."""
     import json
 
     parts = [f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"]
@@ -62,8 +67,9 @@ def batch_body(endpoint: str, table: str, rows: Sequence[Mapping[str, Any]], bou
         pk, rk = quote(_prepare_key(str(row["PartitionKey"])), safe=""), quote(_prepare_key(str(row["RowKey"])),
                                                                               safe="")
         entity = json.dumps(_add_entity_properties(row), separators=(",", ":"))
+        target = f"POST {endpoint}/{table}" if insert else f"PUT {endpoint}/{table}(PartitionKey='{pk}',RowKey='{rk}')"
         parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-                     f"PUT {endpoint}/{table}(PartitionKey='{pk}',RowKey='{rk}') HTTP/1.1\r\n"
+                     f"{target} HTTP/1.1\r\n"
                      "Content-Type: application/json\r\nAccept: application/json;odata=minimalmetadata\r\n"
                      f"Prefer: return-no-content\r\nDataServiceVersion: 3.0\r\n\r\n{entity}\r\n")
     parts.append(f"--{changeset}--\r\n--{boundary}--\r\n")
@@ -71,7 +77,7 @@ def batch_body(endpoint: str, table: str, rows: Sequence[Mapping[str, Any]], bou
 
 
 class RestTableBatch(StorageRestClient):
-    """``$batch`` of upserts over a reused session."""
+    """``$batch`` of upserts (or inserts) over a reused session."""
 
     def __init__(self, endpoint: str, account: str, **kw: Any) -> None:
         kw.setdefault("timeout", BATCH_TIMEOUT_SECONDS)
@@ -79,8 +85,16 @@ class RestTableBatch(StorageRestClient):
 
     async def upsert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert-or-replace ``rows`` (one partition, at most 100) in one transaction."""
+        await self._transaction(table, rows, insert=False)
+
+    async def insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (one partition, at most 100) in one transaction; ``RestBatchFailed``, and
+        nothing written, if one of them exists."""
+        await self._transaction(table, rows, insert=True)
+
+    async def _transaction(self, table: str, rows: Sequence[Mapping[str, Any]], *, insert: bool) -> None:
         boundary, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-        body = batch_body(self.endpoint, table, rows, boundary, changeset)
+        body = batch_body(self.endpoint, table, rows, boundary, changeset, insert=insert)
         path = f"{self._path}/$batch"
         headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": API_VERSION,
                    "Content-Type": f"multipart/mixed; boundary={boundary}", "DataServiceVersion": "3.0",

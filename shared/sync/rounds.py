@@ -300,6 +300,9 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
                  status: dict[str, StatusRow], outcome: SyncOutcome, writes: _Writes | None = None) -> None:
     """Perform ``actions`` in timum, then record the status rows of those that succeeded.
 
+    ``status`` holds the stored row of every event ``actions`` name (a fresh round loaded the
+    link's rows; an incremental one read the page's, and the pending rows), so an event without
+    one there has no row: its row is added, not replaced (``add_many``).
     ``status`` is updated in place to what storage holds once the writes landed. The first
     failure is raised after the successes were recorded, so a retry redoes only what failed.
     With ``writes``, the status rows are left writing there (the caller settles it before it
@@ -319,9 +322,12 @@ async def _apply(services: Services, ctx: PlanContext, link: Link, actions: Sequ
     updated = apply_to_status(status, done, tag)
     rows = [updated[a.event_id] for a in done if isinstance(a, UpsertBlock | ConfirmEvent) and a.event_id in updated]
     gone = [a.event_id for a in done if isinstance(a, DeleteBlock | ForgetEvent) and a.event_id]
+    replaced = [row for row in rows if row.event_id in status]
+    added = [row for row in rows if row.event_id not in status]
 
     async def record() -> None:
-        await eventmap.put_many(key, rows)
+        await eventmap.put_many(key, replaced)
+        await eventmap.add_many(key, added)
         await eventmap.delete_many(key, gone)
 
     first = next((f for f in failures if f is not None), None)
@@ -357,7 +363,7 @@ async def _record_intents(eventmap: EventMapRepository, key: LinkKey, actions: S
     if writes is not None:
         await writes.settle()
     intents = [pending_row(a, tag) for a in new_slots]
-    await eventmap.put_many(key, intents)
+    await eventmap.add_many(key, intents)
     status.update({row.event_id: row for row in intents})
 
 
