@@ -214,8 +214,8 @@ class AzureTable(TablePort):
         for chunk in chunks(rows):
             try:
                 # Inserts, not Insert-Or-Replace: the same one transaction per chunk on Azure, but
-                # Azurite looks up each replaced row by scanning its partition, which made a first
-                # sync's status rows cost it time growing with the calendar (bench/results.md, 5).
+                # Azurite's Insert-Or-Replace costs time growing with the rows of the partition,
+                # which made a first sync's status rows quadratic in the calendar (bench/results.md, 5).
                 await rest.insert(self._owner.prefix + self.name, [_clean(row) for row in chunk])
             except RestBatchFailed:
                 # A row existed after all (the transaction then wrote nothing), or the REST path
