@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +44,9 @@ LIVE_BUDGET_SECONDS = BUDGET_SECONDS - FALLBACK_RESERVE_SECONDS
 MAX_INTERVAL = timedelta(days=31)
 #: Conflicts listed at most (the answer stays small; ``free`` is decided on all of them).
 MAX_CONFLICTS = 100
+
+#: Waits until the live read's code is loaded in this process (``shared.safety.preload.ready``).
+Ready = Callable[[], Awaitable[object]]
 
 #: Fire-and-forget live reads that outlived their budget: kept referenced until they end.
 _ABANDONED: set[asyncio.Task[Any]] = set()
@@ -159,7 +162,11 @@ async def _round_running(services: Services, key: LinkKey, now: datetime) -> boo
     return isinstance(expires, datetime) and expires > now
 
 
-async def _live(services: Services, link: Link, start: datetime, end: datetime) -> list[OutlookEvent]:
+async def _live(services: Services, link: Link, start: datetime, end: datetime,
+                ready: Ready | None) -> list[OutlookEvent]:
+    if ready is not None:
+        # Within the budget: the Graph client's code may still be loading in a fresh process.
+        await ready()
     graph = await services.graph.for_link(link)
     try:
         return await graph.read_calendar_view(link.mailbox_id, link.calendar_id, start=start, end=end)
@@ -186,7 +193,7 @@ class CalendarAnswer:
 
 
 async def _check_calendar(services: Services, link: Link, settings: ProviderSettings, start: datetime,
-                          end: datetime, now: datetime, live_budget: float) -> CalendarAnswer:
+                          end: datetime, now: datetime, live_budget: float, ready: Ready | None) -> CalendarAnswer:
     """One linked calendar of the resource: live if Graph answers within the budget, else synced."""
     if link.mode is LinkMode.ICS:
         reason = "ics"
@@ -194,7 +201,7 @@ async def _check_calendar(services: Services, link: Link, settings: ProviderSett
         reason = "needs_reconnect"
     else:
         running = asyncio.ensure_future(_round_running(services, link.key, now))
-        live = asyncio.ensure_future(_live(services, link, start, end))
+        live = asyncio.ensure_future(_live(services, link, start, end, ready))
         done, _ = await asyncio.wait({live}, timeout=live_budget)
         if not done:
             _abandon(live)
@@ -228,10 +235,11 @@ def combine(answers: Sequence[CalendarAnswer], now: datetime) -> Answer:
 
 
 async def check_conflicts(services: Services, provider_id: str, resource_id: str, data: Any, *,
-                          live_budget: float = LIVE_BUDGET_SECONDS) -> dict[str, Any]:
+                          live_budget: float = LIVE_BUDGET_SECONDS, ready: Ready | None = None) -> dict[str, Any]:
     """Answer a conflict check over the resource's linked calendar and its block-only calendars.
     ``BadRequest`` for a bad body, ``NotFound`` for a resource without any linked calendar; never
-    an error for Graph's or the sign-in's failures."""
+    an error for Graph's or the sign-in's failures. ``ready``: awaited before each live read, within
+    its budget (the trigger passes ``preload.ready``; the twins need nothing loaded)."""
     from shared.ids import check_id
 
     key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
@@ -247,6 +255,6 @@ async def check_conflicts(services: Services, provider_id: str, resource_id: str
         raise NotFound(f"no linked calendar for resource {key.resource_id}")
     now = services.clock()
     # Side by side: the budget holds for the whole answer, not per calendar.
-    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, live_budget)
+    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, live_budget, ready)
                                      for link in links))
     return answer_json(combine(answers, now))
