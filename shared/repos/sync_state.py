@@ -77,6 +77,12 @@ class EventMapRepository:
         """Every row of the link (one partition query), by event id."""
         return {row.event_id: row for row in map(self._row, await self._table.query(_pk(link)))}
 
+    async def overlapping(self, link: LinkKey, start: datetime, end: datetime) -> list[StatusRow]:
+        """Rows whose slot overlaps [start, end), filtered in the store: the live conflict
+        check's fallback reads an interval, not the link's whole map."""
+        rows = await self._table.query_where(_pk(link), [("slot_start", "lt", end), ("slot_end", "gt", start)])
+        return [self._row(entity) for entity in rows]
+
     async def pending(self, link: LinkKey) -> dict[str, StatusRow]:
         """Rows not yet settled by a committed round (see ``shared.core.outlook_plan``)."""
         rows = await self._table.query(_pk(link), equals={"pending": True})

@@ -6,10 +6,14 @@ It reads the resource's linked Outlook calendar — and its block-only calendars
 live (``calendarView``) for that interval, applies the same blocking rules as the sync
 (``blocks_time``) and leaves out our own booking events. The live read
 has a hard budget (``LIVE_BUDGET_SECONDS`` of ``BUDGET_SECONDS``): past it, or when Graph or the
-sign-in fails, the answer comes from the synced state (the status rows the last rounds wrote)
-with ``checkedLive: false`` and the link's freshness, so timum can decide — a remote failure never
-becomes a 5xx. ICS-import links have nothing to read live: they answer from the last import and
-say how old it is.
+sign-in fails, the answer comes from the synced state (the status rows the last rounds wrote
+that overlap the interval, filtered in the store) with ``checkedLive: false`` and the link's
+freshness, so timum can decide — a remote failure never becomes a 5xx. ICS-import links have
+nothing to read live: they answer from the last import and say how old it is.
+
+In a fresh process the live read first waits, within its budget, for its code to load in a
+thread (``shared.safety.preload``): imported on the event loop, it would block the loop and with
+it the budget.
 
 The decisions (what the request means, which events conflict, the answer's shape) are pure
 functions; ``check_conflicts`` does the I/O around them.
@@ -36,7 +40,7 @@ from shared.storage.base import encode_key
 log = logging.getLogger(__name__)
 
 #: The whole answer's budget; the live read gets what is left after a reserve for the fallback
-#: (one partition read of status rows; ~0.1 s measured, see bench/results.md).
+#: (one filtered read of the status rows overlapping the interval; see bench/results.md).
 BUDGET_SECONDS = 1.5
 FALLBACK_RESERVE_SECONDS = 0.5
 LIVE_BUDGET_SECONDS = BUDGET_SECONDS - FALLBACK_RESERVE_SECONDS
@@ -216,10 +220,11 @@ async def _check_calendar(services: Services, link: Link, settings: ProviderSett
                                   synced_through(link, now, round_running=await running))
         running.cancel()
         running.add_done_callback(lambda t: t.cancelled() or t.exception())  # not needed any more
-    rows = await EventMapRepository(services.storage).load(link.key)
+    # Only the rows that can overlap: the read must fit the budget's reserve at any map size.
+    rows = await EventMapRepository(services.storage).overlapping(link.key, start, end)
     # Graph did not answer: what we know is what the last completed round saw, even for a push
     # link (its notifications may be failing just the same).
-    return CalendarAnswer(link, tuple(synced_conflicts(rows.values(), start, end)), False,
+    return CalendarAnswer(link, tuple(synced_conflicts(rows, start, end)), False,
                           synced_through(link, now, round_running=True), reason)
 
 
