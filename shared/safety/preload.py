@@ -1,12 +1,13 @@
 """The code a live conflict check runs, loaded once per process in a thread of its own.
 
 The first live read of a process imports msgraph-sdk's request side, the sign-in libraries
-(azure-identity for app-only links, MSAL for delegated ones), icalendar's Windows zone table (the
-zone resolver's) and httpx's async backend: ~0.4 s on an idle machine, seconds on a busy one.
-Imported on the event loop they block it, and a blocked loop cannot end the read at its budget:
-first checks of a fresh process answered after up to 2 s although the budget is 1.5 s
-(bench/results.md). Imported here, the loop stays free: a check that comes before the loading is
-done waits for it within its budget and past that answers from the synced state (``timeout``).
+(azure-identity and its aiohttp transport for app-only links, MSAL for delegated ones),
+icalendar's Windows zone table (the zone resolver's) and httpx's async backend: ~0.4 s on an idle
+machine, seconds on a busy one. Imported on the event loop they block it, and a blocked loop
+cannot end the read at its budget: first checks of a fresh process answered after up to 2 s
+although the budget is 1.5 s (bench/results.md). Imported here, the loop stays free: a check that
+comes before the loading is done waits for it within its budget and past that answers from the
+synced state (``timeout``).
 
 Only what the live read imports is loaded. The adapter's ``warm_up`` also parses a sample of
 every response model (~1.5 s of CPU the check never needs: it reads raw JSON); run beside the
@@ -34,6 +35,7 @@ _loading: Future[float] | None = None
 def load_live_read_code() -> float:
     """Import what the first live read would import; return the seconds spent."""
     began = time.perf_counter()
+    import aiohttp  # noqa: F401 - azure-identity's transport (the storage clients may have it already)
     import anyio  # noqa: F401 - httpx's async backend, imported by its first request
     import azure.identity.aio  # noqa: F401 - AppOnlyCredential's client
     import msal  # noqa: F401 - DelegatedCredential's client
