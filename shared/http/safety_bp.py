@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -29,8 +30,8 @@ def _services() -> Services:
     return get_services()
 
 
-async def handle_conflicts(services: Services, req: func.HttpRequest, *,
-                           ready: Ready | None = None) -> func.HttpResponse:
+async def handle_conflicts(services: Services, req: func.HttpRequest, *, ready: Ready | None = None,
+                           received: float | None = None) -> func.HttpResponse:
     from shared.connect import links_api
     from shared.errors import BadRequest, SyncError
     from shared.http.scope import scoped_request
@@ -48,7 +49,7 @@ async def handle_conflicts(services: Services, req: func.HttpRequest, *,
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest("body is not valid JSON") from exc
         answer = await check_conflicts(services, provider, req.route_params.get("resource") or "", data,
-                                       ready=ready)
+                                       ready=ready, received=received)
         return json_response(answer, headers={"Cache-Control": "no-store"})
     except SyncError as exc:
         log.info("conflict check refused: %s", exc.code)
@@ -61,10 +62,12 @@ async def handle_conflicts(services: Services, req: func.HttpRequest, *,
 @bp.route(route="providers/{provider}/resources/{resource}/conflicts", methods=["POST"],
           auth_level=func.AuthLevel.FUNCTION)
 async def resource_conflicts(req: func.HttpRequest) -> func.HttpResponse:
+    # The budget counts from here: a fresh process's first call builds its clients below.
+    received = asyncio.get_running_loop().time()
     from shared.safety import preload
 
     services = _services()
     # Loading starts with the first check, in its own thread (what it loads, and why not at
     # import: shared.safety.preload); each live read waits for it within its budget.
     preload.start()
-    return await handle_conflicts(services, req, ready=preload.ready)
+    return await handle_conflicts(services, req, ready=preload.ready, received=received)

@@ -203,6 +203,8 @@ async def _check_calendar(services: Services, link: Link, settings: ProviderSett
         reason = "ics"
     elif link.needs_reconnect:
         reason = "needs_reconnect"
+    elif live_budget <= 0:
+        reason = "timeout"  # the request spent the live share before the read could start
     else:
         running = asyncio.ensure_future(_round_running(services, link.key, now))
         live = asyncio.ensure_future(_live(services, link, start, end, ready))
@@ -240,13 +242,17 @@ def combine(answers: Sequence[CalendarAnswer], now: datetime) -> Answer:
 
 
 async def check_conflicts(services: Services, provider_id: str, resource_id: str, data: Any, *,
-                          live_budget: float = LIVE_BUDGET_SECONDS, ready: Ready | None = None) -> dict[str, Any]:
+                          live_budget: float = LIVE_BUDGET_SECONDS, ready: Ready | None = None,
+                          received: float | None = None) -> dict[str, Any]:
     """Answer a conflict check over the resource's linked calendar and its block-only calendars.
     ``BadRequest`` for a bad body, ``NotFound`` for a resource without any linked calendar; never
     an error for Graph's or the sign-in's failures. ``ready``: awaited before each live read, within
-    its budget (the trigger passes ``preload.ready``; the twins need nothing loaded)."""
+    its budget (the trigger passes ``preload.ready``; the twins need nothing loaded). ``received``:
+    the event loop's time when the request arrived (default: now); the live budget counts from it."""
     from shared.ids import check_id
 
+    loop = asyncio.get_running_loop()
+    received = loop.time() if received is None else received
     key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
     if is_block_only(key):
         raise BadRequest("ask for the resource, not for one of its calendars", field="resource")
@@ -259,7 +265,10 @@ async def check_conflicts(services: Services, provider_id: str, resource_id: str
     if not links:
         raise NotFound(f"no linked calendar for resource {key.resource_id}")
     now = services.clock()
+    # What the request has spent so far (a fresh process builds its storage clients first) is
+    # taken from the live read's share: the budget holds for the whole answer.
+    remaining = max(0.0, live_budget - (loop.time() - received))
     # Side by side: the budget holds for the whole answer, not per calendar.
-    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, live_budget, ready)
+    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, remaining, ready)
                                      for link in links))
     return answer_json(combine(answers, now))

@@ -140,3 +140,16 @@ def test_in_a_fresh_process_nothing_heavy_is_imported_on_the_event_loop() -> Non
     assert "msgraph" in result["loaded"] and "msal" in result["loaded"]
     assert [m for m in result["on_loop"] if m.startswith(HEAVY)] == []
 
+
+
+async def test_time_the_request_spent_before_the_read_comes_off_the_live_budget(world: MemoryWorld) -> None:
+    await seed(world)
+    before = world.graph.request_count
+    # A fresh process spent the whole live share building its clients before the read could start.
+    arrived = asyncio.get_running_loop().time() - conflicts.LIVE_BUDGET_SECONDS
+    answer = await conflicts.check_conflicts(world.services, "prov-1", "res-1", interval(), received=arrived)
+    assert (answer["checkedLive"], answer["fallbackReason"]) == (False, "timeout")
+    assert world.graph.request_count == before
+    answer = await conflicts.check_conflicts(world.services, "prov-1", "res-1", interval(),
+                                             received=asyncio.get_running_loop().time())
+    assert answer["checkedLive"] is True
