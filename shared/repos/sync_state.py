@@ -4,7 +4,8 @@ Tables and keys (access paths):
 
 * ``eventmap``   PK link key, RK Outlook event id — Outlook → timum status rows: the slot we hold
   for each event (external id, content hash, slot times). A link's rows are one partition query;
-  a delta page's rows are point reads.
+  a delta page's rows are point reads; the live conflict check's fallback filters on the slot
+  times in the store (``overlapping``).
 * ``bookingmap`` PK link key, RK timum booking id — timum → Outlook: the Outlook event we wrote
   for each booking. Outlook → timum reads it too: those events must never become blocked slots.
 
