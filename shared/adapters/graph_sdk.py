@@ -279,6 +279,20 @@ def warm_up() -> float:
     return time.perf_counter() - began
 
 
+def load_request_side() -> float:
+    """Import the SDK and walk the request builders, as building the first adapter of a process
+    does, without parsing the response models ``warm_up`` parses; return the seconds spent.
+
+    For a caller that reads raw JSON only (calendarView, delta) and wants these imports off its
+    event loop: ~0.2 s here, against ``warm_up``'s ~1.5 s.
+    """
+    began = time.perf_counter()
+    sdk = _sdk()
+    adapter = sdk.GraphRequestAdapter(sdk.AnonymousAuthenticationProvider(), client=httpx.AsyncClient())
+    _touch_builders(sdk.GraphServiceClient(request_adapter=adapter))
+    return time.perf_counter() - began
+
+
 # --------------------------------------------------------------------------------------------
 # Concurrency: one gate per (event loop, mailbox) in this process
 # --------------------------------------------------------------------------------------------

@@ -15,14 +15,13 @@ from shared.http.responses import error_response, json_response
 
 if TYPE_CHECKING:
     from shared.context import Services
+    from shared.safety.conflicts import Ready
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 #: a conflict-check body is two timestamps
 BODY_LIMIT = 4096
-
-_warming: asyncio.Task[float] | None = None
 
 
 def _services() -> Services:
@@ -31,24 +30,8 @@ def _services() -> Services:
     return get_services()
 
 
-def _warm_graph_sdk() -> None:
-    """msgraph-sdk's first request in a process costs seconds (model imports), far past the
-    check's budget: warm it once in a thread, so only the very first check falls back."""
-    global _warming
-    if _warming is None:
-        from shared.adapters.graph_sdk import warm_up
-
-        _warming = asyncio.ensure_future(asyncio.to_thread(warm_up))
-        _warming.add_done_callback(_warmed)
-
-
-def _warmed(task: asyncio.Task[float]) -> None:
-    # A failed warm-up only means the first real request pays the cost; say so, do not raise.
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("Graph SDK warm-up failed: %s", type(task.exception()).__name__)
-
-
-async def handle_conflicts(services: Services, req: func.HttpRequest) -> func.HttpResponse:
+async def handle_conflicts(services: Services, req: func.HttpRequest, *, ready: Ready | None = None,
+                           received: float | None = None) -> func.HttpResponse:
     from shared.connect import links_api
     from shared.errors import BadRequest, SyncError
     from shared.http.scope import scoped_request
@@ -65,7 +48,8 @@ async def handle_conflicts(services: Services, req: func.HttpRequest) -> func.Ht
             data = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest("body is not valid JSON") from exc
-        answer = await check_conflicts(services, provider, req.route_params.get("resource") or "", data)
+        answer = await check_conflicts(services, provider, req.route_params.get("resource") or "", data,
+                                       ready=ready, received=received)
         return json_response(answer, headers={"Cache-Control": "no-store"})
     except SyncError as exc:
         log.info("conflict check refused: %s", exc.code)
@@ -78,6 +62,12 @@ async def handle_conflicts(services: Services, req: func.HttpRequest) -> func.Ht
 @bp.route(route="providers/{provider}/resources/{resource}/conflicts", methods=["POST"],
           auth_level=func.AuthLevel.FUNCTION)
 async def resource_conflicts(req: func.HttpRequest) -> func.HttpResponse:
+    # The budget counts from here: a fresh process's first call builds its clients below.
+    received = asyncio.get_running_loop().time()
+    from shared.safety import preload
+
     services = _services()
-    _warm_graph_sdk()
-    return await handle_conflicts(services, req)
+    # Loading starts with the first check, in its own thread (what it loads, and why not at
+    # import: shared.safety.preload); each live read waits for it within its budget.
+    preload.start()
+    return await handle_conflicts(services, req, ready=preload.ready, received=received)

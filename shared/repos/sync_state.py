@@ -4,7 +4,8 @@ Tables and keys (access paths):
 
 * ``eventmap``   PK link key, RK Outlook event id — Outlook → timum status rows: the slot we hold
   for each event (external id, content hash, slot times). A link's rows are one partition query;
-  a delta page's rows are point reads.
+  a delta page's rows are point reads; the live conflict check's fallback filters on the slot
+  times in the store (``overlapping``).
 * ``bookingmap`` PK link key, RK timum booking id — timum → Outlook: the Outlook event we wrote
   for each booking. Outlook → timum reads it too: those events must never become blocked slots.
 
@@ -76,6 +77,12 @@ class EventMapRepository:
     async def load(self, link: LinkKey) -> dict[str, StatusRow]:
         """Every row of the link (one partition query), by event id."""
         return {row.event_id: row for row in map(self._row, await self._table.query(_pk(link)))}
+
+    async def overlapping(self, link: LinkKey, start: datetime, end: datetime) -> list[StatusRow]:
+        """Rows whose slot overlaps [start, end), filtered in the store: the live conflict
+        check's fallback reads an interval, not the link's whole map."""
+        rows = await self._table.query_where(_pk(link), [("slot_start", "lt", end), ("slot_end", "gt", start)])
+        return [self._row(entity) for entity in rows]
 
     async def pending(self, link: LinkKey) -> dict[str, StatusRow]:
         """Rows not yet settled by a committed round (see ``shared.core.outlook_plan``)."""

@@ -6,10 +6,14 @@ It reads the resource's linked Outlook calendar — and its block-only calendars
 live (``calendarView``) for that interval, applies the same blocking rules as the sync
 (``blocks_time``) and leaves out our own booking events. The live read
 has a hard budget (``LIVE_BUDGET_SECONDS`` of ``BUDGET_SECONDS``): past it, or when Graph or the
-sign-in fails, the answer comes from the synced state (the status rows the last rounds wrote)
-with ``checkedLive: false`` and the link's freshness, so timum can decide — a remote failure never
-becomes a 5xx. ICS-import links have nothing to read live: they answer from the last import and
-say how old it is.
+sign-in fails, the answer comes from the synced state (the status rows the last rounds wrote
+that overlap the interval, filtered in the store) with ``checkedLive: false`` and the link's
+freshness, so timum can decide — a remote failure never becomes a 5xx. ICS-import links have
+nothing to read live: they answer from the last import and say how old it is.
+
+In a fresh process the live read first waits, within its budget, for its code to load in a
+thread (``shared.safety.preload``): imported on the event loop, it would block the loop and with
+it the budget.
 
 The decisions (what the request means, which events conflict, the answer's shape) are pure
 functions; ``check_conflicts`` does the I/O around them.
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +40,7 @@ from shared.storage.base import encode_key
 log = logging.getLogger(__name__)
 
 #: The whole answer's budget; the live read gets what is left after a reserve for the fallback
-#: (one partition read of status rows; ~0.1 s measured, see bench/results.md).
+#: (one filtered read of the status rows overlapping the interval; see bench/results.md).
 BUDGET_SECONDS = 1.5
 FALLBACK_RESERVE_SECONDS = 0.5
 LIVE_BUDGET_SECONDS = BUDGET_SECONDS - FALLBACK_RESERVE_SECONDS
@@ -44,6 +48,9 @@ LIVE_BUDGET_SECONDS = BUDGET_SECONDS - FALLBACK_RESERVE_SECONDS
 MAX_INTERVAL = timedelta(days=31)
 #: Conflicts listed at most (the answer stays small; ``free`` is decided on all of them).
 MAX_CONFLICTS = 100
+
+#: Waits until the live read's code is loaded in this process (``shared.safety.preload.ready``).
+Ready = Callable[[], Awaitable[object]]
 
 #: Fire-and-forget live reads that outlived their budget: kept referenced until they end.
 _ABANDONED: set[asyncio.Task[Any]] = set()
@@ -159,7 +166,11 @@ async def _round_running(services: Services, key: LinkKey, now: datetime) -> boo
     return isinstance(expires, datetime) and expires > now
 
 
-async def _live(services: Services, link: Link, start: datetime, end: datetime) -> list[OutlookEvent]:
+async def _live(services: Services, link: Link, start: datetime, end: datetime,
+                ready: Ready | None) -> list[OutlookEvent]:
+    if ready is not None:
+        # Within the budget: the Graph client's code may still be loading in a fresh process.
+        await ready()
     graph = await services.graph.for_link(link)
     try:
         return await graph.read_calendar_view(link.mailbox_id, link.calendar_id, start=start, end=end)
@@ -186,15 +197,17 @@ class CalendarAnswer:
 
 
 async def _check_calendar(services: Services, link: Link, settings: ProviderSettings, start: datetime,
-                          end: datetime, now: datetime, live_budget: float) -> CalendarAnswer:
+                          end: datetime, now: datetime, live_budget: float, ready: Ready | None) -> CalendarAnswer:
     """One linked calendar of the resource: live if Graph answers within the budget, else synced."""
     if link.mode is LinkMode.ICS:
         reason = "ics"
     elif link.needs_reconnect:
         reason = "needs_reconnect"
+    elif live_budget <= 0:
+        reason = "timeout"  # the request spent the live share before the read could start
     else:
         running = asyncio.ensure_future(_round_running(services, link.key, now))
-        live = asyncio.ensure_future(_live(services, link, start, end))
+        live = asyncio.ensure_future(_live(services, link, start, end, ready))
         done, _ = await asyncio.wait({live}, timeout=live_budget)
         if not done:
             _abandon(live)
@@ -209,10 +222,11 @@ async def _check_calendar(services: Services, link: Link, settings: ProviderSett
                                   synced_through(link, now, round_running=await running))
         running.cancel()
         running.add_done_callback(lambda t: t.cancelled() or t.exception())  # not needed any more
-    rows = await EventMapRepository(services.storage).load(link.key)
+    # Only the rows that can overlap: the read must fit the budget's reserve at any map size.
+    rows = await EventMapRepository(services.storage).overlapping(link.key, start, end)
     # Graph did not answer: what we know is what the last completed round saw, even for a push
     # link (its notifications may be failing just the same).
-    return CalendarAnswer(link, tuple(synced_conflicts(rows.values(), start, end)), False,
+    return CalendarAnswer(link, tuple(synced_conflicts(rows, start, end)), False,
                           synced_through(link, now, round_running=True), reason)
 
 
@@ -228,12 +242,17 @@ def combine(answers: Sequence[CalendarAnswer], now: datetime) -> Answer:
 
 
 async def check_conflicts(services: Services, provider_id: str, resource_id: str, data: Any, *,
-                          live_budget: float = LIVE_BUDGET_SECONDS) -> dict[str, Any]:
+                          live_budget: float = LIVE_BUDGET_SECONDS, ready: Ready | None = None,
+                          received: float | None = None) -> dict[str, Any]:
     """Answer a conflict check over the resource's linked calendar and its block-only calendars.
     ``BadRequest`` for a bad body, ``NotFound`` for a resource without any linked calendar; never
-    an error for Graph's or the sign-in's failures."""
+    an error for Graph's or the sign-in's failures. ``ready``: awaited before each live read, within
+    its budget (the trigger passes ``preload.ready``; the twins need nothing loaded). ``received``:
+    the event loop's time when the request arrived (default: now); the live budget counts from it."""
     from shared.ids import check_id
 
+    loop = asyncio.get_running_loop()
+    received = loop.time() if received is None else received
     key = LinkKey(check_id(provider_id, "provider"), check_id(resource_id, "resource"))
     if is_block_only(key):
         raise BadRequest("ask for the resource, not for one of its calendars", field="resource")
@@ -246,7 +265,10 @@ async def check_conflicts(services: Services, provider_id: str, resource_id: str
     if not links:
         raise NotFound(f"no linked calendar for resource {key.resource_id}")
     now = services.clock()
+    # What the request has spent so far (a fresh process builds its storage clients first) is
+    # taken from the live read's share: the budget holds for the whole answer.
+    remaining = max(0.0, live_budget - (loop.time() - received))
     # Side by side: the budget holds for the whole answer, not per calendar.
-    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, live_budget)
+    answers = await asyncio.gather(*(_check_calendar(services, link, settings, start, end, now, remaining, ready)
                                      for link in links))
     return answer_json(combine(answers, now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,10 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.@:=+-]{1,512}$")
 _ENCODED_PREFIX = "~"
 #: Most operations Azure Tables takes in one entity group transaction (all one partition).
 MAX_BATCH = 100
+#: Comparisons ``TablePort.query_where`` takes, by their OData names.
+COMPARISONS: dict[str, Any] = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+                               "gt": operator.gt, "ge": operator.ge}
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
 
 def encode_key(value: str) -> str:
@@ -79,6 +84,19 @@ class TablePort(ABC):
     async def query(self, pk: str | None = None, *, equals: Mapping[str, Any] | None = None,
                     limit: int | None = None) -> list[Entity]:
         """Rows of one partition (or all, pk=None) whose fields equal ``equals``."""
+
+    async def query_where(self, pk: str, clauses: Sequence[tuple[str, str, Any]]) -> list[Entity]:
+        """Rows of partition ``pk`` for which every ``(field, op, value)`` holds (op: a key of
+        ``COMPARISONS``). A row without the field matches no clause on it. Compare a field with
+        values of the type it is stored as: stores differ on mixed types (Azurite compares text
+        with a date-time, Azure Tables and the twin do not). ``BadRequest`` for an unknown op or
+        a field name that is no identifier.
+
+        Here: the whole partition, compared row by row. An adapter whose store can filter
+        overrides it, so only the matching rows are sent and parsed.
+        """
+        checked = check_clauses(clauses)
+        return [row for row in await self.query(pk) if all(_holds(row, clause) for clause in checked)]
 
     @abstractmethod
     async def upsert_many(self, entities: Sequence[Mapping[str, Any]]) -> None:
@@ -155,3 +173,23 @@ def chunks(items: Sequence[Any], size: int = MAX_BATCH) -> list[Sequence[Any]]:
 
 def dumps(message: Mapping[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def check_clauses(clauses: Sequence[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+    from shared.errors import BadRequest
+
+    out = []
+    for field, op, value in clauses:
+        if op not in COMPARISONS:
+            raise BadRequest(f"unknown comparison {op!r}", field="op")
+        if not _FIELD.match(field) or field in ("PartitionKey", "RowKey"):
+            raise BadRequest("a filtered field must be a property name", field="field")
+        out.append((field, op, value))
+    return out
+
+
+def _holds(row: Mapping[str, Any], clause: tuple[str, str, Any]) -> bool:
+    field, op, value = clause
+    if field not in row or type(row[field]) is not type(value):
+        return False
+    return bool(COMPARISONS[op](row[field], value))
