@@ -82,7 +82,11 @@ def diff_overlaps(open_now: Mapping[str, dict[str, Any]], closed_before: Mapping
 
 
 def _data(cid: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {"conflictId": cid, "bookingId": entry["bookingId"], "start": entry["start"], "end": entry["end"]}
+    # The generation orders the notices of one conflict id: two sweeps may tell them at once,
+    # and webhooks may arrive out of order, so a late "resolved" of an overlap that has come back
+    # since must not close the new one (timum keeps the highest generation it heard).
+    return {"conflictId": cid, "generation": int(entry["generation"]), "bookingId": entry["bookingId"],
+            "start": entry["start"], "end": entry["end"]}
 
 
 async def check_conflicts(services: Services, link: Link, now: datetime) -> tuple[int, int]:

@@ -69,6 +69,21 @@ def test_conflicts_are_listed_until_resolved(timum: RunningTimum) -> None:
         assert f'data-conflicts="{ANNA_WEBER}"' not in client.get(f"/timum/providers/{SONNENSCHEIN}").text
 
 
+def test_conflict_notices_arriving_out_of_order_keep_the_newest_opening(timum: RunningTimum) -> None:
+    slot = {"bookingId": "bk_43", "start": "2026-12-04T09:00:00Z", "end": "2026-12-04T10:00:00Z"}
+    with httpx.Client(base_url=timum.base_url) as client:
+        # The overlap opened, went and came back; the first opening's "resolved" arrives last.
+        notify(timum, client, "n-c2-1", kind="conflict", conflictId="cf-2", generation=1, **slot)
+        notify(timum, client, "n-c2-2", kind="conflict", conflictId="cf-2", generation=2, **slot)
+        notify(timum, client, "n-r2-1", kind="resolved", conflictId="cf-2", generation=1, **slot)
+        assert "Buchung bk_43" in client.get(f"/timum/providers/{SONNENSCHEIN}").text
+        # A "resolved" that overtook its own "conflict": the late conflict does not open it again.
+        other = {**slot, "bookingId": "bk_44"}
+        notify(timum, client, "n-r3-1", kind="resolved", conflictId="cf-3", generation=1, **other)
+        notify(timum, client, "n-c3-1", kind="conflict", conflictId="cf-3", generation=1, **other)
+        assert "Buchung bk_44" not in client.get(f"/timum/providers/{SONNENSCHEIN}").text
+
+
 def test_a_block_only_calendars_status_is_not_the_resources(timum: RunningTimum) -> None:
     with httpx.Client(base_url=timum.base_url) as client:
         before = timum.state.resource(SONNENSCHEIN, ANNA_WEBER).link

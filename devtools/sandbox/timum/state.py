@@ -122,6 +122,9 @@ class Resource:
     stale: bool = False
     #: Outlook events overlapping bookings, by the service's conflict id (``conflict`` / ``resolved``)
     conflicts: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: per conflict id: the highest generation heard, and the highest one resolved
+    conflict_generations: dict[str, int] = field(default_factory=dict)
+    resolved_generations: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "timeZone": self.time_zone, "archived": self.archived}
@@ -709,11 +712,20 @@ class TimumState:
         """What timum does with the service's notices: pause on ``stale``, list conflicts."""
         if kind in ("stale", "fresh"):
             resource.stale = kind == "stale"
-        elif kind == "conflict" and data.get("conflictId"):
-            resource.conflicts[str(data["conflictId"])] = {
-                name: str(data.get(name) or "") for name in ("bookingId", "start", "end")}
-        elif kind == "resolved":
-            resource.conflicts.pop(str(data.get("conflictId") or ""), None)
+        elif kind in ("conflict", "resolved") and data.get("conflictId"):
+            # By generation, as timum's API asks: notices of one conflict may arrive out of order.
+            cid = str(data["conflictId"])
+            generation = int(data.get("generation") or 0)
+            if generation < resource.conflict_generations.get(cid, 0):
+                return  # a late notice of an earlier opening
+            resource.conflict_generations[cid] = generation
+            if kind == "conflict":
+                if generation > resource.resolved_generations.get(cid, -1):
+                    resource.conflicts[cid] = {name: str(data.get(name) or "")
+                                               for name in ("bookingId", "start", "end")}
+            else:
+                resource.resolved_generations[cid] = generation
+                resource.conflicts.pop(cid, None)
 
     def wait_for_statuses(self, count: int, *, timeout: float = 10.0) -> list[ReceivedStatus]:
         self.wait_until(lambda s: len(s.received_statuses) >= count, timeout=timeout)
