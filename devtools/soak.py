@@ -662,8 +662,11 @@ class Soak:
 
         self.stack.run(save())
 
-    def watch(self) -> None:
-        """Run the link watch now (its timer's 5 minutes are longer than a soak's phases)."""
+    def watch(self, *, wait: bool = False) -> None:
+        """Run the link watch now (its timer's 5 minutes are longer than a soak's phases).
+        ``wait``: until this sweep has finished — the host runs a fired function in the
+        background, and waiting for rest does not wait for timers."""
+        done_before = len(self.stack.host.records("watch_links"))
         try:
             response = self.stack.fire("watch_links")
         except Exception as exc:  # the host may be restarting; the next watch runs
@@ -671,12 +674,17 @@ class Soak:
             return
         if response.status_code >= 300:
             self.log(f"link watch answered {response.status_code}")
+        elif wait:
+            self.stack.wait_for(lambda: len(self.stack.host.records("watch_links")) > done_before,
+                                timeout=120, what="the link watch's sweep")
 
     def check_notices(self) -> None:
         """Conflict notices equal the overlaps of blocking events and upcoming confirmed bookings; a
         conflict is told once per opening; no resource stays stale."""
         report, stack = self.report, self.stack
-        self.watch()
+        # The sweep, not just its firing: read too early, timum would not have heard the notices
+        # the sweep is still sending (a conflict first seen now, after the held bookings came in).
+        self.watch(wait=True)
         wait_quiet(stack, timeout=120, settle=1.0)
         now = datetime.now(UTC)
         received = [r for r in stack.timum.list_received_statuses() if r.provider_id == "soak" and not r.duplicate]
