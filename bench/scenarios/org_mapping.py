@@ -130,19 +130,19 @@ def _run(stack: Stack, ctx: Context, people: int, bulk: int) -> Output:
     throttled = sum(1 for e in entries if e.status == 429)
     ctx.log(f"bulk link: {synced} initial syncs done after {total:.1f} s; {len(entries)} Graph requests, "
             f"busiest mailbox {max(per_mailbox.values(), default=0)}, {throttled} answered 429")
-    page_fig = Figure("10", f"mapping page, first page ({people:,} people)", "s", first,
+    page_fig = Figure("11", f"mapping page, first page ({people:,} people)", "s", first,
                       target=Target("<=", FIRST_PAGE_TARGET),
                       method="GET /api/connect/organisation through the local host; 25 mailboxes, two $batch "
                              "calendar reads, resources, links and claims")
-    search_fig = Figure("10", f"mapping page, search ({people:,} people)", "s", search,
+    search_fig = Figure("11", f"mapping page, search ({people:,} people)", "s", search,
                         target=Target("<=", SEARCH_TARGET),
                         method="GET …?q=<name prefix>: Graph startswith filter on displayName or mail")
-    bulk_fig = Figure("10", f"bulk link of {bulk} calendars, all initial syncs done", "s", [total],
+    bulk_fig = Figure("11", f"bulk link of {bulk} calendars, all initial syncs done", "s", [total],
                       target=Target("<=", BULK_TARGET),
                       method=(f"one POST of the mapping form ({posted:.1f} s until the page answered, {linked:.1f} s "
                               "until its status said all linked), then the link-admin and sync workers of the "
                               "local host until every link has synced"))
-    req_fig = Figure("10", f"Graph requests for the bulk link of {bulk}", "requests", [float(len(entries))],
+    req_fig = Figure("11", f"Graph requests for the bulk link of {bulk}", "requests", [float(len(entries))],
                      method=(f"from the POST until the last initial sync; busiest mailbox "
                              f"{max(per_mailbox.values(), default=0)} requests (limit 10,000 per 10 min), "
                              f"{throttled} answered 429"))

@@ -20,9 +20,9 @@ domain objects, and how every failure becomes one class of ``shared.errors``:
   changed properties is read in full first.
 
 Cost: importing this module does not import the SDK; its generated models load with the first
-request of a process (``bench/first_call.py`` prints what that costs). ``warm_up()`` pays that
-up front, off the event loop (``await asyncio.to_thread(warm_up)``), for a trigger whose first
-request must be fast. The webhook path never imports this module.
+request of a process (``bench/first_call.py`` prints what that costs). ``load_request_side()``
+loads the request side off the event loop for a caller whose first request must be fast (the
+live conflict check). The webhook path never imports this module.
 """
 
 from __future__ import annotations
@@ -217,75 +217,10 @@ def _touch_builders(client: Any) -> None:
         _ = client.subscriptions.by_subscription_id("s").reauthorize
 
 
-# A representative response of each kind the adapter reads; parsing them imports the model
-# modules a real response would pull in (the bulk of the first-request cost).
-_WARM_UP_PAYLOADS: tuple[tuple[str, bytes], ...] = (
-    ("delta", b'{"@odata.deltaLink": "https://x/delta", "value": [{"id": "e", "subject": "s",'
-              b' "start": {"dateTime": "2024-01-01T00:00:00.0000000", "timeZone": "UTC"},'
-              b' "end": {"dateTime": "2024-01-01T01:00:00.0000000", "timeZone": "UTC"},'
-              b' "showAs": "busy", "sensitivity": "normal", "type": "singleInstance", "isAllDay": false,'
-              b' "categories": ["c"], "body": {"contentType": "html", "content": ""},'
-              b' "organizer": {"emailAddress": {"name": "n", "address": "a"}},'
-              b' "singleValueExtendedProperties": [{"id": "i", "value": "v"}]},'
-              b' {"id": "r", "@removed": {"reason": "deleted"}}]}'),
-    ("calendars", b'{"value": [{"id": "c", "name": "n", "canEdit": true, "isDefaultCalendar": true,'
-                  b' "owner": {"name": "n", "address": "a"}}]}'),
-    ("events", b'{"value": [{"id": "e"}]}'),
-    ("event", b'{"id": "e"}'),
-    ("user", b'{"id": "u", "displayName": "d", "mail": "m", "userPrincipalName": "p"}'),
-    ("mailbox", b'{"timeZone": "UTC"}'),
-    ("subscription", b'{"id": "s", "expirationDateTime": "2024-01-01T00:00:00Z", "resource": "r"}'),
-    ("error", b'{"error": {"code": "c", "message": "m"}}'),
-)
-
-
-_warm = False
-
-
-def warm_up() -> float:
-    """Import the SDK and the model modules a first request would load; return the seconds spent.
-
-    Call once at worker start. Cheap when already warm.
-    """
-    global _warm
-    began = time.perf_counter()
-    if _warm:
-        return 0.0
-    sdk = _sdk()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
-        from msgraph.generated.models.calendar_collection_response import CalendarCollectionResponse
-        from msgraph.generated.models.event_collection_response import EventCollectionResponse
-        from msgraph.generated.models.mailbox_settings import MailboxSettings
-        from msgraph.generated.models.user import User
-        from msgraph.generated.users.item.calendars.item.calendar_view.delta.delta_get_response import (
-            DeltaGetResponse,
-        )
-
-        # No request is sent: the client only exists to walk its builders.
-        adapter = sdk.GraphRequestAdapter(sdk.AnonymousAuthenticationProvider(), client=httpx.AsyncClient())
-        _touch_builders(sdk.GraphServiceClient(request_adapter=adapter))
-        kinds: dict[str, Any] = {
-            "delta": DeltaGetResponse, "calendars": CalendarCollectionResponse, "events": EventCollectionResponse,
-            "event": sdk.Event, "user": User, "mailbox": MailboxSettings, "subscription": sdk.Subscription,
-            "error": sdk.ODataError,
-        }
-        factory = JsonParseNodeFactory()
-        for kind, payload in _WARM_UP_PAYLOADS:
-            model = kinds[kind]
-            factory.get_root_parse_node("application/json", payload).get_object_value(model)
-    _warm = True
-    return time.perf_counter() - began
-
-
 def load_request_side() -> float:
     """Import the SDK and walk the request builders, as building the first adapter of a process
-    does, without parsing the response models ``warm_up`` parses; return the seconds spent.
-
-    For a caller that reads raw JSON only (calendarView, delta) and wants these imports off its
-    event loop: ~0.2 s here, against ``warm_up``'s ~1.5 s.
-    """
+    does; return the seconds spent (~0.2 s here). For a caller that wants these imports off its
+    event loop (the live conflict check, ``shared/safety/preload.py``)."""
     began = time.perf_counter()
     sdk = _sdk()
     adapter = sdk.GraphRequestAdapter(sdk.AnonymousAuthenticationProvider(), client=httpx.AsyncClient())

@@ -9,9 +9,9 @@ although the budget is 1.5 s (bench/results.md). Imported here, the loop stays f
 comes before the loading is done waits for it within its budget and past that answers from the
 synced state (``timeout``).
 
-Only what the live read imports is loaded. The adapter's ``warm_up`` also parses a sample of
-every response model (~1.5 s of CPU the check never needs: it reads raw JSON); run beside the
-first read, it held the GIL and the module import locks that read was waiting for.
+Only what the live read imports is loaded. Parsing a sample of every response model as well
+(~1.5 s of CPU the check never needs: it reads raw JSON), run beside the first read, held the
+GIL and the module import locks that read was waiting for.
 
 Nothing starts at ``import function_app``: the other functions' cold start stays as it was, and
 a process that never answers a conflict check never pays this.

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from shared.adapters.graph_constants import BOOKING_PROPERTY_ID, SUBSCRIPTION_FORBIDDEN
-from shared.adapters.graph_sdk import GraphSdkAdapter, graph_adapter_from_settings, warm_up
+from shared.adapters.graph_sdk import GraphSdkAdapter, graph_adapter_from_settings
 from shared.domain import EventDraft
 from shared.errors import (
     AuthError,
@@ -594,11 +594,6 @@ async def test_factory_uses_the_settings(credential: StaticCredential, stub: Gra
     finally:
         await graph.close()
     assert str(stub.requests[0].url) == "https://127.0.0.1:7443/v1.0/me"
-
-
-def test_warm_up_is_idempotent() -> None:
-    assert warm_up() >= 0.0
-    assert warm_up() == 0.0
 
 
 def test_importing_the_adapter_module_does_not_load_the_sdk() -> None:
