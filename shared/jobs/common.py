@@ -59,9 +59,9 @@ class QueueJob(Generic[M]):
     gave_up: str = "failed repeatedly; a resync retries"
     #: the booking a message is about, if any (log correlation)
     booking: Callable[[M], str] = lambda _message: ""
-    #: what a give-up does instead of noting it on the link's status, for a message that may be
-    #: about no single link (``None``: the link's status)
-    poisoned: Callable[[Services, M], Awaitable[None]] | None = None
+    #: a give-up's own handling, for a message that may be about no single link: True when it
+    #: handled it; False (or no hook) notes it on the link's status
+    poisoned: Callable[[Services, M], Awaitable[bool]] | None = None
 
 
 def message_json(msg: func.QueueMessage) -> dict[str, Any]:
@@ -129,10 +129,9 @@ async def run_poison(job: QueueJob[M], msg: func.QueueMessage) -> None:
         return
     metrics.increment("poison_messages", queue=job.queue)
     key = job.key(read[1])
-    if job.poisoned is not None:
-        await job.poisoned(get_services(), read[1])
-    else:
-        await record_link_error(get_services(), key, "gave_up", f"{job.queue}: {job.gave_up}")
+    services = get_services()
+    if job.poisoned is None or not await job.poisoned(services, read[1]):
+        await record_link_error(services, key, "gave_up", f"{job.queue}: {job.gave_up}")
     log.error("poison message on %s for link %s", job.queue, key)
 
 

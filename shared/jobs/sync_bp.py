@@ -66,15 +66,14 @@ async def _run_admin(services: Services, message: AdminMessage | OrgLinkMessage,
     await handle_admin_message(services, message)
 
 
-async def _admin_gave_up(services: Services, message: AdminMessage | OrgLinkMessage) -> None:
-    from shared.jobs.common import record_link_error
+async def _admin_gave_up(services: Services, message: AdminMessage | OrgLinkMessage) -> bool:
+    """An organisation's bulk link gives up on its rows; a link's message takes the usual way."""
+    if not isinstance(message, OrgLinkMessage):
+        return False
+    from shared.org.service import give_up_jobs
 
-    if isinstance(message, OrgLinkMessage):
-        from shared.org.service import give_up_jobs
-
-        await give_up_jobs(services, message.provider, message.tenant)
-        return
-    await record_link_error(services, message.key, "gave_up", f"{LINK_ADMIN_QUEUE}: {ADMIN_JOB.gave_up}")
+    await give_up_jobs(services, message.provider, message.tenant)
+    return True
 
 
 SYNC_JOB: QueueJob[SyncMessage] = QueueJob(SYNC_QUEUE, SyncMessage.parse, lambda m: m.key, _run_sync)

@@ -165,7 +165,7 @@ async def test_a_bulk_link_that_gives_up_says_so_and_keeps_a_creating_row(admin:
     services.storage.queue(LINK_ADMIN_QUEUE).drain()  # type: ignore[attr-defined]
     poisoned = OrgLinkMessage("prov-1", "tid-1")
     assert ADMIN_JOB.poisoned is not None
-    await ADMIN_JOB.poisoned(services, poisoned)
+    assert await ADMIN_JOB.poisoned(services, poisoned)  # handled here, not as one link's error
     states = {r.calendar_key: r.state for r in await jobs.all()}
     assert states[rows[0].calendar_key] == CREATING
     assert [states[r.calendar_key] for r in rows[1:]] == [FAILED, FAILED]
