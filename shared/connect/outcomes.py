@@ -22,7 +22,15 @@ class Binding:
 
 
 @dataclass(frozen=True)
-class Redirect:
+class _MayEndSignIn:
+    """An outcome that may end a sign-in: it then names the binding cookie to drop."""
+
+    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
+    spent_binding: str = field(default="", kw_only=True)
+
+
+@dataclass(frozen=True)
+class Redirect(_MayEndSignIn):
     location: str
     status: int = 303
     #: a new chooser session to hand to the browser as a cookie
@@ -31,12 +39,10 @@ class Redirect:
     clear_session: bool = False
     #: a sign-in binding cookie to set (the redirect goes to Microsoft)
     binding: Binding | None = None
-    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
-    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
-class ErrorPage:
+class ErrorPage(_MayEndSignIn):
     code: str                  # picks the text ``error.<code>``
     locale: str
     status: int = 400
@@ -44,12 +50,10 @@ class ErrorPage:
     #: a fresh sign-in to offer ("try again"), with the binding cookie it needs
     retry_url: str = ""
     binding: Binding | None = None
-    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
-    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
-class ConsentPage:
+class ConsentPage(_MayEndSignIn):
     """The user's organisation requires an administrator to consent first."""
 
     locale: str
@@ -59,20 +63,16 @@ class ConsentPage:
     #: the organisation path asks for application permissions; the single-calendar path for
     #: the delegated ones only (the page lists which, by name)
     org: bool = False
-    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
-    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
-class ConsentResultPage:
+class ConsentResultPage(_MayEndSignIn):
     locale: str
     ok: bool
     reason: str = ""           # consent_failed.<reason> for ok=False
     return_url: str = ""
     #: the organisation path's consent (its own texts: what happens next differs)
     org: bool = False
-    #: the tag of the binding cookie of a sign-in that has ended (see ``end_binding``)
-    spent_binding: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ChooserPage:
 
 
 #: the outcomes that can end a sign-in
-Ended = TypeVar("Ended", bound=Redirect | ErrorPage | ConsentPage | ConsentResultPage)
+Ended = TypeVar("Ended", bound=_MayEndSignIn)
 
 
 def end_binding(outcome: Ended, tag: str) -> Ended:
